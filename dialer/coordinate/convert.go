@@ -139,7 +139,8 @@ func parsePrefixes(ss []string) ([]netip.Prefix, error) {
 // DERPMapToProto encodes a DERP map. HomeParams is always present, as coderd
 // sends it, because Coder clients dereference it unconditionally. Upstream
 // tailcfg has no EmbeddedRelay or ForceHTTP fields (Coder's fork does), so
-// those are sent as false.
+// those are sent as false; the wire's "avoid" maps to upstream's
+// NoMeasureNoHome, which replaced the deprecated DERPRegion.Avoid.
 func DERPMapToProto(m *tailcfg.DERPMap) *tailnetproto.DERPMap {
 	if m == nil {
 		return nil
@@ -162,7 +163,7 @@ func DERPMapToProto(m *tailcfg.DERPMap) *tailnetproto.DERPMap {
 			RegionId:   int64(r.RegionID),
 			RegionCode: r.RegionCode,
 			RegionName: r.RegionName,
-			Avoid:      r.Avoid,
+			Avoid:      r.NoMeasureNoHome,
 			Nodes:      make([]*tailnetproto.DERPMap_Region_Node, 0, len(r.Nodes)),
 		}
 		for _, n := range r.Nodes {
@@ -207,10 +208,10 @@ func DERPMapFromProto(p *tailnetproto.DERPMap) *tailcfg.DERPMap {
 			continue
 		}
 		r := &tailcfg.DERPRegion{
-			RegionID:   int(pr.GetRegionId()),
-			RegionCode: pr.GetRegionCode(),
-			RegionName: pr.GetRegionName(),
-			Avoid:      pr.GetAvoid(),
+			RegionID:        int(pr.GetRegionId()),
+			RegionCode:      pr.GetRegionCode(),
+			RegionName:      pr.GetRegionName(),
+			NoMeasureNoHome: pr.GetAvoid(),
 		}
 		for _, pn := range pr.GetNodes() {
 			if pn == nil {

@@ -1,0 +1,118 @@
+package devcoord
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/hashicorp/yamux"
+)
+
+// errorResponse is coderd's JSON error body.
+type errorResponse struct {
+	Message     string            `json:"message"`
+	Detail      string            `json:"detail,omitempty"`
+	Validations []validationError `json:"validations,omitempty"`
+}
+
+type validationError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(true)
+	_ = enc.Encode(v)
+}
+
+// checkVersion writes coderd's 400 for a bad ?version= and reports whether
+// the request may go on. def is assumed when the parameter is absent.
+func checkVersion(w http.ResponseWriter, r *http.Request, def string) bool {
+	v := r.URL.Query().Get("version")
+	if v == "" {
+		v = def
+	}
+	if err := validateVersion(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorResponse{
+			Message:     "Unknown or unsupported API version",
+			Validations: []validationError{{Field: "version", Detail: err.Error()}},
+		})
+		return false
+	}
+	return true
+}
+
+// ServeProxy serves /api/v2/workspaceproxies/me/coordinate for a proxy the
+// caller has already authenticated. As in coderd, a missing version means
+// 1.0, which is refused; the proxy gets a fresh peer ID for this connection
+// and may tunnel to any agent.
+func (c *Coordinator) ServeProxy(w http.ResponseWriter, r *http.Request, proxyID uuid.UUID) {
+	if !checkVersion(w, r, "1.0") {
+		return
+	}
+	peerID := uuid.New()
+	c.serve(w, r, identity{id: peerID, name: peerID.String(), kind: "proxy", auth: proxyAuth{}},
+		slog.String("proxy_id", proxyID.String()))
+}
+
+// ServeAgent serves the tailnet part of /api/v2/workspaceagents/me/rpc for an
+// authenticated agent. A missing version means 2.0 (as coderd's agent
+// endpoint assumes); the agent's peer ID is its agent ID.
+func (c *Coordinator) ServeAgent(w http.ResponseWriter, r *http.Request, agentID uuid.UUID) {
+	if !checkVersion(w, r, "2.0") {
+		return
+	}
+	c.serve(w, r, identity{id: agentID, name: agentID.String(), kind: "agent", auth: agentAuth{id: agentID}},
+		slog.String("agent_id", agentID.String()))
+}
+
+func (c *Coordinator) serve(w http.ResponseWriter, r *http.Request, who identity, attr slog.Attr) {
+	log := c.log.With(attr, "peer_id", who.id)
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.conns.Add(1)
+	}
+	c.mu.Unlock()
+	if closed {
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Message: "Coordinator is shutting down."})
+		return
+	}
+	defer c.conns.Done()
+
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		// Accept has already answered the request.
+		log.Debug("devcoord: websocket accept failed", "error", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(c.ctx, cancel)
+	defer stop()
+
+	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	defer func() { _ = nc.Close() }()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Server(nc, cfg)
+	if err != nil {
+		_ = ws.Close(websocket.StatusInternalError, "yamux")
+		return
+	}
+	defer func() { _ = sess.Close() }()
+	log.Debug("devcoord: serving tailnet coordination")
+	err = c.srv.Serve(context.WithValue(ctx, identityKey{}, who), sess)
+	if err != nil && ctx.Err() == nil {
+		_ = ws.Close(websocket.StatusInternalError, err.Error())
+		return
+	}
+	_ = ws.Close(websocket.StatusGoingAway, "")
+}
