@@ -41,6 +41,9 @@ func (s *session) sendLoop() error {
 			return s.ctx.Err()
 		case <-s.wake:
 		}
+		if err := s.ctx.Err(); err != nil {
+			return err
+		}
 		s.mu.Lock()
 		q := s.queue
 		s.queue = nil

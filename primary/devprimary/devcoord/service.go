@@ -113,4 +113,3 @@ func (s *service) StreamDERPMaps(_ *tailnetproto.StreamDERPMapsRequest, stream t
 		t.Stop()
 	}
 }
-
