@@ -404,3 +404,39 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentEnsureTunnelOpensOneTunnel(t *testing.T) {
+	pr := newPair(t, coordinate.Options{})
+	const n = 20
+	releases := make(chan func(), n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, err := pr.proxy.EnsureTunnel(ctx, pr.agentID)
+			if err != nil {
+				errs <- err
+				return
+			}
+			releases <- r
+		}()
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case r := <-releases:
+			defer r()
+		}
+	}
+	if st := pr.proxy.Stats(); st.Tunnels != 1 || st.OpenConnections != n {
+		t.Errorf("stats = %+v, want 1 tunnel with %d connections", st, n)
+	}
+	if _, tunnels := pr.p.coord.Stats(); tunnels != 1 {
+		t.Errorf("coordinator tunnels = %d, want 1", tunnels)
+	}
+	if up, _ := pr.proxyNode.counts(pr.agentID); up != 1 {
+		t.Errorf("agent node installed %d times, want 1", up)
+	}
+}

@@ -196,6 +196,7 @@ type primary struct {
 	lis        *trackingListener
 	url        *url.URL
 	proxyToken string
+	mu         sync.Mutex
 	agents     map[string]uuid.UUID
 }
 
@@ -217,7 +218,9 @@ func newPrimary(t *testing.T, opts devcoord.Options) *primary {
 		p.coord.ServeProxy(w, r, proxyID)
 	})
 	mux.HandleFunc("GET /api/v2/workspaceagents/me/rpc", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
 		id, ok := p.agents[r.Header.Get(coordinate.SessionTokenHeader)]
+		p.mu.Unlock()
 		if !ok {
 			writeError(w, http.StatusUnauthorized, "Workspace agent not authorized.", "")
 			return
@@ -242,7 +245,9 @@ func writeError(w http.ResponseWriter, status int, msg, detail string) {
 
 func (p *primary) addAgent(id uuid.UUID) string {
 	tok := "agent-token-" + id.String()
+	p.mu.Lock()
 	p.agents[tok] = id
+	p.mu.Unlock()
 	return tok
 }
 
