@@ -3,6 +3,7 @@ package devcoord
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -110,7 +111,9 @@ func (c *Coordinator) serve(w http.ResponseWriter, r *http.Request, who identity
 	defer func() { _ = sess.Close() }()
 	log.Debug("devcoord: serving tailnet coordination")
 	err = c.srv.Serve(context.WithValue(ctx, identityKey{}, who), sess)
-	if err != nil && ctx.Err() == nil {
+	// A client hanging up ends the yamux session; that is not an error.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, yamux.ErrSessionShutdown) && !errors.Is(err, io.EOF) {
+		log.Debug("devcoord: connection ended with an error", "error", err)
 		_ = ws.Close(websocket.StatusInternalError, err.Error())
 		return
 	}
