@@ -200,7 +200,7 @@ type primary struct {
 	agents     map[string]uuid.UUID
 }
 
-func newPrimary(t *testing.T, opts devcoord.Options) *primary {
+func newPrimary(t testing.TB, opts devcoord.Options) *primary {
 	t.Helper()
 	opts.Logger = testLogger()
 	p := &primary{
