@@ -37,7 +37,7 @@ type NodeOf[NI NodeInfoShape] interface {
 }
 
 // AdaptNode lets a node with its own NodeInfo type (dialer/tsnode's) be
-// driven by Client and AgentClient: AdaptNode(tsnodeNode).
+// driven by Client and AgentClient: AdaptNode[tsnode.NodeInfo](node).
 func AdaptNode[NI NodeInfoShape](n NodeOf[NI]) Node { return adapted[NI]{n} }
 
 type adapted[NI NodeInfoShape] struct{ n NodeOf[NI] }
