@@ -1,0 +1,360 @@
+package devagent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ptyHarness runs a PTYServer on a loopback listener with /bin/sh and a
+// fixed prompt, so output is predictable.
+type ptyHarness struct {
+	t    *testing.T
+	srv  *PTYServer
+	addr string
+	done chan error
+	once sync.Once
+}
+
+func newPTYHarness(t *testing.T, opts PTYOptions) *ptyHarness {
+	t.Helper()
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Shell == "" {
+		opts.Shell = "/bin/sh"
+	}
+	if opts.Env == nil {
+		opts.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "PS1=$ ", "ENV="}
+	}
+	h := &ptyHarness{t: t, srv: NewPTYServer(opts), addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { h.done <- h.srv.Serve(ln) }()
+	t.Cleanup(h.close)
+	return h
+}
+
+func (h *ptyHarness) close() { h.once.Do(h.closeOnce) }
+
+func (h *ptyHarness) closeOnce() {
+	_ = h.srv.Close()
+	select {
+	case err := <-h.done:
+		if !errors.Is(err, ErrServerClosed) {
+			h.t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		h.t.Error("Serve did not return after Close")
+	}
+}
+
+// ptyClient is a client connection with everything it has read so far.
+type ptyClient struct {
+	t   *testing.T
+	c   net.Conn
+	out chan []byte
+	eof chan struct{}
+	buf bytes.Buffer
+}
+
+func (h *ptyHarness) dial(f InitFrame) *ptyClient {
+	h.t.Helper()
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, err := AppendInitFrame(nil, f)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := c.Write(b); err != nil {
+		h.t.Fatal(err)
+	}
+	pc := &ptyClient{t: h.t, c: c, out: make(chan []byte, 1024), eof: make(chan struct{})}
+	go func() {
+		defer close(pc.eof)
+		for {
+			b := make([]byte, 4096)
+			n, err := c.Read(b)
+			if n > 0 {
+				pc.out <- b[:n]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	h.t.Cleanup(func() { _ = c.Close() })
+	return pc
+}
+
+func (pc *ptyClient) send(m ClientMessage) {
+	pc.t.Helper()
+	b, _ := json.Marshal(m)
+	if _, err := pc.c.Write(b); err != nil {
+		pc.t.Fatalf("send: %v", err)
+	}
+}
+
+func (pc *ptyClient) run(line string) { pc.send(ClientMessage{Data: line + "\r"}) }
+
+// waitFor reads until the output so far matches re, and returns the output.
+func (pc *ptyClient) waitFor(re string) string {
+	pc.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(10 * time.Second)
+	for !rx.Match(pc.buf.Bytes()) {
+		select {
+		case b := <-pc.out:
+			pc.buf.Write(b)
+		case <-pc.eof:
+			// drain what arrived before EOF
+			for {
+				select {
+				case b := <-pc.out:
+					pc.buf.Write(b)
+					continue
+				default:
+				}
+				break
+			}
+			if rx.Match(pc.buf.Bytes()) {
+				return pc.buf.String()
+			}
+			pc.t.Fatalf("connection closed before %q; output:\n%q", re, pc.buf.String())
+		case <-deadline:
+			pc.t.Fatalf("timed out waiting for %q; output:\n%q", re, pc.buf.String())
+		}
+	}
+	return pc.buf.String()
+}
+
+func (pc *ptyClient) waitClosed() {
+	pc.t.Helper()
+	select {
+	case <-pc.eof:
+	case <-time.After(10 * time.Second):
+		pc.t.Fatalf("connection still open; output:\n%q", pc.buf.String())
+	}
+}
+
+func TestPTYEchoRoundTrip(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	c := h.dial(InitFrame{ID: uuid.New(), Height: 24, Width: 80})
+	c.run(`echo hel''lo; echo term=$TERM`)
+	// The shell's output, not the tty's echo of the typed line.
+	c.waitFor(`hello\r\nterm=xterm-256color\r\n`)
+}
+
+func TestPTYSizeAndResize(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	c := h.dial(InitFrame{ID: uuid.New(), Height: 20, Width: 70})
+	c.run("stty size")
+	c.waitFor(`20 70\r\n`)
+	c.send(ClientMessage{Height: 33, Width: 101})
+	c.run("stty size")
+	c.waitFor(`33 101\r\n`)
+	// A message with only one dimension is not a resize.
+	c.send(ClientMessage{Height: 10})
+	c.run("stty size; echo done-$((1+1))")
+	c.waitFor(`33 101\r\ndone-2`)
+
+	// Zero size in the init frame means the default 24x80.
+	d := h.dial(InitFrame{ID: uuid.New()})
+	d.run("stty size")
+	d.waitFor(`24 80\r\n`)
+}
+
+func TestPTYReconnectKeepsScreenAndShell(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	id := uuid.New()
+	c := h.dial(InitFrame{ID: id, Height: 24, Width: 80})
+	c.run("X=abc$((1+2)); echo before-$X pid-$$")
+	out := c.waitFor(`before-abc3 pid-(\d+)\r\n`)
+	pid := regexp.MustCompile(`before-abc3 pid-(\d+)`).FindStringSubmatch(out)[1]
+	_ = c.c.Close()
+	c.waitClosed()
+
+	c2 := h.dial(InitFrame{ID: id, Height: 24, Width: 80})
+	c2.waitFor(`before-abc3 pid-` + pid) // the old screen is replayed
+	c2.run("echo after-$X pid-$$")
+	c2.waitFor(`after-abc3 pid-` + pid + `\r\n`)
+	if n := len(h.srv.Sessions()); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+}
+
+func TestPTYSeveralClientsOneSession(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	id := uuid.New()
+	a := h.dial(InitFrame{ID: id})
+	a.run("echo first-$((3*3))")
+	a.waitFor(`first-9\r\n`)
+	b := h.dial(InitFrame{ID: id})
+	b.waitFor(`first-9\r\n`)
+	b.run("echo second-$((4*4))")
+	a.waitFor(`second-16\r\n`)
+	b.waitFor(`second-16\r\n`)
+}
+
+func TestPTYDifferentIDsAreDifferentShells(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	a := h.dial(InitFrame{ID: uuid.New()})
+	a.run("X=one; echo set-$X")
+	a.waitFor(`set-one\r\n`)
+	b := h.dial(InitFrame{ID: uuid.New()})
+	b.run("echo v-[$X]")
+	b.waitFor(`v-\[\]\r\n`)
+	if strings.Contains(b.buf.String(), "set-one") {
+		t.Error("second session shows the first one's screen")
+	}
+	if n := len(h.srv.Sessions()); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+}
+
+func TestPTYProcessExitClosesConn(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	id := uuid.New()
+	a := h.dial(InitFrame{ID: id})
+	b := h.dial(InitFrame{ID: id})
+	a.run("echo bye-$((5+5)); exit")
+	a.waitFor(`bye-10\r\n`)
+	a.waitClosed()
+	b.waitClosed()
+	waitNoSessions(t, h.srv)
+
+	// A command runs instead of the shell; its output arrives before close.
+	c := h.dial(InitFrame{ID: uuid.New(), Command: "echo done-$((2+2))"})
+	c.waitFor(`done-4`)
+	c.waitClosed()
+}
+
+func waitNoSessions(t *testing.T, s *PTYServer) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.Sessions()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions still running: %v", s.Sessions())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPTYIdleSessionReaped(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{IdleTimeout: 300 * time.Millisecond})
+	id := uuid.New()
+	c := h.dial(InitFrame{ID: id})
+	c.run("X=kept; echo ready")
+	c.waitFor(`ready\r\n`)
+	// Attached for longer than the idle timeout: not reaped.
+	time.Sleep(600 * time.Millisecond)
+	c.run("echo still-$X")
+	c.waitFor(`still-kept\r\n`)
+	_ = c.c.Close()
+
+	waitNoSessions(t, h.srv)
+	d := h.dial(InitFrame{ID: id})
+	d.run("echo fresh-[$X]")
+	out := d.waitFor(`fresh-\[\]\r\n`)
+	if strings.Contains(out, "still-kept") {
+		t.Error("a reaped session's screen came back")
+	}
+}
+
+func TestPTYRefusals(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	for _, tc := range []struct {
+		name string
+		f    InitFrame
+		want string
+	}{
+		{"container", InitFrame{ID: uuid.New(), Container: "c1"}, "containers are not supported"},
+		{"container user", InitFrame{ID: uuid.New(), ContainerUser: "root"}, "containers are not supported"},
+		{"screen backend", InitFrame{ID: uuid.New(), BackendType: "screen"}, `backend type "screen" is not supported`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(tc.f)
+			c.waitFor(regexp.QuoteMeta(tc.want))
+			c.waitClosed()
+		})
+	}
+	// A garbage init frame gets a reason too.
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write(frame(`{"ID":"nope"}`))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(got), "devagent: bad init frame: init frame malformed") {
+		t.Errorf("got %q", got)
+	}
+	if n := len(h.srv.Sessions()); n != 0 {
+		t.Errorf("%d sessions started by refused clients", n)
+	}
+}
+
+func TestPTYCloseEndsEverythingWithoutLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	h := newPTYHarness(t, PTYOptions{})
+	var clients []*ptyClient
+	for range 3 {
+		c := h.dial(InitFrame{ID: uuid.New()})
+		c.run("echo up")
+		c.waitFor(`up\r\n`)
+		clients = append(clients, c)
+	}
+	h.close()
+	for _, c := range clients {
+		c.waitClosed()
+		_ = c.c.Close()
+	}
+	if n := len(h.srv.Sessions()); n != 0 {
+		t.Errorf("%d sessions after Close", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after Close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRingKeepsTheTail(t *testing.T) {
+	r := newRing(8)
+	r.Write([]byte("abc"))
+	r.Write([]byte("defgh"))
+	if got := string(r.Bytes()); got != "abcdefgh" {
+		t.Fatalf("got %q", got)
+	}
+	r.Write([]byte("ij"))
+	if got := string(r.Bytes()); got != "cdefghij" {
+		t.Fatalf("got %q", got)
+	}
+	r.Write([]byte("0123456789"))
+	if got := string(r.Bytes()); got != "23456789" {
+		t.Fatalf("got %q", got)
+	}
+}
