@@ -22,9 +22,11 @@ var (
 	ErrInitTruncated = errors.New("init frame truncated")
 )
 
-// Backend types a client may ask for. Coder's agent knows "buffered" and
-// "screen"; this agent implements the buffered behaviour only.
+// Backend types a client may ask for. Coder's agent knows "auto" (screen if
+// installed, else buffered), "screen" and "buffered"; this agent implements
+// the buffered behaviour only, so "auto" means buffered here.
 const (
+	BackendTypeAuto     = "auto"
 	BackendTypeBuffered = "buffered"
 	BackendTypeScreen   = "screen"
 )

@@ -251,7 +251,7 @@ func unsupported(f InitFrame) string {
 		return "containers are not supported by this agent"
 	}
 	switch f.BackendType {
-	case "", BackendTypeBuffered:
+	case "", BackendTypeAuto, BackendTypeBuffered:
 		return ""
 	default:
 		return fmt.Sprintf("backend type %q is not supported (want %q)", f.BackendType, BackendTypeBuffered)

@@ -158,10 +158,12 @@ func (pc *ptyClient) waitClosed() {
 
 func TestPTYEchoRoundTrip(t *testing.T) {
 	h := newPTYHarness(t, PTYOptions{})
-	c := h.dial(InitFrame{ID: uuid.New(), Height: 24, Width: 80})
-	c.run(`echo hel''lo; echo term=$TERM`)
-	// The shell's output, not the tty's echo of the typed line.
-	c.waitFor(`hello\r\nterm=xterm-256color\r\n`)
+	for _, backend := range []string{"", BackendTypeAuto, BackendTypeBuffered} {
+		c := h.dial(InitFrame{ID: uuid.New(), Height: 24, Width: 80, BackendType: backend})
+		c.run(`echo hel''lo; echo term=$TERM`)
+		// The shell's output, not the tty's echo of the typed line.
+		c.waitFor(`hello\r\nterm=xterm-256color\r\n`)
+	}
 }
 
 func TestPTYSizeAndResize(t *testing.T) {
@@ -290,6 +292,7 @@ func TestPTYRefusals(t *testing.T) {
 		{"container", InitFrame{ID: uuid.New(), Container: "c1"}, "containers are not supported"},
 		{"container user", InitFrame{ID: uuid.New(), ContainerUser: "root"}, "containers are not supported"},
 		{"screen backend", InitFrame{ID: uuid.New(), BackendType: "screen"}, `backend type "screen" is not supported`},
+		{"unknown backend", InitFrame{ID: uuid.New(), BackendType: "tmux"}, `backend type "tmux" is not supported`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := h.dial(tc.f)
