@@ -1,0 +1,34 @@
+package authz
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// findToken returns a signed app token from the request that verifies and
+// matches it (protocol §4.3, §4.4).
+func (s *Service) findToken(ctx context.Context, in *Input, t *target) (tokens.SignedToken, string, bool) {
+	return s.verifier.FindToken(ctx, in.Query(), in.Cookies(), t.req)
+}
+
+// sessionToken finds the user's Coder session token (protocol §5.3).
+func (s *Service) sessionToken(in *Input, t *target) string {
+	name := tokens.PathAppSessionCookie
+	if t.req.AccessMethod == appurl.AccessMethodSubdomain {
+		name = s.cfg.subdomainCookie
+	}
+	return tokens.SessionToken(name, in.Cookies(), in.Query(), in.Header)
+}
+
+// parseCookies parses every Cookie header line leniently, as a Go server
+// would.
+func parseCookies(h http.Header) []*http.Cookie {
+	if len(h["Cookie"]) == 0 {
+		return nil
+	}
+	r := http.Request{Header: http.Header{"Cookie": h["Cookie"]}}
+	return r.Cookies()
+}

@@ -1,0 +1,111 @@
+package tokens
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Names of Coder's cookies, query parameters and headers (protocol §4–§5).
+const (
+	SignedAppTokenCookie     = "coder_signed_app_token"
+	SignedAppTokenQueryParam = "coder_signed_app_token_23db1dde"
+	PathAppSessionCookie     = "coder_path_app_session_token"
+	// subdomainAppSessionCookiePrefix is followed by "_<hash of wildcard>".
+	subdomainAppSessionCookiePrefix = "coder_subdomain_app_session_token"
+	SessionTokenCookie              = "coder_session_token"
+	SessionTokenQueryParam          = "coder_session_token"
+	SessionTokenHeader              = "Coder-Session-Token"
+	SmuggledAPIKeyQueryParam        = "coder_application_connect_api_key_35e783"
+	oauthStateCookie                = "oauth_state"
+	oauthRedirectCookie             = "oauth_redirect"
+)
+
+// SubdomainAppSessionCookie is the subdomain session cookie name for a
+// wildcard hostname: the prefix, "_", and the hex of the first 16 bytes of
+// SHA-256 of the wildcard exactly as configured. A parent-domain cookie of
+// another proxy therefore never shadows this proxy's.
+func SubdomainAppSessionCookie(wildcardHostname string) string {
+	sum := sha256.Sum256([]byte(wildcardHostname))
+	return subdomainAppSessionCookiePrefix + "_" + hex.EncodeToString(sum[:16])
+}
+
+// SubdomainCookieDomain is the Domain of the subdomain session cookie:
+// everything after the first "." of the wildcard, with a leading ".";
+// "*.apps.x.com" → ".apps.x.com", "*--apps.x.com" → ".x.com".
+func SubdomainCookieDomain(wildcardHostname string) string {
+	_, rest, ok := strings.Cut(wildcardHostname, ".")
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		rest = rest[:i]
+	}
+	return "." + rest
+}
+
+// IsCoderCookie reports whether a cookie name is one of Coder's, which
+// never reach a workspace app.
+func IsCoderCookie(name string) bool {
+	switch name {
+	case SessionTokenCookie, oauthStateCookie, oauthRedirectCookie, PathAppSessionCookie, SignedAppTokenCookie:
+		return true
+	}
+	return strings.HasPrefix(name, subdomainAppSessionCookiePrefix)
+}
+
+// StripCoderCookies removes Coder's cookies from a Cookie header value and
+// keeps every other pair byte for byte, in order, joined with "; ".
+func StripCoderCookies(header string) string {
+	var kept []string
+	for _, part := range strings.Split(header, ";") {
+		p := strings.TrimSpace(part)
+		if p == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(p, "=")
+		if IsCoderCookie(strings.TrimSpace(name)) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return strings.Join(kept, "; ")
+}
+
+// CookieConfig holds the deployment's cookie settings.
+type CookieConfig struct {
+	Secure   bool
+	SameSite http.SameSite
+}
+
+func (c CookieConfig) apply(ck *http.Cookie) *http.Cookie {
+	ck.Secure = c.Secure
+	ck.SameSite = c.SameSite
+	ck.HttpOnly = true
+	return ck
+}
+
+// SignedTokenCookie is the cookie that carries a signed app token: host
+// only, Path = the request's base path, Expires = the token's exp.
+func (c CookieConfig) SignedTokenCookie(token string, basePath string, expiry time.Time) *http.Cookie {
+	return c.apply(&http.Cookie{Name: SignedAppTokenCookie, Value: token, Path: basePath, Expires: expiry})
+}
+
+// PathAppSessionCookie is the session cookie for path apps and terminals on
+// the access URL: host only, Path "/", a session cookie.
+func (c CookieConfig) PathAppSessionCookie(apiKey string) *http.Cookie {
+	return c.apply(&http.Cookie{Name: PathAppSessionCookie, Value: apiKey, Path: "/"})
+}
+
+// SubdomainAppSessionCookie is the session cookie for subdomain apps, on
+// the wildcard's parent domain.
+func (c CookieConfig) SubdomainAppSessionCookie(wildcardHostname, apiKey string) *http.Cookie {
+	return c.apply(&http.Cookie{
+		Name:   SubdomainAppSessionCookie(wildcardHostname),
+		Value:  apiKey,
+		Domain: SubdomainCookieDomain(wildcardHostname),
+		Path:   "/",
+	})
+}

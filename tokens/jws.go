@@ -1,0 +1,183 @@
+package tokens
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/appurl"
+)
+
+// TokenLifetime is how long coderd's signed app tokens live.
+const TokenLifetime = time.Minute
+
+// leeway is go-jose's default time leeway, which coderd applies.
+const leeway = jwt.DefaultLeeway
+
+// MaxTokenLen bounds the JOSE input this package parses at all.
+const MaxTokenLen = 16 << 10
+
+// Token errors; every failure wraps one of them.
+var (
+	ErrMalformed  = errors.New("malformed token")
+	ErrTooLarge   = errors.New("token too large")
+	ErrAlgorithm  = errors.New("unexpected token algorithm")
+	ErrMissingKID = errors.New("token has no kid")
+	ErrSignature  = errors.New("token signature or encryption does not verify")
+	ErrExpired    = errors.New("token expired or not yet valid")
+	ErrClaims     = errors.New("token claims are invalid")
+)
+
+// SignedToken is the payload of a signed app token: which app request it
+// authorises and what coderd resolved it to.
+type SignedToken struct {
+	Request appurl.Request
+	// UserID is the workspace owner (not the visitor).
+	UserID       uuid.UUID
+	WorkspaceID  uuid.UUID
+	AgentID      uuid.UUID
+	AppURL       string
+	CORSBehavior string
+	Expiry       time.Time
+}
+
+// tokenClaims is the token's JSON as coderd writes it: registered claims
+// flattened at the top level (only exp is set), the request nested.
+type tokenClaims struct {
+	jwt.Claims
+	Request      appurl.Request `json:"request"`
+	UserID       uuid.UUID      `json:"user_id"`
+	WorkspaceID  uuid.UUID      `json:"workspace_id"`
+	AgentID      uuid.UUID      `json:"agent_id"`
+	AppURL       string         `json:"app_url"`
+	CORSBehavior string         `json:"cors_behavior"`
+}
+
+// MatchesRequest binds a token to a request (protocol §4.4): all seven
+// fields equal, base paths compared with a trailing "/".
+func (t SignedToken) MatchesRequest(r appurl.Request) bool {
+	a, b := t.Request.Normalize(), r.Normalize()
+	return a.AccessMethod == b.AccessMethod &&
+		a.BasePath == b.BasePath &&
+		a.Prefix == b.Prefix &&
+		a.UsernameOrID == b.UsernameOrID &&
+		a.WorkspaceNameOrID == b.WorkspaceNameOrID &&
+		a.AgentNameOrID == b.AgentNameOrID &&
+		a.AppSlugOrPort == b.AppSlugOrPort
+}
+
+// SignToken signs a token with an app-token key, as coderd does: compact
+// JWS, HS512, kid = key sequence. A zero Expiry is an error.
+func SignToken(key Key, t SignedToken) (string, error) {
+	if key.Feature != FeatureAppToken {
+		return "", fmt.Errorf("sign token: %w: key is for %s", ErrBadKey, key.Feature)
+	}
+	if t.Expiry.IsZero() {
+		return "", fmt.Errorf("sign token: %w: no expiry", ErrClaims)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS512, Key: key.Secret},
+		(&jose.SignerOptions{}).WithHeader("kid", key.KID()))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	payload, err := json.Marshal(tokenClaims{
+		Claims:       jwt.Claims{Expiry: jwt.NewNumericDate(t.Expiry)},
+		Request:      t.Request,
+		UserID:       t.UserID,
+		WorkspaceID:  t.WorkspaceID,
+		AgentID:      t.AgentID,
+		AppURL:       t.AppURL,
+		CORSBehavior: t.CORSBehavior,
+	})
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// Verifier checks tokens against keys from a KeySource.
+type Verifier struct {
+	Keys KeySource
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now == nil {
+		return time.Now()
+	}
+	return v.Now()
+}
+
+// VerifyToken parses and verifies a signed app token: compact JWS, HS512
+// only, a kid naming a usable app-token key, a valid signature, exp
+// present and within leeway, and a well-formed request.
+func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, error) {
+	if len(s) > MaxTokenLen {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %d bytes", ErrTooLarge, len(s))
+	}
+	obj, err := jose.ParseSignedCompact(s, []jose.SignatureAlgorithm{jose.HS512})
+	if err != nil {
+		if isAlgError(err) {
+			return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrAlgorithm, err)
+		}
+		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrMalformed, err)
+	}
+	if len(obj.Signatures) != 1 {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %d signatures", ErrMalformed, len(obj.Signatures))
+	}
+	h := obj.Signatures[0].Protected
+	if h.Algorithm != string(jose.HS512) {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %q", ErrAlgorithm, h.Algorithm)
+	}
+	if h.KeyID == "" {
+		return SignedToken{}, fmt.Errorf("verify token: %w", ErrMissingKID)
+	}
+	key, err := v.Keys.VerifyingKey(ctx, FeatureAppToken, h.KeyID)
+	if err != nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w", err)
+	}
+	payload, err := obj.Verify(key.Secret)
+	if err != nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w", ErrSignature)
+	}
+	var c tokenClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
+	}
+	if c.Expiry == nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w: no exp", ErrClaims)
+	}
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Time: v.now()}, leeway); err != nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrExpired, err)
+	}
+	req := c.Request.Normalize()
+	if err := req.Check(); err != nil {
+		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
+	}
+	return SignedToken{
+		Request:      req,
+		UserID:       c.UserID,
+		WorkspaceID:  c.WorkspaceID,
+		AgentID:      c.AgentID,
+		AppURL:       c.AppURL,
+		CORSBehavior: c.CORSBehavior,
+		Expiry:       c.Expiry.Time(),
+	}, nil
+}
+
+// isAlgError reports whether go-jose refused the token's algorithm.
+func isAlgError(err error) bool {
+	var e *jose.ErrUnexpectedSignatureAlgorithm
+	return errors.As(err, &e)
+}
