@@ -1,6 +1,7 @@
 package devagent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +37,8 @@ type PTYOptions struct {
 	Env []string
 	// Dir is the working directory of new sessions. Default: inherited.
 	Dir string
+	// Clock schedules idle reaping. Default: the real clock.
+	Clock Clock
 	// WriteTimeout bounds one write of output to a client; a client that
 	// cannot keep up is detached. Default 10 seconds.
 	WriteTimeout time.Duration
@@ -80,6 +85,9 @@ func NewPTYServer(opts PTYOptions) *PTYServer {
 	}
 	if opts.Env == nil {
 		opts.Env = os.Environ()
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
@@ -293,24 +301,36 @@ func (s *PTYServer) start(f InitFrame) (*ptySession, error) {
 	if w == 0 {
 		w = defaultWidth
 	}
-	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: h, Cols: w})
+	blocking, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: h, Cols: w})
 	if err != nil {
 		return nil, fmt.Errorf("devagent: start %s: %w", s.opts.Shell, err)
 	}
+	ptmx, err := pollableMaster(blocking)
+	_ = blocking.Close()
+	if err != nil {
+		killGroup(cmd.Process.Pid)
+		_ = cmd.Wait()
+		return nil, err
+	}
 	ss := &ptySession{
-		id:     f.ID,
-		srv:    s,
-		cmd:    cmd,
-		ptmx:   ptmx,
-		screen: newRing(s.opts.BufferSize),
-		conns:  map[net.Conn]struct{}{},
-		done:   make(chan struct{}),
+		id:       f.ID,
+		srv:      s,
+		cmd:      cmd,
+		ptmx:     ptmx,
+		screen:   newRing(s.opts.BufferSize),
+		conns:    map[net.Conn]struct{}{},
+		done:     make(chan struct{}),
+		readDone: make(chan struct{}),
 	}
 	ss.armIdle()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		ss.pump()
+	}()
+	go func() {
+		defer s.wg.Done()
+		ss.wait()
 	}()
 	return ss, nil
 }
@@ -334,13 +354,16 @@ type ptySession struct {
 	screen *ring
 	conns  map[net.Conn]struct{}
 	ended  bool
-	idle   *time.Timer
-	done   chan struct{}
+	idle   Timer
+	done   chan struct{} // closed when the session has fully ended
+
+	readDone chan struct{} // closed when pump returns
 }
 
-// pump copies pty output to the ring and every client until the pty fails
-// (all processes holding it have exited), then ends the session.
+// pump copies pty output to the ring and every client until the master
+// fails: every process holding the terminal has exited, or wait closed it.
 func (ss *ptySession) pump() {
+	defer close(ss.readDone)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := ss.ptmx.Read(buf)
@@ -348,12 +371,27 @@ func (ss *ptySession) pump() {
 			ss.broadcast(buf[:n])
 		}
 		if err != nil {
-			break
+			return
 		}
 	}
-	ss.kill()
+}
+
+// exitGrace is how long output may still drain after the session's process
+// exited before the terminal is torn down regardless of other holders.
+const exitGrace = 500 * time.Millisecond
+
+// wait ends the session when its process exits: it lets the last output
+// drain, hangs up whatever else still holds the terminal, and closes every
+// attached client.
+func (ss *ptySession) wait() {
 	waitErr := ss.cmd.Wait()
+	select {
+	case <-ss.readDone:
+	case <-time.After(exitGrace):
+	}
+	killGroup(ss.cmd.Process.Pid)
 	_ = ss.ptmx.Close()
+	<-ss.readDone
 	ss.srv.remove(ss)
 	ss.mu.Lock()
 	ss.ended = true
@@ -431,8 +469,8 @@ func (ss *ptySession) armIdleLocked() {
 	if ss.ended || len(ss.conns) > 0 || ss.idle != nil {
 		return
 	}
-	var t *time.Timer
-	t = time.AfterFunc(ss.srv.opts.IdleTimeout, func() {
+	var t Timer
+	t = ss.srv.opts.Clock.AfterFunc(ss.srv.opts.IdleTimeout, func() {
 		ss.mu.Lock()
 		reap := ss.idle == t && len(ss.conns) == 0 && !ss.ended
 		ss.mu.Unlock()
@@ -444,16 +482,52 @@ func (ss *ptySession) armIdleLocked() {
 	ss.idle = t
 }
 
-// kill ends the session's whole process group; pump notices and cleans up.
-func (ss *ptySession) kill() {
-	if p := ss.cmd.Process; p != nil {
-		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
-		_ = p.Kill()
+// kill ends the session's process group; wait notices and cleans up.
+func (ss *ptySession) kill() { killGroup(ss.cmd.Process.Pid) }
+
+// killGroup kills everything the session's process started: its process
+// group and, where /proc exists, every process of its session (pty.Start
+// makes it a session leader), which catches background jobs that a shell
+// with job control put in groups of their own.
+func killGroup(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range sessionMembers(pid) {
+		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 }
 
+// sessionMembers lists the processes whose session ID is sid, from /proc.
+func sessionMembers(sid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state ppid pgrp session ...
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func (ss *ptySession) resize(h, w uint16) {
-	if err := pty.Setsize(ss.ptmx, &pty.Winsize{Rows: h, Cols: w}); err != nil {
+	if err := setWinsize(ss.ptmx, h, w); err != nil {
 		ss.srv.log.Debug("reconnecting pty: resize", "id", ss.id, "err", err)
 	}
 }

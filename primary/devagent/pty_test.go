@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -360,4 +361,146 @@ func TestRingKeepsTheTail(t *testing.T) {
 	if got := string(r.Bytes()); got != "23456789" {
 		t.Fatalf("got %q", got)
 	}
+}
+
+// manualClock fires AfterFunc callbacks only when told to.
+type manualClock struct {
+	mu     sync.Mutex
+	timers []*manualTimer
+}
+
+type manualTimer struct {
+	c       *manualClock
+	f       func()
+	stopped bool
+}
+
+func (c *manualClock) AfterFunc(_ time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &manualTimer{c: c, f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *manualTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+// fire runs every pending timer and reports how many ran.
+func (c *manualClock) fire() int {
+	c.mu.Lock()
+	var due []*manualTimer
+	for _, t := range c.timers {
+		if !t.stopped {
+			t.stopped = true
+			due = append(due, t)
+		}
+	}
+	c.timers = nil
+	c.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+	return len(due)
+}
+
+func TestPTYIdleReapWithManualClock(t *testing.T) {
+	clk := &manualClock{}
+	h := newPTYHarness(t, PTYOptions{Clock: clk, IdleTimeout: time.Hour})
+	id := uuid.New()
+	c := h.dial(InitFrame{ID: id})
+	c.run("echo attached")
+	c.waitFor(`attached\r\n`)
+	// While a client is attached no idle timer is pending.
+	if n := clk.fire(); n != 0 {
+		t.Fatalf("%d idle timers fired with a client attached", n)
+	}
+	if len(h.srv.Sessions()) != 1 {
+		t.Fatal("session gone while attached")
+	}
+	_ = c.c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for clk.fire() == 0 { // the detach arms the timer asynchronously
+		if time.Now().After(deadline) {
+			t.Fatal("no idle timer armed after the client left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitNoSessions(t, h.srv)
+}
+
+func TestPTYBackgroundJobDoesNotKeepSessionAlive(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	c := h.dial(InitFrame{ID: uuid.New()})
+	// A job in its own process group keeps the terminal open after the
+	// shell exits; the session must still end and close the client.
+	c.run("sleep 317 & echo job-started; exit")
+	c.waitFor(`job-started\r\n`)
+	c.waitClosed()
+	waitNoSessions(t, h.srv)
+	waitNoProcess(t, "sleep 317")
+
+	// Close does not hang on such a job either.
+	d := h.dial(InitFrame{ID: uuid.New()})
+	d.run("set -m; sleep 317 & echo job2-started")
+	d.waitFor(`job2-started\r\n`)
+	closed := make(chan struct{})
+	go func() { h.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung on a background job")
+	}
+	d.waitClosed()
+	waitNoProcess(t, "sleep 317")
+}
+
+// waitNoProcess waits until no process started by this test binary's
+// sessions runs cmdline (space separated), so jobs do not outlive sessions.
+func waitNoProcess(t *testing.T, cmdline string) {
+	t.Helper()
+	want := strings.ReplaceAll(cmdline, " ", "\x00") + "\x00"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := 0
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err != nil || string(b) != want {
+				continue
+			}
+			// Only our own children's children: their session leader was
+			// started by this process.
+			stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+			i := bytes.LastIndexByte(stat, ')')
+			f := strings.Fields(string(stat[i+1:]))
+			if len(f) > 3 && isOurSession(f[3]) {
+				found++
+			}
+		}
+		if found == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %q processes outlived their session", found, cmdline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// isOurSession reports whether session sid is led by a child of this
+// process (live or zombie) or no longer has a leader at all.
+func isOurSession(sid string) bool {
+	stat, err := os.ReadFile("/proc/" + sid + "/stat")
+	if err != nil {
+		return true // leader gone: an orphaned job of a session we ended
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	return len(f) > 1 && f[1] == strconv.Itoa(os.Getpid())
 }
