@@ -110,6 +110,8 @@ type Verifier struct {
 	Keys KeySource
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	cache verifiedCache
 }
 
 func (v *Verifier) now() time.Time {
@@ -125,6 +127,10 @@ func (v *Verifier) now() time.Time {
 func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, error) {
 	if len(s) > MaxTokenLen {
 		return SignedToken{}, fmt.Errorf("verify token: %w: %d bytes", ErrTooLarge, len(s))
+	}
+	now := v.now()
+	if tok, ok := v.cache.get(s, now); ok {
+		return tok, nil
 	}
 	obj, err := jose.ParseSignedCompact(s, []jose.SignatureAlgorithm{jose.HS512})
 	if err != nil {
@@ -158,14 +164,14 @@ func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, erro
 	if c.Expiry == nil {
 		return SignedToken{}, fmt.Errorf("verify token: %w: no exp", ErrClaims)
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Time: v.now()}, leeway); err != nil {
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Time: now}, leeway); err != nil {
 		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrExpired, err)
 	}
 	req := c.Request.Normalize()
 	if err := req.Check(); err != nil {
 		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
 	}
-	return SignedToken{
+	tok := SignedToken{
 		Request:      req,
 		UserID:       c.UserID,
 		WorkspaceID:  c.WorkspaceID,
@@ -173,7 +179,13 @@ func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, erro
 		AppURL:       c.AppURL,
 		CORSBehavior: c.CORSBehavior,
 		Expiry:       c.Expiry.Time(),
-	}, nil
+	}
+	until := tok.Expiry.Add(leeway)
+	if !key.DeletesAt.IsZero() && key.DeletesAt.Before(until) {
+		until = key.DeletesAt
+	}
+	v.cache.put(s, tok, until, now)
+	return tok, nil
 }
 
 // isAlgError reports whether go-jose refused the token's algorithm.

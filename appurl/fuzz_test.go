@@ -1,0 +1,76 @@
+package appurl
+
+import (
+	"strings"
+	"testing"
+)
+
+func FuzzParseSubdomainAppURL(f *testing.F) {
+	for _, s := range []string{"code--main--dev--alice", "pre---8443s--a--b--c", "a---b---c--d--e--f", "--", "-----", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseSubdomainAppURL(s)
+		if err != nil {
+			return
+		}
+		// parse∘format is the identity on accepted input.
+		if a.String() != s {
+			t.Fatalf("String() = %q, input %q", a.String(), s)
+		}
+		b, err := ParseSubdomainAppURL(a.String())
+		if err != nil || b != a {
+			t.Fatalf("reparse: %+v %v", b, err)
+		}
+		for _, part := range []string{a.AppSlugOrPort, a.AgentName, a.WorkspaceName, a.Username} {
+			if part == "" || strings.Contains(part, "--") {
+				t.Fatalf("bad part %q in %+v", part, a)
+			}
+		}
+	})
+}
+
+func FuzzParsePathApp(f *testing.F) {
+	for _, s := range []string{"/@alice/dev.main/apps/code/", "/%40a/b/apps/c", "/@me/x/apps/y/z", "/@a/b/apps/c/%2F..%2F", "/@//apps//"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		req, appPath, ok, err := ParsePathApp(p)
+		if !ok || err != nil {
+			return
+		}
+		if !strings.HasSuffix(req.BasePath, "/") || (appPath != "" && !strings.HasPrefix(appPath, "/")) {
+			t.Fatalf("base %q app path %q", req.BasePath, appPath)
+		}
+		n := req.Normalize()
+		if n.UsernameOrID == "" || n.WorkspaceNameOrID == "" || n.AppSlugOrPort == "" || n.UsernameOrID == "me" {
+			t.Fatalf("accepted an unusable request %+v", n)
+		}
+		if err := n.Check(); err != nil {
+			t.Fatalf("accepted request fails Check: %v", err)
+		}
+	})
+}
+
+func FuzzHostnamePattern(f *testing.F) {
+	f.Add("*.apps.example.com", "a--b--c--d.apps.example.com:80")
+	f.Add("*--apps.example.com", "a--b--c--d--apps.example.com.")
+	f.Add("*.x.y", "..x.y")
+	f.Fuzz(func(t *testing.T, pattern, host string) {
+		p, err := CompileHostnamePattern(pattern)
+		if err != nil {
+			return
+		}
+		sub, ok := p.Match(host)
+		if !ok {
+			return
+		}
+		if sub == "" || strings.Contains(sub, ".") {
+			t.Fatalf("subdomain %q from %q ~ %q", sub, host, pattern)
+		}
+		// Formatting the subdomain back into the pattern matches again.
+		if sub2, ok2 := p.Match(sub + p.Suffix()); !ok2 || sub2 != sub {
+			t.Fatalf("reformatted %q does not match %q", sub+p.Suffix(), pattern)
+		}
+	})
+}
