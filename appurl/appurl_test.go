@@ -54,16 +54,16 @@ func TestNormalizeAndCheck(t *testing.T) {
 	}
 	agent := uuid.NewString()
 	bad := map[string]Request{
-		"unknown method":           {AccessMethod: "tcp", BasePath: "/"},
-		"no base path":             {AccessMethod: AccessMethodSubdomain, UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c"},
-		"terminal with a user":     {AccessMethod: AccessMethodTerminal, BasePath: "/", AgentNameOrID: agent, UsernameOrID: "a"},
-		"terminal agent not uuid":  {AccessMethod: AccessMethodTerminal, BasePath: "/", AgentNameOrID: "main"},
-		"me":                       {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "me", WorkspaceNameOrID: "b", AppSlugOrPort: "c"},
-		"no workspace":             {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", AppSlugOrPort: "c"},
-		"no app":                   {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b"},
-		"prefix on a path app":     {AccessMethod: AccessMethodPath, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c", Prefix: "x---"},
-		"prefix without dashes":    {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c", Prefix: "x"},
-		"unsplit workspace agent":  {AccessMethod: AccessMethodPath, BasePath: "/", UsernameOrID: "a", WorkspaceAndAgent: "b.c", AppSlugOrPort: "c"},
+		"unknown method":          {AccessMethod: "tcp", BasePath: "/"},
+		"no base path":            {AccessMethod: AccessMethodSubdomain, UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c"},
+		"terminal with a user":    {AccessMethod: AccessMethodTerminal, BasePath: "/", AgentNameOrID: agent, UsernameOrID: "a"},
+		"terminal agent not uuid": {AccessMethod: AccessMethodTerminal, BasePath: "/", AgentNameOrID: "main"},
+		"me":                      {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "me", WorkspaceNameOrID: "b", AppSlugOrPort: "c"},
+		"no workspace":            {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", AppSlugOrPort: "c"},
+		"no app":                  {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b"},
+		"prefix on a path app":    {AccessMethod: AccessMethodPath, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c", Prefix: "x---"},
+		"prefix without dashes":   {AccessMethod: AccessMethodSubdomain, BasePath: "/", UsernameOrID: "a", WorkspaceNameOrID: "b", AppSlugOrPort: "c", Prefix: "x"},
+		"unsplit workspace agent": {AccessMethod: AccessMethodPath, BasePath: "/", UsernameOrID: "a", WorkspaceAndAgent: "b.c", AppSlugOrPort: "c"},
 	}
 	for name, r := range bad {
 		if err := r.Check(); !errors.Is(err, ErrInvalidRequest) {
