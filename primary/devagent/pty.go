@@ -233,22 +233,15 @@ func (s *PTYServer) handle(c net.Conn) {
 	}
 	log = log.With("id", init.ID)
 
-	ss, created, err := s.session(init)
+	ss, created, err := s.join(init, c, log)
 	if err != nil {
 		log.Warn("reconnecting pty: start failed", "err", err)
 		refuse(c, "start session: "+err.Error())
 		return
 	}
-	if created {
-		log.Info("reconnecting pty: session started", "pid", ss.cmd.Process.Pid)
-	}
-	if !ss.attach(c) {
-		refuse(c, "session ended")
-		return
-	}
 	defer ss.detach(c)
 	// Coder's agent resizes on every attach to the client's size.
-	if !created && init.Height > 0 && init.Width > 0 {
+	if !created && init.Height > 0 && init.Width > 0 { // new ones start at this size
 		ss.resize(init.Height, init.Width)
 	}
 	ss.readInput(c, log)
@@ -266,26 +259,42 @@ func unsupported(f InitFrame) string {
 	}
 }
 
-// session finds the running session for f.ID or starts one.
-func (s *PTYServer) session(f InitFrame) (*ptySession, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, false, ErrServerClosed
+// join attaches c to the running session for f.ID, replaying its screen,
+// or starts a new session with c attached from the first byte of output.
+func (s *PTYServer) join(f InitFrame, c net.Conn, log *slog.Logger) (ss *ptySession, created bool, err error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, false, ErrServerClosed
+		}
+		ss, ok := s.sessions[f.ID]
+		if !ok {
+			ss, err := s.start(f, c)
+			if err == nil {
+				s.sessions[f.ID] = ss
+				log.Info("reconnecting pty: session started", "pid", ss.cmd.Process.Pid)
+			}
+			s.mu.Unlock()
+			return ss, err == nil, err
+		}
+		s.mu.Unlock()
+		// Attach outside s.mu: the replay may take a while on a slow client.
+		switch err := ss.attach(c); {
+		case err == nil:
+			return ss, false, nil
+		case errors.Is(err, errSessionEnded):
+			// It ended between lookup and attach and has left the map
+			// by now: start afresh under the same ID.
+			continue
+		default:
+			return nil, false, err
+		}
 	}
-	if ss, ok := s.sessions[f.ID]; ok {
-		return ss, false, nil
-	}
-	ss, err := s.start(f)
-	if err != nil {
-		return nil, false, err
-	}
-	s.sessions[f.ID] = ss
-	return ss, true, nil
 }
 
-// start runs the session's process; s.mu is held.
-func (s *PTYServer) start(f InitFrame) (*ptySession, error) {
+// start runs the session's process with first attached; s.mu is held.
+func (s *PTYServer) start(f InitFrame, first net.Conn) (*ptySession, error) {
 	var cmd *exec.Cmd
 	if f.Command == "" {
 		cmd = exec.Command(s.opts.Shell)
@@ -318,11 +327,10 @@ func (s *PTYServer) start(f InitFrame) (*ptySession, error) {
 		cmd:      cmd,
 		ptmx:     ptmx,
 		screen:   newRing(s.opts.BufferSize),
-		conns:    map[net.Conn]struct{}{},
+		conns:    map[net.Conn]struct{}{first: {}},
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
-	ss.armIdle()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -427,12 +435,14 @@ func (ss *ptySession) writeTo(c net.Conn, p []byte) error {
 	return err
 }
 
+var errSessionEnded = errors.New("devagent: session ended")
+
 // attach replays the kept output to c and adds it to the live clients.
-func (ss *ptySession) attach(c net.Conn) bool {
+func (ss *ptySession) attach(c net.Conn) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.ended {
-		return false
+		return errSessionEnded
 	}
 	if ss.idle != nil {
 		ss.idle.Stop()
@@ -441,11 +451,11 @@ func (ss *ptySession) attach(c net.Conn) bool {
 	if b := ss.screen.Bytes(); len(b) > 0 {
 		if err := ss.writeTo(c, b); err != nil {
 			ss.armIdleLocked()
-			return false
+			return fmt.Errorf("devagent: replay screen: %w", err)
 		}
 	}
 	ss.conns[c] = struct{}{}
-	return true
+	return nil
 }
 
 func (ss *ptySession) detach(c net.Conn) {
@@ -455,12 +465,6 @@ func (ss *ptySession) detach(c net.Conn) {
 		return
 	}
 	delete(ss.conns, c)
-	ss.armIdleLocked()
-}
-
-func (ss *ptySession) armIdle() {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	ss.armIdleLocked()
 }
 

@@ -249,6 +249,14 @@ func TestPTYProcessExitClosesConn(t *testing.T) {
 	c := h.dial(InitFrame{ID: uuid.New(), Command: "echo done-$((2+2))"})
 	c.waitFor(`done-4`)
 	c.waitClosed()
+
+	// Even a command that exits at once never loses its output to the
+	// client that started it.
+	for i := range 10 {
+		c := h.dial(InitFrame{ID: uuid.New(), Command: "echo quick-$((" + strconv.Itoa(i) + "+100))"})
+		c.waitFor(`quick-` + strconv.Itoa(i+100))
+		c.waitClosed()
+	}
 }
 
 func waitNoSessions(t *testing.T, s *PTYServer) {
