@@ -108,6 +108,19 @@ func TestAgentServesAppsAndPTY(t *testing.T) {
 	if len(cert.IPAddresses) == 0 || cert.IPAddresses[0].String() != "fd7a:115c:a1e0:12d3:a456:4266:1417:4000" {
 		t.Errorf("certificate IPs %v", cert.IPAddresses)
 	}
+	// HTTP/2 is negotiated when the client offers it (ALPN "h2").
+	tr2 := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr2.CloseIdleConnections()
+	h2resp, err := (&http.Client{Transport: tr2}).Get("https://" + l.waitAddr(t, 8443) + "/bytes?n=100000")
+	if err != nil {
+		t.Fatalf("https app over h2: %v", err)
+	}
+	h2body, _ := io.ReadAll(h2resp.Body)
+	h2resp.Body.Close()
+	if h2resp.ProtoMajor != 2 || len(h2body) != 100000 {
+		t.Errorf("h2: proto %s, %d bytes", h2resp.Proto, len(h2body))
+	}
+
 	// Plain HTTP on the TLS port fails instead of being served.
 	if resp, err := http.Get("http://" + l.waitAddr(t, 8443) + "/"); err == nil {
 		b, _ := io.ReadAll(resp.Body)

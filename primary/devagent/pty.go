@@ -547,10 +547,13 @@ type ClientMessage struct {
 // readInput applies client messages until the client goes away or sends
 // something that is not a message.
 func (ss *ptySession) readInput(c net.Conn, log *slog.Logger) {
-	dec := json.NewDecoder(c)
+	in := &messageBound{r: c, max: MaxClientMessage}
+	dec := json.NewDecoder(in)
 	for {
 		var m ClientMessage
-		if err := dec.Decode(&m); err != nil {
+		err := dec.Decode(&m)
+		in.n = 0
+		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				log.Debug("reconnecting pty: client input ended", "err", err)
 			}
@@ -565,6 +568,33 @@ func (ss *ptySession) readInput(c net.Conn, log *slog.Logger) {
 			ss.resize(m.Height, m.Width)
 		}
 	}
+}
+
+// MaxClientMessage bounds one JSON message from a client (a paste, say),
+// so a client cannot make the agent buffer without limit.
+const MaxClientMessage = 4 << 20
+
+// errMessageTooLarge ends a client that sent an over-long message.
+var errMessageTooLarge = fmt.Errorf("devagent: client message larger than %d bytes", MaxClientMessage)
+
+// messageBound fails reads once more than max bytes have been read since n
+// was last reset (after each decoded message).
+type messageBound struct {
+	r   io.Reader
+	n   int
+	max int
+}
+
+func (b *messageBound) Read(p []byte) (int, error) {
+	if b.n >= b.max {
+		return 0, errMessageTooLarge
+	}
+	if len(p) > b.max-b.n {
+		p = p[:b.max-b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n += n
+	return n, err
 }
 
 // ring keeps the last max bytes written to it.

@@ -512,3 +512,29 @@ func isOurSession(sid string) bool {
 	f := strings.Fields(string(stat[i+1:]))
 	return len(f) > 1 && f[1] == strconv.Itoa(os.Getpid())
 }
+
+func TestPTYLargeInputAndOverlongMessage(t *testing.T) {
+	h := newPTYHarness(t, PTYOptions{})
+	id := uuid.New()
+	c := h.dial(InitFrame{ID: id})
+	// Many messages in one write and a large (but allowed) one are fine.
+	var batch strings.Builder
+	for i := range 50 {
+		b, _ := json.Marshal(ClientMessage{Data: ": " + strconv.Itoa(i) + "\r"})
+		batch.Write(b)
+	}
+	if _, err := c.c.Write([]byte(batch.String())); err != nil {
+		t.Fatal(err)
+	}
+	c.send(ClientMessage{Data: ": " + strings.Repeat("x", 200<<10) + "\r"})
+	c.run("echo big-ok-$((2*3))")
+	c.waitFor(`big-ok-6\r\n`)
+
+	// An over-long message ends that client, not the session.
+	huge, _ := json.Marshal(ClientMessage{Data: strings.Repeat("y", MaxClientMessage)})
+	go func() { _, _ = c.c.Write(huge) }()
+	c.waitClosed()
+	d := h.dial(InitFrame{ID: id})
+	d.run("echo survived-$((7*7))")
+	d.waitFor(`survived-49\r\n`)
+}
