@@ -73,7 +73,10 @@ func ReadInitFrame(r io.Reader) (InitFrame, error) {
 	return ParseInitFrame(body)
 }
 
-// ParseInitFrame decodes and validates the JSON body of an init frame.
+// ParseInitFrame decodes and validates the JSON body of an init frame. ID
+// must be a UUID; like Coder's agent, the nil UUID is accepted (it is just
+// a session key). Unknown keys are ignored, and key case does not matter
+// (encoding/json), as on Coder's side.
 func ParseInitFrame(body []byte) (InitFrame, error) {
 	var w wireInit
 	if err := json.Unmarshal(body, &w); err != nil {
@@ -82,9 +85,6 @@ func ParseInitFrame(body []byte) (InitFrame, error) {
 	id, err := uuid.Parse(w.ID)
 	if err != nil {
 		return InitFrame{}, fmt.Errorf("%w: ID: %w", ErrInitMalformed, err)
-	}
-	if id == uuid.Nil {
-		return InitFrame{}, fmt.Errorf("%w: ID is the nil UUID", ErrInitMalformed)
 	}
 	return InitFrame{
 		ID:            id,
