@@ -1,0 +1,142 @@
+package dialer
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the dialer's Prometheus series. Labels are bounded: route
+// kinds, status codes and outcomes, never users or URLs.
+type metrics struct {
+	requests        *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	dialDuration    *prometheus.HistogramVec
+	websockets      *prometheus.GaugeVec
+	tokenRefused    *prometheus.CounterVec
+	heartbeatClosed prometheus.Counter
+	statsFlushes    *prometheus.CounterVec
+	statsBacklog    prometheus.Gauge
+}
+
+func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_requests_total",
+			Help: "Requests served by the dialer, by route kind and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsedge_dialer_request_duration_seconds",
+			Help:    "Time to serve a request (websockets: until closed), by route kind.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"route"}),
+		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsedge_dialer_agent_dial_duration_seconds",
+			Help:    "Time to open a connection to an agent port, by outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 3, 10),
+		}, []string{"outcome"}),
+		websockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_websockets_active",
+			Help: "Open proxied websockets, by kind (app, terminal).",
+		}, []string{"kind"}),
+		tokenRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_app_token_refused_total",
+			Help: "Requests refused because their app token was missing, invalid, expired or for another request.",
+		}, []string{"reason"}),
+		heartbeatClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsedge_dialer_terminal_heartbeat_closed_total",
+			Help: "Terminals closed because the client stopped answering pings.",
+		}),
+		statsFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_stats_flushes_total",
+			Help: "App stats uploads to the primary, by outcome.",
+		}, []string{"outcome"}),
+		statsBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_stats_backlog_reports",
+			Help: "App stats reports kept after failed uploads.",
+		}),
+	}
+	cs := []prometheus.Collector{m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
+	for _, reg := range regs {
+		if reg == nil {
+			continue
+		}
+		for _, c := range cs {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeFlush(outcome string, _ int, backlog int) {
+	m.statsFlushes.WithLabelValues(outcome).Inc()
+	m.statsBacklog.Set(float64(backlog))
+}
+
+type routeLabelKey struct{}
+
+// setRouteLabel names the route kind for the request's metrics.
+func setRouteLabel(r *http.Request, label string) {
+	if p, ok := r.Context().Value(routeLabelKey{}).(*string); ok {
+		*p = label
+	}
+}
+
+// instrument records request counts and durations.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		label := "unknown"
+		r = r.WithContext(context.WithValue(r.Context(), routeLabelKey{}, &label))
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		code := rec.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(label, strconv.Itoa(code)).Inc()
+		s.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusRecorder remembers the status code and keeps the writer's
+// flushing and hijacking (websockets) working.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Flush() {
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return c, rw, err
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,130 @@
+package dialer
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/wsedge/wsedge/approute"
+)
+
+// route dispatches a request. Subdomain apps come first, as in Coder,
+// where the subdomain middleware runs before all other routing: an app's
+// own /healthz must reach the app.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
+	rt, err := s.router.Route(r.Host, r.URL.EscapedPath())
+	if err != nil {
+		s.routeError(w, r, rt, err, isDERP)
+		return
+	}
+	switch rt.Kind {
+	case approute.KindSubdomainApp, approute.KindPathApp:
+		setRouteLabel(r, rt.Kind.String())
+		s.serveApp(w, r, rt)
+		return
+	case approute.KindTerminal:
+		setRouteLabel(r, rt.Kind.String())
+		s.serveTerminal(w, r, rt)
+		return
+	case approute.KindLogout:
+		setRouteLabel(r, "logout")
+		http.Redirect(w, r, s.accessURL.String(), http.StatusSeeOther)
+		return
+	}
+	switch {
+	case path == "/latency-check":
+		setRouteLabel(r, "latency-check")
+		s.serveLatencyCheck(w, r)
+	case path == "/healthz":
+		setRouteLabel(r, "healthz")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("OK"))
+	case path == "/healthz-report":
+		setRouteLabel(r, "healthz-report")
+		s.serveHealthReport(w, r)
+	case path == "/api/v2/buildinfo":
+		setRouteLabel(r, "buildinfo")
+		s.serveBuildInfo(w, r)
+	case isDERP:
+		setRouteLabel(r, "derp")
+		s.serveDERP(w, r)
+	default:
+		setRouteLabel(r, "unknown")
+		s.renderPage(w, r, errorPage{
+			Status:      http.StatusBadRequest,
+			Title:       "Head to the Dashboard",
+			HideStatus:  true,
+			Description: "Workspace proxies route traffic for terminals and apps directly to your workspace. This page must be opened from the dashboard.",
+			Dashboard:   true,
+		})
+	}
+}
+
+// routeError answers requests that look like app requests but are
+// malformed, with the pages Coder's proxy renders for them.
+func (s *Server) routeError(w http.ResponseWriter, r *http.Request, rt approute.Route, err error, isDERP bool) {
+	setRouteLabel(r, "invalid")
+	var invalid *approute.InvalidAppURLError
+	switch {
+	case errors.Is(err, approute.ErrMissingHost):
+		if isDERP {
+			setRouteLabel(r, "derp")
+			s.serveDERP(w, r)
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "Could not determine request Host."})
+	case errors.Is(err, approute.ErrMeUsername):
+		s.renderPage(w, r, errorPage{
+			Status:      http.StatusNotFound,
+			Title:       "Application Not Found",
+			Description: "Applications must be accessed with the full username, not @me.",
+			Dashboard:   true,
+		})
+	case errors.As(err, &invalid) && rt.Kind == approute.KindSubdomainApp:
+		s.renderPage(w, r, errorPage{
+			Status:      http.StatusBadRequest,
+			Title:       "Invalid Application URL",
+			Description: "Could not parse subdomain application URL: " + invalid.Err.Error(),
+			Dashboard:   true,
+		})
+	default:
+		s.renderPage(w, r, errorPage{
+			Status:      http.StatusBadRequest,
+			Title:       "Invalid Application URL",
+			Description: err.Error(),
+			Dashboard:   true,
+		})
+	}
+}
+
+func (s *Server) serveDERP(w http.ResponseWriter, r *http.Request) {
+	if s.derp == nil {
+		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "DERP is disabled on this proxy."})
+		return
+	}
+	if isUpgrade(r) {
+		s.upgrades.Add(1)
+		defer s.upgrades.Done()
+	}
+	s.derp.ServeHTTP(w, r)
+}
+
+// serveLatencyCheck answers the dashboard's latency probes, readable
+// cross-origin with timing details.
+func (s *Server) serveLatencyCheck(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Headers", "*")
+	h.Set("Access-Control-Allow-Methods", "*")
+	h.Set("Access-Control-Allow-Credentials", "false")
+	h.Set("Timing-Allow-Origin", "*")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("OK"))
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != ""
+}

@@ -1,0 +1,263 @@
+// Package dialer is wsedge's upstream HTTP server: Envoy routes every
+// allowed app request, web terminal, DERP and health probe to it. It
+// re-verifies the signed app token that authz handed over in an internal
+// header (it never trusts a bare header), then reverse-proxies HTTP and
+// websockets to workspace agents, or bridges web terminals to the agent's
+// reconnecting-PTY port, through an AgentDialer (the tailnet node in
+// production, loopback in tests). It records one stats session per
+// proxied request or terminal and uploads them to the primary, and answers
+// /healthz, /healthz-report, /api/v2/buildinfo and /latency-check the way
+// Coder's workspace proxy does.
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// AppTokenHeader carries the signed app token from authz to the dialer.
+// Envoy removes any client-sent copy before ext_authz runs.
+const AppTokenHeader = "X-Wsedge-App-Token"
+
+// Defaults for Options.
+const (
+	DefaultDialTimeout   = 15 * time.Second
+	DefaultShutdownGrace = 10 * time.Second
+)
+
+// AgentDialer opens TCP connections to a port of a workspace agent. The
+// tailnet node implements it; tests use loopback listeners.
+type AgentDialer interface {
+	DialAgent(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error)
+}
+
+// ErrInvalidOptions wraps every reason New refuses its options.
+var ErrInvalidOptions = errors.New("dialer: invalid options")
+
+// Options configure a Server.
+type Options struct {
+	// AccessURL is the proxy's public URL; DashboardURL the primary's.
+	AccessURL, DashboardURL *url.URL
+	// Router classifies requests exactly as authz does.
+	Router approute.Router
+	// Verifier checks app tokens.
+	Verifier *tokens.Verifier
+	// Agents reaches workspace agents.
+	Agents AgentDialer
+	// Stats receives app usage reports; nil discards them.
+	Stats StatsReporter
+	// DERP serves /derp and /derp/*; nil answers them with Coder's
+	// "DERP is disabled" error.
+	DERP http.Handler
+	// Health are the checks behind /healthz-report.
+	Health []HealthCheck
+	// Version is reported by /api/v2/buildinfo.
+	Version string
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// DialTimeout bounds dialling an agent; zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// ShutdownGrace is how long Serve lets in-flight requests and app
+	// websockets finish after ctx is cancelled; zero means
+	// DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+	// Registerer additionally receives the dialer's metrics (they are
+	// always served by MetricsHandler).
+	Registerer prometheus.Registerer
+}
+
+// Server is the dialer's HTTP server.
+type Server struct {
+	accessURL, dashboardURL *url.URL
+	router                  approute.Router
+	verifier                *tokens.Verifier
+	agents                  AgentDialer
+	derp                    http.Handler
+	health                  []HealthCheck
+	version                 string
+	log                     *slog.Logger
+	now                     func() time.Time
+	dialTimeout             time.Duration
+	grace                   time.Duration
+
+	metrics    *metrics
+	registry   *prometheus.Registry
+	transports *transportCache
+	stats      *StatsCollector
+
+	shuttingDown atomic.Bool
+	// closing is closed when shutdown begins: terminals close with 1001.
+	closing     chan struct{}
+	closingOnce sync.Once
+	// upgrades counts hijacked connections (websockets), which
+	// http.Server.Shutdown does not wait for.
+	upgrades sync.WaitGroup
+
+	handler http.Handler
+
+	// testPingInterval overrides terminalPingInterval in tests.
+	testPingInterval time.Duration
+}
+
+// New validates options and builds a Server.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.AccessURL == nil || o.AccessURL.Host == "":
+		return nil, fmt.Errorf("%w: AccessURL is required", ErrInvalidOptions)
+	case o.DashboardURL == nil || o.DashboardURL.Host == "":
+		return nil, fmt.Errorf("%w: DashboardURL is required", ErrInvalidOptions)
+	case o.Verifier == nil || o.Verifier.Keys == nil:
+		return nil, fmt.Errorf("%w: Verifier with a key source is required", ErrInvalidOptions)
+	case o.Agents == nil:
+		return nil, fmt.Errorf("%w: Agents is required", ErrInvalidOptions)
+	case o.DialTimeout < 0 || o.ShutdownGrace < 0:
+		return nil, fmt.Errorf("%w: negative timeout", ErrInvalidOptions)
+	}
+	s := &Server{
+		accessURL:    o.AccessURL,
+		dashboardURL: o.DashboardURL,
+		router:       o.Router,
+		verifier:     o.Verifier,
+		agents:       o.Agents,
+		derp:         o.DERP,
+		health:       o.Health,
+		version:      o.Version,
+		log:          o.Logger,
+		now:          o.Now,
+		dialTimeout:  o.DialTimeout,
+		grace:        o.ShutdownGrace,
+		closing:      make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.dialTimeout == 0 {
+		s.dialTimeout = DefaultDialTimeout
+	}
+	if s.grace == 0 {
+		s.grace = DefaultShutdownGrace
+	}
+	if s.version == "" {
+		s.version = "dev"
+	}
+	s.registry = prometheus.NewRegistry()
+	m, err := newMetrics(s.registry, o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("dialer: metrics: %w", err)
+	}
+	s.metrics = m
+	s.transports = newTransportCache(s.agents, s.dialTimeout, s.now, m)
+	s.stats = NewStatsCollector(StatsCollectorOptions{
+		Reporter: o.Stats,
+		Now:      s.now,
+		Logger:   s.log,
+		OnFlush:  m.observeFlush,
+	})
+	s.handler = s.instrument(http.HandlerFunc(s.route))
+	return s, nil
+}
+
+// Handler is the dialer's HTTP handler (what Serve serves).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// MetricsHandler serves the dialer's Prometheus metrics; mount it on a
+// separate, private port.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
+
+// Stats is the server's stats collector (for tests and callers that want
+// to flush on their own schedule).
+func (s *Server) Stats() *StatsCollector { return s.stats }
+
+// Serve serves HTTP/1.1 and cleartext HTTP/2 (h2c, as Envoy speaks to its
+// upstreams) on ln until ctx is cancelled, running the stats uploader and
+// the transport sweeper alongside. On cancel it stops accepting, marks
+// /healthz-report as shutting down, closes web terminals with 1001 (Going
+// Away), lets in-flight requests and app websockets run for the shutdown
+// grace, then cuts what is left, flushes stats once more and returns.
+// It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardCancel()
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return hardCtx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+
+	loopCtx, loopCancel := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); s.stats.Run(loopCtx) }()
+	go func() { defer loops.Done(); s.transports.sweep(loopCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	var err error
+	select {
+	case err = <-serveErr:
+		// The listener failed: no graceful shutdown to do.
+		loopCancel()
+		hardCancel()
+		loops.Wait()
+		s.transports.closeIdle()
+		return fmt.Errorf("dialer: serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	s.beginShutdown()
+	graceCtx, graceCancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace)
+	defer graceCancel()
+	if err := srv.Shutdown(graceCtx); err != nil {
+		s.log.Warn("dialer shutdown: in-flight requests cut at the deadline", "err", err)
+	}
+	upgradesDone := make(chan struct{})
+	go func() { s.upgrades.Wait(); close(upgradesDone) }()
+	select {
+	case <-upgradesDone:
+	case <-graceCtx.Done():
+		s.log.Warn("dialer shutdown: websockets cut at the deadline")
+	}
+	// Cancelling the base context closes every remaining upgraded
+	// connection (ReverseProxy watches the request context).
+	hardCancel()
+	_ = srv.Close()
+	<-upgradesDone
+	<-serveErr
+	loopCancel()
+	loops.Wait()
+	s.transports.closeIdle()
+	return nil
+}
+
+func (s *Server) beginShutdown() {
+	s.shuttingDown.Store(true)
+	s.closingOnce.Do(func() { close(s.closing) })
+}

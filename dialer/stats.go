@@ -1,0 +1,300 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// Stats timing, as Coder's proxy uses.
+const (
+	StatsFlushInterval = 30 * time.Second
+	StatsFlushTimeout  = 15 * time.Second
+	StatsRollupWindow  = time.Minute
+	// maxStatsBacklog bounds what is kept while the primary is down; the
+	// oldest reports are dropped first.
+	maxStatsBacklog = 10000
+)
+
+// StatsReport is one app usage session as the primary's app-stats
+// endpoint takes it.
+type StatsReport struct {
+	UserID           uuid.UUID           `json:"user_id"`
+	WorkspaceID      uuid.UUID           `json:"workspace_id"`
+	AgentID          uuid.UUID           `json:"agent_id"`
+	AccessMethod     appurl.AccessMethod `json:"access_method"`
+	SlugOrPort       string              `json:"slug_or_port"`
+	SessionID        uuid.UUID           `json:"session_id"`
+	SessionStartedAt time.Time           `json:"session_started_at"`
+	// SessionEndedAt is the zero time while a session is open.
+	SessionEndedAt time.Time `json:"session_ended_at"`
+	Requests       int       `json:"requests"`
+}
+
+// StatsReporter uploads reports to the primary
+// (POST /api/v2/workspaceproxies/me/app-stats).
+type StatsReporter interface {
+	ReportAppStats(ctx context.Context, stats []StatsReport) error
+}
+
+// StatsCollectorOptions configure a StatsCollector.
+type StatsCollectorOptions struct {
+	// Reporter receives flushed reports; nil discards them.
+	Reporter StatsReporter
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// FlushInterval is how often Run flushes; zero means
+	// StatsFlushInterval.
+	FlushInterval time.Duration
+	// OnFlush observes each flush that had something to send: outcome
+	// "ok" or "error", and the backlog left afterwards.
+	OnFlush func(outcome string, sent, backlog int)
+}
+
+// StatsCollector gathers sessions, rolls short ones up and uploads them
+// periodically, keeping failed uploads for the next flush.
+type StatsCollector struct {
+	opts StatsCollectorOptions
+
+	flushMu sync.Mutex // serialises flushes; taken before mu
+	mu      sync.Mutex
+	// sessions indexes every pending session by ID so a second report of
+	// the same session (a terminal closing) replaces the first.
+	sessions map[uuid.UUID]*StatsReport
+	groups   map[statsGroupKey][]*StatsReport
+	backlog  []StatsReport
+}
+
+// statsGroupKey is the roll-up key: start truncated to the window, plus
+// who and what.
+type statsGroupKey struct {
+	start      time.Time
+	user       uuid.UUID
+	workspace  uuid.UUID
+	agent      uuid.UUID
+	method     appurl.AccessMethod
+	slugOrPort string
+}
+
+// NewStatsCollector makes a collector; call Run to flush periodically.
+func NewStatsCollector(o StatsCollectorOptions) *StatsCollector {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = StatsFlushInterval
+	}
+	return &StatsCollector{
+		opts:     o,
+		sessions: map[uuid.UUID]*StatsReport{},
+		groups:   map[statsGroupKey][]*StatsReport{},
+	}
+}
+
+// Collect records a report; a report whose session is already pending
+// replaces it.
+func (c *StatsCollector) Collect(r StatsReport) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.sessions[r.SessionID]; ok {
+		*old = r
+		return
+	}
+	rp := &r
+	c.sessions[r.SessionID] = rp
+	k := groupKey(r)
+	c.groups[k] = append(c.groups[k], rp)
+}
+
+func groupKey(r StatsReport) statsGroupKey {
+	return statsGroupKey{
+		start:      r.SessionStartedAt.Truncate(StatsRollupWindow),
+		user:       r.UserID,
+		workspace:  r.WorkspaceID,
+		agent:      r.AgentID,
+		method:     r.AccessMethod,
+		slugOrPort: r.SlugOrPort,
+	}
+}
+
+// StatsSession is one session in progress.
+type StatsSession struct {
+	c      *StatsCollector
+	report StatsReport
+	once   sync.Once
+}
+
+func (c *StatsCollector) newSession(tok tokens.SignedToken) *StatsSession {
+	slug := tok.Request.AppSlugOrPort
+	if tok.Request.AccessMethod == appurl.AccessMethodTerminal {
+		slug = ""
+	}
+	return &StatsSession{c: c, report: StatsReport{
+		UserID:           tok.UserID,
+		WorkspaceID:      tok.WorkspaceID,
+		AgentID:          tok.AgentID,
+		AccessMethod:     tok.Request.AccessMethod,
+		SlugOrPort:       slug,
+		SessionID:        uuid.New(),
+		SessionStartedAt: c.opts.Now(),
+		Requests:         1,
+	}}
+}
+
+// Start begins a session that is reported once, when it ends (an HTTP
+// request).
+func (c *StatsCollector) Start(tok tokens.SignedToken) *StatsSession {
+	return c.newSession(tok)
+}
+
+// StartOpen begins a session that is reported open right away and again
+// when it ends (a terminal).
+func (c *StatsCollector) StartOpen(tok tokens.SignedToken) *StatsSession {
+	s := c.newSession(tok)
+	c.Collect(s.report)
+	return s
+}
+
+// End closes the session; later calls do nothing.
+func (s *StatsSession) End() {
+	s.once.Do(func() {
+		r := s.report
+		r.SessionEndedAt = s.c.opts.Now()
+		s.c.Collect(r)
+	})
+}
+
+// rollup takes what is ready to report at now. Sessions that ended within
+// the window are merged per group key; sessions that ended after a longer
+// time are reported as they are; open sessions older than the window are
+// reported with a provisional end of now and kept; younger open sessions
+// wait (they may still be rolled up) unless force is set.
+func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
+	var out []StatsReport
+	for k, group := range c.groups {
+		var merged *StatsReport
+		var keep []*StatsReport
+		for _, r := range group {
+			ended := !r.SessionEndedAt.IsZero()
+			switch {
+			case ended && r.SessionEndedAt.Sub(r.SessionStartedAt) <= StatsRollupWindow:
+				if merged == nil {
+					m := *r
+					m.SessionID = uuid.New()
+					m.SessionStartedAt = k.start
+					merged = &m
+				} else {
+					merged.Requests += r.Requests
+					if r.SessionEndedAt.After(merged.SessionEndedAt) {
+						merged.SessionEndedAt = r.SessionEndedAt
+					}
+				}
+				delete(c.sessions, r.SessionID)
+			case ended:
+				out = append(out, *r)
+				delete(c.sessions, r.SessionID)
+			case force || now.Sub(r.SessionStartedAt) > StatsRollupWindow:
+				p := *r
+				p.SessionEndedAt = now
+				out = append(out, p)
+				keep = append(keep, r)
+			default:
+				keep = append(keep, r)
+			}
+		}
+		if merged != nil {
+			out = append(out, *merged)
+		}
+		if len(keep) == 0 {
+			delete(c.groups, k)
+		} else {
+			c.groups[k] = keep
+		}
+	}
+	return out
+}
+
+// ErrStatsUpload wraps a failed upload; the reports stay in the backlog.
+var ErrStatsUpload = errors.New("upload app stats")
+
+// Flush rolls up and uploads what is ready, backlog first, within
+// StatsFlushTimeout. On failure everything sent is kept for the next
+// flush.
+func (c *StatsCollector) Flush(ctx context.Context) error {
+	return c.flush(ctx, false)
+}
+
+func (c *StatsCollector) flush(ctx context.Context, force bool) error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+
+	c.mu.Lock()
+	batch := append(c.backlog, c.rollup(c.opts.Now(), force)...)
+	c.backlog = nil
+	c.mu.Unlock()
+	if len(batch) == 0 || c.opts.Reporter == nil {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, StatsFlushTimeout)
+	defer cancel()
+	err := c.opts.Reporter.ReportAppStats(ctx, batch)
+	if err == nil {
+		c.observe("ok", len(batch), 0)
+		return nil
+	}
+	c.mu.Lock()
+	if len(batch) > maxStatsBacklog {
+		c.opts.Logger.Warn("dialer: app stats backlog full; dropping oldest reports", "dropped", len(batch)-maxStatsBacklog)
+		batch = batch[len(batch)-maxStatsBacklog:]
+	}
+	c.backlog = batch
+	c.mu.Unlock()
+	c.observe("error", len(batch), len(batch))
+	return fmt.Errorf("%w: %d reports kept for retry: %w", ErrStatsUpload, len(batch), err)
+}
+
+func (c *StatsCollector) observe(outcome string, sent, backlog int) {
+	if c.opts.OnFlush != nil {
+		c.opts.OnFlush(outcome, sent, backlog)
+	}
+}
+
+// Backlog is the number of reports waiting after failed uploads.
+func (c *StatsCollector) Backlog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.backlog)
+}
+
+// Run flushes every FlushInterval until ctx ends, then flushes
+// everything once more (open sessions included) with a fresh timeout.
+func (c *StatsCollector) Run(ctx context.Context) {
+	t := time.NewTicker(c.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := c.flush(context.WithoutCancel(ctx), true); err != nil {
+				c.opts.Logger.Warn("dialer: final app stats flush failed", "err", err)
+			}
+			return
+		case <-t.C:
+			if err := c.Flush(ctx); err != nil {
+				c.opts.Logger.Warn("dialer: app stats flush failed", "err", err)
+			}
+		}
+	}
+}

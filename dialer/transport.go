@@ -1,0 +1,146 @@
+package dialer
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Upstream connection pool settings, as Coder's proxy uses for agents.
+const (
+	maxIdleConnsPerAgent = 6
+	idleConnTimeout      = 10 * time.Minute
+	// transportIdleEvict drops a whole agent transport unused this long.
+	transportIdleEvict = 30 * time.Minute
+	sweepInterval      = 5 * time.Minute
+)
+
+// AgentIP is an agent's tailnet address: the agent UUID with its first six
+// bytes replaced by Tailscale's service prefix fd7a:115c:a1e0::/48.
+func AgentIP(agentID uuid.UUID) netip.Addr {
+	b := [16]byte(agentID)
+	copy(b[:6], []byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0})
+	return netip.AddrFrom16(b)
+}
+
+// transportCache keeps one http.Transport per agent so connections to an
+// agent are reused across requests.
+type transportCache struct {
+	agents      AgentDialer
+	dialTimeout time.Duration
+	now         func() time.Time
+	metrics     *metrics
+
+	mu sync.Mutex
+	m  map[uuid.UUID]*agentTransport
+}
+
+type agentTransport struct {
+	t        *http.Transport
+	lastUsed time.Time
+}
+
+func newTransportCache(agents AgentDialer, dialTimeout time.Duration, now func() time.Time, m *metrics) *transportCache {
+	return &transportCache{agents: agents, dialTimeout: dialTimeout, now: now, metrics: m, m: map[uuid.UUID]*agentTransport{}}
+}
+
+// get returns the agent's transport, creating it on first use.
+func (c *transportCache) get(agentID uuid.UUID) *http.Transport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.m[agentID]
+	if !ok {
+		at = &agentTransport{t: c.newTransport(agentID)}
+		c.m[agentID] = at
+	}
+	at.lastUsed = c.now()
+	return at.t
+}
+
+func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
+	return &http.Transport{
+		// Never use proxy environment variables for tailnet traffic.
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			_, portStr, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, fmt.Errorf("dial agent: %w", err)
+			}
+			port, err := strconv.ParseUint(portStr, 10, 16)
+			if err != nil {
+				return nil, fmt.Errorf("dial agent: bad port %q: %w", portStr, err)
+			}
+			return c.dial(ctx, agentID, uint16(port))
+		},
+		// Agents serve apps with whatever certificate they have.
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // tailnet peers, as Coder does
+		TLSHandshakeTimeout:   c.dialTimeout,
+		MaxIdleConnsPerHost:   maxIdleConnsPerAgent,
+		IdleConnTimeout:       idleConnTimeout,
+		ExpectContinueTimeout: time.Second,
+		// HTTP/1.1 only: websocket upgrades must work on every agent.
+		ForceAttemptHTTP2: false,
+	}
+}
+
+// dial opens a connection to an agent port within the dial timeout.
+func (c *transportCache) dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	start := time.Now()
+	conn, err := c.agents.DialAgent(ctx, agentID, port)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if ctx.Err() != nil {
+			outcome = "timeout"
+		}
+	}
+	c.metrics.dialDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("dial agent %s port %d: %w", agentID, port, err)
+	}
+	return conn, nil
+}
+
+// sweep drops transports of agents unused for a long time until ctx ends.
+func (c *transportCache) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.evictIdle(c.now().Add(-transportIdleEvict))
+		}
+	}
+}
+
+// evictIdle drops transports last used before cutoff.
+func (c *transportCache) evictIdle(cutoff time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, at := range c.m {
+		if at.lastUsed.Before(cutoff) {
+			at.t.CloseIdleConnections()
+			delete(c.m, id)
+		}
+	}
+}
+
+func (c *transportCache) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, at := range c.m {
+		at.t.CloseIdleConnections()
+	}
+}
