@@ -1,0 +1,281 @@
+package dialer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+const (
+	testAccessHost    = "proxy.example.com"
+	testDashboardHost = "coder.example.com"
+	testWildcard      = "*.apps.example.com"
+)
+
+var (
+	testAgentID     = uuid.MustParse("123e4567-e89b-12d3-a456-426614174000")
+	testUserID      = uuid.MustParse("0b1e4a2c-3b5d-4c6e-8f70-112233445566")
+	testWorkspaceID = uuid.MustParse("aa1e4a2c-3b5d-4c6e-8f70-112233445566")
+)
+
+// loopAgents maps agent ports to loopback addresses.
+type loopAgents struct {
+	mu    sync.Mutex
+	ports map[uint16]string
+	// block makes dials hang until their context ends (an unreachable
+	// agent).
+	block bool
+	dials []string
+}
+
+func (a *loopAgents) set(port uint16, addr string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ports == nil {
+		a.ports = map[uint16]string{}
+	}
+	a.ports[port] = addr
+}
+
+func (a *loopAgents) DialAgent(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+	a.mu.Lock()
+	addr, ok := a.ports[port]
+	block := a.block
+	a.dials = append(a.dials, fmt.Sprintf("%s:%d", agentID, port))
+	a.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if !ok {
+		return nil, errors.New("connection refused")
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func (a *loopAgents) dialed() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.dials...)
+}
+
+type testEnv struct {
+	t       *testing.T
+	key     tokens.Key
+	now     time.Time
+	srv     *Server
+	agents  *loopAgents
+	stats   *recordingReporter
+	addr    string
+	client  *http.Client
+	cancel  context.CancelFunc
+	served  chan error
+	options Options
+}
+
+func randomKey(t *testing.T, seq int32) tokens.Key {
+	t.Helper()
+	b := make([]byte, 64)
+	_, _ = rand.Read(b)
+	k, err := tokens.ParseKey(tokens.FeatureAppToken, hex.EncodeToString(b), seq, time.Now().Add(-time.Hour), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testRouter(t *testing.T) approute.Router {
+	t.Helper()
+	p, err := appurl.CompileHostnamePattern(testWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return approute.Router{Wildcard: p, AccessHost: testAccessHost, DashboardHost: testDashboardHost}
+}
+
+// newEnv builds a server; mutate adjusts options before New.
+func newEnv(t *testing.T, mutate func(*Options)) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, key: randomKey(t, 7), now: time.Now(), agents: &loopAgents{}, stats: &recordingReporter{}}
+	keys := tokens.NewKeySet(e.key)
+	o := Options{
+		AccessURL:    &url.URL{Scheme: "https", Host: testAccessHost},
+		DashboardURL: &url.URL{Scheme: "https", Host: testDashboardHost},
+		Router:       testRouter(t),
+		Verifier:     &tokens.Verifier{Keys: keys.Source(time.Now)},
+		Agents:       e.agents,
+		Stats:        e.stats,
+		Version:      "v9.9.9-test",
+		DialTimeout:  2 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&o)
+	}
+	srv, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv, e.options = srv, o
+	return e
+}
+
+// start serves on loopback; requests to any host reach the server.
+func (e *testEnv) start() *testEnv {
+	t := e.t
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.served = make(chan error, 1)
+	go func() { e.served <- e.srv.Serve(ctx, ln) }()
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", e.addr)
+		},
+		DisableCompression: true,
+	}
+	e.client = &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       20 * time.Second,
+	}
+	t.Cleanup(func() {
+		e.stop()
+		tr.CloseIdleConnections()
+	})
+	return e
+}
+
+// stop shuts the server down and waits for Serve.
+func (e *testEnv) stop() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	select {
+	case err := <-e.served:
+		if err != nil {
+			e.t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		e.t.Error("Serve did not return after shutdown")
+	}
+	e.cancel = nil
+}
+
+func pathAppRequest(app string) appurl.Request {
+	return appurl.Request{
+		AccessMethod:      appurl.AccessMethodPath,
+		BasePath:          "/@alice/dev.main/apps/" + app + "/",
+		UsernameOrID:      "alice",
+		WorkspaceNameOrID: "dev",
+		AgentNameOrID:     "main",
+		AppSlugOrPort:     app,
+	}
+}
+
+func subdomainAppRequest(app string) appurl.Request {
+	return appurl.Request{
+		AccessMethod:      appurl.AccessMethodSubdomain,
+		BasePath:          "/",
+		UsernameOrID:      "alice",
+		WorkspaceNameOrID: "dev",
+		AgentNameOrID:     "main",
+		AppSlugOrPort:     app,
+	}
+}
+
+func terminalRequest(agent uuid.UUID) appurl.Request {
+	return appurl.Request{
+		AccessMethod:  appurl.AccessMethodTerminal,
+		BasePath:      appurl.TerminalPath(agent),
+		AgentNameOrID: agent.String(),
+	}
+}
+
+// token signs a token with the env's key.
+func (e *testEnv) token(req appurl.Request, appURL string) string {
+	return e.tokenWith(e.key, req, appURL, time.Now().Add(time.Minute))
+}
+
+func (e *testEnv) tokenWith(key tokens.Key, req appurl.Request, appURL string, exp time.Time) string {
+	e.t.Helper()
+	s, err := tokens.SignToken(key, tokens.SignedToken{
+		Request:     req,
+		UserID:      testUserID,
+		WorkspaceID: testWorkspaceID,
+		AgentID:     testAgentID,
+		AppURL:      appURL,
+		Expiry:      exp,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// do sends a request to rawURL (its host becomes the Host header).
+func (e *testEnv) do(method, rawURL, token string, hdr http.Header) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, rawURL, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if token != "" {
+		req.Header.Set(AppTokenHeader, token)
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// recordingReporter records uploads; fail makes uploads fail.
+type recordingReporter struct {
+	mu      sync.Mutex
+	fail    bool
+	batches [][]StatsReport
+}
+
+func (r *recordingReporter) ReportAppStats(_ context.Context, stats []StatsReport) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail {
+		return errors.New("primary unavailable")
+	}
+	r.batches = append(r.batches, append([]StatsReport(nil), stats...))
+	return nil
+}
+
+func (r *recordingReporter) all() []StatsReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []StatsReport
+	for _, b := range r.batches {
+		out = append(out, b...)
+	}
+	return out
+}
