@@ -298,3 +298,14 @@ func (c *StatsCollector) Run(ctx context.Context) {
 		}
 	}
 }
+
+// pending lists the sessions not yet uploaded, for tests.
+func (c *StatsCollector) pending() []StatsReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]StatsReport, 0, len(c.sessions))
+	for _, r := range c.sessions {
+		out = append(out, *r)
+	}
+	return out
+}
