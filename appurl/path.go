@@ -71,7 +71,8 @@ func ParsePathApp(escapedPath string) (req Request, appPath string, ok bool, err
 		WorkspaceAndAgent: ws,
 		AppSlugOrPort:     app,
 	}
-	if user == "" || ws == "" || app == "" {
+	if wsName, _, _ := strings.Cut(ws, "."); user == "" || wsName == "" || app == "" {
+		// "/@u/.agent/apps/x" names no workspace either.
 		return req, "", true, ErrEmptyPathSegment
 	}
 	if user == "me" {
