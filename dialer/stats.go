@@ -71,7 +71,9 @@ type StatsCollector struct {
 	// the same session (a terminal closing) replaces the first.
 	sessions map[uuid.UUID]*StatsReport
 	groups   map[statsGroupKey][]*StatsReport
-	backlog  []StatsReport
+	// rolled holds each group's rolled-up report, re-sent as it grows.
+	rolled  map[statsGroupKey]*StatsReport
+	backlog []StatsReport
 }
 
 // statsGroupKey is the roll-up key: start truncated to the window, plus
@@ -100,6 +102,7 @@ func NewStatsCollector(o StatsCollectorOptions) *StatsCollector {
 		opts:     o,
 		sessions: map[uuid.UUID]*StatsReport{},
 		groups:   map[statsGroupKey][]*StatsReport{},
+		rolled:   map[statsGroupKey]*StatsReport{},
 	}
 }
 
@@ -176,51 +179,68 @@ func (s *StatsSession) End() {
 	})
 }
 
-// rollup takes what is ready to report at now. Sessions that ended within
-// the window are merged per group key; sessions that ended after a longer
-// time are reported as they are; open sessions older than the window are
-// reported with a provisional end of now and kept; younger open sessions
-// wait (they may still be rolled up) unless force is set.
+// rollup takes what is ready to report at now, with coderd's rules.
+// Sessions that ended within the window are added to their group's
+// rolled-up report, which borrows the first such session's ID, spans the
+// truncated start plus the window, and is re-sent with its running total
+// whenever it grows (the primary upserts by session ID). Sessions that
+// ended after a longer time are reported as they are. Open sessions older
+// than the window are reported with a provisional end of now and kept;
+// younger ones wait, as they may still be rolled up, unless force is set.
 func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 	var out []StatsReport
 	for k, group := range c.groups {
-		var merged *StatsReport
+		acc := c.rolled[k]
+		changed := false
 		var keep []*StatsReport
 		for _, r := range group {
 			ended := !r.SessionEndedAt.IsZero()
 			switch {
 			case ended && r.SessionEndedAt.Sub(r.SessionStartedAt) <= StatsRollupWindow:
-				if merged == nil {
-					m := *r
-					m.SessionID = uuid.New()
-					m.SessionStartedAt = k.start
-					merged = &m
-				} else {
-					merged.Requests += r.Requests
-					if r.SessionEndedAt.After(merged.SessionEndedAt) {
-						merged.SessionEndedAt = r.SessionEndedAt
+				if acc == nil {
+					acc = &StatsReport{
+						UserID:           k.user,
+						WorkspaceID:      k.workspace,
+						AgentID:          k.agent,
+						AccessMethod:     k.method,
+						SlugOrPort:       k.slugOrPort,
+						SessionID:        r.SessionID,
+						SessionStartedAt: k.start,
+						SessionEndedAt:   k.start.Add(StatsRollupWindow),
 					}
+					c.rolled[k] = acc
 				}
+				acc.Requests += r.Requests
+				changed = true
 				delete(c.sessions, r.SessionID)
-			case ended:
-				out = append(out, *r)
-				delete(c.sessions, r.SessionID)
-			case force || now.Sub(r.SessionStartedAt) > StatsRollupWindow:
-				p := *r
-				p.SessionEndedAt = now
-				out = append(out, p)
+			case !ended && !force && now.Sub(r.SessionStartedAt) <= StatsRollupWindow:
 				keep = append(keep, r)
 			default:
-				keep = append(keep, r)
+				p := *r
+				if !ended {
+					// A provisional end, updated later, so the primary
+					// has an end time even if this process dies.
+					p.SessionEndedAt = now.UTC()
+					keep = append(keep, r)
+				} else {
+					delete(c.sessions, r.SessionID)
+				}
+				out = append(out, p)
 			}
 		}
-		if merged != nil {
-			out = append(out, *merged)
+		if changed {
+			out = append(out, *acc)
 		}
 		if len(keep) == 0 {
 			delete(c.groups, k)
 		} else {
 			c.groups[k] = keep
+		}
+	}
+	// Rolled-up reports stay one more window for late sessions.
+	for k, acc := range c.rolled {
+		if _, busy := c.groups[k]; !busy && acc.SessionEndedAt.Add(StatsRollupWindow).Before(now) {
+			delete(c.rolled, k)
 		}
 	}
 	return out
@@ -229,9 +249,11 @@ func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 // ErrStatsUpload wraps a failed upload; the reports stay in the backlog.
 var ErrStatsUpload = errors.New("upload app stats")
 
-// Flush rolls up and uploads what is ready, backlog first, within
-// StatsFlushTimeout. On failure everything sent is kept for the next
-// flush.
+// Flush uploads the backlog of a failed upload, then rolls up and uploads
+// what is ready, each within StatsFlushTimeout. The backlog goes in its
+// own request: it may hold an older copy of a rolled-up report, and one
+// upsert must not carry a session ID twice. While the backlog cannot be
+// sent, new sessions wait in the collector.
 func (c *StatsCollector) Flush(ctx context.Context) error {
 	return c.flush(ctx, false)
 }
@@ -239,31 +261,52 @@ func (c *StatsCollector) Flush(ctx context.Context) error {
 func (c *StatsCollector) flush(ctx context.Context, force bool) error {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
-
-	c.mu.Lock()
-	batch := append(c.backlog, c.rollup(c.opts.Now(), force)...)
-	c.backlog = nil
-	c.mu.Unlock()
-	if len(batch) == 0 || c.opts.Reporter == nil {
+	if c.opts.Reporter == nil {
+		c.mu.Lock()
+		c.rollup(c.opts.Now(), force)
+		c.mu.Unlock()
 		return nil
 	}
 
+	c.mu.Lock()
+	backlog := c.backlog
+	c.mu.Unlock()
+	if len(backlog) > 0 {
+		if err := c.upload(ctx, backlog); err != nil {
+			c.observe("error", len(backlog), len(backlog))
+			return fmt.Errorf("%w: backlog of %d reports: %w", ErrStatsUpload, len(backlog), err)
+		}
+		c.mu.Lock()
+		c.backlog = nil
+		c.mu.Unlock()
+		c.observe("ok", len(backlog), 0)
+	}
+
+	c.mu.Lock()
+	batch := c.rollup(c.opts.Now(), force)
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := c.upload(ctx, batch); err != nil {
+		if len(batch) > maxStatsBacklog {
+			c.opts.Logger.Warn("dialer: app stats backlog full; dropping oldest reports", "dropped", len(batch)-maxStatsBacklog)
+			batch = batch[len(batch)-maxStatsBacklog:]
+		}
+		c.mu.Lock()
+		c.backlog = batch
+		c.mu.Unlock()
+		c.observe("error", len(batch), len(batch))
+		return fmt.Errorf("%w: %d reports kept for retry: %w", ErrStatsUpload, len(batch), err)
+	}
+	c.observe("ok", len(batch), 0)
+	return nil
+}
+
+func (c *StatsCollector) upload(ctx context.Context, batch []StatsReport) error {
 	ctx, cancel := context.WithTimeout(ctx, StatsFlushTimeout)
 	defer cancel()
-	err := c.opts.Reporter.ReportAppStats(ctx, batch)
-	if err == nil {
-		c.observe("ok", len(batch), 0)
-		return nil
-	}
-	c.mu.Lock()
-	if len(batch) > maxStatsBacklog {
-		c.opts.Logger.Warn("dialer: app stats backlog full; dropping oldest reports", "dropped", len(batch)-maxStatsBacklog)
-		batch = batch[len(batch)-maxStatsBacklog:]
-	}
-	c.backlog = batch
-	c.mu.Unlock()
-	c.observe("error", len(batch), len(batch))
-	return fmt.Errorf("%w: %d reports kept for retry: %w", ErrStatsUpload, len(batch), err)
+	return c.opts.Reporter.ReportAppStats(ctx, batch)
 }
 
 func (c *StatsCollector) observe(outcome string, sent, backlog int) {

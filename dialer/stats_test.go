@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,9 +37,13 @@ func TestStatsRollup(t *testing.T) {
 	c := NewStatsCollector(StatsCollectorOptions{Reporter: rep, Now: clk.Now})
 
 	// Three short requests to one app within the minute, one to another.
+	var firstID uuid.UUID
 	for i, d := range []time.Duration{10, 20, 40} {
 		clk.set(at(d * time.Second))
 		s := c.Start(appToken("code"))
+		if i == 0 {
+			firstID = s.report.SessionID
+		}
 		clk.set(at(d*time.Second + time.Duration(i+1)*time.Second))
 		s.End()
 	}
@@ -46,10 +51,10 @@ func TestStatsRollup(t *testing.T) {
 	s := c.Start(appToken("8080"))
 	s.End()
 	s.End() // idempotent
-	// A long request (2 minutes) is reported on its own.
+	// A long request (65 s) is reported on its own.
 	clk.set(at(5 * time.Second))
 	long := c.Start(appToken("code"))
-	clk.set(at(125 * time.Second))
+	clk.set(at(70 * time.Second))
 	long.End()
 
 	if err := c.Flush(context.Background()); err != nil {
@@ -68,11 +73,13 @@ func TestStatsRollup(t *testing.T) {
 	if r := got[0]; r.SlugOrPort != "8080" || r.Requests != 1 || !r.SessionStartedAt.Equal(t0) {
 		t.Errorf("8080: %+v", r)
 	}
-	if r := got[1]; r.SlugOrPort != "code" || r.Requests != 1 || !r.SessionStartedAt.Equal(at(5*time.Second)) || !r.SessionEndedAt.Equal(at(125*time.Second)) {
+	if r := got[1]; r.SlugOrPort != "code" || r.Requests != 1 || !r.SessionStartedAt.Equal(at(5*time.Second)) || !r.SessionEndedAt.Equal(at(70*time.Second)) {
 		t.Errorf("long: %+v", r)
 	}
-	if r := got[2]; r.SlugOrPort != "code" || r.Requests != 3 || !r.SessionStartedAt.Equal(t0) || !r.SessionEndedAt.Equal(at(43*time.Second)) ||
-		r.UserID != testUserID || r.WorkspaceID != testWorkspaceID || r.AgentID != testAgentID || r.AccessMethod != "subdomain" {
+	// The rolled-up report borrows the first session's ID and spans the
+	// truncated minute.
+	if r := got[2]; r.SlugOrPort != "code" || r.Requests != 3 || !r.SessionStartedAt.Equal(t0) || !r.SessionEndedAt.Equal(at(time.Minute)) ||
+		r.SessionID != firstID || r.UserID != testUserID || r.WorkspaceID != testWorkspaceID || r.AgentID != testAgentID || r.AccessMethod != "subdomain" {
 		t.Errorf("rolled up: %+v", r)
 	}
 	if len(c.pending()) != 0 {
@@ -81,6 +88,27 @@ func TestStatsRollup(t *testing.T) {
 	// Nothing new: nothing sent.
 	if err := c.Flush(context.Background()); err != nil || len(rep.batches) != 1 {
 		t.Fatalf("empty flush sent %d batches (%v)", len(rep.batches), err)
+	}
+	// A late request in the same minute re-sends the rolled-up report
+	// with its running total under the same ID.
+	clk.set(at(55 * time.Second))
+	c.Start(appToken("code")).End()
+	clk.set(at(80 * time.Second))
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last := rep.batches[len(rep.batches)-1]
+	if len(last) != 1 || last[0].SessionID != firstID || last[0].Requests != 4 {
+		t.Fatalf("running total: %+v", last)
+	}
+	// The group is forgotten one window after it ended.
+	clk.set(at(3 * time.Minute))
+	_ = c.Flush(context.Background())
+	c.mu.Lock()
+	n := len(c.rolled)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d rolled-up groups kept", n)
 	}
 }
 
@@ -123,10 +151,11 @@ func TestStatsBacklog(t *testing.T) {
 	if !errors.Is(err, ErrStatsUpload) || c.Backlog() != 1 {
 		t.Fatalf("failed flush: err %v backlog %d", err, c.Backlog())
 	}
+	// While the backlog cannot be sent, new sessions wait in the collector.
 	clk.set(at(2 * time.Minute))
 	c.Start(appToken("b")).End()
-	if err := c.Flush(context.Background()); !errors.Is(err, ErrStatsUpload) || c.Backlog() != 2 {
-		t.Fatalf("second failed flush: err %v backlog %d", err, c.Backlog())
+	if err := c.Flush(context.Background()); !errors.Is(err, ErrStatsUpload) || c.Backlog() != 1 || len(c.pending()) != 1 {
+		t.Fatalf("second failed flush: err %v backlog %d pending %d", err, c.Backlog(), len(c.pending()))
 	}
 	rep.mu.Lock()
 	rep.fail = false
@@ -136,12 +165,19 @@ func TestStatsBacklog(t *testing.T) {
 	if err := c.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	got := rep.all()
-	if len(got) != 3 || got[0].SlugOrPort != "a" || got[1].SlugOrPort != "b" || got[2].SlugOrPort != "c" || c.Backlog() != 0 {
-		t.Fatalf("retry order/backlog: %+v backlog %d", got, c.Backlog())
+	// The backlog goes first, in its own request.
+	if len(rep.batches) != 2 || len(rep.batches[0]) != 1 || rep.batches[0][0].SlugOrPort != "a" || len(rep.batches[1]) != 2 || c.Backlog() != 0 {
+		t.Fatalf("batches %+v backlog %d", rep.batches, c.Backlog())
 	}
-	if want := []string{"error", "error", "ok"}; len(outcomes) != 3 || outcomes[0] != want[0] || outcomes[2] != want[2] {
-		t.Fatalf("outcomes %v", outcomes)
+	slugs := map[string]bool{}
+	for _, r := range rep.batches[1] {
+		slugs[r.SlugOrPort] = true
+	}
+	if !slugs["b"] || !slugs["c"] {
+		t.Fatalf("second batch %+v", rep.batches[1])
+	}
+	if want := "error error ok ok"; strings.Join(outcomes, " ") != want {
+		t.Fatalf("outcomes %v, want %s", outcomes, want)
 	}
 }
 
