@@ -88,18 +88,13 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Ro
 		s.renderPage(w, r, errorPage{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true, Dashboard: true})
 		return
 	}
-	isPort := false
-	if _, _, ok := appurl.PortInfo(tok.Request.AppSlugOrPort); ok {
-		isPort = true
-	}
-
 	proxy := &httputil.ReverseProxy{
 		Transport: s.transports.get(tok.AgentID),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			s.rewrite(pr, target, appPath)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			s.badGateway(w, r, err, target, isPort)
+			s.badGateway(w, r, err, target, rt)
 		},
 		ErrorLog: nil,
 	}
@@ -214,8 +209,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 }
 
 // badGateway renders Coder's 502 page when the agent cannot be reached or
-// the app fails to answer.
-func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, isPort bool) {
+// the app fails to answer. On a port app whose failure looks like an
+// HTTP/HTTPS mismatch it adds Coder's "Switch to HTTP(S)" action.
+func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt approute.Route) {
 	s.log.Info("dialer: proxying to app failed", "err", err, "host", r.Host, "path", r.URL.Path)
 	page := errorPage{
 		Status:      http.StatusBadGateway,
@@ -224,56 +220,56 @@ func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, t
 		Retry:       true,
 		Dashboard:   true,
 	}
-	if isPort {
-		if want, ok := schemeMismatch(err, target.Scheme); ok {
-			page.Description += fmt.Sprintf(" This port seems to be serving %s, not %s.", strings.ToUpper(want), strings.ToUpper(target.Scheme))
-			page.Extra = &pageAction{URL: switchSchemeURL(r, want), Text: "Switch to " + strings.ToUpper(want)}
+	if want, ok := schemeMismatch(err, target.Scheme); ok {
+		if u, ok := s.switchSchemeURL(rt, want); ok {
+			page.Extra = &pageAction{URL: u, Text: "Switch to " + strings.ToUpper(want)}
+			page.AdditionalInfo = "This error seems to be due to an app protocol mismatch, try switching to " + strings.ToUpper(want) + "."
 		}
 	}
 	s.renderPage(w, r, page)
 }
 
 // schemeMismatch guesses from a transport error that the agent port
-// speaks the other protocol: TLS towards a plain HTTP server, or plain
-// HTTP towards a TLS server.
+// speaks the other protocol. Coder recognises TLS towards a plain HTTP
+// server (a TLS record-header error, or Go's ErrSchemeMismatch); we also
+// recognise plain HTTP towards a TLS server, which answers with a TLS
+// alert record that Go reports as a malformed HTTP response.
 func schemeMismatch(err error, scheme string) (want string, ok bool) {
-	var recErr tls.RecordHeaderError
-	msg := err.Error()
 	switch scheme {
 	case "https":
-		if errors.As(err, &recErr) || strings.Contains(msg, "first record does not look like a TLS handshake") {
+		var recErr tls.RecordHeaderError
+		if (errors.As(err, &recErr) && recErr.Msg == "first record does not look like a TLS handshake") ||
+			errors.Is(err, http.ErrSchemeMismatch) {
 			return "http", true
 		}
 	case "http":
-		if strings.Contains(msg, "malformed HTTP response") || strings.Contains(msg, "server gave HTTP response") ||
-			strings.Contains(msg, "\\x15\\x03") {
+		if strings.Contains(err.Error(), `malformed HTTP response "\x15\x03`) {
 			return "https", true
 		}
 	}
 	return "", false
 }
 
-// switchSchemeURL is the same subdomain app URL with the port's "s"
-// suffix added or removed.
-func switchSchemeURL(r *http.Request, want string) string {
-	host := r.Host
-	label, rest, _ := strings.Cut(host, ".")
-	// The app slug-or-port is the label's first "--" part after any
-	// "---" prefix.
-	prefix := ""
-	if i := strings.LastIndex(label, "---"); i >= 0 {
-		prefix, label = label[:i+3], label[i+3:]
+// switchSchemeURL is the root of the same port app with the other
+// protocol: the port's "s" suffix toggled, on the wildcard host, with the
+// dashboard's scheme (as Coder builds it). ok is false for slug apps and
+// path apps.
+func (s *Server) switchSchemeURL(rt approute.Route, want string) (string, bool) {
+	port, _, isPort := appurl.PortInfo(rt.Request.AppSlugOrPort)
+	if !isPort || rt.Kind != approute.KindSubdomainApp || s.router.Wildcard == nil {
+		return "", false
 	}
-	port, tail, _ := strings.Cut(label, "--")
+	slug := strconv.Itoa(int(port))
 	if want == "https" {
-		port = strings.TrimSuffix(port, "s") + "s"
-	} else {
-		port = strings.TrimSuffix(port, "s")
+		slug += "s"
 	}
-	scheme := "https"
-	if r.TLS == nil && r.Header.Get("X-Forwarded-Proto") == "http" {
-		scheme = "http"
+	app := appurl.ApplicationURL{
+		Prefix:        rt.Request.Prefix,
+		AppSlugOrPort: slug,
+		AgentName:     rt.Request.AgentNameOrID,
+		WorkspaceName: rt.Request.WorkspaceNameOrID,
+		Username:      rt.Request.UsernameOrID,
 	}
-	u := url.URL{Scheme: scheme, Host: prefix + port + "--" + tail + "." + rest, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
-	return u.String()
+	u := url.URL{Scheme: s.dashboardURL.Scheme, Host: app.Hostname(s.router.Wildcard.String())}
+	return u.String(), true
 }

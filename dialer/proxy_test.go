@@ -308,7 +308,7 @@ func TestSubdomainAppAndHTTPSPort(t *testing.T) {
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(body, []byte("Switch to HTTPS")) ||
-		!bytes.Contains(body, []byte(`href="https://9443s--main--dev--alice.apps.example.com/"`)) {
+		!bytes.Contains(body, []byte(`href="https://9443s--main--dev--alice.apps.example.com"`)) {
 		t.Fatalf("scheme mismatch: %d %s", resp.StatusCode, body)
 	}
 }
@@ -323,7 +323,8 @@ func TestSchemeMismatchToPlainHTTP(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(body, []byte("Switch to HTTP<")) ||
-		!bytes.Contains(body, []byte(`href="https://8080--main--dev--alice.apps.example.com/p"`)) {
+		!bytes.Contains(body, []byte(`href="https://8080--main--dev--alice.apps.example.com"`)) ||
+		!bytes.Contains(body, []byte("This error seems to be due to an app protocol mismatch, try switching to HTTP.")) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }

@@ -50,6 +50,8 @@ type errorPage struct {
 	Dashboard bool
 	// Extra is an additional action, e.g. "Switch to HTTPS".
 	Extra *pageAction
+	// AdditionalInfo is a second paragraph of explanation.
+	AdditionalInfo string
 }
 
 type pageAction struct {
@@ -82,6 +84,7 @@ a{display:inline-block;margin:8px;padding:8px 16px;border:1px solid #3f3f46;bord
 {{if not .HideStatus}}<h2>{{.Status}} {{.StatusText}}</h2>{{end}}
 <h1>{{.Title}}</h1>
 <p>{{.Description}}</p>
+{{if .AdditionalInfo}}<p>{{.AdditionalInfo}}</p>{{end}}
 <div>
 {{if .Extra}}<a href="{{.Extra.URL}}">{{.Extra.Text}}</a>{{end}}
 {{if .Retry}}<a href="">Retry</a>{{end}}
