@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -237,5 +238,68 @@ func TestShutdownLetsInFlightRequestFinish(t *testing.T) {
 	r := <-done
 	if r.status != 200 || r.body != "finished" {
 		t.Fatalf("in-flight request: %d %q", r.status, r.body)
+	}
+}
+
+func TestShutdownCutsAppWebsocketAtDeadline(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.ShutdownGrace = 300 * time.Millisecond }).start()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			_ = c.Write(r.Context(), typ, b)
+		}
+	}))
+	defer app.Close()
+	port := appPort(t, app)
+	e.agents.set(port, app.Listener.Addr().String())
+	tok := e.token(subdomainAppRequest("echo"), "http://127.0.0.1:"+itoa(port))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://echo--main--dev--alice.apps.example.com/", &websocket.DialOptions{
+		HTTPClient: e.client, HTTPHeader: http.Header{AppTokenHeader: {tok}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "hi" {
+		t.Fatalf("echo %q %v", b, err)
+	}
+
+	start := time.Now()
+	e.cancel()
+	// The app websocket keeps working during the grace period...
+	if err := c.Write(ctx, websocket.MessageText, []byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "still" {
+		t.Fatalf("during grace: %q %v", b, err)
+	}
+	// ...and is cut when it ends; Serve returns.
+	if _, _, err := c.Read(ctx); err == nil {
+		t.Fatal("websocket survived shutdown")
+	}
+	select {
+	case err := <-e.served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	e.cancel = nil
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("cut after %v, want about the 300ms grace", d)
 	}
 }
