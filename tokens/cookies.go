@@ -56,17 +56,21 @@ func IsCoderCookie(name string) bool {
 	return strings.HasPrefix(name, subdomainAppSessionCookiePrefix)
 }
 
+const asciiSpace = " \t\r\n"
+
 // StripCoderCookies removes Coder's cookies from a Cookie header value and
 // keeps every other pair byte for byte, in order, joined with "; ".
 func StripCoderCookies(header string) string {
 	var kept []string
 	for _, part := range strings.Split(header, ";") {
-		p := strings.TrimSpace(part)
+		// Trim only ASCII white space, as net/http and browsers do: a
+		// pair is kept byte for byte, never altered into another cookie.
+		p := strings.Trim(part, asciiSpace)
 		if p == "" {
 			continue
 		}
 		name, _, _ := strings.Cut(p, "=")
-		if IsCoderCookie(strings.TrimSpace(name)) {
+		if IsCoderCookie(strings.Trim(name, asciiSpace)) {
 			continue
 		}
 		kept = append(kept, p)
