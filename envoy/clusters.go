@@ -1,0 +1,79 @@
+package envoy
+
+import (
+	"net/netip"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpupstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+const (
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	upstreamIdleTimeout    = 50 * time.Second
+)
+
+// authzCluster is wsedge authz, spoken to over HTTP/2 (gRPC).
+func authzCluster(c Config) *clusterv3.Cluster {
+	cl := staticOrDNSCluster(AuthzCluster, c.AuthzAddr, c.ConnectTimeout)
+	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+		httpProtocolOptionsKey: typed(&httpupstreamv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			}},
+		}),
+	}
+	return cl
+}
+
+// dialerCluster is wsedge dialer over HTTP/1.1: websocket and DERP upgrades
+// are HTTP/1.1 upgrades end to end.
+func dialerCluster(c Config) *clusterv3.Cluster {
+	cl := staticOrDNSCluster(DialerCluster, c.DialerAddr, c.ConnectTimeout)
+	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+		httpProtocolOptionsKey: typed(&httpupstreamv3.HttpProtocolOptions{
+			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+				// Below Go's usual server idle timeouts, so Envoy does not
+				// reuse a connection the dialer is closing.
+				IdleTimeout: durationpb.New(upstreamIdleTimeout),
+			},
+			UpstreamProtocolOptions: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{
+					HttpProtocolOptions: &corev3.Http1ProtocolOptions{},
+				},
+			}},
+		}),
+	}
+	return cl
+}
+
+// staticOrDNSCluster is a one-endpoint cluster: STATIC for an IP literal,
+// STRICT_DNS for a name (docker compose, Kubernetes services).
+func staticOrDNSCluster(name, hostport string, connectTimeout time.Duration) *clusterv3.Cluster {
+	host, port, _ := splitHostPort(hostport) // validated by Config.Validate
+	kind := clusterv3.Cluster_STRICT_DNS
+	if _, err := netip.ParseAddr(host); err == nil {
+		kind = clusterv3.Cluster_STATIC
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+						Address: socketAddress(host, uint32(port)),
+					}},
+				}},
+			}},
+		},
+	}
+}

@@ -1,0 +1,274 @@
+package envoy
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("invalid envoy config")
+
+// ConfigError names the Config field that failed validation.
+type ConfigError struct {
+	Field string // flag name of the field
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("envoy config: %s: %v", e.Field, e.Err) }
+
+// Unwrap lets errors.Is match both ErrInvalidConfig and the cause.
+func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
+
+// Config is the small set of choices the generated bootstrap depends on. Every
+// field has a flag of `wsedge envoy-config` (see RegisterFlags).
+type Config struct {
+	// ListenAddr is where the edge listener binds. Port 0 lets the kernel
+	// choose (tests read the bound port from the admin endpoint).
+	ListenAddr netip.AddrPort
+	// TLSCertFile and TLSKeyFile are PEM files for TLS termination; both
+	// empty means plain HTTP (local runs).
+	TLSCertFile, TLSKeyFile string
+	// AccessURLHost is the host[:port] of the proxy's access URL.
+	AccessURLHost string
+	// WildcardHostname is the subdomain-app pattern, e.g.
+	// "*.apps.example.com" or "*--apps.example.com"; empty disables the
+	// wildcard virtual host.
+	WildcardHostname string
+	// DashboardURL is the primary's URL; its origin is the one origin allowed
+	// by the static CORS policy of non-app routes. Empty disables that policy.
+	DashboardURL string
+	// AuthzAddr and DialerAddr are host:port of wsedge authz (gRPC) and
+	// wsedge dialer (HTTP/1.1).
+	AuthzAddr, DialerAddr string
+	// AdminAddr is Envoy's admin listener; keep it on loopback.
+	AdminAddr netip.AddrPort
+
+	// AuthzTimeout bounds one ext_authz Check call.
+	AuthzTimeout time.Duration
+	// ExtProcTimeout bounds one ext_proc message (used once the ext_proc
+	// filter is added).
+	ExtProcTimeout time.Duration
+	// ConnectTimeout bounds connecting to authz and the dialer.
+	ConnectTimeout time.Duration
+	// RequestHeadersTimeout bounds receiving a request's headers.
+	RequestHeadersTimeout time.Duration
+	// StreamIdleTimeout closes streams idle this long on ordinary routes.
+	StreamIdleTimeout time.Duration
+	// UpgradeIdleTimeout is the idle timeout of app, terminal and DERP routes
+	// (long-lived websockets); those routes have no total timeout.
+	UpgradeIdleTimeout time.Duration
+	// RouteTimeout is the total timeout of the remaining (short) routes.
+	RouteTimeout time.Duration
+	// XFFNumTrustedHops is how many X-Forwarded-For hops in front of Envoy
+	// are trusted (0: Envoy is the edge).
+	XFFNumTrustedHops uint
+	// RateLimit is the per-user local rate limit (issue 5; off for now).
+	RateLimit RateLimit
+	// AccessLogPath is where the JSON access log goes; empty is stdout.
+	AccessLogPath string
+}
+
+// RateLimit is a placeholder for the per-user local rate limit.
+type RateLimit struct {
+	Enabled bool
+}
+
+// DefaultConfig is suitable for a local run: plain HTTP on 127.0.0.1:8080,
+// access URL localhost:8080, subdomain apps on *.apps.localhost, authz and
+// dialer on their default loopback ports.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddr:            netip.MustParseAddrPort("127.0.0.1:8080"),
+		AccessURLHost:         "localhost:8080",
+		WildcardHostname:      "*.apps.localhost",
+		DashboardURL:          "http://localhost:3000",
+		AuthzAddr:             "127.0.0.1:9001",
+		DialerAddr:            "127.0.0.1:9002",
+		AdminAddr:             netip.MustParseAddrPort("127.0.0.1:9901"),
+		AuthzTimeout:          2 * time.Second,
+		ExtProcTimeout:        2 * time.Second,
+		ConnectTimeout:        2 * time.Second,
+		RequestHeadersTimeout: 10 * time.Second,
+		StreamIdleTimeout:     5 * time.Minute,
+		UpgradeIdleTimeout:    time.Hour,
+		RouteTimeout:          time.Minute,
+	}
+}
+
+// RegisterFlags binds one flag per field to fs; the current values of c are
+// the defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.TextVar(&c.ListenAddr, "listen", c.ListenAddr, "`addr:port` of the edge listener (port 0: kernel-chosen)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "PEM certificate `file` for TLS termination (empty with -tls-key: plain HTTP)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", c.TLSKeyFile, "PEM private key `file` for TLS termination")
+	fs.StringVar(&c.AccessURLHost, "access-url-host", c.AccessURLHost, "`host[:port]` of the proxy's access URL")
+	fs.StringVar(&c.WildcardHostname, "wildcard-hostname", c.WildcardHostname, "subdomain app `pattern`, e.g. *.apps.example.com or *--apps.example.com (empty: no subdomain apps)")
+	fs.StringVar(&c.DashboardURL, "dashboard-url", c.DashboardURL, "`URL` of the Coder dashboard; its origin is allowed by the static CORS policy (empty: no CORS)")
+	fs.StringVar(&c.AuthzAddr, "authz-addr", c.AuthzAddr, "`host:port` of wsedge authz (gRPC ext_authz)")
+	fs.StringVar(&c.DialerAddr, "dialer-addr", c.DialerAddr, "`host:port` of wsedge dialer (HTTP)")
+	fs.TextVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`addr:port` of Envoy's admin endpoint (keep on loopback)")
+	fs.DurationVar(&c.AuthzTimeout, "authz-timeout", c.AuthzTimeout, "timeout of one ext_authz check (failure answers 503)")
+	fs.DurationVar(&c.ExtProcTimeout, "ext-proc-timeout", c.ExtProcTimeout, "timeout of one ext_proc message")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "timeout connecting to authz and the dialer")
+	fs.DurationVar(&c.RequestHeadersTimeout, "request-headers-timeout", c.RequestHeadersTimeout, "timeout for a client to send request headers")
+	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "idle timeout of streams on ordinary routes")
+	fs.DurationVar(&c.UpgradeIdleTimeout, "upgrade-idle-timeout", c.UpgradeIdleTimeout, "idle timeout of app, terminal and DERP streams (no total timeout)")
+	fs.DurationVar(&c.RouteTimeout, "route-timeout", c.RouteTimeout, "total timeout of health, build info and catch-all requests")
+	fs.UintVar(&c.XFFNumTrustedHops, "xff-num-trusted-hops", c.XFFNumTrustedHops, "number of trusted proxies in front of Envoy (X-Forwarded-For hops)")
+	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+}
+
+// Validate reports the first invalid field as a *ConfigError.
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	if !c.ListenAddr.IsValid() {
+		return bad("listen", "missing address")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return bad("tls-cert", "certificate and key must be given together")
+	}
+	if _, _, err := splitHostPort(c.AccessURLHost); err != nil {
+		return bad("access-url-host", "%w", err)
+	}
+	if c.WildcardHostname != "" {
+		if _, err := wildcardDomain(c.WildcardHostname); err != nil {
+			return bad("wildcard-hostname", "%w", err)
+		}
+	}
+	if c.DashboardURL != "" {
+		if _, err := origin(c.DashboardURL); err != nil {
+			return bad("dashboard-url", "%w", err)
+		}
+	}
+	for _, a := range []struct{ field, v string }{{"authz-addr", c.AuthzAddr}, {"dialer-addr", c.DialerAddr}} {
+		if _, port, err := splitHostPort(a.v); err != nil {
+			return bad(a.field, "%w", err)
+		} else if port == 0 {
+			return bad(a.field, "%q needs a port", a.v)
+		}
+	}
+	if !c.AdminAddr.IsValid() {
+		return bad("admin-addr", "missing address")
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"authz-timeout", c.AuthzTimeout},
+		{"ext-proc-timeout", c.ExtProcTimeout},
+		{"connect-timeout", c.ConnectTimeout},
+		{"request-headers-timeout", c.RequestHeadersTimeout},
+		{"stream-idle-timeout", c.StreamIdleTimeout},
+		{"upgrade-idle-timeout", c.UpgradeIdleTimeout},
+		{"route-timeout", c.RouteTimeout},
+	} {
+		if d.v <= 0 {
+			return bad(d.field, "must be positive, got %s", d.v)
+		}
+		if d.v%time.Millisecond != 0 {
+			return bad(d.field, "must be whole milliseconds, got %s", d.v)
+		}
+	}
+	if c.RateLimit.Enabled {
+		return bad("rate-limit", "not implemented yet")
+	}
+	return nil
+}
+
+// splitHostPort splits host[:port], lower-cases the host and checks it is a
+// plain DNS name or IP literal. port is 0 when absent.
+func splitHostPort(hostport string) (string, uint16, error) {
+	if hostport == "" {
+		return "", 0, errors.New("empty")
+	}
+	host, portStr := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, portStr = h, p
+	} else if strings.Count(hostport, ":") == 1 || strings.HasPrefix(hostport, "[") {
+		return "", 0, fmt.Errorf("%q: %w", hostport, err)
+	}
+	var port uint16
+	if portStr != "" {
+		p, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || p == 0 {
+			return "", 0, fmt.Errorf("%q: bad port %q", hostport, portStr)
+		}
+		port = uint16(p)
+	}
+	host = strings.ToLower(host)
+	if _, err := netip.ParseAddr(host); err == nil {
+		return host, port, nil
+	}
+	if err := checkDNSName(host); err != nil {
+		return "", 0, fmt.Errorf("%q: %w", hostport, err)
+	}
+	return host, port, nil
+}
+
+// checkDNSName accepts lower-case LDH labels separated by dots.
+func checkDNSName(name string) error {
+	if name == "" || len(name) > 253 {
+		return errors.New("bad host name length")
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("bad host label %q", label)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return fmt.Errorf("bad character %q in host", r)
+			}
+		}
+	}
+	return nil
+}
+
+// wildcardDomain turns Coder's wildcard hostname (exactly one "*", first,
+// optional ":port") into an Envoy suffix-wildcard domain. Envoy only allows
+// "*" as a whole prefix, which is exactly Coder's rule, so "*.apps.x" and
+// "*--apps.x" both become themselves, lower-cased, without the port (the
+// route configuration ignores ports in host matching).
+func wildcardDomain(pattern string) (string, error) {
+	p := strings.ToLower(pattern)
+	if strings.Contains(p, "://") {
+		return "", fmt.Errorf("%q: a host pattern, not a URL", pattern)
+	}
+	if h, _, err := net.SplitHostPort(p); err == nil {
+		p = h
+	}
+	if !strings.HasPrefix(p, "*") || strings.Count(p, "*") != 1 {
+		return "", fmt.Errorf("%q: exactly one '*', as the first character", pattern)
+	}
+	rest := "x" + p[1:]
+	if strings.HasPrefix(p, "*.") {
+		rest = p[2:]
+	}
+	if strings.HasSuffix(p, ".") || !strings.Contains(rest, ".") {
+		return "", fmt.Errorf("%q: needs at least two labels after the wildcard", pattern)
+	}
+	if err := checkDNSName(rest); err != nil {
+		return "", fmt.Errorf("%q: %w", pattern, err)
+	}
+	return p, nil
+}
+
+// origin returns scheme://host[:port] of an absolute http(s) URL.
+func origin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%q: need an absolute http or https URL", raw)
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}

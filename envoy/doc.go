@@ -1,0 +1,19 @@
+// Package envoy generates the bootstrap configuration of the Envoy edge that
+// sits in front of wsedge authz and dialer.
+//
+// The bootstrap is built from go-control-plane's typed protos by one small pure
+// function per resource (listener, connection manager, virtual hosts, routes,
+// filters, clusters, access log), marshalled with protojson and converted to
+// YAML. The YAML files under examples/ are produced by `go generate` and a test
+// fails when they drift from the generator.
+//
+// Rules the generated edge enforces (see ARCHITECTURE.md):
+//   - every client-sent header whose name starts with "x-wsedge-" is removed by
+//     a header_mutation filter placed before ext_authz, so the only internal
+//     headers the dialer can see are the ones authz added;
+//   - ext_authz fails closed (failure_mode_allow false, 503 on error);
+//   - only health, build info, latency and DERP routes skip ext_authz, and they
+//     match exact paths so that no other path can reach the dialer unchecked.
+package envoy
+
+//go:generate go run ./gen -out examples

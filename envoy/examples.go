@@ -1,0 +1,27 @@
+package envoy
+
+import "net/netip"
+
+// Example is one checked-in example bootstrap under examples/.
+type Example struct {
+	File   string // file name under examples/
+	Config Config
+}
+
+// Examples are the bootstraps `go generate` writes to examples/: plain HTTP
+// for a local run and TLS for a deployment.
+func Examples() []Example {
+	plain := DefaultConfig()
+
+	tls := DefaultConfig()
+	tls.ListenAddr = netip.MustParseAddrPort("0.0.0.0:8443")
+	tls.TLSCertFile = "/etc/wsedge/tls.crt"
+	tls.TLSKeyFile = "/etc/wsedge/tls.key"
+	tls.AccessURLHost = "proxy.example.com"
+	tls.WildcardHostname = "*.apps.example.com"
+	tls.DashboardURL = "https://coder.example.com"
+	tls.AuthzAddr = "authz:9001"
+	tls.DialerAddr = "dialer:9002"
+
+	return []Example{{File: "plain.yaml", Config: plain}, {File: "tls.yaml", Config: tls}}
+}

@@ -1,0 +1,128 @@
+package envoy
+
+import (
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// edgeListener is the one public listener: optional TLS, then the HTTP
+// connection manager.
+func edgeListener(c Config) (*listenerv3.Listener, error) {
+	m, err := connectionManager(c)
+	if err != nil {
+		return nil, err
+	}
+	chain := &listenerv3.FilterChain{
+		Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)},
+		}},
+	}
+	if c.TLSCertFile != "" {
+		chain.TransportSocket = downstreamTLS(c)
+	}
+	return &listenerv3.Listener{
+		Name:         ListenerName,
+		Address:      socketAddress(c.ListenAddr.Addr().String(), uint32(c.ListenAddr.Port())),
+		FilterChains: []*listenerv3.FilterChain{chain},
+	}, nil
+}
+
+// downstreamTLS terminates TLS with the configured certificate, offering
+// HTTP/2 and HTTP/1.1.
+func downstreamTLS(c Config) *corev3.TransportSocket {
+	ctx := &tlsv3.DownstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			TlsCertificates: []*tlsv3.TlsCertificate{{
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: c.TLSCertFile}},
+				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: c.TLSKeyFile}},
+			}},
+			AlpnProtocols: []string{"h2", "http/1.1"},
+		},
+	}
+	return &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed(ctx)},
+	}
+}
+
+// connectionManager is the HTTP connection manager: edge trust settings,
+// websocket-friendly timeouts, upgrades, the filter chain, routes and the
+// access log.
+func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
+	filters, err := httpFilters(c)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := routeConfiguration(c)
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: "edge",
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Envoy is the edge: the client address is the peer unless hops in
+		// front are trusted; X-Forwarded-For is appended to, never trusted
+		// beyond those hops, and Envoy's x-envoy-* headers from clients are
+		// not honoured.
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: uint32(c.XFFNumTrustedHops),
+		SkipXffAppend:     false,
+		// Matching ignores the port (see routeConfiguration) and a trailing
+		// dot; the Host header otherwise reaches authz and the dialer as sent.
+		StripTrailingHostDot: true,
+		// Paths are not normalised: apps get the path the browser sent, as
+		// with Coder's proxy. Routes that skip ext_authz match exact paths.
+		RequestHeadersTimeout: durationpb.New(c.RequestHeadersTimeout),
+		StreamIdleTimeout:     durationpb.New(c.StreamIdleTimeout),
+		RequestTimeout:        durationpb.New(0),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout: durationpb.New(c.UpgradeIdleTimeout),
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			// RFC 8441 websockets from HTTP/2 browsers, sent upstream as
+			// HTTP/1.1 upgrades.
+			AllowConnect: true,
+		},
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{
+			{UpgradeType: "websocket"},
+			// Tailscale's DERP upgrade; enabled only on the /derp route.
+			{UpgradeType: derpUpgrade, Enabled: wrapperspb.Bool(false)},
+		},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters:    filters,
+		AccessLog:      accessLogs(c),
+	}, nil
+}
+
+// httpFilters is the ordered HTTP filter chain. Each entry is one function
+// returning one filter (or nil when that feature is off); rate limiting
+// (issue 5) and ext_proc (issue 8) slot in at the marked places.
+func httpFilters(c Config) ([]*hcmv3.HttpFilter, error) {
+	builders := []func(Config) (*hcmv3.HttpFilter, error){
+		stripInternalHeadersFilter, // must precede ext_authz
+		corsFilter,
+		extAuthzFilter,
+		localRateLimitFilter, // issue 5: descriptors from ext_authz metadata
+		extProcFilter,        // issue 8: app CORS and response policy
+		routerFilter,
+	}
+	var out []*hcmv3.HttpFilter
+	for _, b := range builders {
+		f, err := b(c)
+		if err != nil {
+			return nil, fmt.Errorf("envoy: http filters: %w", err)
+		}
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
