@@ -46,9 +46,16 @@ func SubdomainCookieDomain(wildcardHostname string) string {
 	return "." + rest
 }
 
+// hostCookiePrefix is the prefix coderd's __Host- cookie mode adds to the
+// names of its host-only cookies.
+const hostCookiePrefix = "__Host-"
+
 // IsCoderCookie reports whether a cookie name is one of Coder's, which
-// never reach a workspace app.
+// never reach a workspace app. The "__Host-" spelling of a Coder cookie
+// (coderd's host-prefix cookie mode) counts too: it carries the same
+// credential.
 func IsCoderCookie(name string) bool {
+	name = strings.TrimPrefix(name, hostCookiePrefix)
 	switch name {
 	case SessionTokenCookie, oauthStateCookie, oauthRedirectCookie, PathAppSessionCookie, SignedAppTokenCookie:
 		return true

@@ -427,6 +427,10 @@ func TestStripCoderCookies(t *testing.T) {
 		{"coder_subdomain_app_session_token_any=k; x=\"quoted; value\"", "x=\"quoted; value\""},
 		{"my_coder_session_token=keep; coder_session_tokenX=keep", "my_coder_session_token=keep; coder_session_tokenX=keep"},
 		{"  spaced = value ;;; other=1", "spaced = value; other=1"},
+		{"__Host-coder_session_token=x; a=1; __Host-coder_signed_app_token=y; __Host-other=z", "a=1; __Host-other=z"},
+		{"a=1;\tcoder_session_token=x\t", "a=1"},
+		// Only ASCII white space is trimmed: a pair is never altered.
+		{"\u2003b=1; coder_session_token=x", "\u2003b=1"},
 		{"", ""},
 	}
 	for _, tt := range tests {
