@@ -422,6 +422,12 @@ func TestWebsocketEchoThroughProxy(t *testing.T) {
 	if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
 		t.Fatal(err)
 	}
+	// A closed websocket leaves nothing behind for shutdown to wait on.
+	stopStart := time.Now()
+	e.stop()
+	if d := time.Since(stopStart); d >= upgradeCutWait {
+		t.Fatalf("shutdown waited %v for a closed websocket", d)
+	}
 }
 
 func itoa(n uint16) string { return strconv.Itoa(int(n)) }

@@ -38,6 +38,8 @@ const AppTokenHeader = "X-Wsedge-App-Token"
 const (
 	DefaultDialTimeout   = 15 * time.Second
 	DefaultShutdownGrace = 10 * time.Second
+	// upgradeCutWait bounds the wait for cut websockets to unwind.
+	upgradeCutWait = 5 * time.Second
 )
 
 // AgentDialer opens TCP connections to a port of a workspace agent. The
@@ -249,7 +251,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// connection (ReverseProxy watches the request context).
 	hardCancel()
 	_ = srv.Close()
-	<-upgradesDone
+	select {
+	case <-upgradesDone:
+	case <-time.After(upgradeCutWait):
+		// A handler (e.g. an injected DERP handler) ignores its request
+		// context; do not hang shutdown on it.
+		s.log.Error("dialer shutdown: upgraded connections still open after being cut")
+	}
 	<-serveErr
 	loopCancel()
 	loops.Wait()
