@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -96,14 +97,14 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Ro
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.badGateway(w, r, err, target, rt)
 		},
-		ErrorLog: nil,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
 	sess := s.stats.Start(tok)
 	defer sess.End()
 	if isUpgrade(r) {
-		s.upgrades.Add(1)
-		defer s.upgrades.Done()
+		s.upgrades.add()
+		defer s.upgrades.done()
 		s.metrics.websockets.WithLabelValues("app").Inc()
 		defer s.metrics.websockets.WithLabelValues("app").Dec()
 	}

@@ -35,8 +35,8 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt approu
 		return
 	}
 
-	s.upgrades.Add(1)
-	defer s.upgrades.Done()
+	s.upgrades.add()
+	defer s.upgrades.done()
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		CompressionMode: websocket.CompressionDisabled,
 		// Terminals are opened from the dashboard and connect here.

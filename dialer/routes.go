@@ -105,8 +105,8 @@ func (s *Server) serveDERP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isUpgrade(r) {
-		s.upgrades.Add(1)
-		defer s.upgrades.Done()
+		s.upgrades.add()
+		defer s.upgrades.done()
 	}
 	s.derp.ServeHTTP(w, r)
 }

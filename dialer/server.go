@@ -109,7 +109,7 @@ type Server struct {
 	closingOnce sync.Once
 	// upgrades counts hijacked connections (websockets), which
 	// http.Server.Shutdown does not wait for.
-	upgrades sync.WaitGroup
+	upgrades activeSet
 
 	handler http.Handler
 
@@ -240,10 +240,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := srv.Shutdown(graceCtx); err != nil {
 		s.log.Warn("dialer shutdown: in-flight requests cut at the deadline", "err", err)
 	}
-	upgradesDone := make(chan struct{})
-	go func() { s.upgrades.Wait(); close(upgradesDone) }()
 	select {
-	case <-upgradesDone:
+	case <-s.upgrades.drained():
 	case <-graceCtx.Done():
 		s.log.Warn("dialer shutdown: websockets cut at the deadline")
 	}
@@ -252,7 +250,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hardCancel()
 	_ = srv.Close()
 	select {
-	case <-upgradesDone:
+	case <-s.upgrades.drained():
 	case <-time.After(upgradeCutWait):
 		// A handler (e.g. an injected DERP handler) ignores its request
 		// context; do not hang shutdown on it.
