@@ -75,7 +75,7 @@ func (a *loopAgents) dialed() []string {
 }
 
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	key     tokens.Key
 	now     time.Time
 	srv     *Server
@@ -88,7 +88,7 @@ type testEnv struct {
 	options Options
 }
 
-func randomKey(t *testing.T, seq int32) tokens.Key {
+func randomKey(t testing.TB, seq int32) tokens.Key {
 	t.Helper()
 	b := make([]byte, 64)
 	_, _ = rand.Read(b)
@@ -99,7 +99,7 @@ func randomKey(t *testing.T, seq int32) tokens.Key {
 	return k
 }
 
-func testRouter(t *testing.T) approute.Router {
+func testRouter(t testing.TB) approute.Router {
 	t.Helper()
 	p, err := appurl.CompileHostnamePattern(testWildcard)
 	if err != nil {
@@ -109,7 +109,7 @@ func testRouter(t *testing.T) approute.Router {
 }
 
 // newEnv builds a server; mutate adjusts options before New.
-func newEnv(t *testing.T, mutate func(*Options)) *testEnv {
+func newEnv(t testing.TB, mutate func(*Options)) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, key: randomKey(t, 7), now: time.Now(), agents: &loopAgents{}, stats: &recordingReporter{}}
 	keys := tokens.NewKeySet(e.key)

@@ -33,7 +33,7 @@ func countingApp(t *testing.T, hits *atomic.Int32) *httptest.Server {
 	return app
 }
 
-func appPort(t *testing.T, srv *httptest.Server) uint16 {
+func appPort(t testing.TB, srv *httptest.Server) uint16 {
 	t.Helper()
 	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	var n uint16
