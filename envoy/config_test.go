@@ -1,0 +1,132 @@
+package envoy
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"no listen", func(c *Config) { c.ListenAddr = netip.AddrPort{} }, "listen"},
+		{"cert without key", func(c *Config) { c.TLSCertFile = "/x.crt" }, "tls-cert"},
+		{"key without cert", func(c *Config) { c.TLSKeyFile = "/x.key" }, "tls-cert"},
+		{"empty access host", func(c *Config) { c.AccessURLHost = "" }, "access-url-host"},
+		{"access URL not host", func(c *Config) { c.AccessURLHost = "https://proxy.example.com" }, "access-url-host"},
+		{"access host bad port", func(c *Config) { c.AccessURLHost = "proxy.example.com:99999" }, "access-url-host"},
+		{"access host space", func(c *Config) { c.AccessURLHost = "proxy example.com" }, "access-url-host"},
+		{"wildcard not first", func(c *Config) { c.WildcardHostname = "apps.*.example.com" }, "wildcard-hostname"},
+		{"wildcard two stars", func(c *Config) { c.WildcardHostname = "*.*.example.com" }, "wildcard-hostname"},
+		{"wildcard no star", func(c *Config) { c.WildcardHostname = "apps.example.com" }, "wildcard-hostname"},
+		{"wildcard one label", func(c *Config) { c.WildcardHostname = "*.com" }, "wildcard-hostname"},
+		{"wildcard url", func(c *Config) { c.WildcardHostname = "https://*.apps.example.com" }, "wildcard-hostname"},
+		{"wildcard trailing dot", func(c *Config) { c.WildcardHostname = "*.apps.example.com." }, "wildcard-hostname"},
+		{"dashboard not absolute", func(c *Config) { c.DashboardURL = "coder.example.com" }, "dashboard-url"},
+		{"dashboard ftp", func(c *Config) { c.DashboardURL = "ftp://coder.example.com" }, "dashboard-url"},
+		{"authz no port", func(c *Config) { c.AuthzAddr = "authz" }, "authz-addr"},
+		{"dialer empty", func(c *Config) { c.DialerAddr = "" }, "dialer-addr"},
+		{"no admin", func(c *Config) { c.AdminAddr = netip.AddrPort{} }, "admin-addr"},
+		{"zero authz timeout", func(c *Config) { c.AuthzTimeout = 0 }, "authz-timeout"},
+		{"negative idle", func(c *Config) { c.UpgradeIdleTimeout = -time.Second }, "upgrade-idle-timeout"},
+		{"sub-millisecond", func(c *Config) { c.ConnectTimeout = 1500 * time.Microsecond }, "connect-timeout"},
+		{"rate limit", func(c *Config) { c.RateLimit.Enabled = true }, "rate-limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.edit(&c)
+			err := c.Validate()
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Validate() = %v, want a *ConfigError wrapping ErrInvalidConfig", err)
+			}
+			if ce.Field != tt.field {
+				t.Fatalf("field = %q, want %q (%v)", ce.Field, tt.field, err)
+			}
+			if _, err := YAML(c); !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("YAML() error = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	for _, edit := range []func(*Config){
+		func(*Config) {},
+		func(c *Config) { c.WildcardHostname = "" },
+		func(c *Config) { c.WildcardHostname = "*--apps.example.com" },
+		func(c *Config) { c.WildcardHostname = "*.Apps.Example.com:8443" },
+		func(c *Config) { c.AccessURLHost = "[::1]:8443" },
+		func(c *Config) { c.AccessURLHost = "Proxy.Example.com" },
+		func(c *Config) { c.DashboardURL = "" },
+		func(c *Config) { c.AuthzAddr = "authz.wsedge.svc:9001" },
+		func(c *Config) { c.DialerAddr = "[::1]:9002" },
+		func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "/c", "/k" },
+	} {
+		c := DefaultConfig()
+		edit(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", c, err)
+		}
+	}
+}
+
+func TestWildcardDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"*.apps.example.com":      "*.apps.example.com",
+		"*--apps.example.com":     "*--apps.example.com",
+		"*.APPS.example.com:8080": "*.apps.example.com",
+		"*-suffix.example.com":    "*-suffix.example.com",
+	} {
+		got, err := wildcardDomain(in)
+		if err != nil || got != want {
+			t.Errorf("wildcardDomain(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestRegisterFlags(t *testing.T) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("envoy-config", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	err := fs.Parse([]string{
+		"-listen", "0.0.0.0:443", "-tls-cert", "/c.pem", "-tls-key", "/k.pem",
+		"-access-url-host", "proxy.example.com", "-wildcard-hostname", "*--apps.example.com",
+		"-dashboard-url", "https://coder.example.com", "-authz-addr", "authz:1", "-dialer-addr", "dialer:2",
+		"-admin-addr", "127.0.0.1:9000", "-authz-timeout", "750ms", "-ext-proc-timeout", "3s",
+		"-connect-timeout", "4s", "-request-headers-timeout", "5s", "-stream-idle-timeout", "6s",
+		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
+		"-access-log-path", "/var/log/envoy.json",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ListenAddr: netip.MustParseAddrPort("0.0.0.0:443"), TLSCertFile: "/c.pem", TLSKeyFile: "/k.pem",
+		AccessURLHost: "proxy.example.com", WildcardHostname: "*--apps.example.com",
+		DashboardURL: "https://coder.example.com", AuthzAddr: "authz:1", DialerAddr: "dialer:2",
+		AdminAddr: netip.MustParseAddrPort("127.0.0.1:9000"), AuthzTimeout: 750 * time.Millisecond,
+		ExtProcTimeout: 3 * time.Second, ConnectTimeout: 4 * time.Second, RequestHeadersTimeout: 5 * time.Second,
+		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
+		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
+	}
+	if c != want {
+		t.Fatalf("flags gave\n%+v\nwant\n%+v", c, want)
+	}
+	// Every flag has help text.
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.TrimSpace(f.Usage) == "" {
+			t.Errorf("flag -%s has no help", f.Name)
+		}
+	})
+	if err := fs.Parse([]string{"-listen", "nonsense"}); err == nil {
+		t.Fatal("bad -listen accepted")
+	}
+}
