@@ -349,7 +349,9 @@ func TestDeadAgentBadGateway(t *testing.T) {
 	if bytes.Contains(body, []byte("Switch to")) {
 		t.Fatal("scheme hint on a slug app")
 	}
-	if took > 2*time.Second {
+	// Bounded by the dial timeout, not the 15 s default or a hang
+	// (slack for a loaded CI machine).
+	if took > 5*time.Second {
 		t.Fatalf("502 took %v with a 300ms dial timeout", took)
 	}
 
