@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -563,6 +564,82 @@ func TestVerifiedCacheIsBounded(t *testing.T) {
 		c.put(strings.Repeat("x", i+1), SignedToken{}, now.Add(time.Minute), now)
 		if len(c.entries) > 3 {
 			t.Fatalf("%d entries", len(c.entries))
+		}
+	}
+}
+
+// TestAPIKeyWireFormat pins the JWE as coderd writes it: five compact
+// segments, a protected header with alg A256GCMKW, enc A256GCM, zip DEF and
+// kid, and a payload of api_key, iss, aud, exp and nbf.
+func TestAPIKeyWireFormat(t *testing.T) {
+	k := mustKey(t, FeatureAPIKey, 3)
+	s, err := EncryptAPIKey(k, "id-secret", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 5 {
+		t.Fatalf("not compact JWE: %d segments", len(parts))
+	}
+	var hdr map[string]any
+	decodeSegment(t, parts[0], &hdr)
+	for name, want := range map[string]string{"alg": "A256GCMKW", "enc": "A256GCM", "zip": "DEF", "kid": "3"} {
+		if hdr[name] != want {
+			t.Errorf("header %s = %v, want %q (header %v)", name, hdr[name], want, hdr)
+		}
+	}
+	obj, err := jose.ParseEncryptedCompact(s, []jose.KeyAlgorithm{jose.A256GCMKW}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := obj.Decrypt(k.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payload map[string]any
+	if err := json.Unmarshal(plain, &payload); err != nil {
+		t.Fatal(err)
+	}
+	if payload["api_key"] != "id-secret" || payload["iss"] != "coderd" {
+		t.Errorf("payload %v", payload)
+	}
+	// go-jose (coderd's library too) writes a one-element audience as a
+	// bare string.
+	if payload["aud"] != "wsproxy" {
+		t.Errorf("aud %v, want \"wsproxy\"", payload["aud"])
+	}
+	if exp, _ := payload["exp"].(float64); int64(exp) != now.Add(time.Minute).Unix() {
+		t.Errorf("exp %v", payload["exp"])
+	}
+	if nbf, _ := payload["nbf"].(float64); int64(nbf) != now.Add(-time.Minute).Unix() {
+		t.Errorf("nbf %v", payload["nbf"])
+	}
+}
+
+// TestDecryptCoderdStyleJWE decrypts a JWE built the way coderd's jwtutils
+// builds it (kid as an extra protected header, string audience accepted).
+func TestDecryptCoderdStyleJWE(t *testing.T) {
+	k := mustKey(t, FeatureAPIKey, 12)
+	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.A256GCMKW, Key: k.Secret},
+		&jose.EncrypterOptions{Compression: jose.DEFLATE, ExtraHeaders: map[jose.HeaderKey]any{"kid": "12"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, claims := range map[string]string{
+		"audience list":   `{"iss":"coderd","aud":["other","wsproxy"],"exp":%d,"nbf":%d,"api_key":"abc-def"}`,
+		"audience string": `{"iss":"coderd","aud":"wsproxy","exp":%d,"nbf":%d,"api_key":"abc-def"}`,
+	} {
+		obj, err := enc.Encrypt([]byte(fmt.Sprintf(claims, now.Add(time.Minute).Unix(), now.Add(-time.Minute).Unix())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := obj.CompactSerialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := verifier(k).DecryptAPIKey(context.Background(), s)
+		if err != nil || got != "abc-def" {
+			t.Errorf("%s: %q %v", name, got, err)
 		}
 	}
 }
