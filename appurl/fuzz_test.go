@@ -49,6 +49,18 @@ func FuzzParsePathApp(f *testing.F) {
 		if err := n.Check(); err != nil {
 			t.Fatalf("accepted request fails Check: %v", err)
 		}
+		// Formatting the app back into a base path and parsing that gives
+		// the same app.
+		base := PathAppBasePath(n.UsernameOrID, n.WorkspaceNameOrID, n.AgentNameOrID, n.AppSlugOrPort)
+		req2, rest, ok2, err2 := ParsePathApp(base)
+		if !ok2 || err2 != nil || rest != "/" {
+			t.Fatalf("formatted %q does not parse: ok %v err %v rest %q", base, ok2, err2, rest)
+		}
+		n2 := req2.Normalize()
+		n2.BasePath = n.BasePath
+		if n2 != n {
+			t.Fatalf("format∘parse: %+v, want %+v (via %q)", n2, n, base)
+		}
 	})
 }
 
