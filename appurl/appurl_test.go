@@ -192,3 +192,21 @@ func TestPortInfo(t *testing.T) {
 		}
 	}
 }
+
+func TestPathAppBasePath(t *testing.T) {
+	for _, tt := range []struct{ user, ws, agent, app, want string }{
+		{"alice", "dev", "main", "code", "/@alice/dev.main/apps/code/"},
+		{"alice", "dev", "", "8080", "/@alice/dev/apps/8080/"},
+		{"a b", "w/x", "", "c?d", "/@a%20b/w%2Fx/apps/c%3Fd/"},
+	} {
+		got := PathAppBasePath(tt.user, tt.ws, tt.agent, tt.app)
+		if got != tt.want {
+			t.Errorf("PathAppBasePath(%q, %q, %q, %q) = %q, want %q", tt.user, tt.ws, tt.agent, tt.app, got, tt.want)
+		}
+		req, rest, ok, err := ParsePathApp(got)
+		n := req.Normalize()
+		if !ok || err != nil || rest != "/" || n.UsernameOrID != tt.user || n.WorkspaceNameOrID != tt.ws || n.AgentNameOrID != tt.agent || n.AppSlugOrPort != tt.app {
+			t.Errorf("%q parses to %+v %q %v %v", got, n, rest, ok, err)
+		}
+	}
+}
