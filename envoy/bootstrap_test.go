@@ -112,13 +112,17 @@ func TestRoutes(t *testing.T) {
 	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-latency-check"}; !slices.Equal(unchecked["access"], want) {
 		t.Fatalf("access routes without ext_authz = %v, want %v", unchecked["access"], want)
 	}
+	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "unknown-host"}; !slices.Equal(unchecked["fallback"], want) {
+		t.Fatalf("fallback routes without ext_authz = %v, want %v", unchecked["fallback"], want)
+	}
 	if len(unchecked["apps"]) != 0 {
 		t.Fatalf("app host routes without ext_authz: %v", unchecked["apps"])
 	}
-	// Every route that skips ext_authz matches one exact path.
+	// Every route that skips ext_authz matches one exact path or answers
+	// directly.
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" {
+			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil {
 				t.Errorf("%s/%s skips ext_authz without an exact path: %v", vh.GetName(), r.GetName(), r.GetMatch())
 			}
 		}

@@ -101,14 +101,14 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 // balancer checking the pod address) and refuses the rest.
 func fallbackVirtualHost(c Config) *routev3.VirtualHost {
 	routes := probeRoutes(c)
-	routes = append(routes, &routev3.Route{
+	routes = append(routes, unchecked(&routev3.Route{
 		Name:  "unknown-host",
 		Match: prefixMatch("/"),
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 			Status: 421,
 			Body:   inlineString("wsedge: unknown host\n"),
 		}},
-	})
+	}))
 	return &routev3.VirtualHost{Name: "fallback", Domains: []string{"*"}, Routes: routes}
 }
 

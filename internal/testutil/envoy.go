@@ -62,7 +62,7 @@ func EnvoyBinary(t testing.TB) string {
 var versions sync.Map // binary path → version line
 
 // EnvoyVersion is the first line of `envoy --version`, e.g.
-// "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
+// "<sha>/1.40.0/Clean/RELEASE/BoringSSL".
 func EnvoyVersion(t testing.TB, bin string) string {
 	t.Helper()
 	if v, ok := versions.Load(bin); ok {
@@ -73,8 +73,8 @@ func EnvoyVersion(t testing.TB, bin string) string {
 		t.Fatalf("testutil: %s --version: %v\n%s", bin, err, out)
 	}
 	v := strings.TrimSpace(string(out))
-	v = strings.TrimPrefix(v, bin)
-	v = strings.TrimSpace(v)
+	v = strings.TrimSpace(strings.TrimPrefix(v, bin))
+	v = strings.TrimSpace(strings.TrimPrefix(v, "version:"))
 	versions.Store(bin, v)
 	return v
 }
