@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
@@ -160,15 +161,25 @@ func listen(t *testing.T) net.Listener {
 	return l
 }
 
-// TestSmoke runs real Envoy with a generated bootstrap between a Go ext_authz
-// server and a Go upstream, and checks what a browser would notice.
-func TestSmoke(t *testing.T) {
-	az := &smokeAuthz{}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, az)
+// stack is real Envoy between the smoke authz and upstream.
+type stack struct {
+	az     *smokeAuthz
+	gs     *grpc.Server
+	proc   *testutil.EnvoyProc
+	edge   string // Envoy's listener, host:port
+	client *http.Client
+}
+
+// startStack starts the authz server, the upstream and Envoy with a
+// generated bootstrap (edited by edit), on loopback ports chosen by the
+// kernel. The client sends every request to Envoy whatever its URL's host.
+func startStack(t *testing.T, edit func(*envoy.Config), tlsConfig *tls.Config) *stack {
+	t.Helper()
+	st := &stack{az: &smokeAuthz{}, gs: grpc.NewServer()}
+	authv3.RegisterAuthorizationServer(st.gs, st.az)
 	azl := listen(t)
-	go func() { _ = gs.Serve(azl) }()
-	t.Cleanup(gs.Stop)
+	go func() { _ = st.gs.Serve(azl) }()
+	t.Cleanup(st.gs.Stop)
 
 	upl := listen(t)
 	up := &http.Server{Handler: smokeUpstream(t), ReadHeaderTimeout: 10 * time.Second}
@@ -183,58 +194,45 @@ func TestSmoke(t *testing.T) {
 	cfg.DashboardURL = "http://dashboard.wsedge.test"
 	cfg.AuthzAddr = azl.Addr().String()
 	cfg.DialerAddr = upl.Addr().String()
+	if edit != nil {
+		edit(&cfg)
+	}
 	bootstrap, err := envoy.YAML(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc := testutil.StartEnvoy(t, bootstrap)
-	t.Logf("smoke: running Envoy %s", proc.Version)
-	if !strings.Contains(proc.Version, "/1.40.0/") {
-		t.Errorf("Envoy version %q, want 1.40.0", proc.Version)
+	st.proc = testutil.StartEnvoy(t, bootstrap)
+	t.Logf("smoke: running Envoy %s", st.proc.Version)
+	if !strings.Contains(st.proc.Version, "/1.40.0/") {
+		t.Errorf("Envoy version %q, want 1.40.0", st.proc.Version)
 	}
-	edge := proc.ListenerAddr(t, envoy.ListenerName).String()
-
-	// Every request goes to Envoy whatever the URL's host says.
-	client := &http.Client{
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	st.edge = st.proc.ListenerAddr(t, envoy.ListenerName).String()
+	edge := st.edge
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, edge)
-		}},
+		},
+		TLSClientConfig:   tlsConfig,
+		ForceAttemptHTTP2: tlsConfig != nil,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	st.client = &http.Client{
+		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       20 * time.Second,
 	}
+	return st
+}
+
+// TestSmoke runs real Envoy with a generated bootstrap between a Go ext_authz
+// server and a Go upstream, and checks what a browser would notice.
+func TestSmoke(t *testing.T) {
+	st := startStack(t, nil, nil)
+	az, gs, proc, edge, client := st.az, st.gs, st.proc, st.edge, st.client
+
 	do := func(t *testing.T, method, url string, header http.Header) (*http.Response, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, vs := range header {
-			for _, v := range vs {
-				if strings.EqualFold(k, "Host") {
-					req.Host = v
-					continue
-				}
-				req.Header.Add(k, v)
-			}
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, string(body)
-	}
-	upstreamSaw := func(t *testing.T, body string) seen {
-		t.Helper()
-		var s seen
-		if err := json.Unmarshal([]byte(body), &s); err != nil {
-			t.Fatalf("upstream answer %q: %v", body, err)
-		}
-		return s
+		return roundTrip(t, client, method, url, header)
 	}
 
 	t.Run("allowed path app gets authz header, never the client's", func(t *testing.T) {
@@ -455,4 +453,43 @@ func TestSmoke(t *testing.T) {
 			t.Fatalf("status %d, want 503", resp.StatusCode)
 		}
 	})
+}
+
+// roundTrip sends one request through client and reads the whole answer. A
+// "Host" entry in header sets the request's Host.
+func roundTrip(t *testing.T, client *http.Client, method, url string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			if strings.EqualFold(k, "Host") {
+				req.Host = v
+				continue
+			}
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// upstreamSaw decodes the upstream's echo of a request.
+func upstreamSaw(t *testing.T, body string) seen {
+	t.Helper()
+	var s seen
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("upstream answer %q: %v", body, err)
+	}
+	return s
 }

@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsedge/wsedge/envoy"
+	"github.com/wsedge/wsedge/internal/testutil"
+)
+
+// TestSmokeTLS runs the TLS variant of the bootstrap: HTTP/2 to the edge via
+// ALPN for ordinary requests, HTTP/1.1 websocket upgrades, and the same
+// header rules.
+func TestSmokeTLS(t *testing.T) {
+	certFile, keyFile := testutil.SelfSignedCert(t, accessHost, wildcardHost)
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("bad test certificate")
+	}
+	st := startStack(t, func(c *envoy.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile }, &tls.Config{RootCAs: roots})
+
+	t.Run("HTTP/2 request is checked and forwarded", func(t *testing.T) {
+		resp, body := roundTrip(t, st.client, "GET", "https://code--main--dev--alice.apps.wsedge.test/index.html", http.Header{
+			"X-Wsedge-App-Token": {"forged"},
+		})
+		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/2.0" {
+			t.Fatalf("%s %d: %s", resp.Proto, resp.StatusCode, body)
+		}
+		s := upstreamSaw(t, body)
+		if got := s.Header["X-Wsedge-App-Token"]; len(got) != 1 || got[0] != authzToken {
+			t.Errorf("upstream token %q", got)
+		}
+		if s.Host != "code--main--dev--alice.apps.wsedge.test" {
+			t.Errorf("upstream host %q", s.Host)
+		}
+		if got := st.az.last().GetScheme(); got != "https" {
+			t.Errorf("authz scheme %q", got)
+		}
+	})
+
+	t.Run("denied over HTTP/2", func(t *testing.T) {
+		resp, body := roundTrip(t, st.client, "GET", "https://"+accessHost+"/@alice/deny/apps/code/", nil)
+		if resp.StatusCode != http.StatusForbidden || body != deniedBody || resp.Header.Get("X-Denied-By") != "smoke-authz" {
+			t.Fatalf("%d %v %q", resp.StatusCode, resp.Header, body)
+		}
+	})
+
+	t.Run("websocket over TLS", func(t *testing.T) {
+		edge := st.edge
+		h1 := &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, edge)
+			},
+			TLSClientConfig: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "wss://"+accessHost+"/@alice/dev.main/apps/code/ws", &websocket.DialOptions{HTTPClient: h1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if _, first, err := c.Read(ctx); err != nil || string(first) != authzToken {
+			t.Fatalf("first message %q, %v", first, err)
+		}
+		if err := c.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, echo, err := c.Read(ctx); err != nil || string(echo) != "ping" {
+			t.Fatalf("echo %q, %v", echo, err)
+		}
+		_ = c.Close(websocket.StatusNormalClosure, "")
+	})
+}
