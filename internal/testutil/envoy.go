@@ -137,6 +137,7 @@ func StartEnvoy(t testing.TB, bootstrap []byte) *EnvoyProc {
 		"-l", "info",
 		"--log-path", filepath.Join(e.dir, "envoy.log"),
 		"--admin-address-path", filepath.Join(e.dir, "admin.addr"),
+		"--file-flush-interval-msec", "100",
 		"--drain-time-s", "1",
 		"--parent-shutdown-time-s", "2",
 	)
@@ -259,6 +260,9 @@ func (e *EnvoyProc) ListenerAddr(t testing.TB, name string) netip.AddrPort {
 	t.Fatalf("testutil: envoy has no listener %q:\n%s", name, body)
 	return netip.AddrPort{}
 }
+
+// Pid is the Envoy process ID.
+func (e *EnvoyProc) Pid() int { return e.cmd.Process.Pid }
 
 // Log is Envoy's own log so far.
 func (e *EnvoyProc) Log() string { return readFile(filepath.Join(e.dir, "envoy.log")) }
