@@ -427,6 +427,26 @@ func TestSmoke(t *testing.T) {
 		if az.count() != before {
 			t.Error("authz consulted for /derp")
 		}
+
+		// The DERP upgrade is allowed on /derp only.
+		conn2, err := net.DialTimeout("tcp", edge, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn2.Close()
+		_ = conn2.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(conn2, "GET /@alice/dev/apps/derp/ HTTP/1.1\r\nHost: "+accessHost+"\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp2, err := http.ReadResponse(bufio.NewReader(conn2), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp2.Body.Close()
+		if resp2.StatusCode == http.StatusSwitchingProtocols {
+			t.Error("DERP upgrade accepted on an app route")
+		}
+		t.Logf("DERP upgrade on an app route: %s", resp2.Status)
 	})
 
 	t.Run("access log carries authz metadata, not queries", func(t *testing.T) {
