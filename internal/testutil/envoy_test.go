@@ -122,3 +122,17 @@ func TestStartEnvoyBadConfigFails(t *testing.T) {
 		t.Fatalf("message %q", msg)
 	}
 }
+
+func TestValidateEnvoyConfig(t *testing.T) {
+	if out, err := ValidateEnvoyConfig(t, []byte(directResponseBootstrap)); err != nil {
+		t.Fatalf("valid bootstrap rejected: %v\n%s", err, out)
+	}
+	bad := strings.Replace(directResponseBootstrap, "prefix: /", "safe_regex: {regex: '('}", 1)
+	out, err := ValidateEnvoyConfig(t, []byte(bad))
+	if err == nil {
+		t.Fatalf("invalid regex accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "regex") {
+		t.Errorf("Envoy's complaint does not name the regex:\n%s", out)
+	}
+}
