@@ -132,7 +132,7 @@ func TestValidateEnvoyConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("invalid regex accepted:\n%s", out)
 	}
-	if !strings.Contains(out, "regex") {
-		t.Errorf("Envoy's complaint does not name the regex:\n%s", out)
+	if !strings.Contains(out, "missing )") {
+		t.Errorf("Envoy's complaint about the regex is missing:\n%s", out)
 	}
 }
