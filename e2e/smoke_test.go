@@ -242,6 +242,7 @@ func TestSmoke(t *testing.T) {
 			"X-Wsedge-":          {"bare-prefix"},
 			"Cookie":             {"coder_session_token=s3cret"},
 			"X-Not-For-Authz":    {"1"},
+			"X-Forwarded-For":    {"203.0.113.9"},
 		})
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -272,6 +273,15 @@ func TestSmoke(t *testing.T) {
 		}
 		if check.GetHeaders()["cookie"] != "coder_session_token=s3cret" {
 			t.Errorf("authz cookie = %q", check.GetHeaders()["cookie"])
+		}
+		// Envoy is the edge: the client's X-Forwarded-For is not trusted.
+		if got := check.GetHeaders()["x-envoy-external-address"]; got != "127.0.0.1" {
+			t.Errorf("authz x-envoy-external-address = %q, want the peer 127.0.0.1", got)
+		}
+		// Envoy appends one hop to X-Forwarded-For: the peer, or for a
+		// loopback peer its own local address (so not checked here).
+		if got := strings.Split(check.GetHeaders()["x-forwarded-for"], ","); len(got) != 2 || got[0] != "203.0.113.9" {
+			t.Errorf("authz x-forwarded-for = %q, want the client's value plus one hop", got)
 		}
 		if _, ok := check.GetHeaders()["x-not-for-authz"]; ok {
 			t.Error("authz got a header outside allowed_headers")
