@@ -337,6 +337,11 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s: %d %s", p, resp.StatusCode, body)
 			}
 		}
+		// Coder answers /latency-check on every host, app hosts included.
+		resp, body := do(t, "GET", "http://code--main--dev--alice.apps.wsedge.test/latency-check", nil)
+		if resp.StatusCode != http.StatusOK || upstreamSaw(t, body).Path != "/latency-check" {
+			t.Errorf("app host /latency-check: %d %s", resp.StatusCode, body)
+		}
 		if az.count() != before {
 			t.Errorf("authz consulted %d times for probes", az.count()-before)
 		}

@@ -109,14 +109,14 @@ func TestRoutes(t *testing.T) {
 	}
 
 	unchecked := uncheckedRoutes(t, m)
-	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-latency-check"}; !slices.Equal(unchecked["access"], want) {
+	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check"}; !slices.Equal(unchecked["access"], want) {
 		t.Fatalf("access routes without ext_authz = %v, want %v", unchecked["access"], want)
 	}
 	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "unknown-host"}; !slices.Equal(unchecked["fallback"], want) {
 		t.Fatalf("fallback routes without ext_authz = %v, want %v", unchecked["fallback"], want)
 	}
-	if len(unchecked["apps"]) != 0 {
-		t.Fatalf("app host routes without ext_authz: %v", unchecked["apps"])
+	if want := []string{"latency-check"}; !slices.Equal(unchecked["apps"], want) {
+		t.Fatalf("app host routes without ext_authz = %v, want %v", unchecked["apps"], want)
 	}
 	// Every route that skips ext_authz matches one exact path or answers
 	// directly.
@@ -144,7 +144,7 @@ func TestRoutes(t *testing.T) {
 	if last := access.GetRoutes()[len(access.GetRoutes())-1].GetName(); last != "catch-all" {
 		t.Errorf("last access route = %s", last)
 	}
-	for _, name := range []string{"derp", "terminal", "path-app", "path-app-encoded"} {
+	for _, name := range []string{"derp", "derp-slash", "terminal", "path-app", "path-app-encoded"} {
 		a := byName[name].GetRoute()
 		if a.GetTimeout().AsDuration() != 0 || a.GetIdleTimeout().AsDuration() != c.UpgradeIdleTimeout {
 			t.Errorf("%s timeouts = %s / idle %s, want none / %s", name, a.GetTimeout().AsDuration(), a.GetIdleTimeout().AsDuration(), c.UpgradeIdleTimeout)

@@ -80,7 +80,9 @@ func accessVirtualHost(c Config) (*routev3.VirtualHost, error) {
 }
 
 // wildcardVirtualHost serves subdomain apps: every path of an app host is the
-// app's, so one checked route sends everything to the dialer.
+// app's, so one checked route sends everything to the dialer. The one
+// exception is /latency-check, which Coder's proxy mounts in front of its
+// subdomain-app middleware and so answers on every host.
 func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 	domain, err := wildcardDomain(c.WildcardHostname)
 	if err != nil {
@@ -89,11 +91,14 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 	return &routev3.VirtualHost{
 		Name:    "apps",
 		Domains: []string{domain},
-		Routes: []*routev3.Route{{
-			Name:   "subdomain-app",
-			Match:  prefixMatch("/"),
-			Action: toDialer(longLived(c)),
-		}},
+		Routes: []*routev3.Route{
+			latencyCheckRoute(c),
+			{
+				Name:   "subdomain-app",
+				Match:  prefixMatch("/"),
+				Action: toDialer(longLived(c)),
+			},
+		},
 	}, nil
 }
 
@@ -123,23 +128,32 @@ func probeRoutes(c Config) []*routev3.Route {
 	} {
 		out = append(out, unchecked(&routev3.Route{Name: p.name, Match: exactMatch(p.path), Action: toDialer(short(c))}))
 	}
-	// The dialer answers /latency-check with wildcard CORS itself, as Coder
-	// mounts it outside its CORS middleware.
-	lat := unchecked(&routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))})
-	lat.TypedPerFilterConfig[corsFilterName] = typed(&routev3.FilterConfig{Disabled: true})
-	return append(out, lat)
+	return append(out, latencyCheckRoute(c))
+}
+
+// latencyCheckRoute is the dashboard's latency probe. The dialer answers it
+// with wildcard CORS itself, as Coder mounts it outside its CORS middleware.
+func latencyCheckRoute(c Config) *routev3.Route {
+	r := unchecked(&routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))})
+	r.TypedPerFilterConfig[corsFilterName] = typed(&routev3.FilterConfig{Disabled: true})
+	return r
 }
 
 // derpRoutes carry DERP: "Upgrade: DERP" or a websocket with the "derp"
-// subprotocol on /derp, and the DERP latency probe.
+// subprotocol on /derp (and /derp/, which Coder's router serves alike), and
+// the DERP latency probe.
 func derpRoutes(c Config) []*routev3.Route {
-	derp := toDialer(longLived(c))
-	derp.Route.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{
-		{UpgradeType: derpUpgrade, Enabled: wrapperspb.Bool(true)},
-		{UpgradeType: "websocket", Enabled: wrapperspb.Bool(true)},
+	derp := func() *routev3.Route_Route {
+		a := toDialer(longLived(c))
+		a.Route.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{
+			{UpgradeType: derpUpgrade, Enabled: wrapperspb.Bool(true)},
+			{UpgradeType: "websocket", Enabled: wrapperspb.Bool(true)},
+		}
+		return a
 	}
 	return []*routev3.Route{
-		unchecked(&routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp}),
+		unchecked(&routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp()}),
+		unchecked(&routev3.Route{Name: "derp-slash", Match: exactMatch("/derp/"), Action: derp()}),
 		unchecked(&routev3.Route{Name: "derp-latency-check", Match: exactMatch("/derp/latency-check"), Action: toDialer(short(c))}),
 	}
 }
