@@ -92,13 +92,19 @@ lint: setup
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-## bench: Go benchmarks and load harnesses; prints one table, writes bench/results/latest.md.
+## bench: every Go benchmark of the project (the one-table report comes with issue 10).
 bench: setup build
-	$(GO) run ./bench/cmd/benchtable
+	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-## run: the one-command demo.
+## run: the main job. Until `wsedge dev` lands: real Envoy with the generated
+## edge configuration (ext_authz fails closed with 503 until authz runs).
+RUNDIR := $(TOOLS)/run
 run: setup build
-	$(WSEDGE) dev
+	@mkdir -p $(RUNDIR)
+	$(WSEDGE) envoy-config --listen 127.0.0.1:8080 --admin-addr 127.0.0.1:9901 > $(RUNDIR)/envoy.yaml
+	$(ENVOY) --mode validate -c $(RUNDIR)/envoy.yaml -l warn
+	@echo "Envoy 1.40 on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it."
+	exec $(ENVOY) -c $(RUNDIR)/envoy.yaml -l info --concurrency 1
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 FUZZTIME ?= 60s
