@@ -14,12 +14,12 @@ func BenchmarkVerifyToken(b *testing.B) {
 	ctx := context.Background()
 	src := NewKeySet(fuzzAppKey).Source(func() time.Time { return now })
 	b.Run("uncached", func(b *testing.B) {
+		// The full JOSE parse, HMAC and claims check that a token pays the
+		// first time this process sees it.
+		v := Verifier{Keys: src, Now: func() time.Time { return now }}
 		b.ReportAllocs()
 		for b.Loop() {
-			// A fresh verifier has an empty cache: this is the full JOSE
-			// parse, HMAC and claims check.
-			v := Verifier{Keys: src, Now: func() time.Time { return now }}
-			if _, err := v.VerifyToken(ctx, s); err != nil {
+			if _, err := v.verify(ctx, s, now); err != nil {
 				b.Fatal(err)
 			}
 		}

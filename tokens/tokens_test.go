@@ -263,6 +263,10 @@ func TestVerifyRejects(t *testing.T) {
 	badReq.Request.UsernameOrID = "me"
 	badReqTok, _ := SignToken(k, badReq)
 	noExp := signWith(jose.HS512, k.Secret, "7", []byte(`{"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`))
+	// Two values for one claim: which one counts would depend on the
+	// parser, so neither does.
+	dupExp := signWith(jose.HS512, k.Secret, "7", []byte(fmt.Sprintf(`{"exp":%d,"exp":%d,"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`,
+		now.Add(-time.Hour).Unix(), now.Add(time.Minute).Unix())))
 
 	tests := []struct {
 		name  string
@@ -279,6 +283,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"tampered payload", parts[0] + "." + encodeSegment(map[string]any{"exp": now.Add(time.Hour).Unix(), "request": subReq}) + "." + parts[2], ErrSignature},
 		{"expired beyond leeway", expiredTok, ErrExpired},
 		{"no exp", noExp, ErrClaims},
+		{"duplicate exp", dupExp, ErrClaims},
 		{"request fails its check", badReqTok, ErrClaims},
 		{"oversized", strings.Repeat("a", MaxTokenLen+1), ErrTooLarge},
 		{"garbage", "hello", ErrMalformed},
