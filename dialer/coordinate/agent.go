@@ -39,7 +39,7 @@ type AgentOptions struct {
 // node, installs every peer that tunnels to it, marks it ready at once and
 // answers each NODE with ready_for_handshake.
 type AgentClient struct {
-	c *coordination
+	stream
 }
 
 // NewAgent validates opts and starts coordinating until ctx is cancelled or
@@ -59,25 +59,7 @@ func NewAgent(ctx context.Context, opts AgentOptions) (*AgentClient, error) {
 	header.Set(SessionTokenHeader, opts.AgentToken)
 	cfg := baseConfig(roleAgent, target, header, opts.Node, opts.Logger, opts.Clock, opts.HTTPClient,
 		opts.LostTimeout, 0, opts.MinBackoff, opts.MaxBackoff)
-	return &AgentClient{c: newCoordination(ctx, cfg)}, nil
-}
-
-// Close sends disconnect and stops.
-func (a *AgentClient) Close() error {
-	a.c.close()
-	return nil
-}
-
-// Connected reports whether a coordination stream is up.
-func (a *AgentClient) Connected() bool {
-	ok, _ := a.c.state()
-	return ok
-}
-
-// LastError is the most recent connection failure.
-func (a *AgentClient) LastError() error {
-	_, err := a.c.state()
-	return err
+	return &AgentClient{stream{newCoordination(ctx, cfg)}}, nil
 }
 
 // Peers lists the peers currently installed on the node, sorted.

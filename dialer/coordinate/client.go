@@ -48,7 +48,7 @@ type Stats struct {
 // Client is the proxy's side of tailnet coordination: a pure tunnel source
 // that may tunnel to any agent.
 type Client struct {
-	c             *coordination
+	stream
 	idleTimeout   time.Duration
 	sweepInterval time.Duration
 }
@@ -210,25 +210,6 @@ func (cl *Client) sweep() {
 		delete(c.peers, id)
 		c.log.Debug("coordinate: idle tunnel removed", "agent_id", id)
 	}
-}
-
-// Close sends disconnect (the coordinator then tells agents DISCONNECTED
-// rather than LOST), waits briefly for the primary to hang up and stops.
-func (cl *Client) Close() error {
-	cl.c.close()
-	return nil
-}
-
-// Connected reports whether a coordination stream is up.
-func (cl *Client) Connected() bool {
-	ok, _ := cl.c.state()
-	return ok
-}
-
-// LastError is the most recent connection failure (nil if none so far).
-func (cl *Client) LastError() error {
-	_, err := cl.c.state()
-	return err
 }
 
 // Stats returns a snapshot of the client's counters.

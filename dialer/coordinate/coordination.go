@@ -522,3 +522,26 @@ func (c *coordination) state() (connected bool, lastErr error) {
 	defer c.mu.Unlock()
 	return c.connected, c.lastErr
 }
+
+// stream is the part of the proxy and agent clients that is about the
+// coordination stream itself.
+type stream struct{ c *coordination }
+
+// Close sends disconnect (the coordinator then tells peers DISCONNECTED
+// rather than LOST), waits briefly for the primary to hang up and stops.
+func (s stream) Close() error {
+	s.c.close()
+	return nil
+}
+
+// Connected reports whether a coordination stream is up.
+func (s stream) Connected() bool {
+	ok, _ := s.c.state()
+	return ok
+}
+
+// LastError is the most recent connection failure (nil if none so far).
+func (s stream) LastError() error {
+	_, err := s.c.state()
+	return err
+}
