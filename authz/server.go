@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -21,10 +22,27 @@ type Server struct {
 	Health *health.Server
 }
 
+// ServerOption adds to the gRPC server built by NewServer.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	extProc extprocv3.ExternalProcessorServer
+}
+
+// WithExtProc registers Envoy's ext_proc service (package extproc) on the
+// same gRPC server, so Envoy reaches both filters through one cluster.
+func WithExtProc(p extprocv3.ExternalProcessorServer) ServerOption {
+	return func(o *serverOptions) { o.extProc = p }
+}
+
 // NewServer builds the gRPC server around svc. Keepalive settings suit
 // Envoy, which holds a few long-lived HTTP/2 connections per worker and
 // pings them.
-func NewServer(svc *Service, reg prometheus.Registerer) *Server {
+func NewServer(svc *Service, reg prometheus.Registerer, opts ...ServerOption) *Server {
+	var o serverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	g := grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second,
@@ -41,6 +59,10 @@ func NewServer(svc *Service, reg prometheus.Registerer) *Server {
 	healthpb.RegisterHealthServer(g, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if o.extProc != nil {
+		extprocv3.RegisterExternalProcessorServer(g, o.extProc)
+		hs.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
 	return &Server{GRPC: g, Health: hs}
 }
 

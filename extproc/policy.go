@@ -1,0 +1,252 @@
+package extproc
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/appurl"
+)
+
+// AppInfo is what authz told Envoy about the app of an allowed request
+// (its dynamic metadata). Known is false when the metadata is absent.
+type AppInfo struct {
+	Known        bool
+	AccessMethod appurl.AccessMethod
+	// CORSBehavior is "simple" or "passthru"; authz sends "simple" when
+	// the token has none.
+	CORSBehavior string
+	// Owner is the workspace owner (the token's user_id); uuid.Nil when
+	// absent or malformed, which never matches an origin.
+	Owner uuid.UUID
+}
+
+// passthru reports whether the app leaves CORS to itself. Only subdomain
+// apps can: path apps always get Coder's CORS stripping.
+func (a AppInfo) passthru() bool {
+	return a.Known && a.AccessMethod == appurl.AccessMethodSubdomain && a.CORSBehavior == corsBehaviorPassthru
+}
+
+// simpleSubdomain reports whether wsedge runs CORS for the app.
+func (a AppInfo) simpleSubdomain() bool {
+	return a.Known && a.AccessMethod == appurl.AccessMethodSubdomain && a.CORSBehavior != corsBehaviorPassthru
+}
+
+// Exchange is one request as the processor sees it: the request line and
+// headers it needs and the app authz allowed it for. It is filled by the
+// request-headers message and read again for the response.
+type Exchange struct {
+	Method string
+	Host   string
+	// Origin, ReqMethod and ReqHeaders are the request's Origin,
+	// Access-Control-Request-Method and Access-Control-Request-Headers.
+	Origin     string
+	ReqMethod  string
+	ReqHeaders string
+	App        AppInfo
+}
+
+// Preflight reports whether the exchange is a CORS preflight.
+func (e *Exchange) Preflight() bool {
+	h := http.Header{}
+	if e.ReqMethod != "" {
+		h.Set(hdrACRM, e.ReqMethod)
+	}
+	return isPreflight(e.Method, h)
+}
+
+// Outcome labels, bounded, for metrics and logs.
+const (
+	outcomeContinue          = "continue"
+	outcomePreflightAllowed  = "preflight_allowed"
+	outcomePreflightRefused  = "preflight_refused"
+	outcomePreflightToApp    = "preflight_to_app"
+	outcomePreflightToAuthz  = "preflight_to_authz"
+	outcomeCORSAllowed       = "cors_allowed"
+	outcomeCORSNotAllowed    = "cors_not_allowed"
+	outcomeStripped          = "stripped"
+	outcomePassthru          = "passthru"
+	outcomeNoMetadata        = "no_metadata"
+	outcomeBadMessage        = "bad_message"
+	outcomeOwnerLookupFailed = "owner_lookup_failed"
+)
+
+// Immediate is a response the processor sends in place of the upstream's.
+type Immediate struct {
+	Status  int
+	Header  http.Header
+	Details string // Envoy's response code details, for the access log
+}
+
+// HeaderOp is one change to a header map. Envoy applies every removal of a
+// mutation before its sets, so removing a header and adding back the values
+// to keep rewrites it.
+type HeaderOp struct {
+	Key    string
+	Value  string
+	Append bool // add another line instead of replacing
+}
+
+// Mutation is a set of header changes.
+type Mutation struct {
+	Remove []string
+	Set    []HeaderOp
+}
+
+func (m *Mutation) empty() bool { return len(m.Remove) == 0 && len(m.Set) == 0 }
+
+func (m *Mutation) set(key, value string) {
+	m.Set = append(m.Set, HeaderOp{Key: key, Value: value})
+}
+
+func (m *Mutation) add(key, value string) {
+	m.Set = append(m.Set, HeaderOp{Key: key, Value: value, Append: true})
+}
+
+// RequestDecision is the answer to a request-headers message: continue
+// (Immediate nil) or answer the client directly.
+type RequestDecision struct {
+	Immediate *Immediate
+	Outcome   string
+}
+
+// ResponseDecision is the answer to a response-headers message.
+type ResponseDecision struct {
+	Mutation Mutation
+	// CoderCookiesRemoved counts Set-Cookie lines dropped.
+	CoderCookiesRemoved int
+	Outcome             string
+}
+
+// OwnerResolver finds the owner of a subdomain app (the primary's
+// resolve-app-owner, behind a cache).
+type OwnerResolver interface {
+	Owner(ctx context.Context, req appurl.Request) (uuid.UUID, error)
+}
+
+// policy holds what the decisions depend on.
+type policy struct {
+	wildcard *appurl.HostnamePattern // nil: no subdomain apps
+	owners   OwnerResolver
+}
+
+// originAllowed reports whether origin is a subdomain app on this proxy
+// owned by owner. Any failure (not an app, unknown app, primary
+// unreachable) refuses the origin, as coderd does.
+func (p *policy) originAllowed(ctx context.Context, origin string, owner uuid.UUID) (allowed bool, lookupFailed bool) {
+	if owner == uuid.Nil {
+		return false, false
+	}
+	req, ok := originApp(p.wildcard, origin)
+	if !ok {
+		return false, false
+	}
+	got, err := p.owners.Owner(ctx, req)
+	if err != nil {
+		return false, true
+	}
+	return got == owner, false
+}
+
+// afterAuthzRequest decides a request that ext_authz allowed. Only a
+// preflight to a simple-mode subdomain app is answered here, as coderd's
+// CORS handler answers it; everything else goes on to the app.
+func (p *policy) afterAuthzRequest(ctx context.Context, e *Exchange) RequestDecision {
+	if !e.Preflight() || !e.App.simpleSubdomain() {
+		if e.Preflight() && e.App.passthru() {
+			return RequestDecision{Outcome: outcomePreflightToApp}
+		}
+		return RequestDecision{Outcome: outcomeContinue}
+	}
+	allowed, failed := false, false
+	if e.Origin != "" && methodAllowed(e.ReqMethod) {
+		allowed, failed = p.originAllowed(ctx, e.Origin, e.App.Owner)
+	}
+	d := RequestDecision{Immediate: &Immediate{
+		Status:  http.StatusOK,
+		Header:  preflightHeaders(allowed, e.Origin, e.ReqMethod, e.ReqHeaders),
+		Details: "wsedge_cors_preflight",
+	}}
+	switch {
+	case allowed:
+		d.Outcome = outcomePreflightAllowed
+	case failed:
+		d.Outcome = outcomeOwnerLookupFailed
+	default:
+		d.Outcome = outcomePreflightRefused
+	}
+	return d
+}
+
+// response decides the headers of an app's response.
+func (p *policy) response(ctx context.Context, e *Exchange, h http.Header) ResponseDecision {
+	var d ResponseDecision
+	m := &d.Mutation
+
+	// Coder cookies never come from an app, whatever its CORS behaviour.
+	if lines := h.Values(hdrSetCookie); len(lines) > 0 {
+		kept, removed := filterSetCookies(lines)
+		if removed > 0 {
+			d.CoderCookiesRemoved = removed
+			m.Remove = append(m.Remove, hdrSetCookie)
+			for _, l := range kept {
+				m.add(hdrSetCookie, l)
+			}
+		}
+	}
+
+	switch {
+	case !e.App.Known:
+		d.Outcome = outcomeNoMetadata
+	case e.App.passthru():
+		d.Outcome = outcomePassthru
+		return d
+	default:
+		d.Outcome = outcomeStripped
+	}
+
+	// Unless passthru: the app's own CORS headers and CORS Vary values go.
+	for _, k := range appCORSHeaders {
+		if h.Get(k) != "" {
+			m.Remove = append(m.Remove, k)
+		}
+	}
+	kept, changed := cleanVary(h.Values(hdrVary))
+	if e.App.simpleSubdomain() {
+		// coderd's CORS handler adds Vary: Origin to every response it
+		// handles, ahead of the app's own values.
+		kept = append([]string{hdrOrigin}, kept...)
+		changed = true
+	}
+	if changed {
+		m.Remove = append(m.Remove, hdrVary)
+		for _, v := range kept {
+			m.add(hdrVary, v)
+		}
+	}
+
+	if e.App.simpleSubdomain() {
+		if e.Origin != "" && methodAllowed(e.Method) {
+			allowed, failed := p.originAllowed(ctx, e.Origin, e.App.Owner)
+			switch {
+			case allowed:
+				m.set(hdrACAO, e.Origin)
+				m.set(hdrACAC, "true")
+				d.Outcome = outcomeCORSAllowed
+			case failed:
+				d.Outcome = outcomeOwnerLookupFailed
+			default:
+				d.Outcome = outcomeCORSNotAllowed
+			}
+		}
+		return d
+	}
+
+	// Coder's proxy sends nosniff on everything but subdomain-app
+	// responses; without metadata the safe answer is to send it.
+	if h.Get(hdrContentTypeOpts) != "nosniff" || len(h.Values(hdrContentTypeOpts)) != 1 {
+		m.set(hdrContentTypeOpts, "nosniff")
+	}
+	return d
+}

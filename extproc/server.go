@@ -1,0 +1,316 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/authz"
+)
+
+// PhaseMetadataKey is the gRPC initial-metadata key with which the Envoy
+// filter placed before ext_authz identifies its streams; its value is
+// PhaseBeforeAuthz. Streams without it come from the filter after ext_authz.
+const (
+	PhaseMetadataKey = "x-wsedge-extproc-phase"
+	PhaseBeforeAuthz = "before-authz"
+)
+
+// Phase labels of metrics.
+const (
+	phaseBeforeAuthz = "before_authz"
+	phaseRequest     = "request"
+	phaseResponse    = "response"
+)
+
+// ErrNoOwners is returned by New without an OwnerResolver.
+var ErrNoOwners = errors.New("extproc: an owner resolver is required")
+
+// Options configures a Processor.
+type Options struct {
+	// WildcardHostname is the subdomain-app pattern, e.g.
+	// "*.apps.example.com"; empty means no subdomain apps (every origin is
+	// refused and no preflight is answered).
+	WildcardHostname string
+	// Owners resolves the owner of an origin app (resolve-app-owner behind
+	// the primary client's cache).
+	Owners     OwnerResolver
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock of the passthru memory; nil means time.Now.
+	Now func() time.Time
+	// PassthruMemoryTTL and PassthruMemorySize bound how long and for how
+	// many apps a passthru behaviour seen in authz metadata is remembered
+	// (defaults 10 minutes, 10000 apps).
+	PassthruMemoryTTL  time.Duration
+	PassthruMemorySize int
+	// LookupTimeout bounds one owner lookup (default 1s); keep it below
+	// Envoy's ext_proc message timeout.
+	LookupTimeout time.Duration
+}
+
+// Processor implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Processor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	policy  policy
+	memory  *behaviorMemory
+	log     *slog.Logger
+	metrics *metrics
+	timeout time.Duration
+}
+
+// New builds a Processor.
+func New(opts Options) (*Processor, error) {
+	if opts.Owners == nil {
+		return nil, ErrNoOwners
+	}
+	var pattern *appurl.HostnamePattern
+	if opts.WildcardHostname != "" {
+		p, err := appurl.CompileHostnamePattern(opts.WildcardHostname)
+		if err != nil {
+			return nil, fmt.Errorf("extproc: wildcard hostname: %w", err)
+		}
+		pattern = p
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	ttl := opts.PassthruMemoryTTL
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	size := opts.PassthruMemorySize
+	if size <= 0 {
+		size = 10000
+	}
+	timeout := opts.LookupTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Processor{
+		policy:  policy{wildcard: pattern, owners: opts.Owners},
+		memory:  newBehaviorMemory(now, ttl, size),
+		log:     log,
+		metrics: newMetrics(opts.Registerer),
+		timeout: timeout,
+	}, nil
+}
+
+// Process serves one HTTP request's stream of messages. Envoy sends request
+// headers and then response headers (either may be skipped by the route's
+// processing mode); anything else is a configuration error and ends the
+// stream with an error, which Envoy turns into a failed request.
+func (p *Processor) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	before := false
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		before = slices.Contains(md.Get(PhaseMetadataKey), PhaseBeforeAuthz)
+	}
+	var ex Exchange
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		resp, err := p.handle(ctx, before, &ex, req)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// handle answers one message.
+func (p *Processor) handle(ctx context.Context, before bool, ex *Exchange, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	started := time.Now()
+	ex.App = appInfo(req, ex.App)
+	switch msg := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		readRequest(ex, msg.RequestHeaders.GetHeaders())
+		lctx, cancel := context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+		phase := phaseRequest
+		var d RequestDecision
+		if before {
+			phase = phaseBeforeAuthz
+			d = p.policy.beforeAuthzRequest(lctx, ex, p.memory)
+		} else {
+			p.remember(ex)
+			d = p.policy.afterAuthzRequest(lctx, ex)
+		}
+		p.metrics.observe(phase, d.Outcome, started)
+		if d.Immediate != nil {
+			return immediateResponse(d.Immediate), nil
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{},
+		}}, nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		h := toHeader(msg.ResponseHeaders.GetHeaders())
+		lctx, cancel := context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+		d := p.policy.response(lctx, ex, h)
+		if d.CoderCookiesRemoved > 0 {
+			p.metrics.cookiesRemoved.Add(float64(d.CoderCookiesRemoved))
+			p.log.Warn("app tried to set a Coder cookie; removed", "count", d.CoderCookiesRemoved, "app", ex.Host)
+		}
+		if !ex.App.Known {
+			p.metrics.missingMetadata.Inc()
+		}
+		p.metrics.observe(phaseResponse, d.Outcome, started)
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{Response: commonResponse(d.Mutation)},
+		}}, nil
+	default:
+		p.metrics.observe(phaseRequest, outcomeBadMessage, started)
+		return nil, status.Errorf(codes.FailedPrecondition, "extproc: unexpected message %T (only headers are processed)", msg)
+	}
+}
+
+// remember notes a subdomain app's CORS behaviour for the preflight
+// processor.
+func (p *Processor) remember(ex *Exchange) {
+	if !ex.App.Known || ex.App.AccessMethod != appurl.AccessMethodSubdomain || p.policy.wildcard == nil {
+		return
+	}
+	if app, ok := hostApp(p.policy.wildcard, ex.Host); ok {
+		p.memory.record(app, ex.App.passthru())
+	}
+}
+
+// appInfo reads authz's dynamic metadata forwarded by Envoy; prev is kept
+// when a message carries none (Envoy attaches it to every message).
+func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
+	s := req.GetMetadataContext().GetFilterMetadata()[authz.MetadataNamespace]
+	if s == nil {
+		return prev
+	}
+	str := func(k string) string { return s.GetFields()[k].GetStringValue() }
+	access := appurl.AccessMethod(str(authz.MetaAccessMethod))
+	if access == "" {
+		return prev
+	}
+	a := AppInfo{Known: true, AccessMethod: access, CORSBehavior: str(authz.MetaCORSBehavior)}
+	if a.CORSBehavior == "" {
+		a.CORSBehavior = corsBehaviorSimple
+	}
+	if id, err := uuid.Parse(str(authz.MetaUserID)); err == nil {
+		a.Owner = id
+	}
+	return a
+}
+
+// readRequest copies what the policy needs from the request headers.
+func readRequest(ex *Exchange, hm *corev3.HeaderMap) {
+	for _, hv := range hm.GetHeaders() {
+		v := headerValue(hv)
+		switch strings.ToLower(hv.GetKey()) {
+		case ":method":
+			ex.Method = v
+		case ":authority":
+			ex.Host = v
+		case "origin":
+			ex.Origin = v
+		case "access-control-request-method":
+			ex.ReqMethod = v
+		case "access-control-request-headers":
+			if ex.ReqHeaders != "" {
+				v = ex.ReqHeaders + "," + v
+			}
+			ex.ReqHeaders = v
+		}
+	}
+}
+
+// toHeader converts Envoy's header map, keeping repeated lines apart and
+// in order; pseudo-headers are left out.
+func toHeader(hm *corev3.HeaderMap) http.Header {
+	h := make(http.Header, len(hm.GetHeaders()))
+	for _, hv := range hm.GetHeaders() {
+		k := hv.GetKey()
+		if strings.HasPrefix(k, ":") {
+			continue
+		}
+		ck := http.CanonicalHeaderKey(k)
+		h[ck] = append(h[ck], headerValue(hv))
+	}
+	return h
+}
+
+// headerValue reads a header value; Envoy sends raw_value.
+func headerValue(hv *corev3.HeaderValue) string {
+	if rv := hv.GetRawValue(); len(rv) > 0 {
+		return string(rv)
+	}
+	return hv.GetValue()
+}
+
+func commonResponse(m Mutation) *extprocv3.CommonResponse {
+	if m.empty() {
+		return nil
+	}
+	return &extprocv3.CommonResponse{HeaderMutation: headerMutation(m)}
+}
+
+func headerMutation(m Mutation) *extprocv3.HeaderMutation {
+	hm := &extprocv3.HeaderMutation{}
+	for _, k := range m.Remove {
+		hm.RemoveHeaders = append(hm.RemoveHeaders, strings.ToLower(k))
+	}
+	for _, op := range m.Set {
+		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		if op.Append {
+			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		}
+		hm.SetHeaders = append(hm.SetHeaders, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: strings.ToLower(op.Key), RawValue: []byte(op.Value)},
+			AppendAction: action,
+		})
+	}
+	return hm
+}
+
+// immediateResponse answers the client in place of the upstream.
+func immediateResponse(im *Immediate) *extprocv3.ProcessingResponse {
+	m := Mutation{}
+	for k, vs := range im.Header {
+		for _, v := range vs {
+			m.add(k, v)
+		}
+	}
+	// Stable order by name; lines of one header keep their order.
+	slices.SortStableFunc(m.Set, func(a, b HeaderOp) int { return strings.Compare(a.Key, b.Key) })
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+		ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(im.Status)},
+			Headers: headerMutation(m),
+			Details: im.Details,
+		},
+	}}
+}
