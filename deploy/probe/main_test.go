@@ -108,7 +108,9 @@ func TestGRPC(t *testing.T) {
 	}{
 		{name: "serving", set: func() { hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) }, code: 0},
 		{name: "not serving", set: func() { hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING) }, code: 1, stderr: "NOT_SERVING"},
-		{name: "named service serving", set: func() { hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING) },
+		{name: "named service serving", set: func() {
+			hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
+		},
 			args: []string{"--grpc-service", "envoy.service.auth.v3.Authorization"}, code: 0},
 		{name: "unknown service", set: func() {}, args: []string{"--grpc-service", "nope"}, code: 1, stderr: "NotFound"},
 	}
