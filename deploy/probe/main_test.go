@@ -99,12 +99,11 @@ func TestGRPC(t *testing.T) {
 	target := "grpc://" + l.Addr().String()
 
 	tests := []struct {
-		name    string
-		set     func()
-		args    []string
-		code    int
-		stderr  string
-		service string
+		name   string
+		set    func()
+		args   []string
+		code   int
+		stderr string
 	}{
 		{name: "serving", set: func() { hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) }, code: 0},
 		{name: "not serving", set: func() { hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING) }, code: 1, stderr: "NOT_SERVING"},
