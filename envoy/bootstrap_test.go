@@ -34,16 +34,28 @@ func TestFilterOrder(t *testing.T) {
 	for _, f := range m.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	want := []string{headerMutationFilterName, corsFilterName, ExtAuthzFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, ExtProcPreflightFilter, ExtAuthzFilter, ExtProcFilter, routerFilterName}
 	if !slices.Equal(names, want) {
-		t.Fatalf("filters = %v, want %v (internal headers must go before ext_authz)", names, want)
+		t.Fatalf("filters = %v, want %v (internal headers must go before ext_authz, the app policy after it)", names, want)
 	}
+}
+
+// filterByName returns the HCM's filter called name.
+func filterByName(t *testing.T, m *hcmv3.HttpConnectionManager, name string) *hcmv3.HttpFilter {
+	t.Helper()
+	for _, f := range m.GetHttpFilters() {
+		if f.GetName() == name {
+			return f
+		}
+	}
+	t.Fatalf("no filter %s", name)
+	return nil
 }
 
 func TestExtAuthzFailsClosed(t *testing.T) {
 	m := hcmOf(t, DefaultConfig())
 	var az extauthzv3.ExtAuthz
-	if err := m.GetHttpFilters()[2].GetTypedConfig().UnmarshalTo(&az); err != nil {
+	if err := filterByName(t, m, ExtAuthzFilter).GetTypedConfig().UnmarshalTo(&az); err != nil {
 		t.Fatal(err)
 	}
 	if az.GetFailureModeAllow() || az.GetIncludePeerCertificate() || az.GetWithRequestBody() != nil {

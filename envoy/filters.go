@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -95,9 +96,80 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 // Config.Validate refuses RateLimit.Enabled until it exists.
 func localRateLimitFilter(Config) (*hcmv3.HttpFilter, error) { return nil, nil }
 
-// extProcFilter is the hook for issue 8 (ext_proc on app routes, timeout
-// Config.ExtProcTimeout).
-func extProcFilter(Config) (*hcmv3.HttpFilter, error) { return nil, nil }
+// Names and gRPC metadata of the two ext_proc filters (package extproc).
+const (
+	// ExtProcFilter runs after ext_authz on app routes: app CORS and
+	// response policy, reading authz's dynamic metadata.
+	ExtProcFilter = "envoy.filters.http.ext_proc"
+	// ExtProcPreflightFilter runs before ext_authz on subdomain-app CORS
+	// preflights only, which carry no cookies and so cannot pass ext_authz.
+	ExtProcPreflightFilter = "wsedge.ext_proc.preflight"
+	// ExtProcPhaseKey and ExtProcPhaseBeforeAuthz mark the streams of
+	// ExtProcPreflightFilter (extproc.PhaseMetadataKey/PhaseBeforeAuthz).
+	ExtProcPhaseKey         = "x-wsedge-extproc-phase"
+	ExtProcPhaseBeforeAuthz = "before-authz"
+)
+
+// headersMode is an ext_proc processing mode that sends request and/or
+// response headers and never bodies or trailers.
+func headersMode(request, response bool) *extprocv3.ProcessingMode {
+	send := func(b bool) extprocv3.ProcessingMode_HeaderSendMode {
+		if b {
+			return extprocv3.ProcessingMode_SEND
+		}
+		return extprocv3.ProcessingMode_SKIP
+	}
+	return &extprocv3.ProcessingMode{
+		RequestHeaderMode:   send(request),
+		ResponseHeaderMode:  send(response),
+		RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+		ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
+}
+
+// extProcConfig is one ext_proc filter talking to wsedge authz's gRPC
+// server. It fails closed: a processor error or a message that times out
+// fails the request (failure_mode_allow false).
+func extProcConfig(c Config, mode *extprocv3.ProcessingMode, statPrefix string, initialMetadata ...*corev3.HeaderValue) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
+			InitialMetadata: initialMetadata,
+		},
+		FailureModeAllow: false,
+		ProcessingMode:   mode,
+		MessageTimeout:   durationpb.New(c.ExtProcTimeout),
+		StatPrefix:       statPrefix,
+	}
+}
+
+// extProcPreflightFilter answers same-owner CORS preflights to subdomain
+// apps before ext_authz (see package extproc). It is disabled except on
+// the wildcard host's preflight route and sees request headers only.
+func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
+	if c.WildcardHostname == "" {
+		return nil, nil
+	}
+	f := httpFilter(ExtProcPreflightFilter, extProcConfig(c, headersMode(true, false), "app_preflight",
+		&corev3.HeaderValue{Key: ExtProcPhaseKey, Value: ExtProcPhaseBeforeAuthz}))
+	f.Disabled = true
+	return f, nil
+}
+
+// extProcFilter applies the per-app browser policy after ext_authz: it is
+// disabled except on app routes (appPolicy), and Envoy forwards it the
+// dynamic metadata ext_authz emitted on allow.
+func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
+	cfg := extProcConfig(c, headersMode(true, true), "app_policy")
+	cfg.MetadataOptions = &extprocv3.MetadataOptions{
+		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{ExtAuthzFilter}},
+	}
+	f := httpFilter(ExtProcFilter, cfg)
+	f.Disabled = true
+	return f, nil
+}
 
 func routerFilter(Config) (*hcmv3.HttpFilter, error) {
 	return httpFilter(routerFilterName, &routerv3.Router{}), nil

@@ -104,11 +104,15 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 
 // httpFilters is the ordered HTTP filter chain. Each entry is one function
 // returning one filter (or nil when that feature is off); rate limiting
-// (issue 5) and ext_proc (issue 8) slot in at the marked places.
+// (issue 5) slots in at the marked place. The ext_proc filter after
+// ext_authz must stay after it: on the response path Envoy runs encoders in
+// reverse, so ext_proc sees the app's headers before ext_authz adds its own
+// (the signed token cookie), and never strips what authz set.
 func httpFilters(c Config) ([]*hcmv3.HttpFilter, error) {
 	builders := []func(Config) (*hcmv3.HttpFilter, error){
 		stripInternalHeadersFilter, // must precede ext_authz
 		corsFilter,
+		extProcPreflightFilter, // issue 8: same-owner preflights, before ext_authz
 		extAuthzFilter,
 		localRateLimitFilter, // issue 5: descriptors from ext_authz metadata
 		extProcFilter,        // issue 8: app CORS and response policy

@@ -8,6 +8,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -93,13 +94,53 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 		Domains: []string{domain},
 		Routes: []*routev3.Route{
 			latencyCheckRoute(c),
-			{
+			subdomainPreflightRoute(c),
+			appPolicy(&routev3.Route{
 				Name:   "subdomain-app",
 				Match:  prefixMatch("/"),
 				Action: toDialer(longLived(c)),
-			},
+			}, true),
 		},
 	}, nil
+}
+
+// subdomainPreflightRoute carries CORS preflights to subdomain apps
+// (OPTIONS with Origin and Access-Control-Request-Method). The preflight
+// ext_proc runs before ext_authz here and answers same-owner preflights;
+// what it lets through meets ext_authz and the app policy as on any app
+// route.
+func subdomainPreflightRoute(c Config) *routev3.Route {
+	r := appPolicy(&routev3.Route{
+		Name: "subdomain-app-preflight",
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{
+				{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "OPTIONS"},
+				}}},
+				{Name: "origin", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+				{Name: "access-control-request-method", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+			},
+		},
+		Action: toDialer(short(c)),
+	}, true)
+	r.TypedPerFilterConfig[ExtProcPreflightFilter] = typed(&extprocv3.ExtProcPerRoute{
+		Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: headersMode(true, false)}},
+	})
+	return r
+}
+
+// appPolicy turns the app-policy ext_proc on for r (it is off elsewhere).
+// Subdomain apps send request headers too (the Origin decides CORS); path
+// apps only need the response.
+func appPolicy(r *routev3.Route, requestHeaders bool) *routev3.Route {
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[ExtProcFilter] = typed(&extprocv3.ExtProcPerRoute{
+		Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: headersMode(requestHeaders, true)}},
+	})
+	return r
 }
 
 // fallbackVirtualHost answers probes for any other Host (e.g. a load
@@ -170,11 +211,11 @@ func terminalRoute(c Config) *routev3.Route {
 }
 
 // pathAppRoutes are /@user/... and its mis-encoded twin /%40user/... (§6.2);
-// ext_authz on.
+// ext_authz and the app policy on.
 func pathAppRoutes(c Config) []*routev3.Route {
 	return []*routev3.Route{
-		{Name: "path-app", Match: prefixMatch("/@"), Action: toDialer(longLived(c))},
-		{Name: "path-app-encoded", Match: prefixMatch("/%40"), Action: toDialer(longLived(c))},
+		appPolicy(&routev3.Route{Name: "path-app", Match: prefixMatch("/@"), Action: toDialer(longLived(c))}, false),
+		appPolicy(&routev3.Route{Name: "path-app-encoded", Match: prefixMatch("/%40"), Action: toDialer(longLived(c))}, false),
 	}
 }
 
