@@ -1,0 +1,149 @@
+package tsnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/google/uuid"
+	"tailscale.com/types/nettype"
+)
+
+// ErrPeerNotReady wraps the context error of a Dial that gave up waiting for
+// the agent's node (or its readiness) to arrive.
+var ErrPeerNotReady = errors.New("tsnode: peer not ready")
+
+// Dial opens a TCP connection through the tailnet to port on the agent's
+// address (AgentAddr). It first waits, bounded by ctx, until the agent is a
+// known peer marked ready (MarkPeerReady), so the first WireGuard handshake
+// is not sent before the agent has our node (which would cost wireguard-go's
+// 5 s retry).
+func (n *Node) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+	if err := n.waitReady(ctx, agentID); err != nil {
+		return nil, err
+	}
+	dst := netip.AddrPortFrom(AgentAddr(agentID), port)
+	c, err := n.ns.DialContextTCPWithBind(ctx, n.addr, dst)
+	if err != nil {
+		return nil, fmt.Errorf("tsnode: dial %s: %w", dst, err)
+	}
+	return c, nil
+}
+
+// DialAgent is Dial under the name dialer.AgentDialer uses.
+func (n *Node) DialAgent(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+	return n.Dial(ctx, agentID, port)
+}
+
+func (n *Node) waitReady(ctx context.Context, id uuid.UUID) error {
+	for {
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			return ErrClosed
+		}
+		p := n.peers[id]
+		ready := p != nil && p.ready
+		ch := n.changed
+		n.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-n.closedCh:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("%w: agent %s: %w", ErrPeerNotReady, id, ctx.Err())
+		}
+	}
+}
+
+// Listen accepts TCP connections from peers to port on the node's own
+// address (agents serve their apps this way). One listener per port.
+func (n *Node) Listen(port uint16) (net.Listener, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	if n.listeners[port] != nil {
+		return nil, fmt.Errorf("tsnode: listen on port %d: %w", port, errAddrInUse)
+	}
+	ln := &listener{
+		n:     n,
+		port:  port,
+		addr:  &net.TCPAddr{IP: n.addr.AsSlice(), Port: int(port)},
+		conns: make(chan net.Conn),
+		done:  make(chan struct{}),
+	}
+	n.listeners[port] = ln
+	return ln, nil
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// tcpHandlerForFlow intercepts every inbound TCP flow: it goes to a
+// listener or is reset. Returning intercept=false would let netstack
+// forward the flow to the host's loopback.
+func (n *Node) tcpHandlerForFlow(_, dst netip.AddrPort) (func(net.Conn), bool) {
+	if dst.Addr() != n.addr {
+		return nil, true
+	}
+	n.mu.Lock()
+	ln := n.listeners[dst.Port()]
+	n.mu.Unlock()
+	if ln == nil {
+		return nil, true
+	}
+	return ln.deliver, true
+}
+
+// udpHandlerForFlow drops all inbound UDP: (which
+// nothing is served over tailnet UDP.
+func (n *Node) udpHandlerForFlow(_, _ netip.AddrPort) (func(nettype.ConnPacketConn), bool) {
+	return nil, true
+}
+
+type listener struct {
+	n     *Node
+	port  uint16
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (l *listener) deliver(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *listener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.n.mu.Lock()
+		if l.n.listeners[l.port] == l {
+			delete(l.n.listeners, l.port)
+		}
+		l.n.mu.Unlock()
+	})
+	return nil
+}
+
+func (l *listener) Addr() net.Addr { return l.addr }
