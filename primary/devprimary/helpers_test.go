@@ -50,11 +50,8 @@ func (c *testClock) Advance(d time.Duration) {
 // Fixed IDs of the test catalog.
 var (
 	aliceID     = uuid.MustParse("00000000-0000-4000-8000-0000000a11ce")
-	bobID       = uuid.MustParse("00000000-0000-4000-8000-000000000b0b")
-	carolID     = uuid.MustParse("00000000-0000-4000-8000-0000000ca201")
 	devID       = uuid.MustParse("00000000-0000-4000-8000-00000000d001")
 	mainAgentID = uuid.MustParse("00000000-0000-4000-8000-00000000a001")
-	offAgentID  = uuid.MustParse("00000000-0000-4000-8000-00000000a002")
 	disAgentID  = uuid.MustParse("00000000-0000-4000-8000-00000000a003")
 	mainToken   = "00000000-0000-4000-8000-0000000070c1"
 	proxyID     = uuid.MustParse("00000000-0000-4000-8000-0000000f0001")
