@@ -50,6 +50,7 @@ func (c *testClock) Advance(d time.Duration) {
 // Fixed IDs of the test catalog.
 var (
 	aliceID     = uuid.MustParse("00000000-0000-4000-8000-0000000a11ce")
+	bobID       = uuid.MustParse("00000000-0000-4000-8000-000000000b0b")
 	devID       = uuid.MustParse("00000000-0000-4000-8000-00000000d001")
 	mainAgentID = uuid.MustParse("00000000-0000-4000-8000-00000000a001")
 	disAgentID  = uuid.MustParse("00000000-0000-4000-8000-00000000a003")
@@ -234,7 +235,7 @@ func (h *harness) do(method, path string, body any, header ...string) result {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := noFollow.Do(req)
 	if err != nil {
