@@ -54,7 +54,10 @@ func (s *Server) HealthReports() map[uuid.UUID]ProxyHealth {
 }
 
 // CheckHealth polls every proxy once now and waits for the results.
+// Checks never overlap, so the last one to finish is the newest.
 func (s *Server) CheckHealth(ctx context.Context) {
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
 	type target struct {
 		id  uuid.UUID
 		url string

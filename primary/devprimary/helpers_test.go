@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -170,6 +172,7 @@ func newHarness(t *testing.T, edit func(*Options)) *harness {
 			{ID: deletedID, Name: "gone", Secret: strings.Repeat("ef", 32), Deleted: true},
 		},
 		HealthInterval: time.Hour,
+		HTTPClient:     loopbackOnly,
 		Now:            clock.Now,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -190,6 +193,26 @@ func newHarness(t *testing.T, edit func(*Options)) *harness {
 		}
 	})
 	return &harness{t: t, s: s, ts: ts, clock: clock, url: base}
+}
+
+// loopbackOnly polls proxies on loopback IPs only: tests register
+// made-up hostnames such as proxy.test, which must never be resolved or
+// dialled.
+var loopbackOnly = &http.Client{
+	Timeout: 5 * time.Second,
+	Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				return nil, fmt.Errorf("test dialer: %s is not a loopback address", addr)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	},
 }
 
 // noFollow is a client that hands redirects back.

@@ -88,7 +88,11 @@ type Server struct {
 	wg     sync.WaitGroup
 	kick   chan struct{}
 
+	closeOnce sync.Once
+	closeErr  error
+
 	issueCalls atomic.Int64
+	checkMu    sync.Mutex
 
 	mu       sync.Mutex
 	proxies  map[uuid.UUID]*proxyState
@@ -184,11 +188,15 @@ func New(opts Options) (*Server, error) {
 // Handler serves every endpoint of the dev primary.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close stops the health poller and the coordinator.
+// Close stops the health poller and the coordinator. It may be called
+// more than once.
 func (s *Server) Close() error {
-	s.cancel()
-	s.wg.Wait()
-	return s.coord.Close()
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.closeErr = s.coord.Close()
+	})
+	return s.closeErr
 }
 
 // Coordinator is the tailnet coordinator behind the coordinate endpoints.
