@@ -136,7 +136,7 @@ func (s *Server) issue(w http.ResponseWriter, req issueRequest) (string, bool) {
 		return "", false
 	}
 
-	if !res.Agent.Connected {
+	if !res.Agent.connected.Load() {
 		s.writeAppOffline(w, fmt.Sprintf("Agent state is %q, not %q", "disconnected", "connected"))
 		return "", false
 	}

@@ -433,3 +433,41 @@ func TestAppStats(t *testing.T) {
 	wantJSONError(t, h.proxy(http.MethodPost, path, `{"stats":"x"}`), http.StatusBadRequest, "Request body must be valid JSON.",
 		"json: cannot unmarshal string into Go struct field appStatsRequest.stats of type []devprimary.StatsReport")
 }
+
+func TestSetAgentConnected(t *testing.T) {
+	h := newHarness(t, nil)
+	req := subReq("alice", "dev", "main", "owner-app")
+	wantStatus(t, h.issue(req, aliceToken), http.StatusCreated)
+	if err := h.s.SetAgentConnected(mainAgentID, false); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, h.issue(req, aliceToken), http.StatusBadGateway)
+	if err := h.s.SetAgentConnected(mainAgentID, true); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, h.issue(req, aliceToken), http.StatusCreated)
+	if err := h.s.SetAgentConnected(aliceID, true); err == nil {
+		t.Error("a user ID accepted as an agent")
+	}
+}
+
+// TestDemoCatalogServes: the demo works as advertised — alice opens her
+// apps, bob opens the shared echo app but not code.
+func TestDemoCatalogServes(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Catalog = DemoCatalog() })
+	alice, err := h.s.SessionToken("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, _ := h.s.SessionToken("bob")
+	for _, app := range []string{"code", "echo", "secure"} {
+		wantStatus(t, h.issue(subReq("alice", "dev", "main", app), alice), http.StatusCreated)
+	}
+	wantStatus(t, h.issue(subReq("alice", "dev", "main", "echo"), bob), http.StatusCreated)
+	wantStatus(t, h.issue(subReq("alice", "dev", "main", "code"), bob), http.StatusNotFound)
+	wantStatus(t, h.issue(subReq("alice", "dev", "main", "code"), ""), http.StatusSeeOther)
+	st, err := h.verifier().VerifyToken(context.Background(), h.issueOK(subReq("alice", "dev", "main", "secure"), alice))
+	if err != nil || st.AppURL != "https://127.0.0.1:8443" {
+		t.Errorf("secure token %+v %v", st, err)
+	}
+}

@@ -325,6 +325,17 @@ func (s *Server) ProxyTokenOf(id uuid.UUID) string {
 	return p.spec.ID.String() + ":" + p.spec.Secret
 }
 
+// SetAgentConnected changes an agent's status as the issuer judges it
+// (tokens for a disconnected agent are refused with 502).
+func (s *Server) SetAgentConnected(agentID uuid.UUID, connected bool) error {
+	a := s.world.agents[agentID]
+	if a == nil {
+		return fmt.Errorf("devprimary: no agent %s", agentID)
+	}
+	a.connected.Store(connected)
+	return nil
+}
+
 // IssueCalls counts issue-signed-app-token requests (any outcome).
 func (s *Server) IssueCalls() int64 { return s.issueCalls.Load() }
 

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 
@@ -13,7 +14,7 @@ import (
 )
 
 // world is the catalog resolved into linked records for lookups. It is
-// immutable after newWorld.
+// immutable after newWorld, except for each agent's connected flag.
 type world struct {
 	cat            *Catalog
 	usersByID      map[uuid.UUID]*user
@@ -43,9 +44,10 @@ type workspace struct {
 }
 
 type agent struct {
-	ID        uuid.UUID
-	Name      string
-	Connected bool
+	ID   uuid.UUID
+	Name string
+	// connected starts from the catalog; SetAgentConnected changes it.
+	connected atomic.Bool
 	Workspace *workspace
 	Apps      []*app
 }
@@ -86,7 +88,8 @@ func newWorld(c *Catalog) (*world, error) {
 		owner := w.userByNameOrID(cw.Owner)
 		ws := &workspace{ID: uuid.MustParse(cw.ID), Owner: owner, Name: cw.Name, Stopped: cw.Stopped, portShares: map[string]string{}}
 		for _, ca := range cw.Agents {
-			a := &agent{ID: uuid.MustParse(ca.ID), Name: ca.Name, Connected: ca.Connected, Workspace: ws}
+			a := &agent{ID: uuid.MustParse(ca.ID), Name: ca.Name, Workspace: ws}
+			a.connected.Store(ca.Connected)
 			for _, capp := range ca.Apps {
 				a.Apps = append(a.Apps, &app{
 					Slug:         capp.Slug,
