@@ -84,6 +84,10 @@ func (s *Server) requireProxy(next func(http.ResponseWriter, *http.Request, *pro
 	})
 }
 
+// maxSessions is how many minted keys are kept before expired ones are
+// pruned.
+const maxSessions = 10000
+
 // session is an API key: a catalog session token, a login session or an
 // app-scoped key minted by auth-redirect.
 type session struct {
@@ -128,9 +132,17 @@ func randomString(n int) string {
 // secret>".
 func (s *Server) mintKey(u *user, scope string, expires time.Time) string {
 	key := randomString(10) + "-" + randomString(22)
+	now := s.now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sessions) >= maxSessions {
+		for k, sess := range s.sessions {
+			if !now.Before(sess.expires) {
+				delete(s.sessions, k)
+			}
+		}
+	}
 	s.sessions[key] = &session{user: u, scope: scope, expires: expires}
-	s.mu.Unlock()
 	return key
 }
 

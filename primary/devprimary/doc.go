@@ -7,6 +7,25 @@
 // encrypts real smuggled API keys with rotating keys, runs a real v2
 // coordinator (devcoord) and polls registered proxies' /healthz-report.
 //
+// Endpoints (all under Options.AccessURL):
+//
+//	GET  /api/v2/buildinfo
+//	POST /api/v2/workspaceproxies/me/register            (proxy token)
+//	POST /api/v2/workspaceproxies/me/deregister          (proxy token)
+//	GET  /api/v2/workspaceproxies/me/crypto-keys         (proxy token)
+//	POST /api/v2/workspaceproxies/me/issue-signed-app-token
+//	POST /api/v2/workspaceproxies/me/resolve-app-owner
+//	POST /api/v2/workspaceproxies/me/app-stats
+//	GET  /api/v2/workspaceproxies/me/coordinate          (websocket)
+//	GET  /api/v2/workspaceagents/me/rpc                  (agent token, websocket)
+//	GET  /api/v2/applications/auth-redirect              (dashboard session)
+//	POST /api/v2/applications/reconnecting-pty-signed-token
+//	GET  /login, POST /login                             (demo login page)
+//	/derp                                                (Options.DERP, optional)
+//
+// The catalog format is shown by testdata/demo.yaml, which is also the
+// embedded demo (DemoCatalog).
+//
 // It powers `wsedge dev` and the end-to-end tests. Every status code,
 // message and JSON shape follows coderd (see the protocol reference); the
 // package deliberately defines its own wire structs instead of importing

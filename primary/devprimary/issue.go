@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"regexp"
 	"strings"
 
 	"github.com/google/uuid"
@@ -368,12 +369,15 @@ func (s *Server) handlePTYToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ptyTokenResponse{SignedToken: tok})
 }
 
-// proxySchemeFor is coderd's proxy lookup by hostname (port ignored):
-// a registered proxy whose access URL host or wildcard hostname matches
-// gives its access URL's scheme; "" means none.
+// proxySchemeFor is coderd's proxy lookup by hostname
+// (GetWorkspaceProxyByHostname): the port is stripped, the rest must be
+// [a-zA-Z0-9._-]+, and it must equal a registered proxy's access URL host
+// or end with its wildcard's suffix (the SQL's LIKE with "*" as "%",
+// case-sensitive). A port on the wildcard is ignored too. The result is
+// the matching proxy's access URL scheme; "" means none.
 func (s *Server) proxySchemeFor(host string, allowAccessURL, allowWildcard bool) string {
-	host = strings.ToLower(hostOnly(host))
-	if host == "" {
+	host = hostOnly(host)
+	if !hostnameChars.MatchString(host) {
 		return ""
 	}
 	s.mu.Lock()
@@ -387,11 +391,11 @@ func (s *Server) proxySchemeFor(host string, allowAccessURL, allowWildcard bool)
 		if err != nil {
 			continue
 		}
-		if allowAccessURL && strings.EqualFold(u.Hostname(), host) {
+		if allowAccessURL && u.Hostname() == host {
 			return u.Scheme
 		}
 		if allowWildcard && p.wildcard != "" {
-			suffix := strings.ToLower(hostOnly(p.wildcard))[1:]
+			suffix := hostOnly(p.wildcard)[1:]
 			if strings.HasSuffix(host, suffix) && len(host) > len(suffix) {
 				return u.Scheme
 			}
@@ -399,3 +403,5 @@ func (s *Server) proxySchemeFor(host string, allowAccessURL, allowWildcard bool)
 	}
 	return ""
 }
+
+var hostnameChars = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
