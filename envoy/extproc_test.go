@@ -7,6 +7,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 func extProcOf(t *testing.T, m *hcmv3.HttpConnectionManager, name string) (*hcmv3.HttpFilter, *extprocv3.ExternalProcessor) {
@@ -51,6 +52,9 @@ func TestExtProcFilters(t *testing.T) {
 		if ep.GetFailureModeAllow() {
 			t.Errorf("%s fails open", tt.name)
 		}
+		if ep.GetStatusOnError().GetCode() != typev3.StatusCode_ServiceUnavailable {
+			t.Errorf("%s status on error %v, want 503", tt.name, ep.GetStatusOnError())
+		}
 		if got := ep.GetMessageTimeout().AsDuration(); got != c.ExtProcTimeout {
 			t.Errorf("%s message timeout %s, want %s", tt.name, got, c.ExtProcTimeout)
 		}
@@ -67,6 +71,16 @@ func TestExtProcFilters(t *testing.T) {
 		hasPhase := len(md) == 1 && md[0].GetKey() == ExtProcPhaseKey && md[0].GetValue() == ExtProcPhaseBeforeAuthz
 		if hasPhase != tt.wantPhaseMetadata {
 			t.Errorf("%s initial metadata %v", tt.name, md)
+		}
+		wantAttrs := []string(nil)
+		if tt.name == ExtProcFilter {
+			wantAttrs = []string{ExtProcCodeDetailsAttribute}
+		}
+		if got := ep.GetResponseAttributes(); !slices.Equal(got, wantAttrs) {
+			t.Errorf("%s response attributes %v, want %v", tt.name, got, wantAttrs)
+		}
+		if ep.GetMetadataOptions().GetReceivingNamespaces() != nil || len(ep.GetRequestAttributes()) > 0 {
+			t.Errorf("%s accepts metadata or asks request attributes", tt.name)
 		}
 		if ep.GetAllowModeOverride() || ep.GetObservabilityMode() {
 			t.Errorf("%s lets the server change its mode or only observes", tt.name)

@@ -108,6 +108,10 @@ const (
 	// ExtProcPreflightFilter (extproc.PhaseMetadataKey/PhaseBeforeAuthz).
 	ExtProcPhaseKey         = "x-wsedge-extproc-phase"
 	ExtProcPhaseBeforeAuthz = "before-authz"
+	// ExtProcCodeDetailsAttribute is sent with response headers so the
+	// app policy touches only responses that came from upstream (Envoy runs
+	// local replies, such as ext_authz denials, through every encoder).
+	ExtProcCodeDetailsAttribute = "response.code_details"
 )
 
 // headersMode is an ext_proc processing mode that sends request and/or
@@ -131,7 +135,7 @@ func headersMode(request, response bool) *extprocv3.ProcessingMode {
 
 // extProcConfig is one ext_proc filter talking to wsedge authz's gRPC
 // server. It fails closed: a processor error or a message that times out
-// fails the request (failure_mode_allow false).
+// fails the request with 503 (failure_mode_allow false).
 func extProcConfig(c Config, mode *extprocv3.ProcessingMode, statPrefix string, initialMetadata ...*corev3.HeaderValue) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{
@@ -139,9 +143,11 @@ func extProcConfig(c Config, mode *extprocv3.ProcessingMode, statPrefix string, 
 			InitialMetadata: initialMetadata,
 		},
 		FailureModeAllow: false,
-		ProcessingMode:   mode,
-		MessageTimeout:   durationpb.New(c.ExtProcTimeout),
-		StatPrefix:       statPrefix,
+		// 503 like ext_authz: the proxy's own backend is unavailable.
+		StatusOnError:  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+		ProcessingMode: mode,
+		MessageTimeout: durationpb.New(c.ExtProcTimeout),
+		StatPrefix:     statPrefix,
 	}
 }
 
@@ -152,8 +158,9 @@ func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
 	if c.WildcardHostname == "" {
 		return nil, nil
 	}
-	f := httpFilter(ExtProcPreflightFilter, extProcConfig(c, headersMode(true, false), "app_preflight",
-		&corev3.HeaderValue{Key: ExtProcPhaseKey, Value: ExtProcPhaseBeforeAuthz}))
+	cfg := extProcConfig(c, headersMode(true, false), "app_preflight",
+		&corev3.HeaderValue{Key: ExtProcPhaseKey, Value: ExtProcPhaseBeforeAuthz})
+	f := httpFilter(ExtProcPreflightFilter, cfg)
 	f.Disabled = true
 	return f, nil
 }
@@ -163,6 +170,7 @@ func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
 // dynamic metadata ext_authz emitted on allow.
 func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 	cfg := extProcConfig(c, headersMode(true, true), "app_policy")
+	cfg.ResponseAttributes = []string{ExtProcCodeDetailsAttribute}
 	cfg.MetadataOptions = &extprocv3.MetadataOptions{
 		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{ExtAuthzFilter}},
 	}

@@ -70,6 +70,7 @@ const (
 	outcomeNoMetadata        = "no_metadata"
 	outcomeBadMessage        = "bad_message"
 	outcomeOwnerLookupFailed = "owner_lookup_failed"
+	outcomeLocalReply        = "local_reply"
 )
 
 // Immediate is a response the processor sends in place of the upstream's.

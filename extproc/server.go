@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/authz"
@@ -30,6 +31,17 @@ import (
 const (
 	PhaseMetadataKey = "x-wsedge-extproc-phase"
 	PhaseBeforeAuthz = "before-authz"
+)
+
+// CodeDetailsAttribute is the Envoy attribute the app-policy filter sends
+// with response headers. Envoy runs every local reply (an ext_authz denial
+// with its login redirect and cookies, an Envoy error, this processor's own
+// preflight answer) through every encoder filter, so the processor sees
+// those too; only a response whose details are "via_upstream" came from
+// the app (through the dialer), and only those get the app policy.
+const (
+	CodeDetailsAttribute = "response.code_details"
+	viaUpstream          = "via_upstream"
 )
 
 // Phase labels of metrics.
@@ -172,6 +184,12 @@ func (p *Processor) handle(ctx context.Context, before bool, ex *Exchange, req *
 			RequestHeaders: &extprocv3.HeadersResponse{},
 		}}, nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		if details, ok := codeDetails(req); ok && details != viaUpstream {
+			p.metrics.observe(phaseResponse, outcomeLocalReply, started)
+			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+				ResponseHeaders: &extprocv3.HeadersResponse{},
+			}}, nil
+		}
 		h := toHeader(msg.ResponseHeaders.GetHeaders())
 		lctx, cancel := context.WithTimeout(ctx, p.timeout)
 		defer cancel()
@@ -224,6 +242,17 @@ func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
 		a.Owner = id
 	}
 	return a
+}
+
+// codeDetails reads Envoy's response code details from the attributes of
+// a response-headers message.
+func codeDetails(req *extprocv3.ProcessingRequest) (string, bool) {
+	for _, attrs := range req.GetAttributes() {
+		if v, ok := attrs.GetFields()[CodeDetailsAttribute]; ok {
+			return v.GetStringValue(), true
+		}
+	}
+	return "", false
 }
 
 // readRequest copies what the policy needs from the request headers.
@@ -284,14 +313,20 @@ func headerMutation(m Mutation) *extprocv3.HeaderMutation {
 		hm.RemoveHeaders = append(hm.RemoveHeaders, strings.ToLower(k))
 	}
 	for _, op := range m.Set {
-		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		if op.Append {
-			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
-		}
-		hm.SetHeaders = append(hm.SetHeaders, &corev3.HeaderValueOption{
+		hvo := &corev3.HeaderValueOption{
 			Header:       &corev3.HeaderValue{Key: strings.ToLower(op.Key), RawValue: []byte(op.Value)},
-			AppendAction: action,
-		})
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+		if op.Append {
+			// Envoy 1.40's ext_proc reads an append_action left at its
+			// zero value (APPEND_IF_EXISTS_OR_ADD) as "unset" and falls
+			// back to the deprecated append flag, whose default
+			// overwrites: only the flag makes a second line (verified
+			// through real Envoy in e2e).
+			hvo.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			hvo.Append = wrapperspb.Bool(true) //lint:ignore SA1019 Envoy 1.40 ext_proc needs the deprecated flag to append (see above)
+		}
+		hm.SetHeaders = append(hm.SetHeaders, hvo)
 	}
 	return hm
 }
