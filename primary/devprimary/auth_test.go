@@ -124,4 +124,15 @@ func TestCoordinateNeedsProxyAndVersion(t *testing.T) {
 	if !strings.Contains(string(res.body), "Unknown or unsupported API version") {
 		t.Errorf("body %s", res.body)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.url, "http")+"/api/v2/workspaceproxies/me/coordinate?version=2.0",
+		&websocket.DialOptions{HTTPHeader: http.Header{proxyTokenHeader: {h.s.ProxyToken()}}})
+	if err != nil {
+		t.Fatalf("proxy coordinate websocket: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	_ = ws.Close(websocket.StatusNormalClosure, "")
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -245,5 +246,36 @@ func TestSessionTokenAccessor(t *testing.T) {
 	}
 	if got := h.s.LoginURL("/x"); got != h.url+"/login?redirect=%2Fx" {
 		t.Errorf("LoginURL %s", got)
+	}
+}
+
+// TestSmuggledKeyAcrossRotation: a key encrypted just before a rotation
+// still decrypts with the served keys afterwards (old key kept until its
+// deletes_at); new hand-offs use the new key.
+func TestSmuggledKeyAcrossRotation(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.KeyRotation = time.Hour })
+	wantStatus(t, h.register(uuid.New()), http.StatusCreated)
+	handOff := func() string {
+		res := h.do(http.MethodGet, authRedirectPath+"?redirect_uri="+url.QueryEscape("https://proxy.test/"), nil, "Coder-Session-Token", aliceToken)
+		wantStatus(t, res, http.StatusSeeOther)
+		loc, err := url.Parse(res.header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc.Query().Get(tokens.SmuggledAPIKeyQueryParam)
+	}
+	before := handOff()
+	if err := h.s.RotateKeys(); err != nil {
+		t.Fatal(err)
+	}
+	after := handOff()
+	v := h.verifier()
+	for name, enc := range map[string]string{"before": before, "after": after} {
+		if _, err := v.DecryptAPIKey(context.Background(), enc); err != nil {
+			t.Errorf("%s rotation: %v", name, err)
+		}
+	}
+	if k, _ := h.s.SigningKey(tokens.FeatureAPIKey); k.Sequence != 2 {
+		t.Errorf("api key feature signs with %d", k.Sequence)
 	}
 }
