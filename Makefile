@@ -22,6 +22,11 @@ GO      ?= go
 WSEDGE  := bin/wsedge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/wsedge/wsedge/internal/buildinfo.version=$(VERSION)
+# ts_debug_websockets links upstream tailscale's websocket DERP client, which
+# dialer/tsnode needs for its force-websocket DERP mode (Coder's
+# derp_force_websockets); without the tag upstream cannot dial DERP over
+# websockets at all.
+GOTAGS  := ts_debug_websockets
 
 # Tests find the tools through these.
 export WSEDGE_ENVOY_BIN := $(ENVOY)
@@ -80,21 +85,21 @@ generate: $(TOOLS)/.protoc-$(GRPCIO_TOOLS_VERSION) $(PROTOC_GEN_GO) $(PROTOC_GEN
 ## build: bin/wsedge
 build:
 	@mkdir -p bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(WSEDGE) ./cmd/wsedge
+	$(GO) build -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(WSEDGE) ./cmd/wsedge
 
 ## test: the whole suite, end-to-end tests through real Envoy included.
 test: setup build
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -tags $(GOTAGS) -race -count=1 -timeout 30m ./...
 
 ## lint: gofmt, go vet, staticcheck.
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(STATICCHECK) ./...
+	$(GO) vet -tags $(GOTAGS) ./...
+	$(STATICCHECK) -tags $(GOTAGS) ./...
 
 ## bench: every Go benchmark of the project (the one-table report comes with issue 10).
 bench: setup build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -tags $(GOTAGS) -run '^$$' -bench . -benchmem ./...
 
 ## run: the main job. Until `wsedge dev` lands: real Envoy with the generated
 ## edge configuration (ext_authz fails closed with 503 until authz runs).
