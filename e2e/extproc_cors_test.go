@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -153,6 +154,19 @@ func (a *corsApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.hits = append(a.hits, r.Method+" "+r.Host+" "+r.URL.Path)
 	a.mu.Unlock()
+	if r.URL.Path == "/ws" {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, msg, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		_ = c.Write(r.Context(), typ, append([]byte("echo:"), msg...))
+		return
+	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "https://app-chosen.example")
 	h.Set("Access-Control-Allow-Credentials", "true")
@@ -443,6 +457,30 @@ func TestExtProcCORS(t *testing.T) {
 		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "http://dashboard.wsedge.test" {
 			t.Errorf("ACAO %q: the dashboard CORS of path apps must survive the app-header stripping", got)
 		}
+	})
+
+	t.Run("websocket upgrade through the app policy", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(ctx, "ws://"+aliceAPI+"/ws", &websocket.DialOptions{
+			HTTPClient: st.client,
+			HTTPHeader: http.Header{"Origin": {aliceWeb}},
+		})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.CloseNow()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != aliceWeb {
+			t.Errorf("101 ACAO %q", got)
+		}
+		if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		_, msg, err := c.Read(ctx)
+		if err != nil || string(msg) != "echo:hi" {
+			t.Fatalf("read %q, %v", msg, err)
+		}
+		c.Close(websocket.StatusNormalClosure, "")
 	})
 
 	t.Run("authz's own answers pass untouched", func(t *testing.T) {
