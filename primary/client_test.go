@@ -361,7 +361,9 @@ func TestIssueRelaysNon201Verbatim(t *testing.T) {
 
 func TestIssue201WithoutToken(t *testing.T) {
 	f, srv := newFakeCoderd(t)
-	f.issue = func(w http.ResponseWriter, _ *http.Request, _ IssueTokenRequest) { writeJSON(w, 201, map[string]string{}) }
+	f.issue = func(w http.ResponseWriter, _ *http.Request, _ IssueTokenRequest) {
+		writeJSON(w, 201, map[string]string{})
+	}
 	_, err := f.client(t, srv).IssueSignedAppToken(context.Background(), IssueTokenRequest{}, "")
 	if !errors.Is(err, ErrInvalidResponse) {
 		t.Errorf("err = %v, want ErrInvalidResponse", err)

@@ -61,6 +61,10 @@ type KeyCache struct {
 	mu      sync.RWMutex
 	feats   map[tokens.Feature]*featureKeys
 	flights map[tokens.Feature]*keyFlight
+
+	// waiting, when set (tests), is called as a caller starts waiting
+	// for a refetch.
+	waiting func()
 }
 
 type featureKeys struct {
@@ -236,6 +240,9 @@ func (k *KeyCache) refetch(ctx context.Context, f tokens.Feature) error {
 		}()
 	}
 	k.mu.Unlock()
+	if k.waiting != nil {
+		k.waiting()
+	}
 	select {
 	case <-fl.done:
 		return fl.err
