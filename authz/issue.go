@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -50,21 +51,49 @@ type Issuer interface {
 // with the first caller.
 const issueTimeout = 10 * time.Second
 
-// issuer single-flights issue calls per (session token, app request), so
-// a burst of parallel requests without a token causes one primary call.
+// issuedReuse is how long a token issued for a signed-in session is
+// handed to further requests of the same session for the same app. A
+// burst of requests from a page that has no token cookie yet does not
+// arrive all at once: without this, each straggler that misses the flight
+// would cost a primary call. It is well inside the token's own lifetime
+// (1 min), which bounds how long a revoked session keeps access anyway.
+const issuedReuse = 15 * time.Second
+
+// issuedMemoryMax bounds the memory of recently issued tokens.
+const issuedMemoryMax = 10000
+
+// issuer single-flights issue calls per (session token, app request), and
+// remembers successful answers for signed-in sessions briefly, so a burst
+// of requests without a token cookie causes one primary call.
 type issuer struct {
 	upstream Issuer
+	now      func() time.Time
 	group    singleflight.Group
 	// joined, when set (tests), is called as a request joins a flight.
 	joined func()
+
+	mu     sync.Mutex
+	recent map[string]issued
+}
+
+type issued struct {
+	token string
+	until time.Time
 }
 
 func (i *issuer) issue(ctx context.Context, req IssueRequest) (IssueResult, error) {
 	key := flightKey(req)
+	if tok, ok := i.recall(key); ok {
+		return IssueResult{Token: tok}, nil
+	}
 	ch := i.group.DoChan(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), issueTimeout)
 		defer cancel()
-		return i.upstream.Issue(ctx, req)
+		res, err := i.upstream.Issue(ctx, req)
+		if err == nil && res.Relay == nil && res.Token != "" && req.SessionToken != "" {
+			i.remember(key, res.Token)
+		}
+		return res, err
 	})
 	if i.joined != nil {
 		i.joined()
@@ -80,6 +109,36 @@ func (i *issuer) issue(ctx context.Context, req IssueRequest) (IssueResult, erro
 	}
 }
 
+func (i *issuer) recall(key string) (string, bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	e, ok := i.recent[key]
+	if !ok || !i.now().Before(e.until) {
+		return "", false
+	}
+	return e.token, true
+}
+
+func (i *issuer) remember(key, token string) {
+	now := i.now()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.recent == nil {
+		i.recent = make(map[string]issued)
+	}
+	if len(i.recent) >= issuedMemoryMax {
+		for k, e := range i.recent {
+			if !now.Before(e.until) {
+				delete(i.recent, k)
+			}
+		}
+		if len(i.recent) >= issuedMemoryMax {
+			clear(i.recent)
+		}
+	}
+	i.recent[key] = issued{token: token, until: now.Add(issuedReuse)}
+}
+
 // flightKey identifies requests that must get the same answer. Anonymous
 // answers are login redirects that name the requested path, so for them
 // the path and query are part of the key.
@@ -87,7 +146,7 @@ func flightKey(req IssueRequest) string {
 	r := req.AppRequest
 	var b strings.Builder
 	sum := sha256.Sum256([]byte(req.SessionToken))
-	b.WriteString(hex.EncodeToString(sum[:8]))
+	b.WriteString(hex.EncodeToString(sum[:]))
 	for _, f := range []string{string(r.AccessMethod), r.BasePath, r.Prefix, r.UsernameOrID, r.WorkspaceNameOrID, r.AgentNameOrID, r.AppSlugOrPort} {
 		b.WriteByte(0)
 		b.WriteString(f)

@@ -57,7 +57,7 @@ func New(opts Options) (*Service, error) {
 	return &Service{
 		cfg:      cfg,
 		verifier: &tokens.Verifier{Keys: opts.Keys, Now: now},
-		issuer:   issuer{upstream: opts.Issuer},
+		issuer:   issuer{upstream: opts.Issuer, now: now},
 		log:      log,
 		now:      now,
 	}, nil

@@ -382,7 +382,6 @@ func TestIssueOnFirstVisit(t *testing.T) {
 }
 
 func TestSessionTokenOrder(t *testing.T) {
-	f := newFixture(t, nil)
 	cases := []struct {
 		name    string
 		headers []string
@@ -399,6 +398,7 @@ func TestSessionTokenOrder(t *testing.T) {
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
 			f.svc.Check(context.Background(), request("code--main--dev--alice.apps.example.com", tt.path, tt.headers...))
 			if f.issuer.last.SessionToken != tt.want {
 				t.Fatalf("session token %q, want %q", f.issuer.last.SessionToken, tt.want)
@@ -504,5 +504,51 @@ func TestBurstCausesOneIssueCall(t *testing.T) {
 	}
 	if allowed.Load() != n {
 		t.Fatalf("%d of %d allowed", allowed.Load(), n)
+	}
+}
+
+// TestIssuedTokenIsReusedBriefly: requests of one signed-in session for one
+// app that miss the in-flight issue call still cost no further primary call
+// for a few seconds; anonymous answers and relayed answers are never
+// reused, and other sessions or apps get their own call.
+func TestIssuedTokenIsReusedBriefly(t *testing.T) {
+	f := newFixture(t, nil)
+	clock := testNow
+	f.svc.issuer.now = func() time.Time { return clock }
+	session := func(tok string) string { return "coder_session_token=" + tok }
+	check := func(host, cookie string) Decision {
+		t.Helper()
+		var headers []string
+		if cookie != "" {
+			headers = []string{"Cookie", cookie}
+		}
+		return f.svc.Check(context.Background(), request(host, "/", headers...))
+	}
+	const code, echo = "code--main--dev--alice.apps.example.com", "echo--main--dev--alice.apps.example.com"
+
+	if d := check(code, session("a")); !d.Allow {
+		t.Fatalf("first request: %+v", d)
+	}
+	if d := check(code, session("a")); !d.Allow || f.issuer.calls.Load() != 1 {
+		t.Fatalf("second request within the reuse window: allow=%v, %d issue calls; want allowed and 1", d.Allow, f.issuer.calls.Load())
+	}
+	check(code, session("b"))
+	check(echo, session("a"))
+	if got := f.issuer.calls.Load(); got != 3 {
+		t.Fatalf("another session and another app: %d issue calls in all, want 3", got)
+	}
+	clock = clock.Add(issuedReuse)
+	check(code, session("a"))
+	if got := f.issuer.calls.Load(); got != 4 {
+		t.Fatalf("after the reuse window: %d issue calls in all, want 4", got)
+	}
+
+	f.issuer.relay = &RelayedResponse{Status: http.StatusNotFound, Header: http.Header{}, Body: []byte("gone")}
+	check(code, session("c"))
+	check(code, session("c"))
+	check(code, "")
+	check(code, "")
+	if got := f.issuer.calls.Load(); got != 8 {
+		t.Fatalf("relayed and anonymous answers must not be reused: %d issue calls in all, want 8", got)
 	}
 }

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -42,7 +44,7 @@ type AuthzConfig struct {
 	KeyRetry time.Duration
 }
 
-// ServeAuthz runs the ext_authz gRPC service until ctx ends. The gRPC
+// ServeAuthz runs the ext_authz and ext_proc gRPC services until ctx ends. The gRPC
 // health status of the Authorization service stays NOT_SERVING until the
 // primary's keys have been fetched once, so probes and Envoy health
 // checks keep traffic away from a replica that could only refuse it.
@@ -72,7 +74,20 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if err != nil {
 		return fmt.Errorf("authz: %w", err)
 	}
+	owners := primary.NewOwnerCache(cfg.Primary, primary.OwnerCacheOptions{})
+	proc, err := extproc.New(extproc.Options{
+		WildcardHostname: cfg.WildcardHostname,
+		Owners:           owners,
+		Logger:           log,
+		Registerer:       cfg.Registerer,
+	})
+	if err != nil {
+		return fmt.Errorf("extproc: %w", err)
+	}
 	srv := authz.NewServer(svc, cfg.Registerer)
+	// One gRPC server, both services: Envoy's ext_proc filter on app
+	// routes talks to the same address as ext_authz.
+	extprocv3.RegisterExternalProcessorServer(srv.GRPC, proc)
 	srv.Health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 
