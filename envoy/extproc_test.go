@@ -42,7 +42,7 @@ func TestExtProcFilters(t *testing.T) {
 		wantMetadata      []string
 		wantPhaseMetadata bool
 	}{
-		{ExtProcFilter, true, true, []string{ExtAuthzFilter}, false},
+		{ExtProcFilter, false, true, []string{ExtAuthzFilter}, false},
 		{ExtProcPreflightFilter, true, false, nil, true},
 	} {
 		f, ep := extProcOf(t, m, tt.name)
@@ -74,7 +74,7 @@ func TestExtProcFilters(t *testing.T) {
 		}
 		wantAttrs := []string(nil)
 		if tt.name == ExtProcFilter {
-			wantAttrs = []string{ExtProcCodeDetailsAttribute}
+			wantAttrs = []string{ExtProcCodeDetailsAttribute, ExtProcHostAttribute, ExtProcMethodAttribute, ExtProcOriginAttribute}
 		}
 		if got := ep.GetResponseAttributes(); !slices.Equal(got, wantAttrs) {
 			t.Errorf("%s response attributes %v, want %v", tt.name, got, wantAttrs)
@@ -121,7 +121,7 @@ func TestExtProcRoutes(t *testing.T) {
 			"access/path-app":              {false, true},
 			"access/path-app-encoded":      {false, true},
 			"apps/subdomain-app-preflight": {true, true},
-			"apps/subdomain-app":           {true, true},
+			"apps/subdomain-app":           {false, true},
 		},
 		ExtProcPreflightFilter: {
 			"apps/subdomain-app-preflight": {true, false},

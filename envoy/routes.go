@@ -99,7 +99,7 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 				Name:   "subdomain-app",
 				Match:  prefixMatch("/"),
 				Action: toDialer(longLived(c)),
-			}, true),
+			}, false),
 		},
 	}, nil
 }
@@ -131,8 +131,9 @@ func subdomainPreflightRoute(c Config) *routev3.Route {
 }
 
 // appPolicy turns the app-policy ext_proc on for r (it is off elsewhere).
-// Subdomain apps send request headers too (the Origin decides CORS); path
-// apps only need the response.
+// Only the preflight route sends request headers (a preflight that ext_authz
+// let through is answered there); elsewhere the response alone is
+// processed, with the request's host, method and Origin as attributes.
 func appPolicy(r *routev3.Route, requestHeaders bool) *routev3.Route {
 	if r.TypedPerFilterConfig == nil {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}

@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -130,6 +131,18 @@ type OwnerResolver interface {
 type policy struct {
 	wildcard *appurl.HostnamePattern // nil: no subdomain apps
 	owners   OwnerResolver
+	// lookupTimeout bounds one owner lookup; 0 means no bound of its own.
+	lookupTimeout time.Duration
+}
+
+// owner resolves one app's owner within the lookup timeout.
+func (p *policy) owner(ctx context.Context, req appurl.Request) (uuid.UUID, error) {
+	if p.lookupTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.lookupTimeout)
+		defer cancel()
+	}
+	return p.owners.Owner(ctx, req)
 }
 
 // originAllowed reports whether origin is a subdomain app on this proxy
@@ -143,7 +156,7 @@ func (p *policy) originAllowed(ctx context.Context, origin string, owner uuid.UU
 	if !ok {
 		return false, false
 	}
-	got, err := p.owners.Owner(ctx, req)
+	got, err := p.owner(ctx, req)
 	if err != nil {
 		return false, true
 	}

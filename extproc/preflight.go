@@ -52,11 +52,11 @@ func (p *policy) beforeAuthzRequest(ctx context.Context, e *Exchange, mem *behav
 	if mem.passthru(target) {
 		return RequestDecision{Outcome: outcomePreflightToAuthz}
 	}
-	targetOwner, err := p.owners.Owner(ctx, target)
+	targetOwner, err := p.owner(ctx, target)
 	if err != nil {
 		return RequestDecision{Outcome: outcomeOwnerLookupFailed}
 	}
-	originOwner, err := p.owners.Owner(ctx, origin)
+	originOwner, err := p.owner(ctx, origin)
 	if err != nil {
 		return RequestDecision{Outcome: outcomeOwnerLookupFailed}
 	}

@@ -44,6 +44,14 @@ const (
 	viaUpstream          = "via_upstream"
 )
 
+// Attributes with which Envoy sends the request facts along with the
+// response headers, sparing a request-headers message on most routes.
+const (
+	HostAttribute   = "request.host"
+	MethodAttribute = "request.method"
+	OriginAttribute = "request.headers['origin']"
+)
+
 // Phase labels of metrics.
 const (
 	phaseBeforeAuthz = "before_authz"
@@ -84,7 +92,6 @@ type Processor struct {
 	memory  *behaviorMemory
 	log     *slog.Logger
 	metrics *metrics
-	timeout time.Duration
 }
 
 // New builds a Processor.
@@ -121,11 +128,10 @@ func New(opts Options) (*Processor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Processor{
-		policy:  policy{wildcard: pattern, owners: opts.Owners},
+		policy:  policy{wildcard: pattern, owners: opts.Owners, lookupTimeout: timeout},
 		memory:  newBehaviorMemory(now, ttl, size),
 		log:     log,
 		metrics: newMetrics(opts.Registerer),
-		timeout: timeout,
 	}, nil
 }
 
@@ -165,16 +171,14 @@ func (p *Processor) handle(ctx context.Context, before bool, ex *Exchange, req *
 	switch msg := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		readRequest(ex, msg.RequestHeaders.GetHeaders())
-		lctx, cancel := context.WithTimeout(ctx, p.timeout)
-		defer cancel()
 		phase := phaseRequest
 		var d RequestDecision
 		if before {
 			phase = phaseBeforeAuthz
-			d = p.policy.beforeAuthzRequest(lctx, ex, p.memory)
+			d = p.policy.beforeAuthzRequest(ctx, ex, p.memory)
 		} else {
 			p.remember(ex)
-			d = p.policy.afterAuthzRequest(lctx, ex)
+			d = p.policy.afterAuthzRequest(ctx, ex)
 		}
 		p.metrics.observe(phase, d.Outcome, started)
 		if d.Immediate != nil {
@@ -190,10 +194,12 @@ func (p *Processor) handle(ctx context.Context, before bool, ex *Exchange, req *
 				ResponseHeaders: &extprocv3.HeadersResponse{},
 			}}, nil
 		}
+		readAttributes(ex, req)
+		if ex.App.Known {
+			p.remember(ex)
+		}
 		h := toHeader(msg.ResponseHeaders.GetHeaders())
-		lctx, cancel := context.WithTimeout(ctx, p.timeout)
-		defer cancel()
-		d := p.policy.response(lctx, ex, h)
+		d := p.policy.response(ctx, ex, h)
 		if d.CoderCookiesRemoved > 0 {
 			p.metrics.cookiesRemoved.Add(float64(d.CoderCookiesRemoved))
 			p.log.Warn("app tried to set a Coder cookie; removed", "count", d.CoderCookiesRemoved, "app", ex.Host)
@@ -242,6 +248,23 @@ func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
 		a.Owner = id
 	}
 	return a
+}
+
+// readAttributes fills the request facts Envoy sent as attributes with
+// the response headers; they agree with the request headers when both came.
+func readAttributes(ex *Exchange, req *extprocv3.ProcessingRequest) {
+	for _, attrs := range req.GetAttributes() {
+		f := attrs.GetFields()
+		if v, ok := f[HostAttribute]; ok {
+			ex.Host = v.GetStringValue()
+		}
+		if v, ok := f[MethodAttribute]; ok {
+			ex.Method = v.GetStringValue()
+		}
+		if v, ok := f[OriginAttribute]; ok {
+			ex.Origin = v.GetStringValue()
+		}
+	}
 }
 
 // codeDetails reads Envoy's response code details from the attributes of
