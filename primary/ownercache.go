@@ -54,6 +54,10 @@ type OwnerCache struct {
 	lru     *list.List // of *ownerEntry, front = most recent
 	entries map[string]*list.Element
 	flights map[string]*ownerFlight
+
+	// waiting, when set (tests), is called as a caller starts waiting
+	// for a flight.
+	waiting func()
 }
 
 type ownerEntry struct {
@@ -127,6 +131,9 @@ func (o *OwnerCache) Owner(ctx context.Context, req appurl.Request) (uuid.UUID, 
 		}()
 	}
 	o.mu.Unlock()
+	if o.waiting != nil {
+		o.waiting()
+	}
 	select {
 	case <-fl.done:
 		return fl.owner, fl.err
