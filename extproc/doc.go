@@ -12,10 +12,22 @@
 //   - Response hygiene: an app never sets a Coder cookie, and path-app
 //     responses carry X-Content-Type-Options: nosniff as Coder's proxy sends.
 //
-// The decisions (policy.go, cors.go, cookies.go) work on this package's own
-// types; server.go alone speaks Envoy's protobufs. Envoy runs the processor
-// twice in its filter chain: once after ext_authz on every app route, and
-// once before ext_authz on subdomain-app CORS preflights only, so that a
-// preflight, which never carries cookies, from a same-owner app is answered
-// without the login flow (see preflight.go).
+// The decisions (policy.go, cors.go, cookies.go, preflight.go) work on this
+// package's own types; server.go alone speaks Envoy's protobufs. Envoy runs
+// the processor twice in its filter chain (package envoy):
+//
+//   - after ext_authz on every app route, with authz's dynamic metadata.
+//     Ordinary requests cost one message: the response headers, with the
+//     request's host, method and Origin as attributes. Only the preflight
+//     route also sends request headers, so that a preflight ext_authz let
+//     through is answered as coderd's CORS handler would. Envoy runs local
+//     replies (ext_authz denials with their login redirects and cookies,
+//     Envoy's own errors) through this filter too; the response code
+//     details attribute tells them apart, and they pass untouched.
+//   - before ext_authz on subdomain-app CORS preflights only, so that a
+//     preflight, which never carries cookies, from a same-owner app is
+//     answered without the login flow (see preflight.go).
+//
+// Envoy fails a request closed (503) when the processor errors or misses
+// the message timeout.
 package extproc

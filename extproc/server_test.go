@@ -160,6 +160,29 @@ func TestProcessSimpleSubdomain(t *testing.T) {
 	}
 }
 
+// TestProcessResponseOnly is the usual exchange: no request-headers
+// message, the request facts as attributes of the response headers.
+func TestProcessResponseOnly(t *testing.T) {
+	c := serve(t, newTestProcessor(t, nil))
+	md := authzMetadata("subdomain", "simple", alice.String())
+	msg := responseHeaders(md, "via_upstream", ":status", "200", "vary", "Origin")
+	attrs := msg.Attributes[envoy.ExtProcFilter].Fields
+	attrs[HostAttribute] = structpb.NewStringValue(targetHost)
+	attrs[MethodAttribute] = structpb.NewStringValue("DELETE")
+	attrs[OriginAttribute] = structpb.NewStringValue(aliceOrigin)
+	r := exchange(t, c, context.Background(), msg)[0]
+	got := apply(http.Header{"Vary": {"Origin"}}, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation()))
+	if got.Get(hdrACAO) != aliceOrigin || got.Get(hdrACAC) != "true" || !slices.Equal(got.Values("Vary"), []string{"Origin"}) {
+		t.Errorf("headers %v", got)
+	}
+	// Without the Origin attribute (no Origin header) nothing is allowed.
+	delete(attrs, OriginAttribute)
+	r = exchange(t, c, context.Background(), msg)[0]
+	if got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation())); got.Get(hdrACAO) != "" {
+		t.Errorf("ACAO %q without an Origin", got.Get(hdrACAO))
+	}
+}
+
 func TestProcessPreflightPhases(t *testing.T) {
 	c := serve(t, newTestProcessor(t, nil))
 	pre := []string{":method", "OPTIONS", ":authority", targetHost, "origin", aliceOrigin, "access-control-request-method", "PATCH", "access-control-request-headers", "x-a", "access-control-request-headers", "x-b"}
