@@ -240,11 +240,9 @@ func (c *Client) BuildInfo(ctx context.Context) (BuildInfo, error) {
 }
 
 // Register registers (or re-registers) this proxy replica; 201 on
-// success.
+// success. The request is sent as given: the primary validates it (a nil
+// replica ID is its 400 "Replica ID is invalid.").
 func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterResponse, error) {
-	if req.ReplicaID == uuid.Nil {
-		return RegisterResponse{}, errors.New("primary: register: replica ID must not be the nil UUID")
-	}
 	var res RegisterResponse
 	if err := c.expect(ctx, call{method: http.MethodPost, path: pathRegister, body: req}, http.StatusCreated, &res); err != nil {
 		return RegisterResponse{}, err

@@ -166,8 +166,10 @@ func TestRegisterAndDeregister(t *testing.T) {
 	if err := c.Deregister(ctx, uuid.New()); !IsStatus(err, 404) {
 		t.Errorf("unknown replica: %v", err)
 	}
-	if _, err := c.Register(ctx, RegisterRequest{}); err == nil {
-		t.Error("nil replica ID accepted")
+	// The primary validates the request; its 400 comes back typed.
+	var e *Error
+	if _, err := c.Register(ctx, RegisterRequest{}); !errors.As(err, &e) || e.StatusCode != 400 || e.Message != "Replica ID is invalid." {
+		t.Errorf("nil replica ID: %v", err)
 	}
 }
 

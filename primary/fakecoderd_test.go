@@ -138,6 +138,10 @@ func (f *fakeCoderd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, 400, errBody{Message: "Request body must be valid JSON.", Detail: err.Error()})
 			return
 		}
+		if req.ReplicaID == uuid.Nil {
+			writeJSON(w, 400, errBody{Message: "Replica ID is invalid."})
+			return
+		}
 		f.mu.Lock()
 		stopped, fail := f.stopped[req.ReplicaID], f.failRegister
 		if !stopped && !fail {

@@ -210,6 +210,10 @@ func (r *Registrar) attempt(ctx context.Context, first bool) (RegisterResponse, 
 	cancel()
 	now := r.opts.Now()
 
+	if err != nil && !first && ctx.Err() != nil {
+		// Shutting down: not a failure of the primary.
+		return RegisterResponse{}, err
+	}
 	r.mu.Lock()
 	h := &r.health
 	h.LastAttempt = now

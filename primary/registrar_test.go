@@ -311,3 +311,39 @@ func TestRegistrarAttemptTimeout(t *testing.T) {
 		t.Errorf("err %v after %v", err, time.Since(start))
 	}
 }
+
+func TestRegistrarShutdownMidAttemptIsNotAFailure(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	entered := make(chan struct{}, 1)
+	srv := rawServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n > 1 {
+			entered <- struct{}{}
+			hang(r)
+			return
+		}
+		writeJSON(w, 201, RegisterResponse{DERPMeshKey: "k"})
+	})
+	timer := newFakeTimer()
+	r := NewRegistrar(rawClient(t, srv.URL, Options{}), RegistrarOptions{After: timer.After})
+	if _, err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	timer.next(t)
+	timer.tick()
+	<-entered
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if hl := r.Health(); hl.ConsecutiveFailures != 0 || hl.LastError != nil || hl.Unhealthy {
+		t.Errorf("health after shutdown mid-attempt: %+v", hl)
+	}
+}
