@@ -8,6 +8,7 @@ package approute
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -153,4 +154,25 @@ func NormalizeHost(host string) string {
 		h = h[:i]
 	}
 	return strings.Trim(strings.ToLower(h), ".")
+}
+
+// NewRouter builds the router of a proxy from its access URL, the
+// primary's (dashboard) URL and its wildcard hostname ("" disables
+// subdomain apps).
+func NewRouter(accessURL, dashboardURL *url.URL, wildcardHostname string) (Router, error) {
+	if accessURL == nil || accessURL.Host == "" {
+		return Router{}, errors.New("approute: access URL is required")
+	}
+	if dashboardURL == nil || dashboardURL.Host == "" {
+		return Router{}, errors.New("approute: dashboard (primary) URL is required")
+	}
+	rt := Router{AccessHost: NormalizeHost(accessURL.Host), DashboardHost: NormalizeHost(dashboardURL.Host)}
+	if wildcardHostname != "" {
+		p, err := appurl.CompileHostnamePattern(wildcardHostname)
+		if err != nil {
+			return Router{}, fmt.Errorf("approute: wildcard hostname: %w", err)
+		}
+		rt.Wildcard = p
+	}
+	return rt, nil
 }

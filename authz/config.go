@@ -7,7 +7,6 @@ import (
 	"net/url"
 
 	"github.com/wsedge/wsedge/approute"
-	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -50,20 +49,16 @@ func compile(c Config) (*compiled, error) {
 	if c.DashboardURL == nil || c.DashboardURL.Host == "" {
 		return nil, errors.New("authz: dashboard (primary) URL is required")
 	}
+	router, err := approute.NewRouter(c.AccessURL, c.DashboardURL, c.WildcardHostname)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
 	cc := &compiled{
 		Config:        c,
-		dashboardHost: approute.NormalizeHost(c.DashboardURL.Host),
-		router: approute.Router{
-			AccessHost:    approute.NormalizeHost(c.AccessURL.Host),
-			DashboardHost: approute.NormalizeHost(c.DashboardURL.Host),
-		},
+		dashboardHost: router.DashboardHost,
+		router:        router,
 	}
 	if c.WildcardHostname != "" {
-		p, err := appurl.CompileHostnamePattern(c.WildcardHostname)
-		if err != nil {
-			return nil, fmt.Errorf("authz: wildcard hostname: %w", err)
-		}
-		cc.router.Wildcard = p
 		cc.subdomainCookie = tokens.SubdomainAppSessionCookie(c.WildcardHostname)
 	}
 	return cc, nil

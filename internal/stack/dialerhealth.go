@@ -1,0 +1,72 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/wsedge/wsedge/dialer"
+	"github.com/wsedge/wsedge/dialer/coordinate"
+	"github.com/wsedge/wsedge/primary"
+)
+
+// primaryHealth is the /healthz-report check of coderd's proxy: the
+// primary's build info can be fetched and it is a primary. (Coder's proxy
+// also warns on a major/minor version mismatch with the primary; wsedge
+// has its own version line, so there is nothing to compare.)
+type primaryHealth struct{ client *primary.Client }
+
+func (p primaryHealth) CheckHealth(ctx context.Context) (errs, warnings []string) {
+	bi, err := p.client.BuildInfo(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("Failed to fetch build info from the primary: %v", err)}, nil
+	}
+	if bi.WorkspaceProxy {
+		return []string{fmt.Sprintf("The primary at %s claims to be a workspace proxy.", p.client.URL())}, nil
+	}
+	return nil, nil
+}
+
+// registrationHealth reports the registration loop: unhealthy once more
+// than 10 re-registrations in a row have failed (where Coder's proxy would
+// exit), a warning before that, and an error when the primary changed the
+// mesh key or region (the proxy must be restarted).
+type registrationHealth struct{ r *primary.Registrar }
+
+func (h registrationHealth) CheckHealth(context.Context) (errs, warnings []string) {
+	s := h.r.Health()
+	switch {
+	case s.Conflict != nil:
+		errs = append(errs, fmt.Sprintf("Registration changed on the primary; restart this proxy: %v", s.Conflict))
+	case s.Unhealthy:
+		errs = append(errs, fmt.Sprintf("Failed to re-register with the primary %d times in a row: %v", s.ConsecutiveFailures, s.LastError))
+	case s.ConsecutiveFailures > 0:
+		warnings = append(warnings, fmt.Sprintf("Last %d re-registrations with the primary failed: %v", s.ConsecutiveFailures, s.LastError))
+	}
+	return errs, warnings
+}
+
+// coordinationHealth warns while the coordination stream is down: agents
+// already connected keep working, new tunnels cannot be opened.
+type coordinationHealth struct{ c *coordinate.Client }
+
+func (h coordinationHealth) CheckHealth(context.Context) (errs, warnings []string) {
+	if !h.c.Connected() {
+		msg := "Not connected to the primary's tailnet coordinator"
+		if err := h.c.LastError(); err != nil {
+			msg += ": " + err.Error()
+		}
+		warnings = append(warnings, msg)
+	}
+	return nil, warnings
+}
+
+// statsUploader sends the dialer's app usage reports to the primary.
+type statsUploader struct{ client *primary.Client }
+
+func (s statsUploader) ReportAppStats(ctx context.Context, stats []dialer.StatsReport) error {
+	out := make([]primary.StatsReport, len(stats))
+	for i, r := range stats {
+		out[i] = primary.StatsReport(r)
+	}
+	return s.client.ReportAppStats(ctx, out)
+}
