@@ -13,7 +13,13 @@
 //     headers the dialer can see are the ones authz added;
 //   - ext_authz fails closed (failure_mode_allow false, 503 on error);
 //   - only health, build info, latency and DERP routes skip ext_authz, and they
-//     match exact paths so that no other path can reach the dialer unchecked.
+//     match exact paths so that no other path can reach the dialer unchecked;
+//   - the app-policy ext_proc (package extproc) runs after ext_authz on app
+//     routes only (off by default, switched on per route), on response headers
+//     with authz's metadata and the request facts as attributes, and fails
+//     closed with 503; a second ext_proc runs before ext_authz on the app
+//     host's CORS preflight route only, to answer same-owner preflights that
+//     carry no cookies.
 package envoy
 
 //go:generate go run ./gen -out examples
