@@ -316,8 +316,9 @@ func checkComposeEnvoy(t *testing.T, s composeService) envoyConfigFile {
 	}
 	if s.Healthcheck != nil {
 		hc := strings.Join(s.Healthcheck.Test, " ")
-		if want := fmt.Sprintf("/dev/tcp/127.0.0.1/%d", cfg.AdminAddr.Port()); !strings.Contains(hc, want) || !strings.Contains(hc, "GET /ready") || !strings.Contains(hc, "LIVE") {
-			t.Errorf("envoy: healthcheck %q does not ask the admin endpoint's /ready for LIVE", hc)
+		// TestComposeEnvoyHealthcheck runs it against the real Envoy.
+		if want := fmt.Sprintf("/dev/tcp/127.0.0.1/%d", cfg.AdminAddr.Port()); !strings.Contains(hc, want) || !strings.Contains(hc, "GET /ready") {
+			t.Errorf("envoy: healthcheck %q does not ask the admin endpoint's /ready", hc)
 		}
 	}
 	if composeUID(t, "envoy", s.User) != 101 {
