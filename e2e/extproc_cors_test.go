@@ -429,13 +429,18 @@ func TestExtProcCORS(t *testing.T) {
 		}
 	})
 
-	t.Run("fetch from another owner's app gets no CORS", func(t *testing.T) {
-		resp, _ := do(t, "POST", "http://"+aliceAPI+"/v1/items", http.Header{"Origin": {bobWeb}})
-		if got := corsHeaders(resp.Header); len(got) != 0 {
-			t.Errorf("CORS headers %v", got)
-		}
-		if got := varyValues(resp.Header); !slices.Equal(got, []string{"Origin", "Accept-Encoding"}) {
-			t.Errorf("Vary values %q", got)
+	t.Run("fetch from another owner's app or a random site gets no CORS", func(t *testing.T) {
+		for _, origin := range []string{bobWeb, randomSite, "null"} {
+			resp, body := do(t, "POST", "http://"+aliceAPI+"/v1/items", http.Header{"Origin": {origin}, "Cookie": {"coder_signed_app_token=t"}})
+			if resp.StatusCode != http.StatusOK || body != "app body\n" {
+				t.Fatalf("%s: status %d body %q", origin, resp.StatusCode, body)
+			}
+			if got := corsHeaders(resp.Header); len(got) != 0 {
+				t.Errorf("%s: CORS headers %v (the browser must not expose the answer)", origin, got)
+			}
+			if got := varyValues(resp.Header); !slices.Equal(got, []string{"Origin", "Accept-Encoding"}) {
+				t.Errorf("%s: Vary values %q", origin, got)
+			}
 		}
 	})
 
@@ -466,8 +471,8 @@ func TestExtProcCORS(t *testing.T) {
 		if got := corsHeaders(resp.Header); len(got) != 0 {
 			t.Errorf("CORS headers %v", got)
 		}
-		if got := resp.Header.Values("Vary"); !slices.Equal(got, []string{"Accept-Encoding"}) {
-			t.Errorf("Vary %q, want [Accept-Encoding]", got)
+		if got := varyValues(resp.Header); !slices.Equal(got, []string{"Origin", "Accept-Encoding"}) {
+			t.Errorf("Vary %q, want the proxy's Origin and the app's Accept-Encoding", resp.Header.Values("Vary"))
 		}
 		if got := resp.Header.Values("X-Content-Type-Options"); !slices.Equal(got, []string{"nosniff"}) {
 			t.Errorf("X-Content-Type-Options %q", got)

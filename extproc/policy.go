@@ -226,18 +226,14 @@ func (p *policy) response(ctx context.Context, e *Exchange, h http.Header) Respo
 			m.Remove = append(m.Remove, k)
 		}
 	}
-	kept, changed := cleanVary(h.Values(hdrVary))
-	if e.App.simpleSubdomain() {
-		// coderd's CORS handler adds Vary: Origin to every response it
-		// handles, ahead of the app's own values.
-		kept = append([]string{hdrOrigin}, kept...)
-		changed = true
-	}
-	if changed {
-		m.Remove = append(m.Remove, hdrVary)
-		for _, v := range kept {
-			m.add(hdrVary, v)
-		}
+	// coderd's CORS middleware (go-chi/cors: the app CORS of simple-mode
+	// subdomain apps, the dashboard CORS of path apps) adds Vary: Origin to
+	// every response it handles, ahead of the app's own values.
+	kept, _ := cleanVary(h.Values(hdrVary))
+	m.Remove = append(m.Remove, hdrVary)
+	m.add(hdrVary, hdrOrigin)
+	for _, v := range kept {
+		m.add(hdrVary, v)
 	}
 
 	if e.App.simpleSubdomain() {

@@ -297,7 +297,7 @@ func TestResponse(t *testing.T) {
 			in:   appCORS,
 			want: http.Header{
 				"Access-Control-Allow-Origin": nil,
-				"Vary":                        {"Accept-Encoding"},
+				"Vary":                        {"Origin", "Accept-Encoding"},
 				"X-Content-Type-Options":      {"nosniff"},
 			},
 			wantOutcome: outcomeStripped,
@@ -306,7 +306,7 @@ func TestResponse(t *testing.T) {
 			name:        "path app, app's own sniff header replaced",
 			ex:          &Exchange{Method: "GET", App: pathApp},
 			in:          http.Header{"X-Content-Type-Options": {"bogus"}},
-			want:        http.Header{"X-Content-Type-Options": {"nosniff"}, "Vary": nil},
+			want:        http.Header{"X-Content-Type-Options": {"nosniff"}, "Vary": {"Origin"}},
 			wantOutcome: outcomeStripped,
 		},
 		{
@@ -315,7 +315,7 @@ func TestResponse(t *testing.T) {
 			in:   appCORS,
 			want: http.Header{
 				"Access-Control-Allow-Origin": nil,
-				"Vary":                        {"Accept-Encoding"},
+				"Vary":                        {"Origin", "Accept-Encoding"},
 				"X-Content-Type-Options":      {"nosniff"},
 			},
 			wantOutcome: outcomeNoMetadata,
