@@ -51,13 +51,6 @@ func methodAllowed(method string) bool {
 	return false
 }
 
-// isPreflight reports whether a request is a CORS preflight: OPTIONS with
-// Access-Control-Request-Method (go-chi/cors needs nothing more; a preflight
-// without Origin is answered, but never allowed).
-func isPreflight(method string, h http.Header) bool {
-	return method == http.MethodOptions && h.Get(hdrACRM) != ""
-}
-
 // originApp reads an Origin header as a subdomain app on this proxy's
 // wildcard: the request resolve-app-owner takes. ok is false for anything
 // else (another site, "null", a bad label), which is never allowed.

@@ -48,14 +48,13 @@ type Exchange struct {
 	App        AppInfo
 }
 
-// Preflight reports whether the exchange is a CORS preflight.
+// Preflight reports whether the exchange is a CORS preflight: OPTIONS with
+// Access-Control-Request-Method, all go-chi/cors (coderd's CORS handler)
+// asks; one without Origin is answered but never allowed.
 func (e *Exchange) Preflight() bool {
-	h := http.Header{}
-	if e.ReqMethod != "" {
-		h.Set(hdrACRM, e.ReqMethod)
-	}
-	return isPreflight(e.Method, h)
+	return e.Method == http.MethodOptions && e.ReqMethod != ""
 }
+
 
 // Outcome labels, bounded, for metrics and logs.
 const (
