@@ -55,7 +55,6 @@ func (e *Exchange) Preflight() bool {
 	return e.Method == http.MethodOptions && e.ReqMethod != ""
 }
 
-
 // Outcome labels, bounded, for metrics and logs.
 const (
 	outcomeContinue          = "continue"
