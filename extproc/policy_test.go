@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,13 +24,16 @@ var (
 
 // fakeOwners resolves apps by their user part; "broken" fails.
 type fakeOwners struct {
+	mu    sync.Mutex
 	calls []appurl.Request
 }
 
 var errPrimaryDown = errors.New("primary unreachable")
 
 func (f *fakeOwners) Owner(_ context.Context, r appurl.Request) (uuid.UUID, error) {
+	f.mu.Lock()
 	f.calls = append(f.calls, r)
+	f.mu.Unlock()
 	switch r.UsernameOrID {
 	case "alice":
 		return alice, nil
@@ -217,6 +221,7 @@ func TestBeforeAuthzLooksUpBothApps(t *testing.T) {
 		{AccessMethod: appurl.AccessMethodSubdomain, BasePath: "/", UsernameOrID: "alice", WorkspaceNameOrID: "dev", AgentNameOrID: "main", AppSlugOrPort: "api"},
 		{AccessMethod: appurl.AccessMethodSubdomain, BasePath: "/", Prefix: "x---", UsernameOrID: "alice", WorkspaceNameOrID: "dev", AgentNameOrID: "main", AppSlugOrPort: "web"},
 	}
+	slices.SortFunc(owners.calls, func(a, b appurl.Request) int { return strings.Compare(a.Prefix, b.Prefix) })
 	if !slices.Equal(owners.calls, want) {
 		t.Fatalf("lookups %+v, want %+v", owners.calls, want)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wsedge/wsedge/appurl"
 )
@@ -52,12 +53,12 @@ func (p *policy) beforeAuthzRequest(ctx context.Context, e *Exchange, mem *behav
 	if mem.passthru(target) {
 		return RequestDecision{Outcome: outcomePreflightToAuthz}
 	}
-	targetOwner, err := p.owner(ctx, target)
-	if err != nil {
-		return RequestDecision{Outcome: outcomeOwnerLookupFailed}
-	}
-	originOwner, err := p.owner(ctx, origin)
-	if err != nil {
+	// Both lookups at once: a cold cache costs one primary round trip.
+	var targetOwner, originOwner uuid.UUID
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { targetOwner, err = p.owner(gctx, target); return err })
+	g.Go(func() (err error) { originOwner, err = p.owner(gctx, origin); return err })
+	if err := g.Wait(); err != nil {
 		return RequestDecision{Outcome: outcomeOwnerLookupFailed}
 	}
 	if targetOwner == uuid.Nil || targetOwner != originOwner {
