@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const composeDir = "compose"
@@ -221,6 +222,12 @@ func checkComposeWsedge(t *testing.T, name string, s composeService, subcommand 
 		if !strings.HasPrefix(s.Environment[k], "https://") {
 			t.Errorf("%s: %s = %q, want an https URL", name, k, s.Environment[k])
 		}
+	}
+	// Compose kills the container stop_grace_period after SIGTERM.
+	grace, err1 := time.ParseDuration(s.Environment["WSEDGE_SHUTDOWN_GRACE"])
+	stop, err2 := time.ParseDuration(s.StopGracePeriod)
+	if err1 != nil || err2 != nil || stop <= grace {
+		t.Errorf("%s: stop_grace_period %q must exceed WSEDGE_SHUTDOWN_GRACE %q", name, s.StopGracePeriod, s.Environment["WSEDGE_SHUTDOWN_GRACE"])
 	}
 	return port
 }

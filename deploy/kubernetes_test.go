@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -797,6 +798,20 @@ func checkServes(t *testing.T, o objects, name string, c corev1.Container, env m
 		t.Errorf("Service %s: %d ports, want 1", name, len(svc.Spec.Ports))
 	} else if got, _ := containerPort(c, svc.Spec.Ports[0].TargetPort.StrVal, svc.Spec.Ports[0].TargetPort.IntVal); got != port {
 		t.Errorf("Service %s targets port %d, the process listens on %d", name, got, port)
+	}
+	// SIGTERM comes after preStop; the pod is killed terminationGracePeriod
+	// after the start of preStop, which must leave room for the shutdown
+	// grace.
+	grace, err := time.ParseDuration(env["WSEDGE_SHUTDOWN_GRACE"])
+	if err != nil {
+		t.Errorf("%s: WSEDGE_SHUTDOWN_GRACE %q: %v", name, env["WSEDGE_SHUTDOWN_GRACE"], err)
+	}
+	var preStop time.Duration
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+		preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+	}
+	if tg := o.deployments[name].Spec.Template.Spec.TerminationGracePeriodSeconds; tg == nil || preStop+grace >= time.Duration(*tg)*time.Second {
+		t.Errorf("%s: preStop %s + shutdown grace %s do not fit in terminationGracePeriodSeconds %v", name, preStop, grace, tg)
 	}
 	if env["WSEDGE_PROXY_TOKEN"] != "<secret>" {
 		t.Errorf("%s: WSEDGE_PROXY_TOKEN does not come from a Secret", name)
