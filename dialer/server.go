@@ -82,6 +82,9 @@ type Options struct {
 	// Registerer additionally receives the dialer's metrics (they are
 	// always served by MetricsHandler).
 	Registerer prometheus.Registerer
+	// StatsFlushInterval is how often app stats are uploaded; zero means
+	// StatsFlushInterval (30 s, as Coder's proxy).
+	StatsFlushInterval time.Duration
 }
 
 // Server is the dialer's HTTP server.
@@ -169,10 +172,11 @@ func New(o Options) (*Server, error) {
 	s.metrics = m
 	s.transports = newTransportCache(s.agents, s.dialTimeout, s.now, m)
 	s.stats = NewStatsCollector(StatsCollectorOptions{
-		Reporter: o.Stats,
-		Now:      s.now,
-		Logger:   s.log,
-		OnFlush:  m.observeFlush,
+		Reporter:      o.Stats,
+		Now:           s.now,
+		Logger:        s.log,
+		OnFlush:       m.observeFlush,
+		FlushInterval: o.StatsFlushInterval,
 	})
 	s.handler = s.instrument(http.HandlerFunc(s.route))
 	return s, nil

@@ -17,13 +17,17 @@ import (
 	"github.com/coder/websocket"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/envoy"
+	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
 )
 
@@ -151,7 +155,12 @@ func smokeUpstream(t *testing.T) http.Handler {
 	})
 }
 
-// serve runs srv on a loopback listener until the test ends.
+// smokeOwners resolves every app to one owner.
+type smokeOwners struct{}
+
+func (smokeOwners) Owner(context.Context, appurl.Request) (uuid.UUID, error) { return uuid.Nil, nil }
+
+// listen opens a loopback listener.
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -177,6 +186,12 @@ func startStack(t *testing.T, edit func(*envoy.Config), tlsConfig *tls.Config) *
 	t.Helper()
 	st := &stack{az: &smokeAuthz{}, gs: grpc.NewServer()}
 	authv3.RegisterAuthorizationServer(st.gs, st.az)
+	// App routes also need the response policy (ext_proc fails closed).
+	proc, err := extproc.New(extproc.Options{WildcardHostname: wildcardHost, Owners: smokeOwners{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	extprocv3.RegisterExternalProcessorServer(st.gs, proc)
 	azl := listen(t)
 	go func() { _ = st.gs.Serve(azl) }()
 	t.Cleanup(st.gs.Stop)

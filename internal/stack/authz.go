@@ -12,7 +12,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -84,10 +83,9 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if err != nil {
 		return fmt.Errorf("extproc: %w", err)
 	}
-	srv := authz.NewServer(svc, cfg.Registerer)
-	// One gRPC server, both services: Envoy's ext_proc filter on app
-	// routes talks to the same address as ext_authz.
-	extprocv3.RegisterExternalProcessorServer(srv.GRPC, proc)
+	// One gRPC server, both services: Envoy's ext_proc filters on app
+	// routes talk to the same address as ext_authz.
+	srv := authz.NewServer(svc, cfg.Registerer, authz.WithExtProc(proc))
 	srv.Health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 

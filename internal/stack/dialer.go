@@ -61,6 +61,8 @@ type DialerConfig struct {
 	CoordinateHTTPClient *http.Client
 	// RegisterInterval overrides the 5 s re-registration period (tests).
 	RegisterInterval time.Duration
+	// StatsFlushInterval overrides the 30 s app-stats upload period.
+	StatsFlushInterval time.Duration
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -215,10 +217,11 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 			registrationHealth{registrar},
 			coordinationHealth{coord},
 		},
-		Version:       cfg.Version,
-		Logger:        log,
-		ShutdownGrace: cfg.Grace,
-		Registerer:    cfg.Registerer,
+		Version:            cfg.Version,
+		Logger:             log,
+		ShutdownGrace:      cfg.Grace,
+		Registerer:         cfg.Registerer,
+		StatsFlushInterval: cfg.StatsFlushInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)

@@ -107,6 +107,9 @@ func StartEnvoy(t testing.TB, bootstrap []byte) *EnvoyProc {
 		Bootstrap:    bootstrap,
 		Dir:          t.TempDir(),
 		ReadyTimeout: envoyReadyTimeout,
+		// WSEDGE_ENVOY_LOG_LEVEL=debug shows, among much else, the headers
+		// Envoy sends upstream.
+		LogLevel: os.Getenv("WSEDGE_ENVOY_LOG_LEVEL"),
 	})
 	if err != nil {
 		t.Fatalf("testutil: %v", err)

@@ -94,6 +94,10 @@ type App struct {
 	SharingLevel string `json:"sharing_level"`
 	// CORSBehavior is simple (default) or passthru; it goes into tokens.
 	CORSBehavior string `json:"cors_behavior"`
+	// DevAgent is what the dev agent serves at the app's URL: http (the
+	// demo page), websocket (an echo) or https (the demo page over TLS).
+	// Empty: https for an https URL, http otherwise. Not a coderd field.
+	DevAgent string `json:"dev_agent,omitempty"`
 	// Subdomain marks the app as a subdomain app (informational: coderd
 	// does not refuse the other access method when issuing).
 	Subdomain bool `json:"subdomain"`
@@ -254,6 +258,7 @@ func (c *Catalog) Validate() error {
 				v.appURL(pat+".url", app.URL)
 				v.oneOf(pat+".sharing_level", app.SharingLevel, SharingOwner, SharingAuthenticated, SharingOrganization, SharingPublic)
 				v.oneOf(pat+".cors_behavior", app.CORSBehavior, CORSSimple, CORSPassthru)
+				v.oneOf(pat+".dev_agent", app.DevAgent, "http", "websocket", "https")
 			}
 		}
 		for j, ps := range w.PortShares {

@@ -1,0 +1,454 @@
+package stack
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"tailscale.com/tailcfg"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/derp"
+	"github.com/wsedge/wsedge/dialer/tsnode"
+	"github.com/wsedge/wsedge/envoy"
+	"github.com/wsedge/wsedge/internal/buildinfo"
+	"github.com/wsedge/wsedge/internal/envoyrun"
+	"github.com/wsedge/wsedge/primary"
+	"github.com/wsedge/wsedge/primary/devagent"
+	"github.com/wsedge/wsedge/primary/devprimary"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// DevConfig describes a whole wsedge deployment on one machine: the dev
+// primary, real Envoy, authz (with ext_proc), the dialer and a dev agent
+// per connected agent of the catalog, all on loopback.
+type DevConfig struct {
+	// Catalog is the dev primary's world; nil means the demo.
+	Catalog *devprimary.Catalog
+	// DashboardURL, AccessURL and WildcardHostname are what browsers use.
+	DashboardURL, AccessURL *url.URL
+	WildcardHostname        string
+	// PrimaryListen and EdgeListen are where the dev primary and Envoy
+	// listen (port 0: any).
+	PrimaryListen, EdgeListen netip.AddrPort
+	// TLSCertFile and TLSKeyFile make Envoy terminate TLS.
+	TLSCertFile, TLSKeyFile string
+	// EnvoyBinary runs Envoy.
+	EnvoyBinary string
+	// Dir receives Envoy's files and logs.
+	Dir string
+	// Logger receives the services' logs.
+	Logger *slog.Logger
+	// Progress, if set, is told about each start-up step.
+	Progress func(step string)
+	// StatsFlushInterval overrides the dialer's 30 s app-stats upload.
+	StatsFlushInterval time.Duration
+}
+
+// Dev is a running DevConfig.
+type Dev struct {
+	Primary *devprimary.Server
+	Envoy   *envoyrun.Process
+	// EdgeAddr is Envoy's bound listener; PrimaryAddr the dev primary's;
+	// DialerAddr the dialer's (what Envoy forwards allowed traffic to).
+	EdgeAddr, PrimaryAddr, DialerAddr netip.AddrPort
+	// Agents are the agents started, by ID.
+	Agents []uuid.UUID
+
+	cancel context.CancelFunc
+	// services (authz, dialer, agents) stop on cancel and are waited for
+	// before the servers they talk to (primary, DERP, Envoy) go away.
+	services sync.WaitGroup
+	servers  sync.WaitGroup
+	mu       sync.Mutex
+	errs     []error
+	stop     []func()
+}
+
+// StartDev starts everything and returns once a request has gone through
+// the whole path (Envoy → authz → dialer → tailnet → agent). Close stops it
+// all. On failure the error names the piece that did not come up.
+func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
+	if cfg.Catalog == nil {
+		cfg.Catalog = devprimary.DemoCatalog()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	log := cfg.Logger
+	runCtx, cancel := context.WithCancel(context.Background())
+	d := &Dev{cancel: cancel}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	// In-process clients (primary client, coordination, the primary's
+	// health poller) reach the dev primary and Envoy by their public
+	// hostnames without DNS: browsers resolve *.localhost to loopback by
+	// themselves, Go does not.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, d.route(cfg, addr))
+	}
+	httpClient := &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 30 * time.Second}
+	wsClient := &http.Client{Transport: &http.Transport{DialContext: dial}}
+
+	// The primary's embedded DERP region: upstream tailscale's DERP
+	// client only speaks TLS, so it gets a self-signed certificate that
+	// the dev nodes trust.
+	progress("DERP relay")
+	roots, derpAddr, err := d.startDERP(log)
+	if err != nil {
+		return nil, fmt.Errorf("DERP relay: %w", err)
+	}
+	derpMap := func() *tailcfg.DERPMap {
+		return &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: {
+			RegionID: 1, RegionCode: "dev", RegionName: "wsedge dev",
+			Nodes: []*tailcfg.DERPNode{{Name: "1a", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", IPv6: "none", DERPPort: int(derpAddr.Port()), STUNPort: -1}},
+		}}}
+	}
+
+	progress("dev primary")
+	dev, err := devprimary.New(devprimary.Options{
+		Catalog:    cfg.Catalog,
+		AccessURL:  cfg.DashboardURL,
+		DERPMap:    derpMap,
+		HTTPClient: httpClient,
+		Logger:     log.With("component", "devprimary"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dev primary: %w", err)
+	}
+	d.Primary = dev
+	d.onStop(func() { _ = dev.Close() })
+	pl, err := net.Listen("tcp", cfg.PrimaryListen.String())
+	if err != nil {
+		return nil, fmt.Errorf("dev primary: %w", err)
+	}
+	d.PrimaryAddr = netip.MustParseAddrPort(pl.Addr().String())
+	d.serveHTTP("dev primary", pl, dev.Handler())
+
+	client, err := primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: httpClient, Timeout: 10 * time.Second, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	azl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d.DialerAddr = netip.MustParseAddrPort(dl.Addr().String())
+
+	progress("Envoy")
+	ecfg := envoy.DefaultConfig()
+	ecfg.ListenAddr = cfg.EdgeListen
+	ecfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	ecfg.AccessURLHost = cfg.AccessURL.Host
+	ecfg.WildcardHostname = cfg.WildcardHostname
+	ecfg.DashboardURL = cfg.DashboardURL.String()
+	ecfg.AuthzAddr = azl.Addr().String()
+	ecfg.DialerAddr = dl.Addr().String()
+	ecfg.TLSCertFile, ecfg.TLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
+	bootstrap, err := envoy.YAML(ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("envoy config: %w", err)
+	}
+	ep, err := envoyrun.Start(ctx, envoyrun.Options{Binary: cfg.EnvoyBinary, Bootstrap: bootstrap, Dir: cfg.Dir})
+	if err != nil {
+		return nil, fmt.Errorf("envoy: %w", err)
+	}
+	d.Envoy = ep
+	d.onStop(ep.Stop)
+	if d.EdgeAddr, err = ep.ListenerAddr(ctx, envoy.ListenerName); err != nil {
+		return nil, fmt.Errorf("envoy: %w", err)
+	}
+
+	progress("authz")
+	d.run("authz", func() error {
+		return ServeAuthz(runCtx, AuthzConfig{
+			Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
+			Listener: azl, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
+		})
+	})
+
+	progress("dialer and its tailnet node")
+	host, _ := os.Hostname()
+	d.run("dialer", func() error {
+		return ServeDialer(runCtx, DialerConfig{
+			Primary: client, ProxyToken: dev.ProxyToken(),
+			AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+			Hostname: host, Version: buildinfo.Version(),
+			Listener: dl, Grace: 2 * time.Second, Logger: log.With("component", "dialer"),
+			Tailnet:              TailnetConfig{LoopbackOnly: true, ExtraRootCAs: roots},
+			CoordinateHTTPClient: wsClient,
+			StatsFlushInterval:   cfg.StatsFlushInterval,
+		})
+	})
+
+	progress("dev agents")
+	for _, w := range cfg.Catalog.Workspaces {
+		for _, a := range w.Agents {
+			if !a.Connected {
+				continue
+			}
+			if err := d.startAgent(runCtx, cfg, a, roots, wsClient, log); err != nil {
+				return nil, fmt.Errorf("dev agent %s: %w", a.Name, err)
+			}
+		}
+	}
+
+	progress("first request through Envoy, authz, the dialer and the tailnet")
+	if err := d.selfCheck(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// route maps a public host:port to the loopback address serving it.
+func (d *Dev) route(cfg DevConfig, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	host = strings.ToLower(host)
+	switch {
+	case host == strings.ToLower(cfg.DashboardURL.Hostname()):
+		return d.PrimaryAddr.String()
+	case host == strings.ToLower(cfg.AccessURL.Hostname()), cfg.WildcardHostname != "" && matchesWildcard(cfg.WildcardHostname, host):
+		return d.EdgeAddr.String()
+	}
+	return addr
+}
+
+func matchesWildcard(pattern, host string) bool {
+	p, err := appurl.CompileHostnamePattern(pattern)
+	if err != nil {
+		return false
+	}
+	_, ok := p.Match(host)
+	return ok
+}
+
+func (d *Dev) onStop(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stop = append(d.stop, f)
+}
+
+// run runs a service until Close; an early exit is recorded as an error.
+func (d *Dev) run(name string, f func() error) { d.goRun(&d.services, name, f) }
+
+func (d *Dev) goRun(wg *sync.WaitGroup, name string, f func() error) {
+	wg.Go(func() {
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			d.mu.Lock()
+			d.errs = append(d.errs, fmt.Errorf("%s: %w", name, err))
+			d.mu.Unlock()
+		}
+	})
+}
+
+func (d *Dev) serveHTTP(name string, ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	d.goRun(&d.servers, name, func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	d.onStop(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			_ = srv.Close()
+		}
+	})
+}
+
+func (d *Dev) startDERP(log *slog.Logger) (*x509.CertPool, netip.AddrPort, error) {
+	srv, err := derp.New(derp.Options{Logger: log.With("component", "derp")})
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	d.onStop(func() { _ = srv.Close() })
+	tlsCfg, err := devagent.SelfSignedTLSConfig(time.Now(), []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	roots := x509.NewCertPool()
+	leaf, err := x509.ParseCertificate(tlsCfg.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	roots.AddCert(leaf)
+	tlsCfg.NextProtos = []string{"http/1.1"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	d.serveHTTP("DERP relay", tls.NewListener(ln, tlsCfg), srv)
+	return roots, netip.MustParseAddrPort(ln.Addr().String()), nil
+}
+
+func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent, roots *x509.CertPool, hc *http.Client, log *slog.Logger) error {
+	id, err := uuid.Parse(a.ID)
+	if err != nil {
+		return err
+	}
+	var apps []devagent.AppSpec
+	for _, app := range a.Apps {
+		u, err := url.Parse(app.URL)
+		if err != nil {
+			return err
+		}
+		port, err := strconv.ParseUint(u.Port(), 10, 16)
+		if err != nil {
+			return fmt.Errorf("app %s: url %s has no port", app.Slug, app.URL)
+		}
+		kind := app.DevAgent
+		if kind == "" {
+			kind = devagent.KindHTTP
+			if u.Scheme == "https" {
+				kind = devagent.KindHTTPS
+			}
+		}
+		apps = append(apps, devagent.AppSpec{Port: uint16(port), Kind: kind})
+	}
+	alog := log.With("component", "devagent", "agent", a.Name)
+	n, err := devagent.NewTSNode(id, tsnode.Options{Logger: alog, LoopbackOnly: true, ExtraRootCAs: roots})
+	if err != nil {
+		return err
+	}
+	d.onStop(func() { _ = n.Close() })
+	d.Agents = append(d.Agents, id)
+	d.run("dev agent "+a.Name, func() error {
+		return devagent.RunTailnet(ctx, devagent.TailnetOptions{
+			PrimaryURL: cfg.DashboardURL,
+			AgentToken: a.AuthToken,
+			Node:       devagent.TSNode(n),
+			HTTPClient: hc,
+			Agent:      devagent.Options{AgentID: id, Apps: apps, Logger: alog, PTY: devagent.PTYOptions{Shell: shell()}},
+		})
+	})
+	return nil
+}
+
+func shell() string {
+	if s := os.Getenv("SHELL"); s != "" {
+		return s
+	}
+	return "/bin/sh"
+}
+
+// selfCheck sends one request for the first app of the first connected
+// agent through Envoy with its owner's session token, retrying until the
+// whole path answers 200 or a minute has passed.
+func (d *Dev) selfCheck(ctx context.Context, cfg DevConfig) error {
+	target, owner, ok := firstApp(cfg.Catalog)
+	if !ok {
+		return nil
+	}
+	session, err := d.Primary.SessionToken(owner)
+	if err != nil {
+		return fmt.Errorf("self-check: %w", err)
+	}
+	u := *cfg.AccessURL
+	u.Path = target
+	edge := d.EdgeAddr.String()
+	hc := &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, edge)
+			},
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // our own self-signed edge on loopback
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       15 * time.Second,
+	}
+	deadline := time.Now().Add(time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		if err := d.Err(); err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		req.Header.Set("Coder-Session-Token", session)
+		res, err := hc.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("status %d: %s", res.StatusCode, strings.TrimSpace(string(body)))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the whole path did not answer within a minute (GET %s: %s); Envoy log: %s", u.String(), last, filepath.Join(cfg.Dir, "envoy.log"))
+}
+
+// firstApp is the path-app base path of the first app of the first
+// connected agent, and its workspace owner.
+func firstApp(c *devprimary.Catalog) (path, owner string, ok bool) {
+	for _, w := range c.Workspaces {
+		for _, a := range w.Agents {
+			if a.Connected && len(a.Apps) > 0 {
+				return fmt.Sprintf("/@%s/%s.%s/apps/%s/", w.Owner, w.Name, a.Name, a.Apps[0].Slug), w.Owner, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// Err is the first failure of a service that stopped on its own.
+func (d *Dev) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return errors.Join(d.errs...)
+}
+
+// Close stops the services (they deregister and say goodbye to the
+// coordinator while the primary still listens), then the servers, newest
+// first, and waits for all of it.
+func (d *Dev) Close() error {
+	d.cancel()
+	d.services.Wait()
+	d.mu.Lock()
+	stops := d.stop
+	d.stop = nil
+	d.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	d.servers.Wait()
+	return d.Err()
+}
