@@ -166,6 +166,13 @@ func TestCompose(t *testing.T) {
 	}
 
 	envoyCfg := checkComposeEnvoy(t, c.Services["envoy"]).Config
+	for name, s := range c.Services {
+		if strings.HasPrefix(name, "wsedge-") {
+			for _, err := range settingsDisagree(envoyCfg, s.Environment) {
+				t.Errorf("%s and envoy.yaml: %v", name, err)
+			}
+		}
+	}
 	authz := c.Services["wsedge-authz"]
 	authzPort := checkComposeWsedge(t, "wsedge-authz", authz, "authz")
 	if want := []string{"CMD", "/wsedge-probe", fmt.Sprintf("grpc://127.0.0.1:%d", authzPort)}; authz.Healthcheck != nil && !slices.Equal(authz.Healthcheck.Test, want) {

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,5 +191,52 @@ func TestEnvoyConfigs(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// settingsDisagree lists where an Envoy bootstrap and the settings of a
+// wsedge authz or dialer disagree about the hosts (README "what must
+// agree"): Envoy would route a host that wsedge does not serve, or the
+// other way round.
+func settingsDisagree(cfg envoy.Config, env map[string]string) []error {
+	var errs []error
+	access, err := url.Parse(env["WSEDGE_ACCESS_URL"])
+	if err != nil || access.Host == "" {
+		errs = append(errs, fmt.Errorf("WSEDGE_ACCESS_URL %q is not a URL", env["WSEDGE_ACCESS_URL"]))
+	} else if !strings.EqualFold(access.Host, cfg.AccessURLHost) {
+		errs = append(errs, fmt.Errorf("access URL host %q, Envoy's --access-url-host %q", access.Host, cfg.AccessURLHost))
+	}
+	if !strings.EqualFold(env["WSEDGE_WILDCARD_HOSTNAME"], cfg.WildcardHostname) {
+		errs = append(errs, fmt.Errorf("wildcard %q, Envoy's --wildcard-hostname %q", env["WSEDGE_WILDCARD_HOSTNAME"], cfg.WildcardHostname))
+	}
+	primary, err1 := url.Parse(env["WSEDGE_PRIMARY_URL"])
+	dash, err2 := url.Parse(cfg.DashboardURL)
+	if err1 != nil || err2 != nil || !strings.EqualFold(primary.Scheme+"://"+primary.Host, dash.Scheme+"://"+dash.Host) {
+		errs = append(errs, fmt.Errorf("primary URL %q, Envoy's --dashboard-url %q (its origin is the one CORS allows)", env["WSEDGE_PRIMARY_URL"], cfg.DashboardURL))
+	}
+	return errs
+}
+
+func TestSettingsDisagree(t *testing.T) {
+	cfg := envoy.DefaultConfig()
+	cfg.AccessURLHost, cfg.WildcardHostname, cfg.DashboardURL = "proxy.example.com", "*.apps.example.com", "https://coder.example.com"
+	good := map[string]string{
+		"WSEDGE_ACCESS_URL":        "https://Proxy.example.com",
+		"WSEDGE_WILDCARD_HOSTNAME": "*.apps.example.com",
+		"WSEDGE_PRIMARY_URL":       "https://coder.example.com/",
+	}
+	if errs := settingsDisagree(cfg, good); len(errs) != 0 {
+		t.Fatalf("agreeing settings: %v", errs)
+	}
+	for k, v := range map[string]string{
+		"WSEDGE_ACCESS_URL":        "https://proxy.example.org",
+		"WSEDGE_WILDCARD_HOSTNAME": "*.apps.example.org",
+		"WSEDGE_PRIMARY_URL":       "http://coder.example.com",
+	} {
+		bad := maps.Clone(good)
+		bad[k] = v
+		if errs := settingsDisagree(cfg, bad); len(errs) != 1 {
+			t.Errorf("%s = %q: %d disagreements reported, want 1: %v", k, v, len(errs), errs)
+		}
 	}
 }

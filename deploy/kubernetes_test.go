@@ -642,7 +642,13 @@ func checkRendering(t *testing.T, r rendering) {
 	for _, d := range o.deployments {
 		checkPodSpec(t, o, d)
 	}
-	checkEnvoy(t, o)
+	boot := checkEnvoy(t, o)
+	for _, name := range []string{"wsedge-authz", "wsedge-dialer"} {
+		c := o.deployments[name].Spec.Template.Spec.Containers[0]
+		for _, err := range settingsDisagree(boot.Config, containerEnv(t, name, o, c)) {
+			t.Errorf("%s and %s: %v", name, boot.Path, err)
+		}
+	}
 	checkAuthz(t, o)
 	checkDialer(t, o)
 
@@ -908,7 +914,7 @@ func envoyBootstrap(t *testing.T, o objects, d *appsv1.Deployment) (envoyConfigF
 	return envoyConfigFile{}, ""
 }
 
-func checkEnvoy(t *testing.T, o objects) {
+func checkEnvoy(t *testing.T, o objects) envoyConfigFile {
 	d := o.deployments["wsedge-envoy"]
 	c := d.Spec.Template.Spec.Containers[0]
 	if !strings.HasPrefix(c.Image, "envoyproxy/envoy:v1.40.") && !strings.HasPrefix(c.Image, "envoyproxy/envoy:distroless-v1.40.") {
@@ -1000,6 +1006,7 @@ func checkEnvoy(t *testing.T, o objects) {
 			t.Errorf("Envoy sends to %s, Service %s has ports %v", up.addr, s.Name, s.Spec.Ports)
 		}
 	}
+	return boot
 }
 
 // metaSelector is a Deployment's or PodDisruptionBudget's label selector.
