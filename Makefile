@@ -101,15 +101,12 @@ lint: setup
 bench: setup build
 	$(GO) test -tags $(GOTAGS) -run '^$$' -bench . -benchmem ./...
 
-## run: the main job. Until `wsedge dev` lands: real Envoy with the generated
-## edge configuration (ext_authz fails closed with 503 until authz runs).
+## run: the main job — `wsedge dev`: real Envoy, authz, dialer, a dev primary
+## and a dev agent over a real WireGuard tailnet, on loopback. Ctrl-C stops
+## everything. Extra flags: make run ARGS="--tls --port 8443".
 RUNDIR := $(TOOLS)/run
 run: setup build
-	@mkdir -p $(RUNDIR)
-	$(WSEDGE) envoy-config --listen 127.0.0.1:8080 --admin-addr 127.0.0.1:9901 > $(RUNDIR)/envoy.yaml
-	$(ENVOY) --mode validate -c $(RUNDIR)/envoy.yaml -l warn
-	@echo "Envoy 1.40 on http://127.0.0.1:8080 (admin http://127.0.0.1:9901); Ctrl-C stops it."
-	exec $(ENVOY) -c $(RUNDIR)/envoy.yaml -l info --concurrency 1
+	exec $(WSEDGE) dev --envoy $(ENVOY) --dir $(RUNDIR) $(ARGS)
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 FUZZTIME ?= 60s

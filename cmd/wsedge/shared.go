@@ -49,9 +49,15 @@ type appFlags struct {
 }
 
 func (a *appFlags) register(fs *flag.FlagSet) {
+	a.registerHosts(fs)
+	fs.BoolVar(&a.disablePathApps, "disable-path-apps", false, "refuse path-based apps (/@user/workspace/apps/app/) with Coder's 403 page")
+}
+
+// registerHosts registers the access URL and wildcard only (the dialer's
+// view: what to register with the primary and how to classify requests).
+func (a *appFlags) registerHosts(fs *flag.FlagSet) {
 	fs.StringVar(&a.accessURL, "access-url", "", "public URL of this proxy, where path apps and terminals are served, e.g. https://eu.coder.example.com (required)")
 	fs.StringVar(&a.wildcardHostname, "wildcard-hostname", "", "wildcard hostname for subdomain apps, e.g. *.apps.eu.coder.example.com or *--apps.example.com (empty disables subdomain apps)")
-	fs.BoolVar(&a.disablePathApps, "disable-path-apps", false, "refuse path-based apps (/@user/workspace/apps/app/) with Coder's 403 page")
 }
 
 func (a *appFlags) parseAccessURL() (*url.URL, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -58,6 +60,8 @@ type DevConfig struct {
 	Progress func(step string)
 	// StatsFlushInterval overrides the dialer's 30 s app-stats upload.
 	StatsFlushInterval time.Duration
+	// AuthzRegisterer and DialerRegisterer receive the services' metrics.
+	AuthzRegisterer, DialerRegisterer prometheus.Registerer
 }
 
 // Dev is a running DevConfig.
@@ -71,6 +75,7 @@ type Dev struct {
 	Agents []uuid.UUID
 
 	cancel context.CancelFunc
+	log    *slog.Logger
 	// services (authz, dialer, agents) stop on cancel and are waited for
 	// before the servers they talk to (primary, DERP, Envoy) go away.
 	services sync.WaitGroup
@@ -96,7 +101,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 	}
 	log := cfg.Logger
 	runCtx, cancel := context.WithCancel(context.Background())
-	d := &Dev{cancel: cancel}
+	d := &Dev{cancel: cancel, log: log}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -191,6 +196,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 			Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: azl, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
+			Registerer: cfg.AuthzRegisterer,
 		})
 	})
 
@@ -205,6 +211,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 			Tailnet:              TailnetConfig{LoopbackOnly: true, ExtraRootCAs: roots},
 			CoordinateHTTPClient: wsClient,
 			StatsFlushInterval:   cfg.StatsFlushInterval,
+			Registerer:           cfg.DialerRegisterer,
 		})
 	})
 
@@ -272,7 +279,7 @@ func (d *Dev) goRun(wg *sync.WaitGroup, name string, f func() error) {
 }
 
 func (d *Dev) serveHTTP(name string, ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	d.goRun(&d.servers, name, func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -451,4 +458,36 @@ func (d *Dev) Close() error {
 	}
 	d.servers.Wait()
 	return d.Err()
+}
+
+// WriteSelfSignedCert writes a fresh self-signed certificate for hosts
+// (DNS names or IPs) and its key as PEM files in dir, for Envoy's TLS
+// termination in the dev setup.
+func WriteSelfSignedCert(dir string, hosts ...string) (certFile, keyFile string, err error) {
+	var names []string
+	var ips []net.IP
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	cfg, err := devagent.SelfSignedTLSConfig(time.Now(), names, ips)
+	if err != nil {
+		return "", "", err
+	}
+	c := cfg.Certificates[0]
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "edge-cert.pem"), filepath.Join(dir, "edge-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }

@@ -34,7 +34,6 @@ type DialerConfig struct {
 
 	AccessURL        *url.URL
 	WildcardHostname string
-	PathAppsDisabled bool
 	// DERPEnabled serves /derp and offers this proxy as a DERP region;
 	// DERPOnly serves nothing else.
 	DERPEnabled, DERPOnly bool

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wsedge/wsedge/internal/envoyrun"
+	"github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/primary/devprimary"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+func init() {
+	register(command{
+		name:    "dev",
+		summary: "Run the whole thing on this machine: real Envoy, authz, dialer, a dev primary and a dev agent over a real tailnet.",
+		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
+			var (
+				lf          logFlags
+				catalog     = fs.String("catalog", "", "YAML catalog of users, workspaces, agents and apps for the dev primary (default: the built-in demo)")
+				domain      = fs.String("domain", "localhost", "domain under which the demo hostnames live; *.localhost resolves to loopback in browsers and curl without /etc/hosts")
+				port        = fs.Int("port", 8080, "port of the edge (Envoy): access URL and subdomain apps")
+				primaryPort = fs.Int("primary-port", 3000, "port of the dev primary (the dashboard where you log in)")
+				useTLS      = fs.Bool("tls", false, "terminate TLS at the edge with a self-signed certificate generated on the spot")
+				envoyBin    = fs.String("envoy", "", "Envoy binary (default: $WSEDGE_ENVOY_BIN, the repository's .tools/bin/envoy, or envoy on PATH)")
+				dir         = fs.String("dir", "", "directory for logs and generated files (default: a new temporary directory)")
+				authzMetric = fs.String("authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
+				dialMetric  = fs.String("dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
+			)
+			lf.register(fs)
+			return func(ctx context.Context, _ []string) error {
+				return runDev(ctx, devFlags{
+					logs: lf, catalog: *catalog, domain: *domain, port: *port, primaryPort: *primaryPort,
+					tls: *useTLS, envoyBin: *envoyBin, dir: *dir, authzMetrics: *authzMetric, dialerMetrics: *dialMetric,
+				}, os.Stdout, os.Stderr)
+			}
+		},
+	})
+}
+
+type devFlags struct {
+	logs                        logFlags
+	catalog, domain             string
+	port, primaryPort           int
+	tls                         bool
+	envoyBin, dir               string
+	authzMetrics, dialerMetrics string
+}
+
+func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
+	cat := devprimary.DemoCatalog()
+	if f.catalog != "" {
+		c, err := devprimary.LoadCatalog(f.catalog)
+		if err != nil {
+			return err
+		}
+		cat = c
+	}
+	bin := f.envoyBin
+	if bin == "" {
+		exe, _ := os.Executable()
+		wd, _ := os.Getwd()
+		b, err := envoyrun.FindBinary(wd, filepath.Dir(exe))
+		if err != nil {
+			return err
+		}
+		bin = b
+	}
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"--port", f.port}, {"--primary-port", f.primaryPort}} {
+		if err := portFree(p.port); err != nil {
+			return fmt.Errorf("%s %d: %w (pick another with %s)", p.name, p.port, err, p.name)
+		}
+	}
+	dir := f.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "wsedge-dev-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "wsedge.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log, err := f.logs.logger(logFile)
+	if err != nil {
+		return err
+	}
+	// tailscale's packages also write with the standard logger; keep the
+	// terminal for the summary.
+	stdlog.SetOutput(logFile)
+
+	scheme := "http"
+	var certFile, keyFile string
+	domain := strings.TrimPrefix(f.domain, ".")
+	if f.tls {
+		scheme = "https"
+		certFile, keyFile, err = stack.WriteSelfSignedCert(dir, "proxy."+domain, "*.apps."+domain, "127.0.0.1")
+		if err != nil {
+			return err
+		}
+	}
+	hostPort := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+	cfg := stack.DevConfig{
+		Catalog:          cat,
+		DashboardURL:     &url.URL{Scheme: "http", Host: hostPort(domain, f.primaryPort)},
+		AccessURL:        &url.URL{Scheme: scheme, Host: hostPort("proxy."+domain, f.port)},
+		WildcardHostname: "*.apps." + domain + ":" + strconv.Itoa(f.port),
+		PrimaryListen:    netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(f.primaryPort)),
+		EdgeListen:       netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(f.port)),
+		TLSCertFile:      certFile,
+		TLSKeyFile:       keyFile,
+		EnvoyBinary:      bin,
+		Dir:              dir,
+		Logger:           log,
+		Progress:         func(step string) { fmt.Fprintf(stderr, "wsedge dev: starting %s…\n", step) },
+	}
+	authzReg, dialerReg := newRegistry(), newRegistry()
+	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg
+	stopA, err := serveMetrics(f.authzMetrics, authzReg, log)
+	if err != nil {
+		return fmt.Errorf("--authz-metrics-listen: %w", err)
+	}
+	defer stopA()
+	stopD, err := serveMetrics(f.dialerMetrics, dialerReg, log)
+	if err != nil {
+		return fmt.Errorf("--dialer-metrics-listen: %w", err)
+	}
+	defer stopD()
+
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	dev, err := stack.StartDev(startCtx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w\n(logs in %s)", err, dir)
+	}
+	printDevSummary(stdout, cfg, dev, f, dir)
+	select {
+	case <-ctx.Done():
+	case <-dev.Envoy.Exited():
+		log.Error("Envoy exited", "error", dev.Envoy.Err())
+	}
+	fmt.Fprintln(stderr, "wsedge dev: stopping…")
+	err = dev.Close()
+	if err == nil {
+		fmt.Fprintln(stderr, "wsedge dev: stopped.")
+	}
+	return err
+}
+
+// portFree reports whether a loopback TCP port can be listened on.
+func portFree(port int) error {
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("not a port")
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return errors.New("port in use")
+		}
+		return err
+	}
+	return ln.Close()
+}
+
+func printDevSummary(w io.Writer, cfg stack.DevConfig, dev *stack.Dev, f devFlags, dir string) {
+	owner, ws, agent, app, agentID := demoTargets(cfg.Catalog)
+	session, _ := dev.Primary.SessionToken(owner)
+	base := cfg.AccessURL.String()
+	wildHost := func(sub string) string {
+		u := *cfg.AccessURL
+		u.Host = strings.Replace(strings.TrimSuffix(cfg.WildcardHostname, ":"+cfg.AccessURL.Port()), "*", sub, 1) + ":" + cfg.AccessURL.Port()
+		return u.String() + "/"
+	}
+	sub := fmt.Sprintf("%s--%s--%s--%s", app, agent, ws, owner)
+	fmt.Fprintf(w, "\nwsedge dev is up: real Envoy, authz, dialer and a dev agent over a real WireGuard tailnet.\n\n")
+	fmt.Fprintf(w, "  Dashboard login  %s/login   (user %s, password %s)\n", cfg.DashboardURL, owner, passwordOf(cfg.Catalog, owner))
+	fmt.Fprintf(w, "  Path app         %s/@%s/%s.%s/apps/%s/\n", base, owner, ws, agent, app)
+	fmt.Fprintf(w, "  Subdomain app    %s\n", wildHost(sub))
+	if agentID != "" {
+		ptyURL := strings.Replace(base, "http", "ws", 1) + "/api/v2/workspaceagents/" + agentID + "/pty"
+		fmt.Fprintf(w, "  Terminal         %s?reconnect=<uuid>&width=80&height=24&%s=<token>\n", ptyURL, tokens.SignedAppTokenQueryParam)
+		fmt.Fprintf(w, "                   token: curl -s -H 'Coder-Session-Token: %s' -d '{\"url\":\"%s\",\"agentID\":\"%s\"}' %s/api/v2/applications/reconnecting-pty-signed-token\n",
+			session, ptyURL, agentID, cfg.DashboardURL)
+	}
+	fmt.Fprintf(w, "  Metrics          authz http://%s/metrics  dialer http://%s/metrics  Envoy %s/stats/prometheus\n", f.authzMetrics, f.dialerMetrics, dev.Envoy.AdminURL)
+	fmt.Fprintf(w, "  Logs             %s (wsedge.log, envoy.log, stdout.log = Envoy access log)\n\n", dir)
+	insecure := ""
+	if f.tls {
+		insecure = "-k "
+	}
+	fmt.Fprintf(w, "Try it from a shell (curl resolves *.localhost to loopback by itself):\n")
+	fmt.Fprintf(w, "  curl %s-H 'Coder-Session-Token: %s' %s/@%s/%s.%s/apps/%s/\n", insecure, session, base, owner, ws, agent, app)
+	fmt.Fprintf(w, "  curl %s-sI %s   # anonymous: 303 to the dashboard's auth-redirect\n", insecure, wildHost(sub))
+	if f.domain != "localhost" {
+		fmt.Fprintf(w, "  (with --domain %s, add --resolve for each host, e.g. --resolve '*:%d:127.0.0.1')\n", f.domain, f.port)
+	}
+	fmt.Fprintf(w, "\nPress Ctrl-C to stop.\n")
+}
+
+// demoTargets picks the first app of the first connected agent.
+func demoTargets(c *devprimary.Catalog) (owner, ws, agent, app, agentID string) {
+	for _, w := range c.Workspaces {
+		for _, a := range w.Agents {
+			if a.Connected && len(a.Apps) > 0 {
+				return w.Owner, w.Name, a.Name, a.Apps[0].Slug, a.ID
+			}
+		}
+	}
+	return "", "", "", "", ""
+}
+
+func passwordOf(c *devprimary.Catalog, user string) string {
+	for _, u := range c.Users {
+		if u.Username == user || u.ID == user {
+			return u.Password
+		}
+	}
+	return "(none)"
+}
