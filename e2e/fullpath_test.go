@@ -55,6 +55,7 @@ func startFullPath(t *testing.T) *fullPath {
 		Dir:                t.TempDir(),
 		Logger:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 		StatsFlushInterval: 200 * time.Millisecond,
+		DialTimeout:        3 * time.Second,
 		Progress:           func(step string) { t.Logf("dev: starting %s", step) },
 	})
 	if err != nil {
@@ -282,6 +283,20 @@ func TestFullPath(t *testing.T) {
 		}
 	})
 
+	t.Run("healthz-report through the edge", func(t *testing.T) {
+		res, err := fp.browser.Get("http://" + accessHost + "/healthz-report")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var report struct {
+			Errors   []string `json:"errors"`
+			Warnings []string `json:"warnings"`
+		}
+		if err := json.Unmarshal([]byte(readAll(t, res)), &report); err != nil || res.StatusCode != http.StatusOK || len(report.Errors) != 0 {
+			t.Fatalf("healthz-report: status %d, %+v, %v", res.StatusCode, report, err)
+		}
+	})
+
 	t.Run("a forged token straight to the dialer is refused", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+fp.dev.DialerAddr.String()+"/echo", nil)
 		req.Host = codeHost
@@ -293,6 +308,24 @@ func TestFullPath(t *testing.T) {
 		body := readAll(t, res)
 		if res.StatusCode != http.StatusUnauthorized || strings.Contains(body, `"x_forwarded_for"`) {
 			t.Errorf("forged token: status %d, body %q", res.StatusCode, body)
+		}
+	})
+
+	t.Run("a dead agent gives a 502 page within the dial timeout", func(t *testing.T) {
+		if err := fp.dev.StopAgent(demoAgent); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		res, err := fp.browser.Get("http://" + codeHost + "/echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, res)
+		if res.StatusCode != http.StatusBadGateway || !strings.Contains(res.Header.Get("Content-Type"), "text/html") {
+			t.Fatalf("status %d (%s), want Coder's 502 page: %.300s", res.StatusCode, res.Header.Get("Content-Type"), body)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("the 502 took %v", took)
 		}
 	})
 }

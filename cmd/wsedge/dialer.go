@@ -29,6 +29,7 @@ func init() {
 				derpOnly    = fs.Bool("derp-only", false, "serve only DERP (no apps or terminals); needs --derp")
 				relay       = fs.String("relay-address", "", "URL sibling replicas use to mesh DERP with this replica, e.g. http://10.0.0.5:9002 (default: http://<listen address>)")
 				udpPort     = fs.Uint("tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
+				authzAddr   = fs.String("authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
 				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
 			)
 			pf.register(fs)
@@ -93,6 +94,7 @@ func init() {
 					Grace:            *grace,
 					Logger:           log,
 					Tailnet:          stack.TailnetConfig{ListenPort: uint16(*udpPort)},
+					AuthzAddr:        *authzAddr,
 				})
 			}
 		},

@@ -60,6 +60,8 @@ type DevConfig struct {
 	Progress func(step string)
 	// StatsFlushInterval overrides the dialer's 30 s app-stats upload.
 	StatsFlushInterval time.Duration
+	// DialTimeout bounds the dialer's dial to an agent (default 15 s).
+	DialTimeout time.Duration
 	// AuthzRegisterer and DialerRegisterer receive the services' metrics.
 	AuthzRegisterer, DialerRegisterer prometheus.Registerer
 }
@@ -73,6 +75,8 @@ type Dev struct {
 	EdgeAddr, PrimaryAddr, DialerAddr netip.AddrPort
 	// Agents are the agents started, by ID.
 	Agents []uuid.UUID
+	// agentStops stop one agent each (StopAgent).
+	agentStops map[uuid.UUID]func()
 
 	cancel context.CancelFunc
 	log    *slog.Logger
@@ -212,6 +216,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 			CoordinateHTTPClient: wsClient,
 			StatsFlushInterval:   cfg.StatsFlushInterval,
 			Registerer:           cfg.DialerRegisterer,
+			AuthzAddr:            azl.Addr().String(),
+			DialTimeout:          cfg.DialTimeout,
 		})
 	})
 
@@ -351,8 +357,24 @@ func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent,
 	}
 	d.onStop(func() { _ = n.Close() })
 	d.Agents = append(d.Agents, id)
+	actx, acancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	d.mu.Lock()
+	if d.agentStops == nil {
+		d.agentStops = map[uuid.UUID]func(){}
+	}
+	d.mu.Unlock()
+	stopAgent := func() {
+		acancel()
+		<-done
+		_ = n.Close()
+	}
+	d.mu.Lock()
+	d.agentStops[id] = stopAgent
+	d.mu.Unlock()
 	d.run("dev agent "+a.Name, func() error {
-		return devagent.RunTailnet(ctx, devagent.TailnetOptions{
+		defer close(done)
+		return devagent.RunTailnet(actx, devagent.TailnetOptions{
 			PrimaryURL: cfg.DashboardURL,
 			AgentToken: a.AuthToken,
 			Node:       devagent.TSNode(n),
@@ -360,6 +382,20 @@ func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent,
 			Agent:      devagent.Options{AgentID: id, Apps: apps, Logger: alog, PTY: devagent.PTYOptions{Shell: shell()}},
 		})
 	})
+	return nil
+}
+
+// StopAgent stops one dev agent as if its workspace went away: its
+// coordination stream and tailnet node are gone.
+func (d *Dev) StopAgent(id uuid.UUID) error {
+	d.mu.Lock()
+	stop, ok := d.agentStops[id]
+	delete(d.agentStops, id)
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no running dev agent %s", id)
+	}
+	stop()
 	return nil
 }
 

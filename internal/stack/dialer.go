@@ -62,6 +62,12 @@ type DialerConfig struct {
 	RegisterInterval time.Duration
 	// StatsFlushInterval overrides the 30 s app-stats upload period.
 	StatsFlushInterval time.Duration
+	// DialTimeout bounds dialling an agent (default 15 s).
+	DialTimeout time.Duration
+	// AuthzAddr, if set, is checked with the gRPC health protocol for
+	// /healthz-report: the dialer is useless to browsers when Envoy's
+	// authz is down.
+	AuthzAddr string
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -204,18 +210,15 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: %w", err)
 	}
 	srv, err := dialer.New(dialer.Options{
-		AccessURL:    cfg.AccessURL,
-		DashboardURL: cfg.Primary.URL(),
-		Router:       router,
-		Verifier:     &tokens.Verifier{Keys: keys},
-		Agents:       dialer.TailnetDialer{Tunnels: coord, Node: node},
-		Stats:        statsUploader{cfg.Primary},
-		DERP:         derpHandler,
-		Health: []dialer.HealthCheck{
-			primaryHealth{client: cfg.Primary},
-			registrationHealth{registrar},
-			coordinationHealth{coord},
-		},
+		AccessURL:          cfg.AccessURL,
+		DashboardURL:       cfg.Primary.URL(),
+		Router:             router,
+		Verifier:           &tokens.Verifier{Keys: keys},
+		Agents:             dialer.TailnetDialer{Tunnels: coord, Node: node},
+		Stats:              statsUploader{cfg.Primary},
+		DERP:               derpHandler,
+		Health:             healthChecks(cfg, registrar, coord),
+		DialTimeout:        cfg.DialTimeout,
 		Version:            cfg.Version,
 		Logger:             log,
 		ShutdownGrace:      cfg.Grace,

@@ -3,11 +3,47 @@ package stack
 import (
 	"context"
 	"fmt"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/dialer/coordinate"
 	"github.com/wsedge/wsedge/primary"
 )
+
+func healthChecks(cfg DialerConfig, r *primary.Registrar, c *coordinate.Client) []dialer.HealthCheck {
+	checks := []dialer.HealthCheck{primaryHealth{client: cfg.Primary}, registrationHealth{r}, coordinationHealth{c}}
+	if cfg.AuthzAddr != "" {
+		checks = append(checks, authzHealth{addr: cfg.AuthzAddr})
+	}
+	return checks
+}
+
+// authzHealth asks authz's gRPC health service whether the Authorization
+// service is serving (it is not until the primary's keys have arrived).
+type authzHealth struct{ addr string }
+
+func (a authzHealth) CheckHealth(ctx context.Context) (errs, warnings []string) {
+	cc, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return []string{fmt.Sprintf("authz at %s: %v", a.addr, err)}, nil
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil {
+		return []string{fmt.Sprintf("authz at %s is unreachable: %v", a.addr, err)}, nil
+	}
+	if res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return []string{fmt.Sprintf("authz at %s is %s", a.addr, res.GetStatus())}, nil
+	}
+	return nil, nil
+}
 
 // primaryHealth is the /healthz-report check of coderd's proxy: the
 // primary's build info can be fetched and it is a primary. (Coder's proxy
