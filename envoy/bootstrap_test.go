@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -233,6 +234,10 @@ func TestEnvoyValidates(t *testing.T) {
 		},
 		"file-log-trusted-hops": func(c *Config) {
 			c.AccessLogPath, c.XFFNumTrustedHops = filepath.Join(t.TempDir(), "access.json"), 1
+		},
+		"rate-limit": func(c *Config) { c.RateLimit.Requests = 10 },
+		"rate-limit-no-wildcard": func(c *Config) {
+			c.RateLimit.Requests, c.RateLimit.Burst, c.RateLimit.Interval, c.WildcardHostname = 1, 3, 50*time.Millisecond, ""
 		},
 	}
 	for name, edit := range variants {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -69,15 +70,42 @@ type Config struct {
 	// XFFNumTrustedHops is how many X-Forwarded-For hops in front of Envoy
 	// are trusted (0: Envoy is the edge).
 	XFFNumTrustedHops uint
-	// RateLimit is the per-user local rate limit (issue 5; off for now).
+	// RateLimit is the per-user local rate limit; off unless
+	// RateLimit.Requests is set.
 	RateLimit RateLimit
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
 }
 
-// RateLimit is a placeholder for the per-user local rate limit.
+// RateLimit is Envoy's local (per Envoy process) rate limit of checked
+// requests, one token bucket per key: the user ID authz emits on allow
+// (metadata rate_limit_key), else the client address (IPv4 /32, IPv6 /64,
+// after X-Forwarded-For handling). See localRateLimitFilter.
 type RateLimit struct {
-	Enabled bool
+	// Requests is the sustained number of requests per Interval one key
+	// may make; 0 turns rate limiting off (the default).
+	Requests uint
+	// Burst is the size of a key's bucket (requests it may make at once
+	// after being idle); 0 means Requests.
+	Burst uint
+	// Interval is the period Requests refer to (at least 50ms, whole
+	// milliseconds); tokens refill continuously across it.
+	Interval time.Duration
+	// MaxKeys bounds the buckets Envoy keeps per kind of key (users,
+	// anonymous clients), least recently used first out. An evicted key
+	// starts again with a full bucket.
+	MaxKeys uint
+}
+
+// Enabled reports whether rate limiting is on.
+func (r RateLimit) Enabled() bool { return r.Requests > 0 }
+
+// burst is the bucket size actually configured.
+func (r RateLimit) burst() uint {
+	if r.Burst == 0 {
+		return r.Requests
+	}
+	return r.Burst
 }
 
 // DefaultConfig is suitable for a local run: plain HTTP on 127.0.0.1:8080,
@@ -99,6 +127,7 @@ func DefaultConfig() Config {
 		StreamIdleTimeout:     5 * time.Minute,
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
+		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
 	}
 }
 
@@ -122,6 +151,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UpgradeIdleTimeout, "upgrade-idle-timeout", c.UpgradeIdleTimeout, "idle timeout of app, terminal and DERP streams (no total timeout)")
 	fs.DurationVar(&c.RouteTimeout, "route-timeout", c.RouteTimeout, "total timeout of health, build info and catch-all requests")
 	fs.UintVar(&c.XFFNumTrustedHops, "xff-num-trusted-hops", c.XFFNumTrustedHops, "number of trusted proxies in front of Envoy (X-Forwarded-For hops)")
+	fs.UintVar(&c.RateLimit.Requests, "rate-limit", c.RateLimit.Requests, "requests per -rate-limit-interval allowed to each user (to each client IP when no user is known); 0 disables rate limiting")
+	fs.UintVar(&c.RateLimit.Burst, "rate-limit-burst", c.RateLimit.Burst, "requests a user or client IP may make at once after being idle (0: same as -rate-limit)")
+	fs.DurationVar(&c.RateLimit.Interval, "rate-limit-interval", c.RateLimit.Interval, "period of -rate-limit (tokens refill continuously; at least 50ms)")
+	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
 }
 
@@ -178,11 +211,47 @@ func (c Config) Validate() error {
 			return bad(d.field, "must be whole milliseconds, got %s", d.v)
 		}
 	}
-	if c.RateLimit.Enabled {
-		return bad("rate-limit", "not implemented yet")
+	if err := c.RateLimit.validate(); err != nil {
+		return err
 	}
 	return nil
 }
+
+// validate checks the rate limit settings when the limit is on; a burst
+// without a rate is refused so that a half-configured limit is not
+// silently off.
+func (r RateLimit) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	if !r.Enabled() {
+		if r.Burst != 0 {
+			return bad("rate-limit-burst", "set without -rate-limit")
+		}
+		return nil
+	}
+	const maxTokens = math.MaxUint32
+	if r.Requests > maxTokens {
+		return bad("rate-limit", "at most %d, got %d", uint64(maxTokens), r.Requests)
+	}
+	if r.Burst > maxTokens {
+		return bad("rate-limit-burst", "at most %d, got %d", uint64(maxTokens), r.Burst)
+	}
+	if r.Interval < minRateLimitInterval {
+		return bad("rate-limit-interval", "must be at least %s, got %s", minRateLimitInterval, r.Interval)
+	}
+	if r.Interval%time.Millisecond != 0 {
+		return bad("rate-limit-interval", "must be whole milliseconds, got %s", r.Interval)
+	}
+	if r.MaxKeys == 0 || r.MaxKeys > maxTokens {
+		return bad("rate-limit-max-keys", "must be between 1 and %d, got %d", uint64(maxTokens), r.MaxKeys)
+	}
+	return nil
+}
+
+// minRateLimitInterval is Envoy's lower bound on a token bucket's
+// fill_interval.
+const minRateLimitInterval = 50 * time.Millisecond
 
 // splitHostPort splits host[:port], lower-cases the host and checks it is a
 // plain DNS name or IP literal. port is 0 when absent.

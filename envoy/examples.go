@@ -9,7 +9,8 @@ type Example struct {
 }
 
 // Examples are the bootstraps `go generate` writes to examples/: plain HTTP
-// for a local run and TLS for a deployment.
+// for a local run, TLS for a deployment, and the TLS deployment with
+// per-user rate limiting on (600 requests a minute, bursts of 100).
 func Examples() []Example {
 	plain := DefaultConfig()
 
@@ -23,5 +24,13 @@ func Examples() []Example {
 	tls.AuthzAddr = "authz:9001"
 	tls.DialerAddr = "dialer:9002"
 
-	return []Example{{File: "plain.yaml", Config: plain}, {File: "tls.yaml", Config: tls}}
+	limited := tls
+	limited.RateLimit.Requests = 600
+	limited.RateLimit.Burst = 100
+
+	return []Example{
+		{File: "plain.yaml", Config: plain},
+		{File: "tls.yaml", Config: tls},
+		{File: "ratelimit.yaml", Config: limited},
+	}
 }

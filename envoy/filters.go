@@ -92,10 +92,6 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 	}), nil
 }
 
-// localRateLimitFilter is the hook for issue 5 (per-user local rate limit);
-// Config.Validate refuses RateLimit.Enabled until it exists.
-func localRateLimitFilter(Config) (*hcmv3.HttpFilter, error) { return nil, nil }
-
 // Names and gRPC metadata of the two ext_proc filters (package extproc).
 const (
 	// ExtProcFilter runs after ext_authz on app routes: app CORS and

@@ -96,15 +96,16 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 			// Tailscale's DERP upgrade; enabled only on the /derp route.
 			{UpgradeType: derpUpgrade, Enabled: wrapperspb.Bool(false)},
 		},
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
-		HttpFilters:    filters,
-		AccessLog:      accessLogs(c),
+		RouteSpecifier:   &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
+		HttpFilters:      filters,
+		LocalReplyConfig: localReplyConfig(c),
+		AccessLog:        accessLogs(c),
 	}, nil
 }
 
 // httpFilters is the ordered HTTP filter chain. Each entry is one function
 // returning one filter (or nil when that feature is off); rate limiting
-// (issue 5) slots in at the marked place. The ext_proc filter after
+// (issue 5) runs after ext_authz so that the user is known. The ext_proc filter after
 // ext_authz must stay after it: on the response path Envoy runs encoders in
 // reverse, so ext_proc sees the app's headers before ext_authz adds its own
 // (the signed token cookie), and never strips what authz set.
@@ -112,9 +113,10 @@ func httpFilters(c Config) ([]*hcmv3.HttpFilter, error) {
 	builders := []func(Config) (*hcmv3.HttpFilter, error){
 		stripInternalHeadersFilter, // must precede ext_authz
 		corsFilter,
-		extProcPreflightFilter, // issue 8: same-owner preflights, before ext_authz
+		preflightRateLimitFilter, // issue 5: by client, guards the preflight ext_proc
+		extProcPreflightFilter,   // issue 8: same-owner preflights, before ext_authz
 		extAuthzFilter,
-		localRateLimitFilter, // issue 5: descriptors from ext_authz metadata
+		localRateLimitFilter, // issue 5: by user from ext_authz metadata, else client
 		extProcFilter,        // issue 8: app CORS and response policy
 		routerFilter,
 	}

@@ -127,6 +127,9 @@ func subdomainPreflightRoute(c Config) *routev3.Route {
 	r.TypedPerFilterConfig[ExtProcPreflightFilter] = typed(&extprocv3.ExtProcPerRoute{
 		Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: headersMode(true, false)}},
 	})
+	if c.RateLimit.Enabled() {
+		r.TypedPerFilterConfig[PreflightRateLimitFilter] = typed(preflightRateLimitPerRoute(c))
+	}
 	return r
 }
 
@@ -168,7 +171,7 @@ func probeRoutes(c Config) []*routev3.Route {
 		{"healthz-report", "/healthz-report"},
 		{"buildinfo", "/api/v2/buildinfo"},
 	} {
-		out = append(out, unchecked(&routev3.Route{Name: p.name, Match: exactMatch(p.path), Action: toDialer(short(c))}))
+		out = append(out, unlimited(c, unchecked(&routev3.Route{Name: p.name, Match: exactMatch(p.path), Action: toDialer(short(c))})))
 	}
 	return append(out, latencyCheckRoute(c))
 }
@@ -176,7 +179,7 @@ func probeRoutes(c Config) []*routev3.Route {
 // latencyCheckRoute is the dashboard's latency probe. The dialer answers it
 // with wildcard CORS itself, as Coder mounts it outside its CORS middleware.
 func latencyCheckRoute(c Config) *routev3.Route {
-	r := unchecked(&routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))})
+	r := unlimited(c, unchecked(&routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))}))
 	r.TypedPerFilterConfig[corsFilterName] = typed(&routev3.FilterConfig{Disabled: true})
 	return r
 }
@@ -194,9 +197,9 @@ func derpRoutes(c Config) []*routev3.Route {
 		return a
 	}
 	return []*routev3.Route{
-		unchecked(&routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp()}),
-		unchecked(&routev3.Route{Name: "derp-slash", Match: exactMatch("/derp/"), Action: derp()}),
-		unchecked(&routev3.Route{Name: "derp-latency-check", Match: exactMatch("/derp/latency-check"), Action: toDialer(short(c))}),
+		unlimited(c, unchecked(&routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp()})),
+		unlimited(c, unchecked(&routev3.Route{Name: "derp-slash", Match: exactMatch("/derp/"), Action: derp()})),
+		unlimited(c, unchecked(&routev3.Route{Name: "derp-latency-check", Match: exactMatch("/derp/latency-check"), Action: toDialer(short(c))})),
 	}
 }
 
