@@ -195,6 +195,9 @@ func TestCompose(t *testing.T) {
 		if !slices.Contains(s.Networks["default"].Aliases, dialerHost) || port != dialerPort {
 			t.Errorf("%s: not reachable as Envoy's dialer %s", name, envoyCfg.DialerAddr)
 		}
+		if s.Environment["WSEDGE_AUTHZ_ADDR"] != envoyCfg.AuthzAddr {
+			t.Errorf("%s: WSEDGE_AUTHZ_ADDR %q is not Envoy's authz %s", name, s.Environment["WSEDGE_AUTHZ_ADDR"], envoyCfg.AuthzAddr)
+		}
 		relay := s.Environment["WSEDGE_RELAY_ADDRESS"]
 		if want := fmt.Sprintf("http://%s:%d", name, port); relay != want {
 			t.Errorf("%s: relay address %q, want %q", name, relay, want)

@@ -643,6 +643,9 @@ func checkRendering(t *testing.T, r rendering) {
 		checkPodSpec(t, o, d)
 	}
 	boot := checkEnvoy(t, o)
+	if c := o.deployments["wsedge-dialer"].Spec.Template.Spec.Containers[0]; containerEnv(t, "wsedge-dialer", o, c)["WSEDGE_AUTHZ_ADDR"] != boot.Config.AuthzAddr {
+		t.Errorf("wsedge-dialer: WSEDGE_AUTHZ_ADDR is not Envoy's authz %s: /healthz-report would not check the authz Envoy uses", boot.Config.AuthzAddr)
+	}
 	for _, name := range []string{"wsedge-authz", "wsedge-dialer"} {
 		c := o.deployments[name].Spec.Template.Spec.Containers[0]
 		for _, err := range settingsDisagree(boot.Config, containerEnv(t, name, o, c)) {

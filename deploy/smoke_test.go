@@ -174,8 +174,9 @@ func checkJSONLogs(t *testing.T, p *proc) {
 // with the settings of the Kubernetes base, moved to loopback, against the
 // dev primary: authz turns SERVING (its readiness probe), the dialers answer
 // /healthz (theirs), register with their own relay addresses, the primary
-// finds the proxy healthy, logs are JSON, and SIGTERM stops every process
-// cleanly within the pod's termination grace period, dialers deregistering.
+// finds the proxy healthy (authz included), logs are JSON, and SIGTERM stops
+// every process cleanly within the pod's termination grace period, dialers
+// deregistering.
 func TestKubernetesSettingsAgainstDevPrimary(t *testing.T) {
 	for _, cmd := range []string{"authz", "dialer"} {
 		if _, ok := wsedgeFlags(t, cmd); !ok {
@@ -215,6 +216,13 @@ func TestKubernetesSettingsAgainstDevPrimary(t *testing.T) {
 	d1env["WSEDGE_ACCESS_URL"] = accessURL
 	d2env, d2port := loopbackSettings(t, settings["wsedge-dialer"], primaryURL, dev.ProxyToken(), accessURL)
 	aenv, aport := loopbackSettings(t, settings["wsedge-authz"], primaryURL, dev.ProxyToken(), accessURL)
+	// The dialers check authz for /healthz-report where it runs here.
+	for _, env := range []map[string]string{d1env, d2env} {
+		if env["WSEDGE_AUTHZ_ADDR"] == "" {
+			t.Fatal("the dialers do not check authz in /healthz-report")
+		}
+		env["WSEDGE_AUTHZ_ADDR"] = fmt.Sprintf("127.0.0.1:%d", aport)
+	}
 
 	authz := startWsedge(t, "authz", aenv, "authz")
 	d1 := startWsedge(t, "dialer-1", d1env, "dialer")
