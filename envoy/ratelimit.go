@@ -7,6 +7,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -62,6 +63,9 @@ const (
 	// RateLimitMetadataKey is the key of authz's metadata (namespace
 	// ExtAuthzFilter) that names the bucket (authz.MetaRateLimitKey).
 	RateLimitMetadataKey = "rate_limit_key"
+	// RateLimitDetails is the response code detail Envoy gives a request
+	// its local rate limit refused (access log field "details").
+	RateLimitDetails = "local_rate_limited"
 )
 
 // Client address masks: one IPv4 address, one IPv6 /64 (one customer
@@ -205,15 +209,22 @@ func RateLimitMessage(r RateLimit) string {
 }
 
 // localReplyConfig gives rate-limited requests a JSON body instead of
-// Envoy's "local_rate_limited" text. It matches the rate limit's response
-// flag, so 429s that authz relays from the primary keep their own body.
+// Envoy's "local_rate_limited" text. It matches the limiter's response code
+// details, so 429s that authz relays from the primary keep their own body.
+// (The limiter sets its RL response flag only after the local reply is
+// built, so a response_flag_filter never matches.)
 func localReplyConfig(c Config) *hcmv3.LocalReplyConfig {
 	if !c.RateLimit.Enabled() {
 		return nil
 	}
 	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
-		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
-			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{"RL"}},
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{
+			ExtensionFilter: &accesslogv3.ExtensionFilter{
+				Name: "envoy.access_loggers.extension_filters.cel",
+				ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: typed(&celv3.ExpressionFilter{
+					Expression: "response.code_details == '" + RateLimitDetails + "'",
+				})},
+			},
 		}},
 		Body: inlineString(RateLimitMessage(c.RateLimit)),
 		BodyFormatOverride: &corev3.SubstitutionFormatString{
