@@ -19,7 +19,13 @@
 //     with authz's metadata and the request facts as attributes, and fails
 //     closed with 503; a second ext_proc runs before ext_authz on the app
 //     host's CORS preflight route only, to answer same-owner preflights that
-//     carry no cookies.
+//     carry no cookies;
+//   - per-user rate limiting (off unless -rate-limit is set) runs after
+//     ext_authz, one token bucket per user from authz's rate_limit_key
+//     metadata, else per client address (IPv4, IPv6 /64); a second limiter
+//     keyed by client guards the preflight ext_proc; probes, DERP and
+//     latency checks are never limited; a refusal is a 429 with Retry-After
+//     and Coder's JSON message (see ratelimit.go).
 package envoy
 
 //go:generate go run ./gen -out examples
