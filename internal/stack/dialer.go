@@ -119,6 +119,9 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	// DERP mesh peers follow the sibling replicas of every registration;
 	// the DERP server itself needs the mesh key of the first one.
 	var mesh atomic.Pointer[derp.Server]
+	// meshErr is the last sibling check, also a /healthz-report warning
+	// as in Coder's proxy.
+	var meshErr atomic.Pointer[string]
 	setSiblings := func(resp primary.RegisterResponse) {
 		d := mesh.Load()
 		if d == nil {
@@ -148,7 +151,9 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		OnRegistered: setSiblings,
 		ReplicaError: func() string {
 			if d := mesh.Load(); d != nil {
-				return d.CheckPeers(ctx)
+				e := d.CheckPeers(ctx)
+				meshErr.Store(&e)
+				return e
 			}
 			return ""
 		},
@@ -217,7 +222,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		Agents:             dialer.TailnetDialer{Tunnels: coord, Node: node},
 		Stats:              statsUploader{cfg.Primary},
 		DERP:               derpHandler,
-		Health:             healthChecks(cfg, registrar, coord),
+		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),
 		DialTimeout:        cfg.DialTimeout,
 		Version:            cfg.Version,
 		Logger:             log,

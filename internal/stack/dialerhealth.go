@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -92,6 +93,17 @@ func (h coordinationHealth) CheckHealth(context.Context) (errs, warnings []strin
 			msg += ": " + err.Error()
 		}
 		warnings = append(warnings, msg)
+	}
+	return nil, warnings
+}
+
+// meshHealth warns when sibling replicas' DERP could not be reached at
+// the last check (the same text goes to the primary as replica_error).
+type meshHealth struct{ last *atomic.Pointer[string] }
+
+func (m meshHealth) CheckHealth(context.Context) (errs, warnings []string) {
+	if e := m.last.Load(); e != nil && *e != "" {
+		warnings = append(warnings, *e)
 	}
 	return nil, warnings
 }
