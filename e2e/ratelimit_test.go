@@ -170,7 +170,8 @@ const (
 )
 
 // assertLimited checks a 429 as a client sees it: Retry-After in whole
-// seconds no later than one token's refill, Coder's JSON message.
+// seconds until the next token (Envoy 1.40 answers 200 for 3 tokens per
+// 10 minutes), Coder's JSON message.
 func assertLimited(t *testing.T, resp *http.Response, body string, rl envoy.RateLimit) {
 	t.Helper()
 	if resp.StatusCode != http.StatusTooManyRequests {
@@ -178,8 +179,8 @@ func assertLimited(t *testing.T, resp *http.Response, body string, rl envoy.Rate
 	}
 	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
 	refill := int(rl.Interval/time.Second) / int(rl.Requests)
-	if err != nil || ra < 1 || ra > refill+1 {
-		t.Errorf("Retry-After %q, want 1..%d seconds", resp.Header.Get("Retry-After"), refill+1)
+	if err != nil || ra < refill/2 || ra > refill+1 {
+		t.Errorf("Retry-After %q, want about one token's refill, %d seconds", resp.Header.Get("Retry-After"), refill)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type %q", ct)
