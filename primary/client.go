@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
@@ -42,6 +43,9 @@ type Options struct {
 	// MaxBodyBytes caps every response body, relayed ones included.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
+	// Registerer, if set, receives wsedge_primary_request_duration_seconds
+	// (see also Collector).
+	Registerer prometheus.Registerer
 }
 
 // Client calls the primary's workspace-proxy API. It is safe for
@@ -54,6 +58,8 @@ type Client struct {
 	maxBody  int64
 	log      *slog.Logger
 	userAgnt string
+
+	requestDuration *prometheus.HistogramVec
 }
 
 // New checks opts and builds a Client.
@@ -102,6 +108,7 @@ func New(opts Options) (*Client, error) {
 	// Never follow redirects: issue answers are relayed as they are, and
 	// following a redirect would send the proxy token to another host.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.instrument(&hc, opts.Registerer)
 	c.http = &hc
 	return c, nil
 }

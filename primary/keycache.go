@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -47,6 +49,9 @@ type KeyCacheOptions struct {
 	// After is the timer of Run's loop; nil: time.After.
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
+	// Registerer, if set, receives the cache's metrics (fetches by
+	// outcome, keys held, last success), once per Registerer.
+	Registerer prometheus.Registerer
 }
 
 // KeyCache holds the primary's crypto keys for both features and
@@ -112,6 +117,9 @@ func NewKeyCache(src KeyFetcher, opts KeyCacheOptions) *KeyCache {
 	k := &KeyCache{src: src, opts: opts, log: log, feats: map[tokens.Feature]*featureKeys{}, flights: map[tokens.Feature]*keyFlight{}}
 	for _, f := range Features {
 		k.feats[f] = &featureKeys{keys: map[int32]tokens.Key{}}
+	}
+	if opts.Registerer != nil {
+		k.registerMetrics(opts.Registerer)
 	}
 	return k
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of RegistrarOptions (protocol §2.3).
@@ -59,6 +60,8 @@ type RegistrarOptions struct {
 	// After is the loop's timer; nil: time.After.
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
+	// Registerer, if set, receives the registration's health gauges.
+	Registerer prometheus.Registerer
 }
 
 // RegistrationHealth is a snapshot of the registration's state.
@@ -130,6 +133,9 @@ func NewRegistrar(c *Client, opts RegistrarOptions) *Registrar {
 	}
 	r := &Registrar{c: c, opts: opts, log: log.With(slog.String("replica_id", req.ReplicaID.String())), req: req}
 	r.health.ReplicaID = req.ReplicaID
+	if opts.Registerer != nil {
+		r.registerMetrics(opts.Registerer)
+	}
 	return r
 }
 
