@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
@@ -362,5 +363,19 @@ func TestRateLimitOff(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestRateLimitKeysMatchAuthz ties the generated descriptors to what wsedge
+// authz emits on allow: the rlAuthz stand-in above uses the same names.
+func TestRateLimitKeysMatchAuthz(t *testing.T) {
+	if envoy.RateLimitMetadataKey != authz.MetaRateLimitKey {
+		t.Errorf("envoy reads metadata %q, authz emits %q", envoy.RateLimitMetadataKey, authz.MetaRateLimitKey)
+	}
+	if authz.MetaUserID != "user_id" || authz.MetaRateLimitKey != "rate_limit_key" {
+		t.Errorf("authz metadata keys %q/%q differ from the ones this test's authz emits", authz.MetaUserID, authz.MetaRateLimitKey)
+	}
+	if envoy.ExtAuthzFilter != "envoy.filters.http.ext_authz" {
+		t.Errorf("metadata namespace %q", envoy.ExtAuthzFilter)
 	}
 }
