@@ -55,7 +55,8 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	svc, err := authz.New(authz.Options{
 		Config: authz.Config{
 			AccessURL:        cfg.AccessURL,

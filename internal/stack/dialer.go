@@ -109,7 +109,8 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	wg.Go(func() {
 		if primeKeys(ctx, keys, 5*time.Second, log) {
 			_ = keys.Run(ctx)
@@ -157,7 +158,8 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 			}
 			return ""
 		},
-		Logger: log,
+		Logger:     log,
+		Registerer: cfg.Registerer,
 	})
 	reg, err := registrar.Start(ctx)
 	if err != nil {
@@ -181,6 +183,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		defer d.Close()
 		mesh.Store(d)
 		setSiblings(reg)
+		registerCollectors(cfg.Registerer, log, d.Collector())
 		derpHandler = d
 	}
 	wg.Go(func() { _ = registrar.Run(ctx) })
@@ -209,6 +212,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: coordination: %w", err)
 	}
 	defer coord.Close()
+	registerCollectors(cfg.Registerer, log, coord.Collector())
 
 	router, err := approute.NewRouter(cfg.AccessURL, cfg.Primary.URL(), cfg.WildcardHostname)
 	if err != nil {

@@ -1,0 +1,130 @@
+package stack_test
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/testutil"
+)
+
+// families maps each gathered family name to its series' label sets and
+// values (counters, gauges; histograms by sample count).
+func families(t *testing.T, reg *prometheus.Registry) map[string][]map[string]string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]map[string]string{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			labels["_value"] = formatFloat(v)
+			out[mf.GetName()] = append(out[mf.GetName()], labels)
+		}
+	}
+	return out
+}
+
+func formatFloat(v float64) string {
+	if v == 0 {
+		return "0"
+	}
+	if v >= 1 {
+		return "positive"
+	}
+	return "fraction"
+}
+
+// has reports whether a family has a series with the given labels and a
+// value of at least one.
+func has(fams map[string][]map[string]string, name string, labels map[string]string) bool {
+next:
+	for _, s := range fams[name] {
+		for k, v := range labels {
+			if s[k] != v {
+				continue next
+			}
+		}
+		if s["_value"] == "positive" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDevStackExportsComponentMetrics runs the whole dev deployment and
+// checks that, after its self-check request went through, each service's
+// registry reports its components: the primary client, key cache,
+// registration, coordination, dialer and authz.
+func TestDevStackExportsComponentMetrics(t *testing.T) {
+	authzReg, dialerReg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dev, err := stack.StartDev(ctx, stack.DevConfig{
+		DashboardURL:     &url.URL{Scheme: "http", Host: "dashboard.metrics.test"},
+		AccessURL:        &url.URL{Scheme: "http", Host: "proxy.metrics.test"},
+		WildcardHostname: "*.apps.metrics.test",
+		PrimaryListen:    netip.MustParseAddrPort("127.0.0.1:0"),
+		EdgeListen:       netip.MustParseAddrPort("127.0.0.1:0"),
+		EnvoyBinary:      testutil.EnvoyBinary(t),
+		Dir:              t.TempDir(),
+		Logger:           slog.New(slog.DiscardHandler),
+		AuthzRegisterer:  authzReg,
+		DialerRegisterer: dialerReg,
+	})
+	if err != nil {
+		t.Fatalf("StartDev: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+
+	az := families(t, authzReg)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"wsedge_primary_request_duration_seconds", map[string]string{"endpoint": "crypto-keys", "outcome": "200"}},
+		{"wsedge_primary_key_fetches_total", map[string]string{"feature": "workspace_apps_token", "outcome": "ok"}},
+		{"wsedge_primary_keys", map[string]string{"feature": "workspace_apps_api_key"}},
+		{"wsedge_authz_checks_total", nil},
+		{"wsedge_authz_check_duration_seconds", nil},
+	} {
+		if !has(az, c.name, c.labels) {
+			t.Errorf("authz registry: no %s%v with a value: %v", c.name, c.labels, az[c.name])
+		}
+	}
+	dl := families(t, dialerReg)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"wsedge_primary_request_duration_seconds", map[string]string{"endpoint": "register", "outcome": "201"}},
+		{"wsedge_primary_registration_healthy", nil},
+		{"wsedge_primary_registration_last_success_timestamp_seconds", nil},
+		{"wsedge_primary_keys", map[string]string{"feature": "workspace_apps_token"}},
+		{"wsedge_coordinate_connected", nil},
+		{"wsedge_coordinate_tunnels", map[string]string{"state": "ready"}},
+		{"wsedge_coordinate_sessions_total", nil},
+		{"wsedge_dialer_agent_dial_duration_seconds", map[string]string{"outcome": "ok"}},
+		{"wsedge_dialer_requests_total", nil},
+	} {
+		if !has(dl, c.name, c.labels) {
+			t.Errorf("dialer registry: no %s%v with a value: %v", c.name, c.labels, dl[c.name])
+		}
+	}
+}
