@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
 	"tailscale.com/types/nettype"
 )
 
@@ -26,11 +29,54 @@ func (n *Node) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Co
 		return nil, err
 	}
 	dst := netip.AddrPortFrom(AgentAddr(agentID), port)
+	n.primePath(ctx, agentID, dst.Addr())
 	c, err := n.ns.DialContextTCPWithBind(ctx, n.addr, dst)
 	if err != nil {
 		return nil, fmt.Errorf("tsnode: dial %s: %w", dst, err)
 	}
 	return c, nil
+}
+
+// Path priming: without a WireGuard session, the first handshake packet is
+// lost if the agent's DERP connection is still being set up (it advertises
+// its home region as soon as it picks one), and wireguard-go only retries
+// after 5 s. Disco pings are cheap and retried quickly, so ping until one
+// answers (bounded) before letting TCP start the handshake.
+const (
+	primeAttempts = 10
+	primeWait     = 300 * time.Millisecond
+	// sessionFresh: a handshake this recent means the path works.
+	sessionFresh = 2 * time.Minute
+)
+
+func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) {
+	if st, ok := n.PeerStatus(agentID); ok && time.Since(st.LastHandshake) < sessionFresh {
+		return
+	}
+	for i := 0; i < primeAttempts; i++ {
+		got := make(chan struct{}, 4)
+		n.eng.Ping(ip, tailcfg.PingDisco, 0, func(*ipnstate.PingResult) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		})
+		t := time.NewTimer(primeWait)
+		select {
+		case <-got:
+			// A pong, or an error (unknown peer, for one) that retrying
+			// quickly will not change.
+			t.Stop()
+			return
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-n.closedCh:
+			t.Stop()
+			return
+		}
+	}
 }
 
 // DialAgent is Dial under the name dialer.AgentDialer uses.

@@ -38,11 +38,12 @@ type testDERP struct {
 	derp       *derpserver.Server
 	roots      *x509.CertPool
 	websockets chan struct{} // one value per websocket DERP connection
+	stunPort   int
 }
 
 func newTestDERP(t testing.TB) *testDERP {
 	t.Helper()
-	d := &testDERP{derp: derpserver.New(key.NewNode(), func(string, ...any) {}), websockets: make(chan struct{}, 1000)}
+	d := &testDERP{derp: derpserver.New(key.NewNode(), func(string, ...any) {}), websockets: make(chan struct{}, 1000), stunPort: serveSTUN(t)}
 	h := derpserver.AddWebSocketSupport(d.derp, derpserver.Handler(d.derp))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/derp", func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +83,7 @@ func (d *testDERP) region(id int) *tailcfg.DERPRegion {
 			IPv4:     "127.0.0.1",
 			IPv6:     "none",
 			DERPPort: port,
-			STUNPort: -1,
+			STUNPort: d.stunPort,
 		}},
 	}
 }

@@ -64,6 +64,9 @@ type Options struct {
 	// omits interface addresses, so that tests send nothing off loopback.
 	// Process-wide (see the package comment).
 	LoopbackOnly bool
+	// RemoveGrace is how long a removed peer's WireGuard state is kept in
+	// case its key comes back under a new peer ID (default 5 s).
+	RemoveGrace time.Duration
 	// ExtraRootCAs are trusted, besides the system roots, for DERP servers'
 	// TLS certificates (a private CA, or httptest's certificate in tests).
 	ExtraRootCAs *x509.CertPool
@@ -138,6 +141,9 @@ func randomNodeID() (int64, error) {
 func New(opts Options) (_ *Node, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.RemoveGrace <= 0 {
+		opts.RemoveGrace = 5 * time.Second
 	}
 	addr := opts.Address
 	if !addr.IsValid() {
@@ -289,6 +295,11 @@ func (n *Node) Close() error {
 		lns = append(lns, ln)
 	}
 	n.callbacks = nil
+	for _, p := range n.byKey {
+		if p.departTimer != nil {
+			p.departTimer.Stop()
+		}
+	}
 	n.mu.Unlock()
 	for _, ln := range lns {
 		_ = ln.Close()
@@ -301,7 +312,7 @@ func (n *Node) Close() error {
 
 func (n *Node) teardown() {
 	if n.ns != nil {
-		_ = n.ns.Close()
+		closeNetstack(n.ns, n.logf())
 	}
 	if n.eng != nil {
 		n.eng.Close()

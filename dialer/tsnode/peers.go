@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"tailscale.com/tailcfg"
@@ -21,6 +22,9 @@ type peer struct {
 	info   NodeInfo
 	view   tailcfg.NodeView
 	ready  bool
+	// departing: removed, WireGuard state kept until departTimer fires.
+	departing   bool
+	departTimer *time.Timer
 }
 
 // UpsertPeer adds the peer or updates its node (new keys, home DERP,
@@ -48,15 +52,31 @@ func (n *Node) UpsertPeer(peerID uuid.UUID, ni NodeInfo) error {
 		n.mu.Unlock()
 		return ErrClosed
 	}
-	// The same key under another peer ID (coderd hands out a fresh ID when a
-	// proxy reconnects): drop the old entry, magicsock refuses a key that
-	// moves between node IDs.
-	var stale *peer
-	if o := n.byKey[ni.Key]; o != nil && o.id != peerID {
-		stale = o
-		n.forgetLocked(o)
-	}
 	p := n.peers[peerID]
+	// The same key under another peer ID (coderd hands out a fresh peer ID
+	// when a proxy reconnects), or a peer removed moments ago coming back:
+	// take the entry over so magicsock keeps its node ID and WireGuard its
+	// session. Otherwise the session would be reset and the side that kept
+	// its keys would only notice after wireguard-go's 15 s timeout.
+	if o := n.byKey[ni.Key]; o != nil && o != p {
+		if p != nil {
+			// This ID had another key: drop that entry for real.
+			n.forgetLocked(p)
+			n.unindexAddrsLocked(p)
+			defer n.finalizeRemoval(p)
+		}
+		if o.departTimer != nil {
+			o.departTimer.Stop()
+			o.departTimer = nil
+		}
+		o.departing = false
+		if n.peers[o.id] == o {
+			delete(n.peers, o.id)
+		}
+		o.id = peerID
+		p = o
+		n.peers[peerID] = p
+	}
 	if p == nil {
 		n.nextID++
 		p = &peer{id: peerID, nodeID: n.nextID + 1} // 1 is self
@@ -79,10 +99,6 @@ func (n *Node) UpsertPeer(peerID uuid.UUID, ni NodeInfo) error {
 	n.notifyPeersLocked()
 	n.mu.Unlock()
 
-	if stale != nil {
-		n.ms.RemovePeer(stale.nodeID)
-		n.eng.ResetDevicePeer(stale.info.Key)
-	}
 	if !oldKey.IsZero() && oldKey != ni.Key {
 		n.eng.ResetDevicePeer(oldKey)
 	}
@@ -92,22 +108,45 @@ func (n *Node) UpsertPeer(peerID uuid.UUID, ni NodeInfo) error {
 	return nil
 }
 
-// RemovePeer forgets the peer; removing an unknown peer is a no-op.
+// RemovePeer forgets the peer; removing an unknown peer is a no-op. Dial
+// stops reaching it at once; its WireGuard state is dropped after
+// Options.RemoveGrace unless the same key comes back (under any peer ID) in
+// the meantime, as it does when the coordinator reissues a peer's ID.
 func (n *Node) RemovePeer(peerID uuid.UUID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[peerID]
+	if p == nil || n.closed {
+		return
+	}
+	delete(n.peers, peerID)
+	p.ready = false
+	p.departing = true
+	p.departTimer = time.AfterFunc(n.opts.RemoveGrace, func() { n.departed(p) })
+	n.notifyPeersLocked()
+	n.log.Debug("tsnode: peer removed", "peer_id", peerID)
+}
+
+// departed drops a removed peer that did not come back.
+func (n *Node) departed(p *peer) {
 	n.cfgMu.Lock()
 	defer n.cfgMu.Unlock()
 	n.mu.Lock()
-	p := n.peers[peerID]
-	if p == nil || n.closed {
+	if !p.departing || n.closed {
 		n.mu.Unlock()
 		return
 	}
+	p.departing = false
+	p.departTimer = nil
 	n.forgetLocked(p)
-	n.notifyPeersLocked()
 	n.mu.Unlock()
+	n.finalizeRemoval(p)
+}
+
+// finalizeRemoval removes p from magicsock and WireGuard; cfgMu held.
+func (n *Node) finalizeRemoval(p *peer) {
 	n.ms.RemovePeer(p.nodeID)
 	n.eng.ResetDevicePeer(p.info.Key)
-	n.log.Debug("tsnode: peer removed", "peer_id", peerID)
 }
 
 // MarkPeerReady says the peer has our node, so Dial may start the WireGuard
@@ -122,7 +161,9 @@ func (n *Node) MarkPeerReady(peerID uuid.UUID) {
 }
 
 func (n *Node) forgetLocked(p *peer) {
-	delete(n.peers, p.id)
+	if n.peers[p.id] == p {
+		delete(n.peers, p.id)
+	}
 	n.unindexAddrsLocked(p)
 	if n.byKey[p.info.Key] == p {
 		delete(n.byKey, p.info.Key)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 	"tailscale.com/derp/derpserver"
+	"tailscale.com/net/stun"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 
@@ -51,13 +52,15 @@ type DERP struct {
 	Roots  *x509.CertPool
 	// Websockets counts websocket DERP connections accepted.
 	Websockets atomic.Int64
+	// STUNPort is a STUN server on 127.0.0.1 listed in Region's node.
+	STUNPort int
 }
 
 // NewDERP starts a DERP server, stopped at the end of the test. handler, if
 // not nil, replaces the default /derp handler (derp.New's, for instance).
 func NewDERP(t testing.TB, handler http.Handler) *DERP {
 	t.Helper()
-	d := &DERP{DERP: derpserver.New(key.NewNode(), func(string, ...any) {})}
+	d := &DERP{DERP: derpserver.New(key.NewNode(), func(string, ...any) {}), STUNPort: ServeSTUN(t)}
 	h := handler
 	if h == nil {
 		h = derpserver.AddWebSocketSupport(d.DERP, derpserver.Handler(d.DERP))
@@ -80,7 +83,8 @@ func NewDERP(t testing.TB, handler http.Handler) *DERP {
 	return d
 }
 
-// Region is a one-node DERP region served by d (no STUN, IPv4 loopback).
+// Region is a one-node DERP region served by d with its STUN server, on
+// IPv4 loopback.
 func (d *DERP) Region(id int) *tailcfg.DERPRegion {
 	u, _ := url.Parse(d.Server.URL)
 	port, _ := strconv.Atoi(u.Port())
@@ -95,7 +99,7 @@ func (d *DERP) Region(id int) *tailcfg.DERPRegion {
 			IPv4:     "127.0.0.1",
 			IPv6:     "none",
 			DERPPort: port,
-			STUNPort: -1,
+			STUNPort: d.STUNPort,
 		}},
 	}
 }
@@ -103,6 +107,39 @@ func (d *DERP) Region(id int) *tailcfg.DERPRegion {
 // Map is a DERP map with d as region 1.
 func (d *DERP) Map() *tailcfg.DERPMap {
 	return &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: d.Region(1)}}
+}
+
+// ServeSTUN answers STUN binding requests on 127.0.0.1 until the end of the
+// test and returns the port. Without any STUN server in the DERP map,
+// upstream netcheck concludes that IPv4 cannot send and magicsock rebinds,
+// dropping its DERP connections, at every periodic endpoint update.
+func ServeSTUN(t testing.TB) int {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			tx, err := stun.ParseBindingRequest(buf[:n])
+			if err != nil {
+				continue
+			}
+			_, _ = pc.WriteToUDPAddrPort(stun.Response(tx, from), from)
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 
 // Tokens the Primary accepts.
