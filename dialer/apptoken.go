@@ -48,7 +48,7 @@ func (s *Server) appToken(r *http.Request, rt approute.Route) (tokens.SignedToke
 func (s *Server) refuseToken(w http.ResponseWriter, r *http.Request, err error) {
 	s.metrics.tokenRefused.WithLabelValues(tokenRefusalReason(err)).Inc()
 	s.log.Warn("dialer: refused app token", "reason", tokenRefusalReason(err), "err", err,
-		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr)
+		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", requestID(r.Context()))
 	writeJSON(w, http.StatusUnauthorized, apiResponse{
 		Message: appTokenRefusedTitle,
 		Detail:  tokenRefusalReason(err),

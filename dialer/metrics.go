@@ -94,15 +94,17 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		label := "unknown"
-		r = r.WithContext(context.WithValue(r.Context(), routeLabelKey{}, &label))
+		r = withRequestID(r.WithContext(context.WithValue(r.Context(), routeLabelKey{}, &label)))
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		code := rec.status
 		if code == 0 {
 			code = http.StatusOK
 		}
+		took := time.Since(start)
 		s.metrics.requests.WithLabelValues(label, strconv.Itoa(code)).Inc()
-		s.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		s.metrics.duration.WithLabelValues(label).Observe(took.Seconds())
+		s.log.Debug("dialer: request", "request_id", requestID(r.Context()), "route", label, "method", r.Method, "status", code, "took", took)
 	})
 }
 
