@@ -1,10 +1,15 @@
 package stack_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,10 +71,12 @@ next:
 
 // TestDevStackExportsComponentMetrics runs the whole dev deployment and
 // checks that, after its self-check request went through, each service's
-// registry reports its components: the primary client, key cache,
-// registration, coordination, dialer and authz.
+// registry reports its components (the primary client, key cache,
+// registration, coordination, dialer and authz), and that the dialer's log
+// line for that request carries the request ID of Envoy's access log line.
 func TestDevStackExportsComponentMetrics(t *testing.T) {
 	authzReg, dialerReg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	logs := &lockedBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dev, err := stack.StartDev(ctx, stack.DevConfig{
@@ -80,7 +87,7 @@ func TestDevStackExportsComponentMetrics(t *testing.T) {
 		EdgeListen:       netip.MustParseAddrPort("127.0.0.1:0"),
 		EnvoyBinary:      testutil.EnvoyBinary(t),
 		Dir:              t.TempDir(),
-		Logger:           slog.New(slog.DiscardHandler),
+		Logger:           slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AuthzRegisterer:  authzReg,
 		DialerRegisterer: dialerReg,
 	})
@@ -108,6 +115,8 @@ func TestDevStackExportsComponentMetrics(t *testing.T) {
 			t.Errorf("authz registry: no %s%v with a value: %v", c.name, c.labels, az[c.name])
 		}
 	}
+	checkRequestIDCorrelation(t, dev, logs)
+
 	dl := families(t, dialerReg)
 	for _, c := range []struct {
 		name   string
@@ -126,5 +135,60 @@ func TestDevStackExportsComponentMetrics(t *testing.T) {
 		if !has(dl, c.name, c.labels) {
 			t.Errorf("dialer registry: no %s%v with a value: %v", c.name, c.labels, dl[c.name])
 		}
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// jsonField collects one string field of every JSON line of text whose
+// filter field matches.
+func jsonField(text, field string, filter func(map[string]any) bool) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || !filter(m) {
+			continue
+		}
+		if v, _ := m[field].(string); v != "" && v != "-" {
+			out[v] = true
+		}
+	}
+	return out
+}
+
+func checkRequestIDCorrelation(t *testing.T, dev *stack.Dev, logs *lockedBuffer) {
+	t.Helper()
+	dialerIDs := jsonField(logs.String(), "request_id", func(m map[string]any) bool { return m["msg"] == "dialer: request" })
+	if len(dialerIDs) == 0 {
+		t.Fatal("no dialer request line with a request_id")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(dev.Envoy.StdoutPath())
+		envoyIDs := jsonField(string(b), "request_id", func(m map[string]any) bool { _, ok := m["upstream_host"]; return ok })
+		for id := range dialerIDs {
+			if envoyIDs[id] {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dialer request_id %v in Envoy's access log:\n%s", dialerIDs, b)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
