@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
 	"tailscale.com/types/nettype"
 )
 
@@ -50,7 +51,17 @@ const (
 )
 
 func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) {
-	if st, ok := n.PeerStatus(agentID); ok && time.Since(st.LastHandshake) < sessionFresh {
+	n.mu.Lock()
+	p := n.peers[agentID]
+	var k key.NodePublic
+	if p != nil {
+		k = p.info.Key
+	}
+	n.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if wp, ok := n.eng.PeerByKey(k); ok && time.Since(wp.LastHandshake()) < sessionFresh {
 		return
 	}
 	for i := 0; i < primeAttempts; i++ {

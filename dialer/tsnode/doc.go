@@ -18,7 +18,7 @@
 // A few upstream behaviours are tailscale debug knobs and therefore global
 // to the process: DERP-only mode (TS_DEBUG_NEVER_DIRECT_UDP), websocket DERP
 // (TS_DEBUG_DERP_WS_CLIENT, compiled in only with the ts_debug_websockets
-// build tag) and loopback-only endpoints (TS_DEBUG_OMIT_LOCAL_ADDRS). Nodes
-// alive at the same time in one process must agree on them (New returns
-// ErrKnobConflict otherwise).
+// build tag), plain-HTTP DERP (TS_DEBUG_USE_DERP_HTTP) and loopback-only
+// endpoints (TS_DEBUG_OMIT_LOCAL_ADDRS). Nodes alive at the same time in one
+// process must agree on them (New returns ErrKnobConflict otherwise).
 package tsnode

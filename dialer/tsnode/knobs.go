@@ -24,6 +24,7 @@ type knobs struct {
 	derpOnly     bool
 	wsDERP       bool
 	loopbackOnly bool
+	plainDERP    bool
 }
 
 var knobState struct {
@@ -68,6 +69,7 @@ func releaseKnobs() {
 func setKnobs(k knobs) {
 	envknob.Setenv("TS_DEBUG_NEVER_DIRECT_UDP", boolEnv(k.derpOnly))
 	envknob.Setenv("TS_DEBUG_OMIT_LOCAL_ADDRS", boolEnv(k.loopbackOnly))
+	envknob.Setenv("TS_DEBUG_USE_DERP_HTTP", boolEnv(k.plainDERP))
 	if websocketDERPCompiled {
 		envknob.Setenv("TS_DEBUG_DERP_WS_CLIENT", boolEnv(k.wsDERP))
 	}

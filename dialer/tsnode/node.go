@@ -58,8 +58,15 @@ type Options struct {
 	DERPOnly bool
 	// ForceWebsocketDERP reaches DERP servers over websockets instead of the
 	// HTTP Upgrade: DERP handshake. Needs the ts_debug_websockets build tag.
-	// Process-wide (see the package comment).
+	// Upstream's websocket dialer uses http.DefaultClient, so ExtraRootCAs
+	// do not apply to it. Process-wide (see the package comment).
 	ForceWebsocketDERP bool
+	// PlainHTTPDERP reaches DERP servers over plain HTTP on their DERPPort
+	// instead of TLS (upstream ignores the fork's per-node ForceHTTP; this
+	// is its TS_DEBUG_USE_DERP_HTTP). For a dev primary on http://. It also
+	// turns https:// DERP mesh clients in the process to plain HTTP.
+	// Process-wide (see the package comment).
+	PlainHTTPDERP bool
 	// LoopbackOnly advertises 127.0.0.1:<UDP port> as the only endpoint and
 	// omits interface addresses, so that tests send nothing off loopback.
 	// Process-wide (see the package comment).
@@ -157,7 +164,10 @@ func New(opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := acquireKnobs(knobs{derpOnly: opts.DERPOnly, wsDERP: opts.ForceWebsocketDERP, loopbackOnly: opts.LoopbackOnly}); err != nil {
+	if err := acquireKnobs(knobs{
+		derpOnly: opts.DERPOnly, wsDERP: opts.ForceWebsocketDERP,
+		loopbackOnly: opts.LoopbackOnly, plainDERP: opts.PlainHTTPDERP,
+	}); err != nil {
 		return nil, err
 	}
 	n := &Node{

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -265,4 +268,21 @@ func TestAgentAddr(t *testing.T) {
 	if got, want := AgentAddr(id), netip.MustParseAddr("fd7a:115c:a1e0:12d3:a456:4266:1417:4000"); got != want {
 		t.Fatalf("AgentAddr = %v, want %v", got, want)
 	}
+}
+
+func TestPlainHTTPDERP(t *testing.T) {
+	// A DERP server without TLS, as a dev primary on http:// serves it.
+	d := newTestDERP(t)
+	plain := httptest.NewServer(d.srv.Config.Handler)
+	t.Cleanup(plain.Close)
+	m := d.derpMap()
+	u, _ := url.Parse(plain.URL)
+	m.Regions[1].Nodes[0].DERPPort, _ = strconv.Atoi(u.Port())
+
+	agentID, proxyID := uuid.New(), uuid.New()
+	proxy := newTestNode(t, Options{DERPMap: m, DERPOnly: true, PlainHTTPDERP: true})
+	agent := newTestNode(t, Options{DERPMap: m, DERPOnly: true, PlainHTTPDERP: true, Address: AgentAddr(agentID)})
+	pair(t, proxy, proxyID, agent, agentID)
+	serveHTTP(t, agent, 8080, echoApp())
+	checkHTTPAndWebsocket(t, proxy, agent, agentID)
 }
