@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,9 @@ func TestBrowser(t *testing.T) {
 	}
 
 	ctx := startChromium(t, chrome, art, dev.port, dev.primaryPort)
+	navs := recordNavigations(t, ctx)
+	appPath := "/@alice/dev.main/apps/code/"
+	authRedirect := dashboard + "/api/v2/applications/auth-redirect"
 	shot := func(name string) {
 		t.Helper()
 		png, err := runIn(ctx, 10*time.Second, chromedp.CaptureScreenshot())
@@ -105,6 +109,11 @@ func TestBrowser(t *testing.T) {
 	if r := loc.Query().Get("redirect"); !strings.Contains(r, "/api/v2/applications/auth-redirect") {
 		t.Errorf("login page's redirect = %q, want the dashboard's auth-redirect (which hands the session to the app)", r)
 	}
+	checkHops(t, "anonymous subdomain app", navs.take(loc.String()), []string{
+		"GET " + appHost + "/ → 303",
+		"GET " + authRedirect + " → 303",
+		"GET " + dashboard + "/login",
+	})
 
 	// 2. Sign in with the credentials the summary printed; the hand-off
 	// ends on the app itself.
@@ -121,6 +130,12 @@ func TestBrowser(t *testing.T) {
 	if loc := location(t, ctx); loc.String() != dev.subdomainURL {
 		t.Errorf("after login the browser is at %s, want exactly %s (no smuggled key left in the URL)", loc, dev.subdomainURL)
 	}
+	checkHops(t, "sign in", navs.take(dev.subdomainURL), []string{
+		"POST " + dashboard + "/login → 303",
+		"GET " + authRedirect + " → 303",
+		"GET " + appHost + "/ +key → 303",
+		"GET " + appHost + "/",
+	})
 	page := demoPage(t, ctx)
 	if page.title != devagent.DemoAppTitle || page.heading != devagent.DemoAppTitle {
 		t.Errorf("subdomain app page: title %q, heading %q, want %q", page.title, page.heading, devagent.DemoAppTitle)
@@ -164,6 +179,17 @@ func TestBrowser(t *testing.T) {
 	if loc := location(t, ctx); loc.String() != dev.pathURL {
 		t.Errorf("the path app ended at %s, want exactly %s", loc, dev.pathURL)
 	}
+	// coderd's hand-off joins the app path "/" onto the base path, which
+	// drops the trailing slash: the key comes back to .../apps/code, and
+	// the slash is added by a 307 after the key is taken (as coderd does).
+	noSlash := strings.TrimSuffix(appPath, "/")
+	checkHops(t, "path app", navs.take(dev.pathURL), []string{
+		"GET " + accessHost + appPath + " → 303",
+		"GET " + authRedirect + " → 303",
+		"GET " + accessHost + noSlash + " +key → 303",
+		"GET " + accessHost + noSlash + " → 307",
+		"GET " + accessHost + appPath,
+	})
 	page = demoPage(t, ctx)
 	if page.title != devagent.DemoAppTitle || page.heading != devagent.DemoAppTitle {
 		t.Errorf("path app page: title %q, heading %q, want %q", page.title, page.heading, devagent.DemoAppTitle)
@@ -183,7 +209,7 @@ func TestBrowser(t *testing.T) {
 	}
 	if c := jar[tokens.SignedAppTokenCookie]; c == nil {
 		t.Errorf("no %s cookie for the path app; the browser has %s", tokens.SignedAppTokenCookie, names(jar))
-	} else if c.Domain != "proxy.localhost" || c.Path != "/@alice/dev.main/apps/code/" || !c.HTTPOnly {
+	} else if c.Domain != "proxy.localhost" || c.Path != appPath || !c.HTTPOnly {
 		t.Errorf("%s: domain %q path %q HttpOnly %v, want host-only on proxy.localhost, the app's base path and HttpOnly", tokens.SignedAppTokenCookie, c.Domain, c.Path, c.HTTPOnly)
 	}
 	if _, ok := jar[subCookie]; ok {
@@ -193,6 +219,94 @@ func TestBrowser(t *testing.T) {
 
 	// 4. Ctrl-C, with the browser still connected.
 	dev.interrupt(t)
+}
+
+// navLog records the top-level document requests of the tab, redirects
+// included, as the browser made them.
+type navLog struct {
+	mu   sync.Mutex
+	hops []navHop
+}
+
+type navHop struct {
+	method string
+	url    *url.URL
+	status int64 // of a redirect, 0 for the last hop
+}
+
+// recordNavigations subscribes to the tab's requests until the test ends.
+func recordNavigations(t *testing.T, ctx context.Context) *navLog {
+	t.Helper()
+	lctx, cancel := context.WithCancel(ctx)
+	events := chromedp.Events(lctx, network.RequestWillBeSent)
+	n := &navLog{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev, err := range events {
+			if err != nil {
+				return
+			}
+			if ev.Type != network.ResourceTypeDocument || ev.Request == nil {
+				continue
+			}
+			u, err := url.Parse(ev.Request.URL)
+			if err != nil {
+				continue
+			}
+			n.mu.Lock()
+			if k := len(n.hops); ev.RedirectResponse != nil && k > 0 {
+				n.hops[k-1].status = ev.RedirectResponse.Status
+			}
+			n.hops = append(n.hops, navHop{method: ev.Request.Method, url: u})
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return n
+}
+
+// take returns the hops recorded since the last take, once the last one is
+// final (the events arrive a moment after the page), each as
+// "METHOD host/path", with " +key" when it carries the smuggled
+// application_connect key and " → status" when it was redirected.
+func (n *navLog) take(final string) []string {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n.mu.Lock()
+		last := ""
+		if k := len(n.hops); k > 0 {
+			last = n.hops[k-1].url.String()
+		}
+		if last == final || time.Now().After(deadline) {
+			var out []string
+			for _, h := range n.hops {
+				hop := h.method + " " + h.url.Host + h.url.Path
+				if h.url.Query().Has(tokens.SmuggledAPIKeyQueryParam) {
+					hop += " +key"
+				}
+				if h.status != 0 {
+					hop += fmt.Sprintf(" → %d", h.status)
+				}
+				out = append(out, hop)
+			}
+			n.hops = nil
+			n.mu.Unlock()
+			return out
+		}
+		n.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func checkHops(t *testing.T, step string, got, want []string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: the browser went through\n  %s\nwant\n  %s", step, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
 }
 
 // runIn runs one action with a timeout; the browser lives on after it.
