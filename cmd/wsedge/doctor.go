@@ -82,6 +82,7 @@ func runDoctor(ctx context.Context, d doctorFlags, stdout io.Writer) error {
 	}
 	cfg := doctor.Config{
 		Primary:          client,
+		ProxyToken:       d.pf.proxyToken,
 		AccessURL:        d.af.accessURL,
 		WildcardHostname: d.af.wildcardHostname,
 		DERP:             d.derp,

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/envoyrun"
@@ -88,6 +90,13 @@ func checkTokenAndKeys(ctx context.Context, cfg Config) (tok, keys Result) {
 	}
 	appKeys, err := fetch(tokens.FeatureAppToken)
 	tok = tokenResult(err)
+	proxyID, wellFormed := tokenShape(cfg.ProxyToken)
+	switch {
+	case tok.Status == Pass && proxyID != "":
+		tok.Detail += " (proxy " + proxyID + ")"
+	case tok.Status == Fail && cfg.ProxyToken != "" && !wellFormed:
+		tok.Detail += "; the token should look like <proxy uuid>:<64-character secret>, as `coder wsproxy create` prints it"
+	}
 	if tok.Status != Pass {
 		return tok, Result{Name: CheckKeys, Status: Warn, Detail: "not checked: the proxy token check failed", Hint: "fix the proxy token first"}
 	}
@@ -121,6 +130,20 @@ func checkTokenAndKeys(ctx context.Context, cfg Config) (tok, keys Result) {
 			Hint:   "the primary creates and rotates these keys itself: check its logs, and that this host's clock is right (keys past deletes_at are unusable)"}
 	}
 	return tok, Result{Name: CheckKeys, Status: Pass, Detail: detail}
+}
+
+// tokenShape returns the proxy ID of a "<uuid>:<64-character secret>"
+// token and whether the token has that shape (coderd's rule).
+func tokenShape(token string) (proxyID string, ok bool) {
+	id, secret, found := strings.Cut(token, ":")
+	if !found {
+		return "", false
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return "", false
+	}
+	return u.String(), len(secret) == 64 && !strings.Contains(secret, ":")
 }
 
 func tokenResult(err error) Result {

@@ -144,3 +144,22 @@ func TestShortVersionAndLastLine(t *testing.T) {
 		t.Fatalf("lastLine = %q", l)
 	}
 }
+
+func TestTokenShape(t *testing.T) {
+	tests := []struct {
+		token, id string
+		ok        bool
+	}{
+		{"0e0f6f52-5f2a-4c2b-9c59-a11ce0000001:" + strings.Repeat("a", 64), "0e0f6f52-5f2a-4c2b-9c59-a11ce0000001", true},
+		{"0e0f6f52-5f2a-4c2b-9c59-a11ce0000001:short", "0e0f6f52-5f2a-4c2b-9c59-a11ce0000001", false},
+		{"not-a-uuid:" + strings.Repeat("a", 64), "", false},
+		{strings.Repeat("a", 64), "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		id, ok := tokenShape(tt.token)
+		if id != tt.id || ok != tt.ok {
+			t.Errorf("tokenShape(%q) = %q, %v; want %q, %v", tt.token, id, ok, tt.id, tt.ok)
+		}
+	}
+}

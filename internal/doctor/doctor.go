@@ -87,6 +87,9 @@ type Result struct {
 type Config struct {
 	// Primary is the client built from --primary-url and --proxy-token.
 	Primary *primary.Client
+	// ProxyToken is the token Primary sends; optional, used only to name
+	// the proxy and to explain a malformed token (it is never printed).
+	ProxyToken string
 	// AccessURL and WildcardHostname are the raw flag values (the doctor
 	// reports their problems instead of failing to start).
 	AccessURL        string

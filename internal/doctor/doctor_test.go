@@ -118,6 +118,7 @@ func TestAllChecksPassAgainstTheDevPrimary(t *testing.T) {
 	cfg.Envoy = envoyConfig(t)
 	wd, _ := os.Getwd()
 	cfg.EnvoySearchDirs = []string{wd}
+	cfg.ProxyToken = w.token
 	rs := doctor.Run(context.Background(), cfg)
 	want := []string{doctor.CheckPrimary, doctor.CheckToken, doctor.CheckKeys, doctor.CheckAccessURL, doctor.CheckWildcard, doctor.CheckEnvoy, doctor.CheckDERP, doctor.CheckEdge}
 	if len(rs) != len(want) {
@@ -134,6 +135,9 @@ func TestAllChecksPassAgainstTheDevPrimary(t *testing.T) {
 	m := byName(t, rs)
 	if !strings.Contains(m[doctor.CheckKeys].Detail, "workspace_apps_token: ") || !strings.Contains(m[doctor.CheckKeys].Detail, "workspace_apps_api_key: ") {
 		t.Errorf("keys detail %q does not name both features", m[doctor.CheckKeys].Detail)
+	}
+	if id, _, _ := strings.Cut(w.token, ":"); m[doctor.CheckToken].Detail != "accepted by the primary (proxy "+id+")" {
+		t.Errorf("token detail %q", m[doctor.CheckToken].Detail)
 	}
 	if !strings.Contains(m[doctor.CheckEnvoy].Detail, "valid for envoy 1.") {
 		t.Errorf("envoy detail %q", m[doctor.CheckEnvoy].Detail)
@@ -152,6 +156,7 @@ func TestWrongTokenFailsOnlyTheTokenCheckWithAHint(t *testing.T) {
 	id, _, _ := strings.Cut(w.token, ":")
 	cfg := w.config(t)
 	cfg.Primary = client(t, w.primaryURL, id+":"+strings.Repeat("0", 64))
+	cfg.ProxyToken = id + ":" + strings.Repeat("0", 64)
 	rs := doctor.Run(context.Background(), cfg)
 	m := byName(t, rs)
 	tok := m[doctor.CheckToken]
@@ -184,6 +189,19 @@ func TestWrongTokenFailsOnlyTheTokenCheckWithAHint(t *testing.T) {
 	_ = doctor.Print(&out, rs)
 	if !strings.Contains(out.String(), "✗ proxy token") || !strings.Contains(out.String(), "→ create a new one with `coder wsproxy regenerate-token") {
 		t.Errorf("printed:\n%s", out.String())
+	}
+}
+
+func TestMalformedTokenIsExplained(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t)
+	cfg.ProxyToken = "my-proxy-token"
+	cfg.Primary = client(t, w.primaryURL, cfg.ProxyToken)
+	cfg.DERP, cfg.CheckEdge = false, false
+	r := byName(t, doctor.Run(context.Background(), cfg))[doctor.CheckToken]
+	if r.Status != doctor.Fail || !strings.HasPrefix(r.Detail, "token rejected: Invalid external proxy token;") ||
+		!strings.Contains(r.Detail, "<proxy uuid>:<64-character secret>") || strings.Contains(r.Detail, "my-proxy-token") {
+		t.Fatalf("%s %q", r.Status, r.Detail)
 	}
 }
 
