@@ -49,7 +49,7 @@ func acquireKnobs(k knobs) error {
 		knobState.live++
 		return nil
 	}
-	setKnobs(k)
+	setKnobs(knobState.cur, k)
 	knobState.cur = k
 	knobState.live = 1
 	return nil
@@ -61,17 +61,24 @@ func releaseKnobs() {
 	defer knobState.mu.Unlock()
 	knobState.live--
 	if knobState.live == 0 && knobState.cur != (knobs{}) {
-		setKnobs(knobs{})
+		setKnobs(knobState.cur, knobs{})
 		knobState.cur = knobs{}
 	}
 }
 
-func setKnobs(k knobs) {
-	envknob.Setenv("TS_DEBUG_NEVER_DIRECT_UDP", boolEnv(k.derpOnly))
-	envknob.Setenv("TS_DEBUG_OMIT_LOCAL_ADDRS", boolEnv(k.loopbackOnly))
-	envknob.Setenv("TS_DEBUG_USE_DERP_HTTP", boolEnv(k.plainDERP))
+// setKnobs writes only the knobs that change: other users of tailscale in
+// the process (DERP mesh clients) read some of them without locking.
+func setKnobs(old, k knobs) {
+	set := func(name string, was, now bool) {
+		if was != now {
+			envknob.Setenv(name, boolEnv(now))
+		}
+	}
+	set("TS_DEBUG_NEVER_DIRECT_UDP", old.derpOnly, k.derpOnly)
+	set("TS_DEBUG_OMIT_LOCAL_ADDRS", old.loopbackOnly, k.loopbackOnly)
+	set("TS_DEBUG_USE_DERP_HTTP", old.plainDERP, k.plainDERP)
 	if websocketDERPCompiled {
-		envknob.Setenv("TS_DEBUG_DERP_WS_CLIENT", boolEnv(k.wsDERP))
+		set("TS_DEBUG_DERP_WS_CLIENT", old.wsDERP, k.wsDERP)
 	}
 }
 
