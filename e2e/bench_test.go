@@ -1,0 +1,544 @@
+package e2e
+
+// Whole-path benchmarks: browser → real Envoy → authz (+ext_proc) → dialer
+// → real WireGuard over DERP → dev agent, each figure next to a baseline
+// measured in the same run and interleaved with it, so that the noise of
+// a shared machine hits both: Envoy straight to a loopback copy of the
+// same app (a second, minimal Envoy), and for websockets the same client
+// straight to a loopback copy of the echo app.
+//
+// Metric names follow internal/benchreport's convention: a figure `m` and
+// its baseline `baseline-m` in the same benchmark.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
+
+	wsstack "github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/testutil"
+	"github.com/wsedge/wsedge/primary/devagent"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// appBytes is the response size of the whole-path HTTP figures.
+const appBytes = 1024
+
+// benchPath is a running whole deployment plus what a load generator
+// needs: a dialer that sends every public host to the edge, and the warm
+// token cookies for the demo's HTTP and websocket apps.
+type benchPath struct {
+	dev  *wsstack.Dev
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// codeCookie and echoCookie are `coder_signed_app_token=…` for the
+	// code (HTTP) and echo (websocket) subdomain apps.
+	codeCookie, echoCookie string
+}
+
+// startBenchPath is startFullPath for benchmarks and soaks: the same
+// deployment (stack.StartDev with the test hostnames), quieter logs, and
+// warm cookies obtained once with alice's session token.
+func startBenchPath(tb testing.TB) *benchPath {
+	tb.Helper()
+	lvl := slog.LevelError
+	if os.Getenv("E2E_LOG") == "debug" {
+		lvl = slog.LevelDebug
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+		DashboardURL:     &url.URL{Scheme: "http", Host: dashboardHost},
+		AccessURL:        &url.URL{Scheme: "http", Host: accessHost},
+		WildcardHostname: wildcardHost,
+		PrimaryListen:    netip.MustParseAddrPort("127.0.0.1:0"),
+		EdgeListen:       netip.MustParseAddrPort("127.0.0.1:0"),
+		EnvoyBinary:      testutil.EnvoyBinary(tb),
+		Dir:              tb.TempDir(),
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		DialTimeout:      5 * time.Second,
+	})
+	if err != nil {
+		tb.Fatalf("StartDev: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			tb.Errorf("dev.Close: %v", err)
+		}
+	})
+	bp := &benchPath{dev: dev}
+	edge := dev.EdgeAddr.String()
+	bp.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, edge)
+	}
+	bp.codeCookie = bp.warmCookie(tb, "http://"+codeHost+"/bytes?n=1")
+	bp.echoCookie = bp.warmCookie(tb, "http://"+echoHost+"/")
+	return bp
+}
+
+// warmCookie sends one request with alice's session token in the
+// Coder-Session-Token header, as a CLI would, and returns the signed app
+// token cookie authz sets on the answer.
+func (bp *benchPath) warmCookie(tb testing.TB, appURL string) string {
+	tb.Helper()
+	session, err := bp.dev.Primary.SessionToken("alice")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, appURL, nil)
+	req.Header.Set("Coder-Session-Token", session)
+	tr := &http.Transport{DialContext: bp.dial}
+	defer tr.CloseIdleConnections()
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		tb.Fatalf("GET %s with a session token: status %d", appURL, res.StatusCode)
+	}
+	for _, c := range res.Cookies() {
+		if c.Name == tokens.SignedAppTokenCookie {
+			return c.Name + "=" + c.Value
+		}
+	}
+	tb.Fatalf("GET %s: no %s cookie set (Set-Cookie %q)", appURL, tokens.SignedAppTokenCookie, res.Header.Values("Set-Cookie"))
+	return ""
+}
+
+// httpClient is a keep-alive client to the edge with room for conc
+// concurrent connections.
+func (bp *benchPath) httpClient(conc int) *http.Client {
+	return &http.Client{
+		Transport:     &http.Transport{DialContext: bp.dial, MaxIdleConnsPerHost: conc, MaxIdleConns: conc},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       30 * time.Second,
+	}
+}
+
+// directEdge is a second, minimal Envoy (one listener, the router, one
+// static cluster, no access log) in front of a loopback copy of the demo
+// app: the baseline of "Envoy straight to the app".
+type directEdge struct {
+	addr   string
+	client *http.Client
+	app    *httptest.Server
+}
+
+func startDirectEdge(tb testing.TB, conc int) *directEdge {
+	tb.Helper()
+	app := httptest.NewServer(devagent.DemoApp(slog.New(slog.DiscardHandler)))
+	tb.Cleanup(app.Close)
+	port := app.Listener.Addr().(*net.TCPAddr).Port
+	e := testutil.StartEnvoy(tb, []byte(fmt.Sprintf(directBootstrap, port)))
+	addr := e.ListenerAddr(tb, "direct").String()
+	return &directEdge{
+		addr: addr,
+		app:  app,
+		client: &http.Client{
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, network, addr)
+				},
+				MaxIdleConnsPerHost: conc, MaxIdleConns: conc,
+			},
+			Timeout: 30 * time.Second,
+		},
+	}
+}
+
+const directBootstrap = `
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+static_resources:
+  listeners:
+  - name: direct
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: direct
+          upgrade_configs: [{upgrade_type: websocket}]
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: app}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
+`
+
+// get1KiB fetches /bytes?n=1024 of the code app and checks every byte.
+func get1KiB(c *http.Client, host, cookie string) (time.Duration, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/bytes?n="+strconv.Itoa(appBytes), nil)
+	if err != nil {
+		return 0, err
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	start := time.Now()
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	took := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", req.URL, err)
+	}
+	if res.StatusCode != http.StatusOK || !bytes.Equal(body, devagent.PatternBytes(appBytes)) {
+		return 0, fmt.Errorf("GET %s: status %d, %d bytes (want 200 and the 1 KiB pattern): %.200q", req.URL, res.StatusCode, len(body), body)
+	}
+	return took, nil
+}
+
+// quantile is the q-quantile (0..1) of ds, sorted in place.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(float64(len(ds))*q))]
+}
+
+func µs(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// reportLatency reports p50, p99 and requests/s of one side; prefix is ""
+// for the figure and "baseline-" for its baseline. busy is the wall time
+// the side's requests took (their sum when sequential).
+func reportLatency(b *testing.B, prefix string, lat []time.Duration, busy time.Duration) {
+	b.ReportMetric(float64(len(lat))/busy.Seconds(), prefix+"req/s")
+	b.ReportMetric(µs(quantile(lat, 0.50)), prefix+"p50-µs")
+	b.ReportMetric(µs(quantile(lat, 0.99)), prefix+"p99-µs")
+}
+
+// BenchmarkWholePath1KiB is one client sending one request at a time: a
+// 1 KiB app response along the whole path with a warm token cookie (no
+// call to the primary), interleaved request by request with the same
+// response from Envoy straight to a loopback app. Reported per side:
+// p50, p99 and requests/s (1 / mean latency).
+func BenchmarkWholePath1KiB(b *testing.B) {
+	bp := startBenchPath(b)
+	whole := bp.httpClient(1)
+	direct := startDirectEdge(b, 1)
+	for range 20 { // connections, token caches, tunnel
+		if _, err := get1KiB(whole, codeHost, bp.codeCookie); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := get1KiB(direct.client, codeHost, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var wl, dl []time.Duration
+	var wsum, dsum time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		order := []bool{true, false}
+		if i%2 == 0 {
+			order = []bool{false, true}
+		}
+		for _, isWhole := range order {
+			if isWhole {
+				d, err := get1KiB(whole, codeHost, bp.codeCookie)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wl, wsum = append(wl, d), wsum+d
+			} else {
+				d, err := get1KiB(direct.client, codeHost, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				dl, dsum = append(dl, d), dsum+d
+			}
+		}
+	}
+	reportLatency(b, "", wl, wsum)
+	reportLatency(b, "baseline-", dl, dsum)
+}
+
+// wholePathConcurrency is the number of concurrent clients of the
+// throughput figure.
+const wholePathConcurrency = 8
+
+// BenchmarkWholePath1KiBConcurrent is wholePathConcurrency clients at
+// once: each iteration is a burst of 8 requests per client along the
+// whole path and a burst of the same size straight through Envoy to the
+// loopback app, in alternating order. Reported per side: requests/s
+// (requests / wall time of its bursts) and the p50 and p99 latency under
+// that load.
+func BenchmarkWholePath1KiBConcurrent(b *testing.B) {
+	bp := startBenchPath(b)
+	whole := bp.httpClient(wholePathConcurrency)
+	direct := startDirectEdge(b, wholePathConcurrency)
+	burst := func(c *http.Client, cookie string) ([]time.Duration, time.Duration) {
+		var mu sync.Mutex
+		var lat []time.Duration
+		var g errgroup.Group
+		start := time.Now()
+		for range wholePathConcurrency {
+			g.Go(func() error {
+				for range 8 {
+					d, err := get1KiB(c, codeHost, cookie)
+					if err != nil {
+						return err
+					}
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		return lat, time.Since(start)
+	}
+	burst(whole, bp.codeCookie) // warm both pools
+	burst(direct.client, "")
+	var wl, dl []time.Duration
+	var wbusy, dbusy time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range 2 {
+			if (i+k)%2 == 0 {
+				l, d := burst(whole, bp.codeCookie)
+				wl, wbusy = append(wl, l...), wbusy+d
+			} else {
+				l, d := burst(direct.client, "")
+				dl, dbusy = append(dl, l...), dbusy+d
+			}
+		}
+	}
+	reportLatency(b, "", wl, wbusy)
+	reportLatency(b, "baseline-", dl, dbusy)
+}
+
+// idleWebsockets is how many websockets the memory figure holds open.
+const idleWebsockets = 1000
+
+// heapAfterGC is the live heap of this process after two collections.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// wsSet is a set of open websocket sessions to one echo app.
+type wsSet struct {
+	conns []*websocket.Conn
+}
+
+// closeAll closes every session with a close handshake, 64 at a time
+// (each waits for the peer's close frame).
+func (s *wsSet) closeAll() {
+	var g errgroup.Group
+	g.SetLimit(64)
+	for _, c := range s.conns {
+		g.Go(func() error {
+			_ = c.Close(websocket.StatusNormalClosure, "")
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// openWebsockets opens n websockets to wsURL (with cookie, through dial)
+// 32 at a time, and checks that each echoes a message.
+func openWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(context.Context, string, string) (net.Conn, error)) (*wsSet, error) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial}}
+	h := http.Header{}
+	if cookie != "" {
+		h.Set("Cookie", cookie)
+	}
+	set := &wsSet{conns: make([]*websocket.Conn, n)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for i := range n {
+		g.Go(func() error {
+			c, res, err := websocket.Dial(gctx, wsURL, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h})
+			if err != nil {
+				status := 0
+				if res != nil {
+					status = res.StatusCode
+				}
+				return fmt.Errorf("websocket %d to %s: %w (status %d)", i, wsURL, err, status)
+			}
+			set.conns[i] = c
+			return echoOnce(gctx, c, fmt.Sprintf("hello %d", i))
+		})
+	}
+	err := g.Wait()
+	if err != nil {
+		for _, c := range set.conns {
+			if c != nil {
+				c.CloseNow()
+			}
+		}
+		return nil, err
+	}
+	return set, nil
+}
+
+// echoOnce sends msg and expects it back.
+func echoOnce(ctx context.Context, c *websocket.Conn, msg string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		return fmt.Errorf("websocket write: %w", err)
+	}
+	typ, got, err := c.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("websocket read: %w", err)
+	}
+	if typ != websocket.MessageText || string(got) != msg {
+		return fmt.Errorf("websocket echo: got %v %q, want %q", typ, got, msg)
+	}
+	return nil
+}
+
+// envoyAllocated is Envoy's own heap (tcmalloc's allocated bytes from the
+// admin /memory endpoint).
+func envoyAllocated(tb testing.TB, get func(context.Context, string) (string, int, error)) float64 {
+	tb.Helper()
+	body, status, err := get(context.Background(), "/memory")
+	if err != nil || status != http.StatusOK {
+		tb.Fatalf("envoy /memory: status %d, %v", status, err)
+	}
+	// {"allocated": "1234", ...}
+	_, rest, ok := strings.Cut(body, `"allocated":`)
+	if !ok {
+		tb.Fatalf("envoy /memory: no allocated field: %s", body)
+	}
+	rest = strings.TrimLeft(rest, ` "`)
+	end := strings.IndexAny(rest, `",}`)
+	v, err := strconv.ParseFloat(strings.TrimSpace(rest[:end]), 64)
+	if err != nil {
+		tb.Fatalf("envoy /memory: %v in %s", err, body)
+	}
+	return v
+}
+
+// BenchmarkWholePathIdleWebsocket opens 1,000 websockets to the echo app
+// along the whole path with a warm cookie, checks that each echoes a
+// message, and reports what an idle session costs. Everything but Envoy
+// runs in this process, so the Go heap delta (live heap after GC, before
+// and after opening) includes authz, the dialer, both ends of the tailnet
+// (the dialer's node and the dev agent's node), the echo app and the
+// client. The baseline is the same client opening 1,000 websockets
+// straight to a loopback copy of the echo app (client and app share, no
+// proxy), measured first in the same run; `proxy-B/session` is the
+// difference, the share of the dialer, both tailnet nodes and authz.
+// Envoy's own heap per session comes from its admin /memory. The loop
+// then measures one echo on an idle session of each set, interleaved.
+func BenchmarkWholePathIdleWebsocket(b *testing.B) {
+	bp := startBenchPath(b)
+	app := httptest.NewServer(devagent.WebsocketEchoApp(slog.New(slog.DiscardHandler)))
+	b.Cleanup(app.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	directDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	// A few sessions each way first, so that one-time costs (connection
+	// pools, the tunnel, token caches) are not counted per session.
+	for _, warm := range []func() (*wsSet, error){
+		func() (*wsSet, error) {
+			return openWebsockets(ctx, 4, "ws"+strings.TrimPrefix(app.URL, "http")+"/", "", directDial)
+		},
+		func() (*wsSet, error) { return openWebsockets(ctx, 4, "ws://"+echoHost+"/", bp.echoCookie, bp.dial) },
+	} {
+		s, err := warm()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.closeAll()
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	h0 := heapAfterGC()
+	direct, err := openWebsockets(ctx, idleWebsockets, "ws"+strings.TrimPrefix(app.URL, "http")+"/", "", directDial)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.closeAll()
+	h1 := heapAfterGC()
+	envoy0 := envoyAllocated(b, bp.dev.Envoy.AdminGet)
+	whole, err := openWebsockets(ctx, idleWebsockets, "ws://"+echoHost+"/", bp.echoCookie, bp.dial)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer whole.closeAll()
+	time.Sleep(500 * time.Millisecond) // let the agent side settle to idle
+	h2 := heapAfterGC()
+	envoy1 := envoyAllocated(b, bp.dev.Envoy.AdminGet)
+
+	perDirect := (float64(h1) - float64(h0)) / idleWebsockets
+	perWhole := (float64(h2) - float64(h1)) / idleWebsockets
+	b.Logf("Go heap: %d → %d (+1,000 direct) → %d (+1,000 whole path); Envoy allocated %.0f → %.0f", h0, h1, h2, envoy0, envoy1)
+
+	var wl, dl []time.Duration
+	i := 0
+	for b.Loop() {
+		for k := range 2 {
+			set, lat := whole, &wl
+			if (i+k)%2 == 1 {
+				set, lat = direct, &dl
+			}
+			start := time.Now()
+			if err := echoOnce(ctx, set.conns[i%idleWebsockets], "ping "+strconv.Itoa(i)); err != nil {
+				b.Fatal(err)
+			}
+			*lat = append(*lat, time.Since(start))
+		}
+		i++
+	}
+	b.ReportMetric(perWhole, "B/session")
+	b.ReportMetric(perDirect, "baseline-B/session")
+	b.ReportMetric(perWhole-perDirect, "proxy-B/session")
+	b.ReportMetric((envoy1-envoy0)/idleWebsockets, "envoy-B/session")
+	b.ReportMetric(µs(quantile(wl, 0.5)), "echo-p50-µs")
+	b.ReportMetric(µs(quantile(dl, 0.5)), "baseline-echo-p50-µs")
+	b.ReportMetric(µs(quantile(wl, 0.99)), "echo-p99-µs")
+	b.ReportMetric(µs(quantile(dl, 0.99)), "baseline-echo-p99-µs")
+}

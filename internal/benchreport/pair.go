@@ -1,0 +1,181 @@
+package main
+
+import (
+	"strings"
+)
+
+// Row is one line of the table: a figure and the baseline it is compared
+// with. BaseName is empty when the figure has no baseline.
+type Row struct {
+	Component string
+	Figure    string
+	Unit      string
+	Value     float64
+	BaseName  string
+	BaseValue float64
+}
+
+// Ratio is Value / BaseValue; ok is false without a usable baseline.
+func (r Row) Ratio() (float64, bool) {
+	if r.BaseName == "" || r.BaseValue == 0 {
+		return 0, false
+	}
+	return r.Value / r.BaseValue, true
+}
+
+// legacyBenchBaselines pairs benchmarks named before the convention
+// (keys and values are Result keys, "pkg.Name").
+var legacyBenchBaselines = map[string]string{
+	"dialer.ProxyGET":             "dialer.DirectGET",
+	"authz.CheckThroughput/authz": "authz.CheckThroughput/noop",
+	"extproc.Process/policy":      "extproc.Process/noop",
+}
+
+// legacyMetricBaselines pairs metrics within one benchmark named before
+// the convention: benchmark key → figure unit → baseline unit.
+var legacyMetricBaselines = map[string]map[string]string{
+	"authz.CheckWarmCookie": {
+		"authz-p50-µs": "noop-p50-µs",
+		"authz-p99-µs": "noop-p99-µs",
+	},
+	"e2e.ExtProcHop": {
+		"p50-extproc-µs":      "p50-no-extproc-µs",
+		"p50-noop-extproc-µs": "p50-no-extproc-µs",
+	},
+}
+
+// baselinePrefix marks the in-benchmark baseline of a metric.
+const baselinePrefix = "baseline-"
+
+// standardUnits are the figures the testing package reports for every
+// benchmark; they time or count a whole iteration.
+var standardUnits = map[string]bool{"ns/op": true, "B/op": true, "allocs/op": true, "MB/s": true}
+
+// derived reports metrics that are already a comparison (a ratio or a
+// percentage the benchmark computed); the table computes its own.
+func derived(unit string) bool {
+	return strings.HasSuffix(unit, "-ratio") || strings.HasSuffix(unit, "-%")
+}
+
+// isBaselineName reports a benchmark that is a baseline by its name.
+func isBaselineName(name string) bool {
+	top, sub, hasSub := strings.Cut(name, "/")
+	if strings.HasSuffix(top, "Baseline") {
+		return true
+	}
+	return hasSub && lastElem(sub) == "baseline"
+}
+
+func lastElem(name string) string {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}
+
+// benchBaseline finds the benchmark-level baseline of r among byKey.
+func benchBaseline(r Result, byKey map[string]Result) (Result, bool) {
+	if k, ok := legacyBenchBaselines[r.Key()]; ok {
+		b, ok := byKey[k]
+		return b, ok
+	}
+	if isBaselineName(r.Name) {
+		return Result{}, false
+	}
+	top, sub, hasSub := strings.Cut(r.Name, "/")
+	var candidates []string
+	if hasSub {
+		candidates = append(candidates, top+"Baseline/"+sub, top+"Baseline")
+		if i := strings.LastIndexByte(r.Name, '/'); i >= 0 {
+			candidates = append(candidates, r.Name[:i]+"/baseline")
+		}
+	} else {
+		candidates = append(candidates, top+"Baseline")
+	}
+	for _, c := range candidates {
+		if b, ok := byKey[r.Pkg+"."+c]; ok && c != r.Name {
+			return b, true
+		}
+	}
+	return Result{}, false
+}
+
+// Pair turns results into table rows by these rules, in this order:
+//
+//  1. In-benchmark pairs: a metric `baseline-<unit>` is the baseline of
+//     the metric `<unit>` of the same benchmark (plus the legacy pairs of
+//     legacyMetricBaselines). A benchmark with such pairs contributes
+//     those rows and its other custom metrics; its ns/op, B/op and
+//     allocs/op are left out, since an iteration times both sides.
+//  2. Baseline benchmarks: `BenchmarkXBaseline/sub`, else
+//     `BenchmarkXBaseline`, is the baseline of `BenchmarkX/sub`;
+//     `BenchmarkXBaseline` is that of `BenchmarkX`; a sub-benchmark named
+//     `baseline` is that of its siblings (plus legacyBenchBaselines).
+//     Every metric both report is paired.
+//  3. Whatever is left has no baseline and is still listed, so the table
+//     holds every figure. Baselines that served as one are not rows;
+//     derived metrics (`*-ratio`, `*-%`) are dropped.
+func Pair(rs []Result) []Row {
+	byKey := map[string]Result{}
+	for _, r := range rs {
+		byKey[r.Key()] = r
+	}
+	usedAsBaseline := map[string]bool{}
+	type pending struct {
+		r        Result
+		base     Result
+		hasBase  bool
+		inBench  map[string]string // unit → baseline unit
+		consumed map[string]bool   // baseline units used by inBench
+	}
+	var ps []pending
+	for _, r := range rs {
+		p := pending{r: r, inBench: map[string]string{}, consumed: map[string]bool{}}
+		legacy := legacyMetricBaselines[r.Key()]
+		for _, m := range r.Metrics {
+			if strings.HasPrefix(m.Unit, baselinePrefix) {
+				continue
+			}
+			bu, ok := legacy[m.Unit]
+			if !ok {
+				bu = baselinePrefix + m.Unit
+			}
+			if _, has := r.Metric(bu); has {
+				p.inBench[m.Unit] = bu
+				p.consumed[bu] = true
+			}
+		}
+		if b, ok := benchBaseline(r, byKey); ok {
+			p.base, p.hasBase = b, true
+			usedAsBaseline[b.Key()] = true
+		}
+		ps = append(ps, p)
+	}
+	var rows []Row
+	for _, p := range ps {
+		r := p.r
+		if usedAsBaseline[r.Key()] {
+			continue
+		}
+		for _, m := range r.Metrics {
+			if derived(m.Unit) || p.consumed[m.Unit] {
+				continue
+			}
+			row := Row{Component: r.Pkg, Figure: r.Name, Unit: m.Unit, Value: m.Value}
+			switch bu, ok := p.inBench[m.Unit]; {
+			case ok:
+				row.BaseName = r.Name + " " + bu
+				row.BaseValue, _ = r.Metric(bu)
+			case p.hasBase:
+				if v, ok := p.base.Metric(m.Unit); ok {
+					row.BaseName = p.base.Name
+					row.BaseValue = v
+				}
+			case len(p.inBench) > 0 && standardUnits[m.Unit]:
+				continue // rule 1: an iteration times both sides
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows
+}
