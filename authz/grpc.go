@@ -31,6 +31,9 @@ func (g *grpcServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	in := inputFromCheck(req)
 	d := g.svc.Check(ctx, in)
 	done(d.Outcome)
+	// One line per Check (debug), correlated with Envoy's access log and
+	// the dialer's lines by Envoy's x-request-id.
+	g.svc.log.Debug("check", "request_id", in.RequestID, "outcome", d.Outcome, "allow", d.Allow, "status", d.Status, "host", in.Host)
 	return checkResponse(d), nil
 }
 
