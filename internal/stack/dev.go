@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,12 @@ type DevConfig struct {
 	DialTimeout time.Duration
 	// AuthzRegisterer and DialerRegisterer receive the services' metrics.
 	AuthzRegisterer, DialerRegisterer prometheus.Registerer
+	// PrimaryListener, if set, is where the dev primary serves
+	// (PrimaryListen is then ignored); PrimaryMiddleware, if set, wraps
+	// its handler. Fault tests use them to take the primary away, slow it
+	// down or cut its connections.
+	PrimaryListener   net.Listener
+	PrimaryMiddleware func(http.Handler) http.Handler
 }
 
 // Dev is a running DevConfig.
@@ -87,6 +94,8 @@ type Dev struct {
 	mu       sync.Mutex
 	errs     []error
 	stop     []func()
+	// faults lets tests stop and start single services (devfaults.go).
+	faults devFaults
 }
 
 // StartDev starts everything and returns once a request has gone through
@@ -106,6 +115,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 	log := cfg.Logger
 	runCtx, cancel := context.WithCancel(context.Background())
 	d := &Dev{cancel: cancel, log: log}
+	d.faults.runCtx = runCtx
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -149,12 +159,18 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 	}
 	d.Primary = dev
 	d.onStop(func() { _ = dev.Close() })
-	pl, err := net.Listen("tcp", cfg.PrimaryListen.String())
-	if err != nil {
-		return nil, fmt.Errorf("dev primary: %w", err)
+	pl := cfg.PrimaryListener
+	if pl == nil {
+		if pl, err = net.Listen("tcp", cfg.PrimaryListen.String()); err != nil {
+			return nil, fmt.Errorf("dev primary: %w", err)
+		}
 	}
 	d.PrimaryAddr = netip.MustParseAddrPort(pl.Addr().String())
-	d.serveHTTP("dev primary", pl, dev.Handler())
+	var primaryHandler http.Handler = dev.Handler()
+	if cfg.PrimaryMiddleware != nil {
+		primaryHandler = cfg.PrimaryMiddleware(primaryHandler)
+	}
+	d.serveHTTP("dev primary", pl, primaryHandler)
 
 	client, err := primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: httpClient, Timeout: 10 * time.Second, Logger: log})
 	if err != nil {
@@ -195,23 +211,24 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 	}
 
 	progress("authz")
-	d.run("authz", func() error {
-		return ServeAuthz(runCtx, AuthzConfig{
+	d.faults.authz = &service{name: "authz", addr: azl.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
+		return ServeAuthz(ctx, AuthzConfig{
 			Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
-			Listener: azl, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
+			Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
 			Registerer: cfg.AuthzRegisterer,
 		})
-	})
+	}}
+	d.startService(d.faults.authz, azl)
 
 	progress("dialer and its tailnet node")
 	host, _ := os.Hostname()
-	d.run("dialer", func() error {
-		return ServeDialer(runCtx, DialerConfig{
+	d.faults.dialer = &service{name: "dialer", addr: dl.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
+		return ServeDialer(ctx, DialerConfig{
 			Primary: client, ProxyToken: dev.ProxyToken(),
 			AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Hostname: host, Version: buildinfo.Version(),
-			Listener: dl, Grace: 2 * time.Second, Logger: log.With("component", "dialer"),
+			Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "dialer"),
 			Tailnet:              TailnetConfig{LoopbackOnly: true, ExtraRootCAs: roots},
 			CoordinateHTTPClient: wsClient,
 			StatsFlushInterval:   cfg.StatsFlushInterval,
@@ -219,9 +236,12 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 			AuthzAddr:            azl.Addr().String(),
 			DialTimeout:          cfg.DialTimeout,
 		})
-	})
+	}}
+	d.startService(d.faults.dialer, dl)
 
 	progress("dev agents")
+	d.faults.startAgent = func(a devprimary.Agent) error { return d.startAgent(runCtx, cfg, a, roots, wsClient, log) }
+	d.faults.catalog = cfg.Catalog
 	for _, w := range cfg.Catalog.Workspaces {
 		for _, a := range w.Agents {
 			if !a.Connected {
@@ -356,7 +376,9 @@ func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent,
 		return err
 	}
 	d.onStop(func() { _ = n.Close() })
-	d.Agents = append(d.Agents, id)
+	if !slices.Contains(d.Agents, id) {
+		d.Agents = append(d.Agents, id)
+	}
 	actx, acancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	d.mu.Lock()
