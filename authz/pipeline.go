@@ -88,7 +88,9 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 		d := s.internalError(in, "Invalid app request: "+err.Error(), "invalid_request")
 		return tokens.SignedToken{}, "", &d
 	}
-	res, err := s.issuer.issue(ctx, IssueRequest{
+	ictx, cancel := beforeDeadline(ctx)
+	defer cancel()
+	res, err := s.issuer.issue(ictx, IssueRequest{
 		AppRequest:     t.req,
 		PathAppBaseURL: s.cfg.AccessURL.String(),
 		AppHostname:    s.cfg.WildcardHostname,
@@ -118,6 +120,25 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 		return tokens.SignedToken{}, "", &d
 	}
 	return tok, res.Token, nil
+}
+
+// answerMargin is how long before the caller's deadline (Envoy's
+// ext_authz timeout, carried as the gRPC deadline) authz stops waiting for
+// the primary, so that a slow primary gets the browser the 502 page
+// rather than Envoy's empty status_on_error answer. The issue call itself
+// goes on (single-flight, issueTimeout) for whoever asks next.
+const answerMargin = 250 * time.Millisecond
+
+func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	margin := answerMargin
+	if left := time.Until(dl); left/4 < margin {
+		margin = left / 4
+	}
+	return context.WithDeadline(ctx, dl.Add(-margin))
 }
 
 // allow forwards the request to the dialer with the verified token.

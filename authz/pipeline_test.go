@@ -552,3 +552,23 @@ func TestIssuedTokenIsReusedBriefly(t *testing.T) {
 		t.Fatalf("relayed and anonymous answers must not be reused: %d issue calls in all, want 8", got)
 	}
 }
+
+// TestSlowPrimaryAnswersBeforeTheCallerGivesUp: Envoy's ext_authz call
+// carries its timeout as the gRPC deadline; when the primary is slower
+// than that, the browser must still get the 502 page (not Envoy's empty
+// status_on_error answer), so the issue wait ends before the deadline.
+func TestSlowPrimaryAnswersBeforeTheCallerGivesUp(t *testing.T) {
+	f := newFixture(t, nil)
+	f.issuer.gate = make(chan struct{})
+	defer close(f.issuer.gate)
+	deadline := time.Now().Add(time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	d := f.svc.Check(ctx, request("code--main--dev--alice.apps.example.com", "/", "Accept", "text/html"))
+	if left := time.Until(deadline); left <= 0 {
+		t.Fatalf("Check answered %v after the caller's deadline", -left)
+	}
+	if d.Allow || d.Status != http.StatusBadGateway || !strings.Contains(d.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("got allow=%v status=%d, want the 502 page", d.Allow, d.Status)
+	}
+}
