@@ -1,0 +1,516 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	wsstack "github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/testutil"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// switchListener is the dev primary's listener under a test's control:
+// Down closes the socket (new connections are refused, as with a dead
+// process) and cuts every accepted connection (the coordination
+// websockets among them); Up listens on the same address again; Cut only
+// cuts the accepted connections.
+type switchListener struct {
+	addr   string
+	closed chan struct{}
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while down
+	upCh  chan struct{}
+	conns map[net.Conn]struct{}
+	once  sync.Once
+}
+
+func newSwitchListener(t *testing.T) *switchListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &switchListener{addr: ln.Addr().String(), closed: make(chan struct{}), ln: ln, upCh: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+}
+
+func (s *switchListener) Accept() (net.Conn, error) {
+	for {
+		s.mu.Lock()
+		ln, up := s.ln, s.upCh
+		s.mu.Unlock()
+		if ln == nil {
+			select {
+			case <-up:
+				continue
+			case <-s.closed:
+				return nil, net.ErrClosed
+			}
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			replaced := s.ln != ln
+			s.mu.Unlock()
+			select {
+			case <-s.closed:
+				return nil, err
+			default:
+			}
+			if replaced {
+				continue // taken down under us; wait for Up
+			}
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.ln != ln {
+			s.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		tc := &trackedConn{Conn: c, s: s}
+		s.conns[tc] = struct{}{}
+		s.mu.Unlock()
+		return tc, nil
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *switchListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// Cut closes every connection accepted so far.
+func (s *switchListener) Cut() {
+	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// Down refuses new connections and cuts the open ones.
+func (s *switchListener) Down(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	ln := s.ln
+	s.ln = nil
+	s.upCh = make(chan struct{})
+	s.mu.Unlock()
+	if ln == nil {
+		t.Fatal("the primary is already down")
+	}
+	_ = ln.Close()
+	s.Cut()
+}
+
+// Up listens on the same address again.
+func (s *switchListener) Up(t *testing.T) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the primary cannot listen on %s again: %v", s.addr, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	close(s.upCh)
+	s.mu.Unlock()
+}
+
+func (s *switchListener) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		return ln.Close()
+	}
+	return nil
+}
+
+func (s *switchListener) Addr() net.Addr {
+	a, _ := net.ResolveTCPAddr("tcp", s.addr)
+	return a
+}
+
+// slowIssue delays the primary's issue-signed-app-token answers by the
+// set duration (or until the caller gives up): a primary that is up but
+// overloaded.
+type slowIssue struct {
+	delay atomic.Int64
+	// held counts issue calls that were delayed.
+	held atomic.Int64
+}
+
+func (s *slowIssue) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := time.Duration(s.delay.Load()); d > 0 && strings.HasSuffix(r.URL.Path, "/issue-signed-app-token") {
+			s.held.Add(1)
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// faultPath is the whole dev deployment (as startFullPath) with the
+// primary behind a switchListener and a slowIssue.
+type faultPath struct {
+	*fullPath
+	primaryLn *switchListener
+	slow      *slowIssue
+	// dialerMetrics is the first dialer's registry.
+	dialerMetrics *prometheus.Registry
+}
+
+// metric is the value of an unlabelled series of the dialer (-1: absent).
+func (fp *faultPath) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := fp.dialerMetrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) != 1 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func startFaultPath(t *testing.T) *faultPath {
+	t.Helper()
+	lvl := slog.LevelError
+	if os.Getenv("E2E_LOG") == "debug" {
+		lvl = slog.LevelDebug
+	}
+	ln := newSwitchListener(t)
+	slow := &slowIssue{}
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
+		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
+		WildcardHostname:   wildcardHost,
+		PrimaryListener:    ln,
+		PrimaryMiddleware:  slow.wrap,
+		EdgeListen:         netip.MustParseAddrPort("127.0.0.1:0"),
+		EnvoyBinary:        testutil.EnvoyBinary(t),
+		Dir:                t.TempDir(),
+		Logger:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		StatsFlushInterval: 200 * time.Millisecond,
+		DialTimeout:        3 * time.Second,
+		DialerRegisterer:   reg,
+	})
+	if err != nil {
+		t.Fatalf("StartDev: %v", err)
+	}
+	t.Cleanup(func() {
+		// Whatever the test left broken, bring the primary back so the
+		// services can deregister and say goodbye.
+		slow.delay.Store(0)
+		ln.mu.Lock()
+		down := ln.ln == nil
+		ln.mu.Unlock()
+		if down {
+			ln.Up(t)
+		}
+		if err := dev.Close(); err != nil {
+			t.Errorf("dev.Close: %v", err)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(dev.Envoy.StdoutPath())
+			t.Logf("Envoy access log:\n%s", b)
+		}
+	})
+	fp := &fullPath{dev: dev}
+	fp.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		target := dev.EdgeAddr.String()
+		if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
+			target = dev.PrimaryAddr.String()
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, target)
+	}
+	fp.browser = fp.newBrowser(t)
+	return &faultPath{fullPath: fp, primaryLn: ln, slow: slow, dialerMetrics: reg}
+}
+
+// newBrowser is a browser with its own cookie jar (and connections).
+func (fp *fullPath) newBrowser(t *testing.T) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{DialContext: fp.dial}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
+}
+
+// plainClient follows no redirects and keeps no cookies.
+func (fp *fullPath) plainClient(t *testing.T) *http.Client {
+	t.Helper()
+	tr := &http.Transport{DialContext: fp.dial}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// newSession logs alice in on the dashboard and returns the new session
+// token (a session authz has never seen, so it must ask the primary).
+func (fp *fullPath) newSession(t *testing.T) string {
+	t.Helper()
+	res, err := fp.plainClient(t).PostForm("http://"+dashboardHost+"/login", url.Values{"username": {"alice"}, "password": {"alice"}, "redirect": {"/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	for _, c := range res.Cookies() {
+		if c.Name == tokens.SessionTokenCookie {
+			return c.Value
+		}
+	}
+	t.Fatalf("login: status %d, no %s cookie", res.StatusCode, tokens.SessionTokenCookie)
+	return ""
+}
+
+// answer is one response as the user sees it.
+type answer struct {
+	status int
+	ctype  string
+	body   string
+	took   time.Duration
+	err    error
+}
+
+func (a answer) String() string {
+	if a.err != nil {
+		return "error " + a.err.Error()
+	}
+	b := a.body
+	if len(b) > 300 {
+		b = b[:300] + "…"
+	}
+	return http.StatusText(a.status) + " (" + a.ctype + ") after " + a.took.Round(time.Millisecond).String() + ": " + b
+}
+
+// fetch sends a GET (HTML wanted, as a browser) and reads the answer.
+func fetch(c *http.Client, rawURL string, header http.Header) answer {
+	start := time.Now()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		return answer{err: err}
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return answer{err: err, took: time.Since(start)}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return answer{status: res.StatusCode, ctype: res.Header.Get("Content-Type"), body: string(b), took: time.Since(start), err: err}
+}
+
+// isEcho reports whether body is the demo app's echo of a request: the
+// proof that a request was allowed through to the agent.
+func isEcho(body string) bool {
+	return strings.Contains(body, `"x_forwarded_for"`) || strings.Contains(body, `"cookie_names"`)
+}
+
+// sessionApp is the path app URL a session-token request goes to.
+const sessionApp = "http://" + accessHost + "/@alice/dev.main/apps/code/echo"
+
+// withSession is the header of an API client that signs in with session.
+func withSession(session string) http.Header {
+	return http.Header{"Coder-Session-Token": {session}}
+}
+
+// waitFor polls cond every 100 ms until it holds or within passes, and
+// returns how long it took.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last string
+	for {
+		ok, s := cond()
+		if ok {
+			return time.Since(start)
+		}
+		last = s
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v (last: %s)", what, within, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// dialerReport reads the dialer's /healthz-report straight from its
+// listener.
+func (fp *fullPath) dialerReport(t *testing.T) (errs, warnings []string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+fp.dev.DialerAddr.String()+"/healthz-report", nil)
+	req.Host = accessHost
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return []string{err.Error()}, nil
+	}
+	defer res.Body.Close()
+	var report struct {
+		Errors   []string `json:"errors"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&report); err != nil {
+		return []string{"decode: " + err.Error()}, nil
+	}
+	return report.Errors, report.Warnings
+}
+
+// appSocket is an open websocket to the echo app through the whole path.
+type appSocket struct {
+	c *websocket.Conn
+}
+
+// openEchoSocket opens a websocket to the echo app with browser's cookies
+// (browser must have done the echo app's hand-off).
+func (fp *fullPath) openEchoSocket(ctx context.Context, t *testing.T, browser *http.Client) *appSocket {
+	t.Helper()
+	u, _ := url.Parse("http://" + echoHost + "/")
+	var cookies []string
+	for _, c := range browser.Jar.Cookies(u) {
+		cookies = append(cookies, c.Name+"="+c.Value)
+	}
+	c, res, err := websocket.Dial(ctx, "ws://"+echoHost+"/", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}},
+		HTTPHeader: http.Header{"Cookie": {strings.Join(cookies, "; ")}},
+	})
+	if err != nil {
+		status := 0
+		if res != nil {
+			status = res.StatusCode
+		}
+		t.Fatalf("echo websocket: %v (status %d)", err, status)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return &appSocket{c: c}
+}
+
+// echo sends msg and checks it comes back.
+func (s *appSocket) echo(ctx context.Context, msg string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		return err
+	}
+	_, b, err := s.c.Read(ctx)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(b, []byte(msg)) {
+		return errors.New("echo: got " + string(b))
+	}
+	return nil
+}
+
+// ptyToken asks the dashboard for a terminal token (as the Coder UI does).
+func (fp *fullPath) ptyToken(t *testing.T, agent uuid.UUID) (ptyURL, token string) {
+	t.Helper()
+	session, _ := fp.dev.Primary.SessionToken("alice")
+	ptyURL = "ws://" + accessHost + "/api/v2/workspaceagents/" + agent.String() + "/pty"
+	body, _ := json.Marshal(map[string]string{"url": ptyURL, "agentID": agent.String()})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+dashboardHost+"/api/v2/applications/reconnecting-pty-signed-token", bytes.NewReader(body))
+	req.Header.Set("Coder-Session-Token", session)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := fp.plainClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		SignedToken string `json:"signed_token"`
+	}
+	if err := json.Unmarshal([]byte(readAll(t, res)), &tok); err != nil || tok.SignedToken == "" {
+		t.Fatalf("reconnecting-pty-signed-token: status %d, %v", res.StatusCode, err)
+	}
+	return ptyURL, tok.SignedToken
+}
+
+// openTerminal opens the web terminal with reconnect ID id.
+func (fp *fullPath) openTerminal(ctx context.Context, ptyURL, token string, id uuid.UUID) (*websocket.Conn, error) {
+	q := url.Values{"reconnect": {id.String()}, "width": {"80"}, "height": {"24"}, tokens.SignedAppTokenQueryParam: {token}}
+	c, res, err := websocket.Dial(ctx, ptyURL+"?"+q.Encode(), &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}})
+	if err != nil {
+		if res != nil {
+			return nil, errors.New(err.Error() + " (status " + http.StatusText(res.StatusCode) + ")")
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// termInput is one keystroke batch in the terminal protocol.
+func termInput(s string) []byte {
+	b, _ := json.Marshal(map[string]string{"data": s})
+	return b
+}
+
+// readUntil reads terminal output until it contains want.
+func readUntil(ctx context.Context, c *websocket.Conn, want string) (string, error) {
+	var out strings.Builder
+	for !strings.Contains(out.String(), want) {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return out.String(), err
+		}
+		out.Write(b)
+	}
+	return out.String(), nil
+}
