@@ -231,12 +231,6 @@ func (n *Node) startEngine() error {
 		return fmt.Errorf("tsnode: start netstack: %w", err)
 	}
 
-	eng.SetPeerConfigFunc(n.peerAllowedIPs)
-	eng.SetPeerByIPPacketFunc(n.peerKeyForIP)
-	eng.SetPeerForIPFunc(n.peerForIP)
-	eng.SetStatusCallback(n.onEngineStatus)
-	n.ms.SetNetInfoCallback(n.onNetInfo)
-
 	prefix := netip.PrefixFrom(n.addr, n.addr.BitLen())
 	self := &tailcfg.Node{
 		ID:                tailcfg.NodeID(1),
@@ -250,6 +244,13 @@ func (n *Node) startEngine() error {
 		Hostinfo:          (&tailcfg.Hostinfo{Hostname: "wsedge-tsnode"}).View(),
 	}
 	n.self = self.View()
+	// Installed after n.self is set: the engine may call them at once.
+	eng.SetPeerConfigFunc(n.peerAllowedIPs)
+	eng.SetPeerByIPPacketFunc(n.peerKeyForIP)
+	eng.SetPeerForIPFunc(n.peerForIP)
+	eng.SetStatusCallback(n.onEngineStatus)
+	n.ms.SetNetInfoCallback(n.onNetInfo)
+
 	eng.SetSelfNode(n.self)
 	ns.UpdateNetstackIPs(&netmap.NetworkMap{SelfNode: n.self})
 	if err := eng.Reconfig(&wgcfg.Config{PrivateKey: n.priv, Addresses: []netip.Prefix{prefix}},

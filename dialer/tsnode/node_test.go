@@ -228,11 +228,30 @@ func TestListenRefusesUnservedPorts(t *testing.T) {
 	proxy, _, agentID := twoNodes(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	// Port 22 is not listened on by the agent: the connection is reset,
-	// never forwarded to the host's loopback.
-	if c, err := proxy.Dial(ctx, agentID, 22); err == nil {
+	// Something listens on the host's loopback at port P. Upstream netstack
+	// forwards flows it is not told to intercept to 127.0.0.1:<port>; the
+	// agent's port P must be reset instead.
+	host, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := host.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	port := uint16(host.Addr().(*net.TCPAddr).Port)
+	if c, err := proxy.Dial(ctx, agentID, port); err == nil {
 		c.Close()
-		t.Fatal("dial to an unserved port succeeded")
+		t.Fatalf("dial to unserved tailnet port %d succeeded", port)
+	}
+	select {
+	case <-accepted:
+		t.Fatal("a tailnet flow reached the host's loopback listener")
+	case <-time.After(200 * time.Millisecond):
 	}
 	c, err := proxy.Dial(ctx, agentID, 8080)
 	if err != nil {
