@@ -32,7 +32,7 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench run generate fuzz clean browser setup-browser
+.PHONY: setup build test lint bench soak run generate fuzz clean browser setup-browser
 
 ## setup: install Envoy and the Go tools into .tools/, and Chromium when it
 ## can (idempotent).
@@ -125,9 +125,21 @@ lint: setup
 	$(GO) vet -tags $(GOTAGS) ./...
 	$(STATICCHECK) -tags $(GOTAGS) ./...
 
-## bench: every Go benchmark of the project (the one-table report comes with issue 10).
+## bench: every Go benchmark of the project as one table — each figure, its
+## same-run baseline and their ratio — also written with the machine
+## description to bench/results/latest.md (internal/benchreport).
 bench: setup build
-	$(GO) test -tags $(GOTAGS) -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./internal/benchreport -tags $(GOTAGS) -out bench/results/latest.md ./...
+
+## soak: load and soak through the whole path (e2e TestSoak*): sustained
+## warm-cookie rate, 1,000 websockets for SOAK_DURATION, a mixed soak for
+## SOAK_MIXED_DURATION; resources sampled, growth limits enforced; results
+## in bench/results/soak.md.
+SOAK_DURATION ?= 60s
+SOAK_MIXED_DURATION ?= 3m
+export SOAK_DURATION SOAK_MIXED_DURATION
+soak: setup
+	$(GO) run ./internal/benchreport -soak -tags $(GOTAGS) -out bench/results/soak.md ./e2e/
 
 ## run: the main job — `wsedge dev`: real Envoy, authz, dialer, a dev primary
 ## and a dev agent over a real WireGuard tailnet, on loopback. Ctrl-C stops

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	wsstack "github.com/wsedge/wsedge/internal/stack"
@@ -51,6 +52,8 @@ type benchPath struct {
 	// codeCookie and echoCookie are `coder_signed_app_token=…` for the
 	// code (HTTP) and echo (websocket) subdomain apps.
 	codeCookie, echoCookie string
+	// authzMetrics holds authz's Prometheus series (checks by outcome).
+	authzMetrics *prometheus.Registry
 }
 
 // startBenchPath is startFullPath for benchmarks and soaks: the same
@@ -64,7 +67,9 @@ func startBenchPath(tb testing.TB) *benchPath {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	reg := prometheus.NewRegistry()
 	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+		AuthzRegisterer:  reg,
 		DashboardURL:     &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:        &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname: wildcardHost,
@@ -83,7 +88,7 @@ func startBenchPath(tb testing.TB) *benchPath {
 			tb.Errorf("dev.Close: %v", err)
 		}
 	})
-	bp := &benchPath{dev: dev}
+	bp := &benchPath{dev: dev, authzMetrics: reg}
 	edge := dev.EdgeAddr.String()
 	bp.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, edge)
@@ -398,11 +403,13 @@ func openWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(
 		g.Go(func() error {
 			c, res, err := websocket.Dial(gctx, wsURL, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h})
 			if err != nil {
-				status := 0
+				status, detail := 0, ""
 				if res != nil {
 					status = res.StatusCode
+					b, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+					detail = fmt.Sprintf(" (server %q, body %q)", res.Header.Get("Server"), b)
 				}
-				return fmt.Errorf("websocket %d to %s: %w (status %d)", i, wsURL, err, status)
+				return fmt.Errorf("websocket %d: status %d: %w%s", i, status, err, detail)
 			}
 			set.conns[i] = c
 			return echoOnce(gctx, c, fmt.Sprintf("hello %d", i))

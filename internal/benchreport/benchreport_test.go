@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/wsedge/wsedge/internal/benchreport/soakresult"
 )
 
 // events builds a `go test -json` stream: each item is package, test,
@@ -140,6 +143,10 @@ func TestPair(t *testing.T) {
 		res("dialer", "ProxyGET", 300.0, "ns/op"),
 		res("dialer", "DirectGET", 100.0, "ns/op"),
 		res("authz", "CheckWarmCookie", 9.0, "ns/op", 120.0, "authz-p50-µs", 100.0, "noop-p50-µs", 1.2, "p99-ratio"),
+		// One baseline serving two figures.
+		res("dialer/tsnode", "TailnetDERP/BulkDownload", 40.0, "MB/s"),
+		res("dialer/tsnode", "TailnetDirectUDP/BulkDownload", 80.0, "MB/s"),
+		res("dialer/tsnode", "LoopbackTCP/BulkDownload", 800.0, "MB/s"),
 		// Rule 3: no baseline at all, still listed.
 		res("dialer/coordinate", "TunnelReady", 7e5, "ns/op"),
 		res("e2e", "WholePathIdleWebsocket", 120000.0, "B/session", 25000.0, "baseline-B/session", 95000.0, "proxy-B/session"),
@@ -166,6 +173,8 @@ func TestPair(t *testing.T) {
 	check("dialer ProxyGET ns/op", "DirectGET", 300, 100)
 	check("authz CheckWarmCookie authz-p50-µs", "CheckWarmCookie noop-p50-µs", 120, 100)
 	check("dialer/coordinate TunnelReady ns/op", "", 7e5, 0)
+	check("dialer/tsnode TailnetDERP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 40, 800)
+	check("dialer/tsnode TailnetDirectUDP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 80, 800)
 	check("e2e WholePathIdleWebsocket B/session", "WholePathIdleWebsocket baseline-B/session", 120000, 25000)
 	check("e2e WholePathIdleWebsocket proxy-B/session", "", 95000, 0)
 	// An unused baseline is still a figure.
@@ -173,14 +182,14 @@ func TestPair(t *testing.T) {
 	for _, gone := range []string{
 		"e2e WholePath1KiB ns/op", "e2e WholePath1KiB p99-ratio", "e2e WholePath1KiB baseline-p50-µs",
 		"tokens VerifyTokenBaseline ns/op", "appurl ParsePathAppBaseline ns/op", "primary VerifyingKeyBaseline/hit ns/op",
-		"x Copy/baseline ns/op", "dialer DirectGET ns/op", "authz CheckWarmCookie noop-p50-µs", "authz CheckWarmCookie ns/op",
+		"x Copy/baseline ns/op", "dialer DirectGET ns/op", "dialer/tsnode LoopbackTCP/BulkDownload MB/s", "authz CheckWarmCookie noop-p50-µs", "authz CheckWarmCookie ns/op",
 	} {
 		if _, ok := m[gone]; ok {
 			t.Errorf("row %q should not be listed", gone)
 		}
 	}
-	if len(rows) != 15 {
-		t.Errorf("%d rows, want 15:\n%s", len(rows), Table(rows))
+	if len(rows) != 17 {
+		t.Errorf("%d rows, want 17:\n%s", len(rows), Table(rows))
 	}
 	if q, ok := m["tokens VerifyToken/cached B/op"].Ratio(); ok {
 		t.Errorf("ratio against a zero baseline: %v", q)
@@ -220,6 +229,32 @@ func TestFormatValue(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 0.01234: "0.0123", 2.5: "2.50", 153.65: "153.7", 12345.6: "12346", -3: "-3.00"} {
 		if got := formatValue(v); got != want {
 			t.Errorf("formatValue(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestSoakMarkdown(t *testing.T) {
+	r := soakresult.Result{
+		Name: "TestSoakWebsockets", Description: "1,000 sessions.", Duration: 61 * time.Second,
+		Counts: map[string]int64{"echoes while held": 6000}, Errors: map[string]int64{"echo: EOF": 2},
+		Samples: []soakresult.Sample{
+			{Label: "before", Goroutines: 100, HeapBytes: 64 << 20, FDs: 40, EnvoyFDs: 30, EnvoyHeapBytes: 8 << 20},
+			{At: 70 * time.Second, Label: "after", Goroutines: 180, HeapBytes: 64 << 20, FDs: 40, EnvoyFDs: 30, EnvoyHeapBytes: 8 << 20},
+		},
+		Limits: []soakresult.Limit{{Resource: "goroutines", Abs: 30}, {Resource: "heap_bytes", Abs: 8 << 20, Rel: 0.25}},
+	}
+	out := soakMarkdown(Machine{CPU: "AMD EPYC", Cores: 2}, []soakresult.Result{r}, nil)
+	for _, want := range []string{
+		"## TestSoakWebsockets — FAILED",
+		"- duration under load: 1m1s",
+		"- echoes while held: 6000",
+		"- unexpected errors: 2\n  - echo: EOF: 2",
+		"| goroutines | 100 | 180 | 80 | 30 | **over** |",
+		"| heap_bytes | 64.0 MiB | 64.0 MiB | 0.0 MiB | 24.0 MiB (8.0 MiB + 25%) | ok |",
+		"| 1m10s | after | 180 | 64.0 MiB | 40 | 30 | 8.0 MiB |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("soak report lacks %q:\n%s", want, out)
 		}
 	}
 }

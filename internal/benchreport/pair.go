@@ -29,6 +29,11 @@ var legacyBenchBaselines = map[string]string{
 	"dialer.ProxyGET":             "dialer.DirectGET",
 	"authz.CheckThroughput/authz": "authz.CheckThroughput/noop",
 	"extproc.Process/policy":      "extproc.Process/noop",
+	// The tailnet against plain loopback TCP to the same apps.
+	"dialer/tsnode.TailnetDERP/BulkDownload":            "dialer/tsnode.LoopbackTCP/BulkDownload",
+	"dialer/tsnode.TailnetDERP/WebsocketRoundTrip":      "dialer/tsnode.LoopbackTCP/WebsocketRoundTrip",
+	"dialer/tsnode.TailnetDirectUDP/BulkDownload":       "dialer/tsnode.LoopbackTCP/BulkDownload",
+	"dialer/tsnode.TailnetDirectUDP/WebsocketRoundTrip": "dialer/tsnode.LoopbackTCP/WebsocketRoundTrip",
 }
 
 // legacyMetricBaselines pairs metrics within one benchmark named before

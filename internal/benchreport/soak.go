@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,7 @@ func formatResource(resource string, v float64) string {
 	if strings.HasSuffix(resource, "bytes") {
 		return mib(v)
 	}
-	return formatValue(v)
+	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
 func soakMarkdown(m Machine, rs []soakresult.Result, testErr error) string {
@@ -97,7 +98,7 @@ func soakMarkdown(m Machine, rs []soakresult.Result, testErr error) string {
 		for _, k := range sortedKeys(r.Figures) {
 			fmt.Fprintf(&b, "- %s: %s\n", k, formatValue(r.Figures[k]))
 		}
-		b.WriteString("\n| resource | before | after | growth | limit | verdict |\n|---|---:|---:|---:|---:|---|\n")
+		b.WriteString("\n| resource | before | after | growth | growth limit | verdict |\n|---|---:|---:|---:|---:|---|\n")
 		for _, g := range r.Growths() {
 			v := "ok"
 			if !g.OK {
