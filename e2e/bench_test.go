@@ -78,7 +78,7 @@ func startBenchPath(tb testing.TB) *benchPath {
 		EnvoyBinary:      testutil.EnvoyBinary(tb),
 		Dir:              tb.TempDir(),
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
-		DialTimeout:      5 * time.Second,
+		// DialTimeout: the dialer's default (15 s), as deployed.
 	})
 	if err != nil {
 		tb.Fatalf("StartDev: %v", err)

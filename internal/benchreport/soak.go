@@ -71,7 +71,7 @@ func soakMarkdown(m Machine, rs []soakresult.Result, testErr error) string {
 	var b strings.Builder
 	b.WriteString("# wsedge soak results\n\n")
 	b.WriteString("Written by `make soak` (`go run ./internal/benchreport -soak`, running e2e's TestSoak* with WSEDGE_SOAK=1). ")
-	b.WriteString("The test process runs the dev primary, authz, the dialer and the dev agent (real Envoy is a separate process); resources are sampled in it and in Envoy. Growth is judged between the `before` sample (after warm-up, load stopped) and the `after` sample (load stopped, connections closed, settled), against limit = abs + rel × before.\n\n")
+	b.WriteString("The test process runs the dev primary, authz, the dialer and the dev agent (real Envoy is a separate process); resources are sampled in it and in Envoy. Growth is judged between the `before` sample (after warm-up, load stopped, settled) and the `after` sample (load stopped, connections closed, settled; where sessions churned, also 65 s past the `closed` sample, beyond the tailnet's 60 s TCP TIME-WAIT and a 30 s stats upload), against growth limit = abs + rel × before.\n\n")
 	b.WriteString("## Machine\n\n")
 	b.WriteString(m.Markdown())
 	if testErr != nil {

@@ -23,7 +23,8 @@ const OutDirEnv = "WSEDGE_SOAK_OUT"
 type Sample struct {
 	// At is the time since the soak's "before" sample.
 	At time.Duration `json:"at"`
-	// Label says when: "before", "load", "after".
+	// Label says when: "before", "load", "closed" (load stopped, not yet
+	// settled), "after".
 	Label      string `json:"label"`
 	Goroutines int    `json:"goroutines"`
 	// HeapBytes is the live Go heap (HeapAlloc) after a forced GC.
