@@ -39,7 +39,8 @@ type KeyCacheOptions struct {
 	// RetryInterval is how soon Run tries again after a failed refresh.
 	RetryInterval time.Duration
 	// MinRefetchInterval rate-limits the refetch an unknown kid causes,
-	// per feature, so a flood of bogus kids cannot hammer the primary.
+	// per feature, so a flood of bogus kids cannot hammer the primary (a
+	// refetch that found a newer key does not count: keys are rotating).
 	MinRefetchInterval time.Duration
 	// FetchTimeout bounds a refetch, which runs detached from the
 	// callers waiting for it.
@@ -178,6 +179,12 @@ func (k *KeyCache) refresh(ctx context.Context, f tokens.Feature) error {
 			m[key.Sequence] = key
 		}
 	}
+	// A fetch that found a newer key shows the primary is rotating, not
+	// that someone sends bogus kids: the next unknown kid may refetch at
+	// once (a second rotation soon after the first must not fail).
+	if maxSequence(m) > maxSequence(fk.keys) {
+		fk.lastRefetch = time.Time{}
+	}
 	fk.keys, fk.fetchStart, fk.lastSuccess, fk.lastError = m, start, k.opts.Now(), nil
 	k.log.Debug("crypto keys refreshed", slog.String("feature", string(f)), slog.Int("keys", len(m)))
 	return nil
@@ -257,6 +264,14 @@ func (k *KeyCache) refetch(ctx context.Context, f tokens.Feature) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func maxSequence(keys map[int32]tokens.Key) int32 {
+	var highest int32
+	for seq := range keys {
+		highest = max(highest, seq)
+	}
+	return highest
 }
 
 // parseKID reads a kid the way coderd writes it: the decimal sequence.

@@ -424,3 +424,40 @@ func TestKeyRotationThroughPrimary(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyCacheBackToBackRotations: the primary rotates twice within the
+// refetch rate limit (an emergency rotation after a scheduled one). A
+// refetch that found a newer key proves the kids are real, so it does not
+// hold back the next one: coderd's own proxy refetches on every unknown
+// sequence and would not fail either. Bogus kids stay rate-limited.
+func TestKeyCacheBackToBackRotations(t *testing.T) {
+	clk := newFakeClock(t0)
+	k1 := testKey(t, tokens.FeatureAppToken, 1, t0, time.Time{})
+	src := newKeyServer(k1)
+	kc := NewKeyCache(src, KeyCacheOptions{Now: clk.Now, MinRefetchInterval: 5 * time.Second})
+	ctx := context.Background()
+	if err := kc.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2 := testKey(t, tokens.FeatureAppToken, 2, t0, time.Time{})
+	k3 := testKey(t, tokens.FeatureAppToken, 3, t0, time.Time{})
+	src.set(k1, k2)
+	if k, err := kc.VerifyingKey(ctx, tokens.FeatureAppToken, "2"); err != nil || k.Sequence != 2 {
+		t.Fatalf("first rotation: %v", err)
+	}
+	clk.Advance(time.Second)
+	src.set(k1, k2, k3)
+	if k, err := kc.VerifyingKey(ctx, tokens.FeatureAppToken, "3"); err != nil || k.Sequence != 3 {
+		t.Fatalf("second rotation a second later: %v", err)
+	}
+	// The refetch for kid 3 was fruitful too, so one bogus kid costs one
+	// more fetch; after that bogus kids are rate-limited again.
+	for _, kid := range []string{"4", "5", "6", "7"} {
+		if _, err := kc.VerifyingKey(ctx, tokens.FeatureAppToken, kid); !errors.Is(err, tokens.ErrUnknownKey) {
+			t.Fatalf("bogus kid %s: %v", kid, err)
+		}
+	}
+	if n := src.count(tokens.FeatureAppToken); n != 4 {
+		t.Errorf("fetches = %d, want 4 (prime, two rotations, one bogus kid)", n)
+	}
+}
