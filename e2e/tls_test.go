@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -29,7 +30,32 @@ func TestSmokeTLS(t *testing.T) {
 	if !roots.AppendCertsFromPEM(pemBytes) {
 		t.Fatal("bad test certificate")
 	}
-	st := startStack(t, func(c *envoy.Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile }, &tls.Config{RootCAs: roots})
+	st := startStack(t, func(c *envoy.Config) {
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+		c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	}, &tls.Config{RootCAs: roots})
+
+	t.Run("plain HTTP is redirected to https and never checked or forwarded", func(t *testing.T) {
+		checks := st.az.count()
+		addr := st.proc.ListenerAddr(t, envoy.RedirectListenerName).String()
+		c := &http.Client{
+			Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		res, err := c.Get("http://code--main--dev--alice.apps.wsedge.test/a/b?c=d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != "https://code--main--dev--alice.apps.wsedge.test/a/b?c=d" {
+			t.Fatalf("status %d Location %q", res.StatusCode, res.Header.Get("Location"))
+		}
+		if st.az.count() != checks {
+			t.Errorf("a plain-HTTP request reached authz")
+		}
+	})
 
 	t.Run("HTTP/2 request is checked and forwarded", func(t *testing.T) {
 		resp, body := roundTrip(t, st.client, "GET", "https://code--main--dev--alice.apps.wsedge.test/index.html", http.Header{

@@ -33,10 +33,14 @@ func Bootstrap(c Config) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	listeners := []*listenerv3.Listener{l}
+	if c.RedirectListenAddr.IsValid() {
+		listeners = append(listeners, redirectListener(c))
+	}
 	return &bootstrapv3.Bootstrap{
 		Admin: admin(c),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Listeners: []*listenerv3.Listener{l},
+			Listeners: listeners,
 			Clusters:  []*clusterv3.Cluster{authzCluster(c), dialerCluster(c)},
 		},
 	}, nil

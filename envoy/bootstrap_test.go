@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -236,6 +237,10 @@ func TestEnvoyValidates(t *testing.T) {
 			c.AccessLogPath, c.XFFNumTrustedHops = filepath.Join(t.TempDir(), "access.json"), 1
 		},
 		"rate-limit": func(c *Config) { c.RateLimit.Requests = 10 },
+		"tls-with-http-redirect": func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+			c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:8081")
+		},
 		"rate-limit-no-wildcard": func(c *Config) {
 			c.RateLimit.Requests, c.RateLimit.Burst, c.RateLimit.Interval, c.WildcardHostname = 1, 3, 50*time.Millisecond, ""
 		},

@@ -33,6 +33,9 @@ type Config struct {
 	// ListenAddr is where the edge listener binds. Port 0 lets the kernel
 	// choose (tests read the bound port from the admin endpoint).
 	ListenAddr netip.AddrPort
+	// RedirectListenAddr, if valid, adds a plain-HTTP listener that
+	// redirects every request to HTTPS (only with TLS termination).
+	RedirectListenAddr netip.AddrPort
 	// TLSCertFile and TLSKeyFile are PEM files for TLS termination; both
 	// empty means plain HTTP (local runs).
 	TLSCertFile, TLSKeyFile string
@@ -135,6 +138,7 @@ func DefaultConfig() Config {
 // the defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.TextVar(&c.ListenAddr, "listen", c.ListenAddr, "`addr:port` of the edge listener (port 0: kernel-chosen)")
+	fs.TextVar(&c.RedirectListenAddr, "http-redirect-listen", c.RedirectListenAddr, "`addr:port` of a plain-HTTP listener that answers every request with a 301 to https (needs --tls-cert; empty: none)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "PEM certificate `file` for TLS termination (empty with -tls-key: plain HTTP)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", c.TLSKeyFile, "PEM private key `file` for TLS termination")
 	fs.StringVar(&c.AccessURLHost, "access-url-host", c.AccessURLHost, "`host[:port]` of the proxy's access URL")
@@ -168,6 +172,14 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return bad("tls-cert", "certificate and key must be given together")
+	}
+	if c.RedirectListenAddr.IsValid() {
+		if c.TLSCertFile == "" {
+			return bad("http-redirect-listen", "redirecting to https needs TLS termination (--tls-cert, --tls-key)")
+		}
+		if c.RedirectListenAddr == c.ListenAddr && c.ListenAddr.Port() != 0 {
+			return bad("http-redirect-listen", "must differ from --listen")
+		}
 	}
 	if _, _, err := splitHostPort(c.AccessURLHost); err != nil {
 		return bad("access-url-host", "%w", err)

@@ -18,6 +18,11 @@ func TestValidateRejects(t *testing.T) {
 		{"no listen", func(c *Config) { c.ListenAddr = netip.AddrPort{} }, "listen"},
 		{"cert without key", func(c *Config) { c.TLSCertFile = "/x.crt" }, "tls-cert"},
 		{"key without cert", func(c *Config) { c.TLSKeyFile = "/x.key" }, "tls-cert"},
+		{"http redirect without TLS", func(c *Config) { c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:80") }, "http-redirect-listen"},
+		{"http redirect on the edge address", func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile = "/x.crt", "/x.key"
+			c.RedirectListenAddr = c.ListenAddr
+		}, "http-redirect-listen"},
 		{"empty access host", func(c *Config) { c.AccessURLHost = "" }, "access-url-host"},
 		{"access URL not host", func(c *Config) { c.AccessURLHost = "https://proxy.example.com" }, "access-url-host"},
 		{"access host bad port", func(c *Config) { c.AccessURLHost = "proxy.example.com:99999" }, "access-url-host"},

@@ -139,10 +139,14 @@ func StartDev(ctx context.Context, cfg DevConfig) (_ *Dev, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("DERP relay: %w", err)
 	}
+	stunPort, err := d.startSTUN()
+	if err != nil {
+		return nil, fmt.Errorf("STUN: %w", err)
+	}
 	derpMap := func() *tailcfg.DERPMap {
 		return &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: {
 			RegionID: 1, RegionCode: "dev", RegionName: "wsedge dev",
-			Nodes: []*tailcfg.DERPNode{{Name: "1a", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", IPv6: "none", DERPPort: int(derpAddr.Port()), STUNPort: -1}},
+			Nodes: []*tailcfg.DERPNode{{Name: "1a", RegionID: 1, HostName: "127.0.0.1", IPv4: "127.0.0.1", IPv6: "none", DERPPort: int(derpAddr.Port()), STUNPort: stunPort}},
 		}}}
 	}
 
@@ -344,6 +348,17 @@ func (d *Dev) startDERP(log *slog.Logger) (*x509.CertPool, netip.AddrPort, error
 	}
 	d.serveHTTP("DERP relay", tls.NewListener(ln, tlsCfg), srv)
 	return roots, netip.MustParseAddrPort(ln.Addr().String()), nil
+}
+
+// startSTUN serves STUN on a loopback UDP port for the dev DERP region.
+func (d *Dev) startSTUN() (int, error) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	d.goRun(&d.servers, "STUN", func() error { return derp.ServeSTUN(pc) })
+	d.onStop(func() { _ = pc.Close() })
+	return pc.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
 func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent, roots *x509.CertPool, hc *http.Client, log *slog.Logger) error {

@@ -23,10 +23,10 @@ import (
 
 	"github.com/google/uuid"
 	"tailscale.com/derp/derpserver"
-	"tailscale.com/net/stun"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 
+	"github.com/wsedge/wsedge/derp"
 	"github.com/wsedge/wsedge/dialer/coordinate"
 	"github.com/wsedge/wsedge/dialer/tsnode"
 	"github.com/wsedge/wsedge/primary/devagent"
@@ -122,18 +122,7 @@ func ServeSTUN(t testing.TB) int {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			tx, err := stun.ParseBindingRequest(buf[:n])
-			if err != nil {
-				continue
-			}
-			_, _ = pc.WriteToUDPAddrPort(stun.Response(tx, from), from)
-		}
+		_ = derp.ServeSTUN(pc)
 	}()
 	t.Cleanup(func() {
 		pc.Close()
