@@ -228,7 +228,10 @@ func (fp *faultPath) metric(t *testing.T, name string) float64 {
 	return -1
 }
 
-func startFaultPath(t *testing.T) *faultPath {
+// startFaultPath starts it; with metrics the dialer reports to
+// faultPath.dialerMetrics (a dialer started again would find its
+// collectors taken, so tests that restart it go without).
+func startFaultPath(t *testing.T, metrics bool) *faultPath {
 	t.Helper()
 	lvl := slog.LevelError
 	if os.Getenv("E2E_LOG") == "debug" {
@@ -237,6 +240,10 @@ func startFaultPath(t *testing.T) *faultPath {
 	ln := newSwitchListener(t)
 	slow := &slowIssue{}
 	reg := prometheus.NewRegistry()
+	var dialerReg prometheus.Registerer
+	if metrics {
+		dialerReg = reg
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
@@ -251,7 +258,7 @@ func startFaultPath(t *testing.T) *faultPath {
 		Logger:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 		StatsFlushInterval: 200 * time.Millisecond,
 		DialTimeout:        3 * time.Second,
-		DialerRegisterer:   reg,
+		DialerRegisterer:   dialerReg,
 	})
 	if err != nil {
 		t.Fatalf("StartDev: %v", err)
@@ -335,10 +342,34 @@ func (a answer) String() string {
 		return "error " + a.err.Error()
 	}
 	b := a.body
+	if strings.HasPrefix(a.ctype, "text/html") {
+		b = pageText(b)
+	}
 	if len(b) > 300 {
 		b = b[:300] + "…"
 	}
 	return http.StatusText(a.status) + " (" + a.ctype + ") after " + a.took.Round(time.Millisecond).String() + ": " + b
+}
+
+// pageText is an HTML page's text, tags and style removed, spaces folded.
+func pageText(page string) string {
+	if i := strings.Index(page, "</style>"); i >= 0 {
+		page = page[i+len("</style>"):]
+	}
+	var out strings.Builder
+	in := false
+	for _, r := range page {
+		switch {
+		case r == '<':
+			in = true
+			out.WriteByte(' ')
+		case r == '>':
+			in = false
+		case !in:
+			out.WriteRune(r)
+		}
+	}
+	return strings.Join(strings.Fields(out.String()), " ")
 }
 
 // fetch sends a GET (HTML wanted, as a browser) and reads the answer.

@@ -71,7 +71,7 @@ func isBadGatewayPage(a answer) bool {
 // websocket; then its connections (the coordination streams among them)
 // cut while it stays up.
 func TestFaultPrimary(t *testing.T) {
-	fp := startFaultPath(t)
+	fp := startFaultPath(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

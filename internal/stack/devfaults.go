@@ -44,6 +44,9 @@ func (d *Dev) startService(s *service, ln net.Listener) {
 	s.mu.Unlock()
 	d.run(s.name, func() error {
 		defer close(done)
+		// A service that fails before serving must not leave the port
+		// accepting connections nobody answers (Envoy would wait on them).
+		defer ln.Close()
 		return s.serve(ctx, ln)
 	})
 }
