@@ -146,6 +146,7 @@ type directEdge struct {
 	addr   string
 	client *http.Client
 	app    *httptest.Server
+	envoy  *testutil.EnvoyProc
 }
 
 func startDirectEdge(tb testing.TB, conc int) *directEdge {
@@ -156,8 +157,9 @@ func startDirectEdge(tb testing.TB, conc int) *directEdge {
 	e := testutil.StartEnvoy(tb, []byte(fmt.Sprintf(directBootstrap, port)))
 	addr := e.ListenerAddr(tb, "direct").String()
 	return &directEdge{
-		addr: addr,
-		app:  app,
+		addr:  addr,
+		app:   app,
+		envoy: e,
 		client: &http.Client{
 			Transport: &http.Transport{
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -445,12 +447,12 @@ func echoOnce(ctx context.Context, c *websocket.Conn, msg string) error {
 }
 
 // envoyAllocated is Envoy's own heap (tcmalloc's allocated bytes from the
-// admin /memory endpoint).
-func envoyAllocated(tb testing.TB, get func(context.Context, string) (string, int, error)) float64 {
+// admin /memory endpoint, whose body get returns).
+func envoyAllocated(tb testing.TB, get func(path string) (string, error)) float64 {
 	tb.Helper()
-	body, status, err := get(context.Background(), "/memory")
-	if err != nil || status != http.StatusOK {
-		tb.Fatalf("envoy /memory: status %d, %v", status, err)
+	body, err := get("/memory")
+	if err != nil {
+		tb.Fatalf("envoy /memory: %v", err)
 	}
 	// {"allocated": "1234", ...}
 	_, rest, ok := strings.Cut(body, `"allocated":`)
@@ -466,34 +468,45 @@ func envoyAllocated(tb testing.TB, get func(context.Context, string) (string, in
 	return v
 }
 
+// devEnvoyAdmin reads the whole-path Envoy's admin endpoint.
+func (bp *benchPath) envoyAdmin(path string) (string, error) {
+	body, status, err := bp.dev.Envoy.AdminGet(context.Background(), path)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("status %d", status)
+	}
+	return body, err
+}
+
 // BenchmarkWholePathIdleWebsocket opens 1,000 websockets to the echo app
 // along the whole path with a warm cookie, checks that each echoes a
-// message, and reports what an idle session costs. Everything but Envoy
-// runs in this process, so the Go heap delta (live heap after GC, before
-// and after opening) includes authz, the dialer, both ends of the tailnet
-// (the dialer's node and the dev agent's node), the echo app and the
-// client. The baseline is the same client opening 1,000 websockets
-// straight to a loopback copy of the echo app (client and app share, no
-// proxy), measured first in the same run; `proxy-B/session` is the
-// difference, the share of the dialer, both tailnet nodes and authz.
-// Envoy's own heap per session comes from its admin /memory. The loop
+// message, and reports what an idle session costs, next to 1,000
+// websockets opened by the same client through the minimal Envoy
+// straight to a loopback copy of the echo app, measured first in the same
+// run. Everything but the two Envoys runs in this process, so the Go heap
+// delta (live heap after GC, before and after opening) of the whole path
+// includes authz, the dialer, both ends of the tailnet (the dialer's node
+// and the dev agent's node), the echo app and the client, while the
+// baseline's includes only the client and the app: `proxy-B/session` is
+// the difference, the share of the dialer, both tailnet nodes and authz,
+// reported against the baseline's per-session cost. Each Envoy's own heap
+// per session comes from its admin /memory (`envoy-B/session`, the edge
+// with ext_authz, ext_proc and access log vs the minimal one). The loop
 // then measures one echo on an idle session of each set, interleaved.
 func BenchmarkWholePathIdleWebsocket(b *testing.B) {
 	bp := startBenchPath(b)
-	app := httptest.NewServer(devagent.WebsocketEchoApp(slog.New(slog.DiscardHandler)))
-	b.Cleanup(app.Close)
+	direct := startDirectEdge(b, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	directDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	directDial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, direct.addr)
 	}
+	directURL, wholeURL := "ws://"+codeHost+"/ws", "ws://"+echoHost+"/"
+	directAdmin := func(path string) (string, error) { return direct.envoy.AdminGet(b, path), nil }
 	// A few sessions each way first, so that one-time costs (connection
 	// pools, the tunnel, token caches) are not counted per session.
 	for _, warm := range []func() (*wsSet, error){
-		func() (*wsSet, error) {
-			return openWebsockets(ctx, 4, "ws"+strings.TrimPrefix(app.URL, "http")+"/", "", directDial)
-		},
-		func() (*wsSet, error) { return openWebsockets(ctx, 4, "ws://"+echoHost+"/", bp.echoCookie, bp.dial) },
+		func() (*wsSet, error) { return openWebsockets(ctx, 4, directURL, "", directDial) },
+		func() (*wsSet, error) { return openWebsockets(ctx, 4, wholeURL, bp.echoCookie, bp.dial) },
 	} {
 		s, err := warm()
 		if err != nil {
@@ -503,26 +516,26 @@ func BenchmarkWholePathIdleWebsocket(b *testing.B) {
 	}
 	time.Sleep(500 * time.Millisecond)
 
-	h0 := heapAfterGC()
-	direct, err := openWebsockets(ctx, idleWebsockets, "ws"+strings.TrimPrefix(app.URL, "http")+"/", "", directDial)
+	h0, de0 := heapAfterGC(), envoyAllocated(b, directAdmin)
+	directSet, err := openWebsockets(ctx, idleWebsockets, directURL, "", directDial)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer direct.closeAll()
-	h1 := heapAfterGC()
-	envoy0 := envoyAllocated(b, bp.dev.Envoy.AdminGet)
-	whole, err := openWebsockets(ctx, idleWebsockets, "ws://"+echoHost+"/", bp.echoCookie, bp.dial)
+	defer directSet.closeAll()
+	time.Sleep(500 * time.Millisecond)
+	h1, de1 := heapAfterGC(), envoyAllocated(b, directAdmin)
+	we0 := envoyAllocated(b, bp.envoyAdmin)
+	whole, err := openWebsockets(ctx, idleWebsockets, wholeURL, bp.echoCookie, bp.dial)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer whole.closeAll()
 	time.Sleep(500 * time.Millisecond) // let the agent side settle to idle
-	h2 := heapAfterGC()
-	envoy1 := envoyAllocated(b, bp.dev.Envoy.AdminGet)
+	h2, we1 := heapAfterGC(), envoyAllocated(b, bp.envoyAdmin)
 
 	perDirect := (float64(h1) - float64(h0)) / idleWebsockets
 	perWhole := (float64(h2) - float64(h1)) / idleWebsockets
-	b.Logf("Go heap: %d → %d (+1,000 direct) → %d (+1,000 whole path); Envoy allocated %.0f → %.0f", h0, h1, h2, envoy0, envoy1)
+	b.Logf("Go heap: %d → %d (+1,000 direct) → %d (+1,000 whole path); edge Envoy allocated %.0f → %.0f; minimal Envoy %.0f → %.0f", h0, h1, h2, we0, we1, de0, de1)
 
 	var wl, dl []time.Duration
 	i := 0
@@ -530,7 +543,7 @@ func BenchmarkWholePathIdleWebsocket(b *testing.B) {
 		for k := range 2 {
 			set, lat := whole, &wl
 			if (i+k)%2 == 1 {
-				set, lat = direct, &dl
+				set, lat = directSet, &dl
 			}
 			start := time.Now()
 			if err := echoOnce(ctx, set.conns[i%idleWebsockets], "ping "+strconv.Itoa(i)); err != nil {
@@ -543,7 +556,9 @@ func BenchmarkWholePathIdleWebsocket(b *testing.B) {
 	b.ReportMetric(perWhole, "B/session")
 	b.ReportMetric(perDirect, "baseline-B/session")
 	b.ReportMetric(perWhole-perDirect, "proxy-B/session")
-	b.ReportMetric((envoy1-envoy0)/idleWebsockets, "envoy-B/session")
+	b.ReportMetric(perDirect, "baseline-proxy-B/session")
+	b.ReportMetric((we1-we0)/idleWebsockets, "envoy-B/session")
+	b.ReportMetric((de1-de0)/idleWebsockets, "baseline-envoy-B/session")
 	b.ReportMetric(µs(quantile(wl, 0.5)), "echo-p50-µs")
 	b.ReportMetric(µs(quantile(dl, 0.5)), "baseline-echo-p50-µs")
 	b.ReportMetric(µs(quantile(wl, 0.99)), "echo-p99-µs")

@@ -164,7 +164,7 @@ func (s *soak) sample(label string) soakresult.Sample {
 	}
 	if s.bp.dev.Envoy != nil {
 		sm.EnvoyFDs = countFDs(fmt.Sprintf("/proc/%d/fd", s.bp.dev.Envoy.Pid()))
-		sm.EnvoyHeapBytes = int64(envoyAllocated(s.t, s.bp.dev.Envoy.AdminGet))
+		sm.EnvoyHeapBytes = int64(envoyAllocated(s.t, s.bp.envoyAdmin))
 	}
 	s.res.Samples = append(s.res.Samples, sm)
 	s.t.Logf("soak: %-6s t=%-6s goroutines %d, heap %.1f MiB, fds %d, Envoy fds %d, Envoy heap %.1f MiB",

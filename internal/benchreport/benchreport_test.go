@@ -143,6 +143,7 @@ func TestPair(t *testing.T) {
 		res("dialer", "ProxyGET", 300.0, "ns/op"),
 		res("dialer", "DirectGET", 100.0, "ns/op"),
 		res("authz", "CheckWarmCookie", 9.0, "ns/op", 120.0, "authz-p50-µs", 100.0, "noop-p50-µs", 1.2, "p99-ratio"),
+		res("e2e", "ExtProcHop", 9.0, "ns/op", 930.0, "p50-extproc-µs", 680.0, "p50-no-extproc-µs", 250.0, "p50-added-µs", 36.0, "p50-added-%"),
 		// One baseline serving two figures.
 		res("dialer/tsnode", "TailnetDERP/BulkDownload", 40.0, "MB/s"),
 		res("dialer/tsnode", "TailnetDirectUDP/BulkDownload", 80.0, "MB/s"),
@@ -172,6 +173,7 @@ func TestPair(t *testing.T) {
 	check("x Copy/fast ns/op", "Copy/baseline", 2, 1)
 	check("dialer ProxyGET ns/op", "DirectGET", 300, 100)
 	check("authz CheckWarmCookie authz-p50-µs", "CheckWarmCookie noop-p50-µs", 120, 100)
+	check("e2e ExtProcHop p50-extproc-µs", "ExtProcHop p50-no-extproc-µs", 930, 680)
 	check("dialer/coordinate TunnelReady ns/op", "", 7e5, 0)
 	check("dialer/tsnode TailnetDERP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 40, 800)
 	check("dialer/tsnode TailnetDirectUDP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 80, 800)
@@ -183,13 +185,14 @@ func TestPair(t *testing.T) {
 		"e2e WholePath1KiB ns/op", "e2e WholePath1KiB p99-ratio", "e2e WholePath1KiB baseline-p50-µs",
 		"tokens VerifyTokenBaseline ns/op", "appurl ParsePathAppBaseline ns/op", "primary VerifyingKeyBaseline/hit ns/op",
 		"x Copy/baseline ns/op", "dialer DirectGET ns/op", "dialer/tsnode LoopbackTCP/BulkDownload MB/s", "authz CheckWarmCookie noop-p50-µs", "authz CheckWarmCookie ns/op",
+		"e2e ExtProcHop p50-added-µs", "e2e ExtProcHop p50-added-%", "e2e ExtProcHop p50-no-extproc-µs",
 	} {
 		if _, ok := m[gone]; ok {
 			t.Errorf("row %q should not be listed", gone)
 		}
 	}
-	if len(rows) != 17 {
-		t.Errorf("%d rows, want 17:\n%s", len(rows), Table(rows))
+	if len(rows) != 18 {
+		t.Errorf("%d rows, want 18:\n%s", len(rows), Table(rows))
 	}
 	if q, ok := m["tokens VerifyToken/cached B/op"].Ratio(); ok {
 		t.Errorf("ratio against a zero baseline: %v", q)
@@ -256,5 +259,26 @@ func TestSoakMarkdown(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("soak report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestProgressShowsResultsAndVerdicts(t *testing.T) {
+	in := events(t,
+		[3]string{mod + "/appurl", "BenchmarkX", "=== RUN   BenchmarkX\n"},
+		[3]string{mod + "/appurl", "BenchmarkX", "BenchmarkX-2   \t"},
+		[3]string{mod + "/appurl", "BenchmarkX", "  100\t  1630 ns/op\n"},
+		[3]string{mod + "/e2e", "TestSoakMixed", "    soak_test.go:333: soak: before t=0s goroutines 168\n"},
+		[3]string{mod + "/e2e", "TestSoakMixed", "    soak_test.go:40: chatter\n"},
+		[3]string{mod + "/e2e", "", "--- FAIL: TestSoakMixed (53.33s)\n"},
+		[3]string{mod + "/appurl", "", "ok  \tgithub.com/wsedge/wsedge/appurl\t0.015s\n"},
+	)
+	var out strings.Builder
+	progress(strings.NewReader(in), &out)
+	want := "BenchmarkX-2   \t  100\t  1630 ns/op\n" +
+		"    soak_test.go:333: soak: before t=0s goroutines 168\n" +
+		"--- FAIL: TestSoakMixed (53.33s)\n" +
+		"ok  \tgithub.com/wsedge/wsedge/appurl\t0.015s\n"
+	if out.String() != want {
+		t.Errorf("progress:\n%q\nwant:\n%q", out.String(), want)
 	}
 }

@@ -56,10 +56,11 @@ const baselinePrefix = "baseline-"
 // benchmark; they time or count a whole iteration.
 var standardUnits = map[string]bool{"ns/op": true, "B/op": true, "allocs/op": true, "MB/s": true}
 
-// derived reports metrics that are already a comparison (a ratio or a
-// percentage the benchmark computed); the table computes its own.
+// derived reports metrics that are already a comparison the benchmark
+// computed (a ratio, a percentage, an "added" difference); the table
+// computes its own.
 func derived(unit string) bool {
-	return strings.HasSuffix(unit, "-ratio") || strings.HasSuffix(unit, "-%")
+	return strings.HasSuffix(unit, "-ratio") || strings.HasSuffix(unit, "-%") || strings.Contains(unit, "-added-")
 }
 
 // isBaselineName reports a benchmark that is a baseline by its name.

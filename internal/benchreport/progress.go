@@ -49,7 +49,7 @@ func worthShowing(l string) bool {
 	case strings.HasPrefix(l, "Benchmark") && strings.Contains(l, "/op"),
 		strings.HasPrefix(l, "ok "), strings.HasPrefix(l, "FAIL"),
 		strings.HasPrefix(t, "--- FAIL"), strings.HasPrefix(t, "--- PASS: TestSoak"),
-		strings.HasPrefix(l, "panic:"), strings.HasPrefix(t, "soak:"):
+		strings.HasPrefix(l, "panic:"), strings.Contains(l, ": soak: "):
 		return true
 	}
 	return false
