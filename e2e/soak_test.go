@@ -78,16 +78,29 @@ type soak struct {
 	errs   map[string]int64
 	// lat collects latencies by figure name.
 	lat map[string][]time.Duration
+	// finished is set by finish.
+	finished bool
 }
 
 func newSoak(t *testing.T, bp *benchPath, description string) *soak {
-	return &soak{
+	s := &soak{
 		t: t, bp: bp,
 		res:    soakresult.Result{Name: t.Name(), Description: description, Limits: soakLimits, Figures: map[string]float64{}},
 		counts: map[string]*atomic.Int64{},
 		errs:   map[string]int64{},
 		lat:    map[string][]time.Duration{},
 	}
+	// A soak that stops early (t.Fatal) still leaves its record.
+	t.Cleanup(func() {
+		if s.finished {
+			return
+		}
+		s.mu.Lock()
+		s.errs["the soak stopped early (its failure is listed at the end)"]++
+		s.mu.Unlock()
+		s.write()
+	})
+	return s
 }
 
 func (s *soak) count(what string) {
@@ -228,13 +241,10 @@ func (s *soak) sampleEvery(ctx context.Context, interval time.Duration) *sync.Wa
 // finish judges the soak, logs its growths and writes its result.
 func (s *soak) finish(loadTime time.Duration) {
 	t := s.t
+	s.finished = true
 	s.res.Duration = loadTime
-	s.res.Counts = map[string]int64{}
+	s.collect()
 	s.mu.Lock()
-	for k, v := range s.counts {
-		s.res.Counts[k] = v.Load()
-	}
-	s.res.Errors = s.errs
 	for fig, ds := range s.lat {
 		s.res.Figures[fig+" p50 µs"] = µs(quantile(ds, 0.5))
 		s.res.Figures[fig+" p90 µs"] = µs(quantile(ds, 0.90))
@@ -262,10 +272,29 @@ func (s *soak) finish(loadTime time.Duration) {
 		}
 		t.Logf("soak: Envoy access log lines with 4xx/5xx (%d):\n%s", len(bad), strings.Join(bad[:min(len(bad), 20)], "\n"))
 	}
-	s.res.Passed = !t.Failed()
+	s.write()
+}
+
+// collect copies the counts and errors into the result.
+func (s *soak) collect() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.res.Counts = map[string]int64{}
+	for k, v := range s.counts {
+		s.res.Counts[k] = v.Load()
+	}
+	s.res.Errors = s.errs
+}
+
+// write stores the result where make soak collects it.
+func (s *soak) write() {
+	if !s.finished {
+		s.collect()
+	}
+	s.res.Passed = !s.t.Failed()
 	if dir := os.Getenv(soakresult.OutDirEnv); dir != "" {
 		if err := soakresult.Write(dir, s.res); err != nil {
-			t.Error(err)
+			s.t.Error(err)
 		}
 	}
 }

@@ -156,13 +156,22 @@ func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(Table(rows))
 	fmt.Fprintf(&b, "\n%d figures, %d without a baseline (—).\n", len(rows), Unpaired(rows))
-	if len(failures) > 0 {
-		b.WriteString("\n## Failures\n\n```\n")
-		for _, f := range failures {
-			b.WriteString(f + "\n")
-		}
-		b.WriteString("```\n")
+	b.WriteString(failuresMarkdown(failures))
+	return b.String()
+}
+
+// failuresMarkdown lists failed tests and packages with the last lines of
+// their output.
+func failuresMarkdown(failures []string) string {
+	if len(failures) == 0 {
+		return ""
 	}
+	var b strings.Builder
+	b.WriteString("\n## Failures\n\n```\n")
+	for _, f := range failures {
+		b.WriteString(f + "\n")
+	}
+	b.WriteString("```\n")
 	return b.String()
 }
 

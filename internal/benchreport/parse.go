@@ -106,9 +106,11 @@ func ParseJSON(r io.Reader, module string, procs int) (Run, error) {
 				text := s[:i]
 				st.buf.Reset()
 				st.buf.WriteString(s[i+1:])
-				st.tail = append(st.tail, text)
-				if len(st.tail) > 20 {
-					st.tail = st.tail[1:]
+				if keepInTail(text) {
+					st.tail = append(st.tail, text)
+					if len(st.tail) > 20 {
+						st.tail = st.tail[1:]
+					}
 				}
 				if res, ok := parseLine(text, &st.pending); ok {
 					res.Pkg = relPkg(ev.Package, module)
@@ -208,4 +210,10 @@ func Merge(rs []Result) []Result {
 		}
 	}
 	return out
+}
+
+// keepInTail leaves out of failure excerpts the lines that say nothing
+// about the failure: blank ones and upstream tailscale's std-log chatter.
+func keepInTail(line string) bool {
+	return strings.TrimSpace(line) != "" && !strings.Contains(line, "tlsdial: warning:") && !strings.HasPrefix(line, "=== ")
 }

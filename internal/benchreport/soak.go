@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,13 +36,17 @@ func runSoak(ctx context.Context, o options) error {
 	}
 	args = append(args, pkgs...)
 	fmt.Fprintf(os.Stderr, "benchreport: %s=1 %s %s\n", soakEnv, o.goBin, strings.Join(args, " "))
-	_, testErr := goTest(ctx, o.goBin, args, []string{soakEnv + "=1", soakresult.OutDirEnv + "=" + dir})
+	events, testErr := goTest(ctx, o.goBin, args, []string{soakEnv + "=1", soakresult.OutDirEnv + "=" + dir})
 	mach.LoadEnd = loadAvg()
 	results, err := soakresult.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	report := soakMarkdown(mach, results, testErr)
+	run, err := ParseJSON(bytes.NewReader(events), module, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return err
+	}
+	report := soakMarkdown(mach, results, testErr) + failuresMarkdown(run.Failures)
 	fmt.Print(report)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
