@@ -180,10 +180,20 @@ type slowIssue struct {
 	delay atomic.Int64
 	// held counts issue calls that were delayed.
 	held atomic.Int64
+	// refuseCoordination answers the proxy coordination endpoint with a
+	// 503 (a primary that is up but whose coordinator is not); refused
+	// counts those answers.
+	refuseCoordination atomic.Bool
+	refused            atomic.Int64
 }
 
 func (s *slowIssue) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.refuseCoordination.Load() && r.URL.Path == "/api/v2/workspaceproxies/me/coordinate" {
+			s.refused.Add(1)
+			http.Error(w, "coordinator unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		if d := time.Duration(s.delay.Load()); d > 0 && strings.HasSuffix(r.URL.Path, "/issue-signed-app-token") {
 			s.held.Add(1)
 			select {

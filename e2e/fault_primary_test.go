@@ -174,16 +174,27 @@ func TestFaultPrimary(t *testing.T) {
 		if sessions < 1 {
 			t.Fatalf("wsedge_coordinate_sessions_total = %v before the cut", sessions)
 		}
+		// The coordinator refuses for 3.5 s: the dialer retries with
+		// backoff (1 s doubling, ±20 %: attempts near 1 s and 3 s), not
+		// in a loop.
+		fp.slow.refuseCoordination.Store(true)
 		fp.primaryLn.Cut()
+		time.Sleep(3500 * time.Millisecond)
+		fp.slow.refuseCoordination.Store(false)
+		if n := fp.slow.refused.Load(); n < 1 || n > 4 {
+			t.Errorf("coordination attempts refused in 3.5 s: %d; want 1–4 (retries with backoff)", n)
+		} else {
+			t.Logf("coordination attempts refused in 3.5 s: %d", n)
+		}
 		// The dialer opens a new coordination stream and its report is
 		// clean again ...
-		took := waitFor(t, 20*time.Second, "the dialer reconnects to the coordinator", func() (bool, string) {
+		took := waitFor(t, 30*time.Second, "the dialer reconnects to the coordinator", func() (bool, string) {
 			now := fp.metric(t, "wsedge_coordinate_sessions_total")
 			errs, warns := fp.dialerReport(t)
 			return now > sessions && fp.metric(t, "wsedge_coordinate_connected") == 1 && len(errs)+len(warns) == 0,
 				fmt.Sprintf("sessions %v → %v; %s", sessions, now, strings.Join(append(errs, warns...), "; "))
 		})
-		t.Logf("coordination back %v after the cut", took.Round(time.Millisecond))
+		t.Logf("coordination back %v after the coordinator accepted again", took.Round(time.Millisecond))
 		// ... existing app connections never noticed ...
 		if err := ws.echo(ctx, "after the cut"); err != nil {
 			t.Errorf("open app websocket after the coordination cut: %v", err)
