@@ -398,6 +398,12 @@ func openWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(
 	if cookie != "" {
 		h.Set("Cookie", cookie)
 	}
+	return openWebsocketsWith(ctx, n, wsURL, hc, h)
+}
+
+// openWebsocketsWith is openWebsockets with a given client (a browser
+// with a cookie jar, say) and request headers.
+func openWebsocketsWith(ctx context.Context, n int, wsURL string, hc *http.Client, h http.Header) (*wsSet, error) {
 	set := &wsSet{conns: make([]*websocket.Conn, n)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)

@@ -16,7 +16,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -261,17 +264,6 @@ func (s *soak) finish(loadTime time.Duration) {
 			t.Errorf("soak: %s grew from %.0f to %.0f, over the limit of %.0f", g.Resource, g.Before, g.After, g.Allowed(g.Before))
 		}
 	}
-	if len(s.res.Errors) > 0 && s.bp.dev.Envoy != nil {
-		// Envoy's access log says who answered an error (response flags).
-		b, _ := os.ReadFile(s.bp.dev.Envoy.StdoutPath())
-		var bad []string
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "\" 5") || strings.Contains(l, "\" 4") {
-				bad = append(bad, l)
-			}
-		}
-		t.Logf("soak: Envoy access log lines with 4xx/5xx (%d):\n%s", len(bad), strings.Join(bad[:min(len(bad), 20)], "\n"))
-	}
 	s.write()
 }
 
@@ -297,6 +289,58 @@ func (s *soak) write() {
 			s.t.Error(err)
 		}
 	}
+}
+
+// browser is a client that behaves like a browser that went through the
+// login hand-off for the subdomain apps and for the path app: a cookie jar
+// holding the app session cookies, so that authz can refresh the one-minute
+// signed token when it expires, as it does for real users. The dashboard
+// host goes to the dev primary, every other host to Envoy.
+func (bp *benchPath) browser(t *testing.T, conc int) *http.Client {
+	t.Helper()
+	edge, dashboard := bp.dev.EdgeAddr.String(), bp.dev.PrimaryAddr.String()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{
+		Jar: jar,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				target := edge
+				if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
+					target = dashboard
+				}
+				return (&net.Dialer{}).DialContext(ctx, network, target)
+			},
+			MaxIdleConnsPerHost: conc, MaxIdleConns: 2 * conc,
+		},
+		Timeout: 30 * time.Second,
+	}
+	for _, appURL := range []string{"http://" + codeHost + "/bytes?n=1", "http://" + accessHost + "/@alice/dev.main/apps/code/bytes?n=1"} {
+		res, err := c.Get(appURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode == http.StatusOK && res.Request.URL.String() == appURL {
+			continue // the dashboard session made it a pure redirect chain
+		}
+		if res.Request.URL.Host != dashboardHost || res.Request.URL.Path != "/login" {
+			t.Fatalf("anonymous %s ended at %s (status %d), want the dashboard login", appURL, res.Request.URL, res.StatusCode)
+		}
+		form := url.Values{"username": {"alice"}, "password": {"alice"}, "redirect": {res.Request.URL.Query().Get("redirect")}}
+		res, err = c.PostForm("http://"+dashboardHost+"/login", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK || res.Request.URL.String() != appURL {
+			t.Fatalf("login for %s ended at %s with status %d", appURL, res.Request.URL, res.StatusCode)
+		}
+	}
+	return c
 }
 
 // authzChecks is authz's checks_total for outcome.
@@ -337,15 +381,15 @@ func TestSoakWarmCookieRate(t *testing.T) {
 		}
 	}
 	bp := startBenchPath(t)
-	s := newSoak(t, bp, fmt.Sprintf("1 KiB responses of the code app through Envoy → authz (warm token cookie) → dialer → tailnet → agent, open loop at %d requests/s with up to 32 in flight; every answer must be 200 with the exact bytes, and authz must decide every request from the cookie without asking the primary.", rate))
-	client := bp.httpClient(32)
+	s := newSoak(t, bp, fmt.Sprintf("1 KiB responses of the code app through Envoy → authz (warm token cookie) → dialer → tailnet → agent, open loop at %d requests/s with up to 32 in flight, from a browser that logged in (its cookie jar holds the app session cookie, so authz refreshes the signed token when it expires: Coder's tokens live one minute); every answer must be 200 with the exact bytes, and authz must decide at least 99%% of the requests from the token cookie, without asking the primary.", rate))
+	client := bp.browser(t, 32)
 	run := func(ctx context.Context, record bool) (sent, missed int64) {
 		jobs := make(chan struct{}, 32)
 		var wg sync.WaitGroup
 		for range 32 {
 			wg.Go(func() {
 				for range jobs {
-					d, err := get1KiB(client, codeHost, bp.codeCookie)
+					d, err := get1KiB(client, codeHost, "")
 					if !record {
 						continue
 					}
@@ -400,8 +444,8 @@ func TestSoakWarmCookieRate(t *testing.T) {
 	issued, cookie := bp.authzChecks(t, "allow_issued")-issued0, bp.authzChecks(t, "allow_cookie")-cookie0
 	s.res.Figures["authz allow_issued during the soak"] = issued
 	s.res.Figures["authz allow_cookie during the soak"] = cookie
-	if issued != 0 || cookie < float64(sent) {
-		t.Errorf("authz during the soak: %v issued, %v from the cookie, for %d requests sent (want 0 issued, all from the cookie)", issued, cookie, sent)
+	if issued > 0.01*(issued+cookie) || issued+cookie < float64(sent) {
+		t.Errorf("authz during the soak: %v issued, %v from the cookie, for %d requests sent (want at most 1%% issued: one refresh a minute)", issued, cookie, sent)
 	}
 	if missed > int64(rate) { // more than a second's worth
 		t.Errorf("the stack fell behind %d requests/s: %d of %d ticks missed", rate, missed, sent+missed)
@@ -423,7 +467,9 @@ func TestSoakWebsockets(t *testing.T) {
 	s := newSoak(t, bp, fmt.Sprintf("%d concurrent websocket sessions to the echo app through Envoy → authz → dialer → tailnet → agent, each echoing a message every 5–15 s and once more at the end, then closed.", idleWebsockets))
 	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
 	defer cancel()
-	warm, err := openWebsockets(ctx, 50, "ws://"+echoHost+"/", bp.echoCookie, bp.dial)
+	br := bp.browser(t, 1)
+	wsClient := &http.Client{Jar: br.Jar, Transport: br.Transport} // websocket.Dial wants no client timeout
+	warm, err := openWebsocketsWith(ctx, 50, "ws://"+echoHost+"/", wsClient, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +478,7 @@ func TestSoakWebsockets(t *testing.T) {
 	s.sample("before")
 
 	openStart := time.Now()
-	set, err := openWebsockets(ctx, idleWebsockets, "ws://"+echoHost+"/", bp.echoCookie, bp.dial)
+	set, err := openWebsocketsWith(ctx, idleWebsockets, "ws://"+echoHost+"/", wsClient, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,13 +539,14 @@ func TestSoakMixed(t *testing.T) {
 	soakEnabled(t)
 	dur := envDuration(t, "SOAK_MIXED_DURATION", 3*time.Minute)
 	bp := startBenchPath(t)
-	pathCookie := bp.warmCookie(t, "http://"+accessHost+"/@alice/dev.main/apps/code/bytes?n=1")
 	session, err := bp.dev.Primary.SessionToken("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSoak(t, bp, "A mix through the whole path: 4 clients of warm-cookie 1 KiB GETs (subdomain app), 1 of warm-cookie path-app GETs, 1 sending only the session token (authz issues a token) 5 times a second, 1 MiB downloads every 2 s, and 20 loops of websocket sessions (open, echo 1–5 messages over up to 2 s, close).")
-	client := bp.httpClient(16)
+	s := newSoak(t, bp, "A mix through the whole path, from a browser that logged in (cookie jar; authz refreshes the one-minute token): 4 clients of warm-cookie 1 KiB GETs (subdomain app), 1 of warm-cookie path-app GETs, 1 sending only the session token (authz issues a token) 5 times a second, 1 MiB downloads every 2 s, and 20 loops of websocket sessions (open, echo 1–5 messages over up to 2 s, close).")
+	client := bp.browser(t, 16)
+	wsClient := &http.Client{Jar: client.Jar, Transport: client.Transport} // websocket.Dial wants no client timeout
+	plain := bp.httpClient(2)
 	load := func(ctx context.Context, record bool) {
 		var wg sync.WaitGroup
 		ok := func(what string, d time.Duration, err error) {
@@ -530,25 +577,25 @@ func TestSoakMixed(t *testing.T) {
 		}
 		for range 4 {
 			paced(2*time.Millisecond, func() {
-				d, err := get1KiB(client, codeHost, bp.codeCookie)
+				d, err := get1KiB(client, codeHost, "")
 				ok("subdomain app 1 KiB GET", d, err)
 			})
 		}
 		paced(5*time.Millisecond, func() {
-			d, err := getPathApp(client, pathCookie, "")
+			d, err := getPathApp(client, "", "")
 			ok("path app 1 KiB GET", d, err)
 		})
 		paced(200*time.Millisecond, func() {
-			d, err := getPathApp(client, "", session)
+			d, err := getPathApp(plain, "", session)
 			ok("path app GET with only the session token", d, err)
 		})
 		paced(2*time.Second, func() {
-			err := get1MiB(client, bp.codeCookie)
+			err := get1MiB(client, "")
 			ok("1 MiB download", 0, err)
 		})
 		for i := range 20 {
 			paced(0, func() {
-				err := websocketVisit(ctx, bp, i, func(d time.Duration) {
+				err := websocketVisit(ctx, wsClient, i, func(d time.Duration) {
 					if record {
 						s.latency("websocket open (upgrade through the whole path)", d)
 					}
@@ -565,6 +612,7 @@ func TestSoakMixed(t *testing.T) {
 	load(warm, false)
 	cancel()
 	client.CloseIdleConnections()
+	plain.CloseIdleConnections()
 	settle()
 	s.sample("before")
 
@@ -576,6 +624,7 @@ func TestSoakMixed(t *testing.T) {
 	cancel()
 	sampling.Wait()
 	client.CloseIdleConnections()
+	plain.CloseIdleConnections()
 	settle()
 	s.afterTimeWait()
 	s.finish(took)
@@ -616,7 +665,9 @@ func get1MiB(c *http.Client, cookie string) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Cookie", cookie)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
 	res, err := c.Do(req)
 	if err != nil {
 		return err
@@ -635,9 +686,9 @@ func get1MiB(c *http.Client, cookie string) error {
 // websocketVisit opens a websocket to the echo app (telling opened how
 // long the upgrade and first echo took), echoes 1–5 messages spread over
 // up to 2 s, and closes it cleanly.
-func websocketVisit(ctx context.Context, bp *benchPath, i int, opened func(time.Duration)) error {
+func websocketVisit(ctx context.Context, hc *http.Client, i int, opened func(time.Duration)) error {
 	start := time.Now()
-	set, err := openWebsockets(ctx, 1, "ws://"+echoHost+"/", bp.echoCookie, bp.dial)
+	set, err := openWebsocketsWith(ctx, 1, "ws://"+echoHost+"/", hc, nil)
 	if err != nil {
 		return err
 	}
