@@ -194,6 +194,9 @@ func TestPair(t *testing.T) {
 	if len(rows) != 18 {
 		t.Errorf("%d rows, want 18:\n%s", len(rows), Table(rows))
 	}
+	if u, z := Unpaired(rows); u != 3 || z != 2 {
+		t.Errorf("Unpaired = %d, %d; want 3 without a baseline, 2 with a zero one", u, z)
+	}
 	if q, ok := m["tokens VerifyToken/cached B/op"].Ratio(); ok {
 		t.Errorf("ratio against a zero baseline: %v", q)
 	}

@@ -155,7 +155,8 @@ func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	}
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(Table(rows))
-	fmt.Fprintf(&b, "\n%d figures, %d without a baseline (—).\n", len(rows), Unpaired(rows))
+	unpaired, zeroBase := Unpaired(rows)
+	fmt.Fprintf(&b, "\n%d figures: %d without a baseline in their package (baseline —), %d whose baseline is 0 (ratio —).\n", len(rows), unpaired, zeroBase)
 	b.WriteString(failuresMarkdown(failures))
 	return b.String()
 }

@@ -44,13 +44,16 @@ func Table(rows []Row) string {
 	return b.String()
 }
 
-// Unpaired counts rows without a baseline.
-func Unpaired(rows []Row) int {
-	n := 0
+// Unpaired counts rows without a baseline (unpaired) and rows whose
+// baseline is zero, so that no ratio exists (zeroBase).
+func Unpaired(rows []Row) (unpaired, zeroBase int) {
 	for _, r := range rows {
-		if _, ok := r.Ratio(); !ok {
-			n++
+		switch {
+		case r.BaseName == "":
+			unpaired++
+		case r.BaseValue == 0:
+			zeroBase++
 		}
 	}
-	return n
+	return unpaired, zeroBase
 }
