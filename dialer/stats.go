@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -26,18 +27,7 @@ const (
 
 // StatsReport is one app usage session as the primary's app-stats
 // endpoint takes it.
-type StatsReport struct {
-	UserID           uuid.UUID           `json:"user_id"`
-	WorkspaceID      uuid.UUID           `json:"workspace_id"`
-	AgentID          uuid.UUID           `json:"agent_id"`
-	AccessMethod     appurl.AccessMethod `json:"access_method"`
-	SlugOrPort       string              `json:"slug_or_port"`
-	SessionID        uuid.UUID           `json:"session_id"`
-	SessionStartedAt time.Time           `json:"session_started_at"`
-	// SessionEndedAt is the zero time while a session is open.
-	SessionEndedAt time.Time `json:"session_ended_at"`
-	Requests       int       `json:"requests"`
-}
+type StatsReport = primary.StatsReport
 
 // StatsReporter uploads reports to the primary
 // (POST /api/v2/workspaceproxies/me/app-stats).

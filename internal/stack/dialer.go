@@ -224,7 +224,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		Router:             router,
 		Verifier:           &tokens.Verifier{Keys: keys},
 		Agents:             dialer.TailnetDialer{Tunnels: coord, Node: node},
-		Stats:              statsUploader{cfg.Primary},
+		Stats:              cfg.Primary, // uploads to app-stats itself
 		DERP:               derpHandler,
 		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),
 		DialTimeout:        cfg.DialTimeout,

@@ -107,14 +107,3 @@ func (m meshHealth) CheckHealth(context.Context) (errs, warnings []string) {
 	}
 	return nil, warnings
 }
-
-// statsUploader sends the dialer's app usage reports to the primary.
-type statsUploader struct{ client *primary.Client }
-
-func (s statsUploader) ReportAppStats(ctx context.Context, stats []dialer.StatsReport) error {
-	out := make([]primary.StatsReport, len(stats))
-	for i, r := range stats {
-		out[i] = primary.StatsReport(r)
-	}
-	return s.client.ReportAppStats(ctx, out)
-}

@@ -27,6 +27,7 @@ import (
 	"tailscale.com/types/key"
 
 	"github.com/wsedge/wsedge/derp"
+	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/dialer/coordinate"
 	"github.com/wsedge/wsedge/dialer/tsnode"
 	"github.com/wsedge/wsedge/primary/devagent"
@@ -312,31 +313,10 @@ func (p *Primary) StartProxy(t testing.TB, opts tsnode.Options) *Proxy {
 }
 
 // Dial opens the tunnel (add_tunnel, wait for the agent's readiness) and
-// dials port on the agent, as the dialer does. The tunnel reference is
-// released when the connection is closed.
+// dials port on the agent with the dialer's own TailnetDialer. The tunnel
+// reference is released when the connection is closed.
 func (px *Proxy) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
-	release, err := px.Client.EnsureTunnel(ctx, agentID)
-	if err != nil {
-		return nil, err
-	}
-	c, err := px.Node.Dial(ctx, agentID, port)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	return &releasingConn{Conn: c, release: release}, nil
-}
-
-type releasingConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *releasingConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+	return dialer.TailnetDialer{Tunnels: px.Client, Node: px.Node}.DialAgent(ctx, agentID, port)
 }
 
 // HTTPClient returns a client that reaches the agent's port whatever the
