@@ -4,12 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"os"
 	"time"
 
 	"github.com/wsedge/wsedge/internal/stack"
-	"github.com/wsedge/wsedge/primary"
 )
 
 func init() {
@@ -33,15 +30,7 @@ func init() {
 			af.register(fs)
 			lf.register(fs)
 			return func(ctx context.Context, _ []string) error {
-				log, err := lf.logger(os.Stderr)
-				if err != nil {
-					return err
-				}
-				primaryURL, err := pf.parse()
-				if err != nil {
-					return err
-				}
-				accessURL, err := af.parseAccessURL()
+				log, client, accessURL, err := openService(&lf, &pf, &af)
 				if err != nil {
 					return err
 				}
@@ -53,18 +42,8 @@ func init() {
 				if err != nil {
 					return fmt.Errorf("--trusted-proxies: %w", err)
 				}
-				client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log})
+				ln, reg, stopMetrics, err := listenWithMetrics(*listen, *metricsAddr, log)
 				if err != nil {
-					return err
-				}
-				reg := newRegistry()
-				ln, err := net.Listen("tcp", *listen)
-				if err != nil {
-					return err
-				}
-				stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
-				if err != nil {
-					_ = ln.Close()
 					return err
 				}
 				defer stopMetrics()

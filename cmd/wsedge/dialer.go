@@ -4,14 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"time"
 
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/stack"
-	"github.com/wsedge/wsedge/primary"
 )
 
 func init() {
@@ -36,28 +34,21 @@ func init() {
 			af.registerHosts(fs)
 			lf.register(fs)
 			return func(ctx context.Context, _ []string) error {
-				log, err := lf.logger(os.Stderr)
-				if err != nil {
-					return err
-				}
-				primaryURL, err := pf.parse()
-				if err != nil {
-					return err
-				}
-				accessURL, err := af.parseAccessURL()
-				if err != nil {
-					return err
-				}
 				if *derpOnly && !*derpOn {
 					return fmt.Errorf("--derp-only needs --derp")
 				}
 				if *udpPort > 65535 {
 					return fmt.Errorf("--tailnet-udp-port %d is not a port", *udpPort)
 				}
-				ln, err := net.Listen("tcp", *listen)
+				log, client, accessURL, err := openService(&lf, &pf, &af)
 				if err != nil {
 					return err
 				}
+				ln, reg, stopMetrics, err := listenWithMetrics(*listen, *metricsAddr, log)
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
 				relayAddr := *relay
 				if relayAddr == "" {
 					relayAddr = "http://" + ln.Addr().String()
@@ -66,18 +57,6 @@ func init() {
 					_ = ln.Close()
 					return fmt.Errorf("--relay-address %q: want an http(s) URL", relayAddr)
 				}
-				client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log})
-				if err != nil {
-					_ = ln.Close()
-					return err
-				}
-				reg := newRegistry()
-				stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
-				if err != nil {
-					_ = ln.Close()
-					return err
-				}
-				defer stopMetrics()
 				host, _ := os.Hostname()
 				return stack.ServeDialer(ctx, stack.DialerConfig{
 					Primary:          client,

@@ -4,12 +4,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
+	"os"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -125,4 +131,42 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// openService is how authz and the dialer start: a logger from the log
+// flags, the primary client and the access URL.
+func openService(lf *logFlags, pf *primaryFlags, af *appFlags) (*slog.Logger, *primary.Client, *url.URL, error) {
+	log, err := lf.logger(os.Stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	primaryURL, err := pf.parse()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	accessURL, err := af.parseAccessURL()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return log, client, accessURL, nil
+}
+
+// listenWithMetrics opens the service's listener and starts /metrics on
+// metricsAddr ("" disables it); stop ends the metrics server.
+func listenWithMetrics(addr, metricsAddr string, log *slog.Logger) (ln net.Listener, reg *prometheus.Registry, stop func(), err error) {
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg = newRegistry()
+	stop, err = serveMetrics(metricsAddr, reg, log)
+	if err != nil {
+		_ = ln.Close()
+		return nil, nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	return ln, reg, stop, nil
 }
