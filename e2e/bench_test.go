@@ -414,8 +414,8 @@ func openWebsocketsWith(ctx context.Context, n int, wsURL string, hc *http.Clien
 				status, detail := 0, ""
 				if res != nil {
 					status = res.StatusCode
-					b, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-					detail = fmt.Sprintf(" (server %q, body %q)", res.Header.Get("Server"), b)
+					b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+					detail = fmt.Sprintf(" (server %q, body %q)", res.Header.Get("Server"), pageMessage(b))
 				}
 				return fmt.Errorf("websocket %d: status %d: %w%s", i, status, err, detail)
 			}
@@ -433,6 +433,18 @@ func openWebsocketsWith(ctx context.Context, n int, wsURL string, hc *http.Clien
 		return nil, err
 	}
 	return set, nil
+}
+
+// pageMessage is the message paragraph of an HTML error page (Coder's
+// and wsedge's pages put it in the first <p>), else the body.
+func pageMessage(b []byte) string {
+	s := string(b)
+	if _, after, ok := strings.Cut(s, "<p>"); ok {
+		if msg, _, ok := strings.Cut(after, "</p>"); ok {
+			return msg
+		}
+	}
+	return s
 }
 
 // echoOnce sends msg and expects it back.

@@ -76,6 +76,7 @@ func TestParseJSONSplitLinesAndStrayLogs(t *testing.T) {
 func TestParseJSONFailures(t *testing.T) {
 	in := events(t, [3]string{mod + "/e2e", "BenchmarkX", "    x_test.go:1: boom\n"}) +
 		`{"Action":"fail","Package":"` + mod + `/e2e","Test":"BenchmarkX"}` + "\n" +
+		`{"Action":"fail","Package":"` + mod + `/e2e"}` + "\n" +
 		"not json: go build noise\n"
 	run, err := ParseJSON(strings.NewReader(in), mod, 2)
 	if err != nil {

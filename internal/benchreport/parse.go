@@ -76,6 +76,8 @@ func ParseJSON(r io.Reader, module string, procs int) (Run, error) {
 		buf     strings.Builder
 		pending string
 		tail    []string
+		// testFailed: a test of the package failed (listed on its own).
+		testFailed bool
 	}
 	states := map[string]*pkgState{}
 	sc := bufio.NewScanner(r)
@@ -122,6 +124,9 @@ func ParseJSON(r io.Reader, module string, procs int) (Run, error) {
 			what := relPkg(ev.Package, module)
 			if ev.Test != "" {
 				what += " " + ev.Test
+				st.testFailed = true
+			} else if st.testFailed {
+				continue // its failed tests are listed already
 			}
 			run.Failures = append(run.Failures, what+" failed:\n    "+strings.Join(st.tail, "\n    "))
 		}
