@@ -31,11 +31,45 @@ func (n *Node) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Co
 	}
 	dst := netip.AddrPortFrom(AgentAddr(agentID), port)
 	n.primePath(ctx, agentID, dst.Addr())
-	c, err := n.ns.DialContextTCPWithBind(ctx, n.addr, dst)
+	c, err := n.dialTCP(ctx, dst)
 	if err != nil {
 		return nil, fmt.Errorf("tsnode: dial %s: %w", dst, err)
 	}
 	return c, nil
+}
+
+// A SYN whose 4-tuple is still in TIME-WAIT on the agent is dropped
+// silently by gVisor's netstack (TIME-WAIT is recycled only for listening
+// endpoints), and the agent is the side in TIME-WAIT whenever it closed
+// first — a websocket server does. netstack picks our ephemeral port, so
+// a handful of dials in a hundred can hit a port the agent still holds,
+// and TCP would retransmit that SYN for the whole dial timeout. A dial
+// whose handshake gets no answer is therefore abandoned after
+// synAttemptTimeout (doubling each time) and tried again from a new port.
+// The path is primed before the first attempt, so one round trip is all a
+// handshake needs.
+const synAttemptTimeout = 1500 * time.Millisecond
+
+// DialRetries is how many TCP handshakes were abandoned and retried from a
+// new port since the node started.
+func (n *Node) DialRetries() int64 { return n.dialRetries.Load() }
+
+func (n *Node) dialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	wait := synAttemptTimeout
+	for {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		c, err := n.ns.DialContextTCPWithBind(actx, n.addr, dst)
+		timedOut := actx.Err() != nil
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil || !timedOut {
+			return nil, err
+		}
+		n.dialRetries.Add(1)
+		wait *= 2
+	}
 }
 
 // Path priming: without a WireGuard session, the first handshake packet is

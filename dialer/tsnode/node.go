@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -101,20 +102,22 @@ type Node struct {
 	// taken before mu, never after.
 	cfgMu sync.Mutex
 
-	mu        sync.Mutex
-	closed    bool
-	closedCh  chan struct{}
-	peers     map[uuid.UUID]*peer
-	byKey     map[key.NodePublic]*peer
-	byAddr    map[netip.Addr]*peer
-	nextID    tailcfg.NodeID
-	changed   chan struct{} // closed and replaced whenever peers change
-	listeners map[uint16]*listener
-	derpMap   *tailcfg.DERPMap
-	netInfo   *tailcfg.NetInfo
-	endpoints []netip.AddrPort
-	published *NodeInfo // last value handed to callbacks
-	callbacks []func(NodeInfo)
+	mu       sync.Mutex
+	closed   bool
+	closedCh chan struct{}
+	peers    map[uuid.UUID]*peer
+	byKey    map[key.NodePublic]*peer
+	byAddr   map[netip.Addr]*peer
+	nextID   tailcfg.NodeID
+	changed  chan struct{} // closed and replaced whenever peers change
+	// dialRetries counts handshakes abandoned for a fresh port (dialTCP).
+	dialRetries atomic.Int64
+	listeners   map[uint16]*listener
+	derpMap     *tailcfg.DERPMap
+	netInfo     *tailcfg.NetInfo
+	endpoints   []netip.AddrPort
+	published   *NodeInfo // last value handed to callbacks
+	callbacks   []func(NodeInfo)
 
 	// notifyMu orders deliveries to callbacks.
 	notifyMu sync.Mutex
