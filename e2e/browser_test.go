@@ -217,7 +217,30 @@ func TestBrowser(t *testing.T) {
 	}
 	writeCookieList(t, ctx, filepath.Join(art, "cookies.json"), dev.subdomainURL, dev.pathURL, dev.loginURL)
 
-	// 4. Ctrl-C, with the browser still connected.
+	// 4. The metrics endpoints the summary printed, with the requests
+	// above counted.
+	for _, m := range []struct{ name, metric string }{
+		{"authz", "wsedge_authz_checks_total"},
+		{"dialer", "wsedge_dialer_requests_total"},
+		{"Envoy", "envoy_http_downstream_rq_total"},
+	} {
+		u := dev.metricsURLs[m.name]
+		if _, err := runIn(ctx, 15*time.Second, chromedp.Navigate(u)); err != nil {
+			t.Errorf("open %s metrics %s: %v", m.name, u, err)
+			continue
+		}
+		text, err := runIn(ctx, 5*time.Second, chromedp.TextContent(chromedp.CSS("body")))
+		if err != nil {
+			t.Errorf("%s metrics %s: %v", m.name, u, err)
+			continue
+		}
+		if !strings.Contains(text, m.metric) {
+			t.Errorf("%s metrics %s: no %s in\n%.500s", m.name, u, m.metric, text)
+		}
+	}
+	shot("04-envoy-metrics.png")
+
+	// 5. Ctrl-C, with the browser still connected.
 	dev.interrupt(t)
 }
 
@@ -485,7 +508,7 @@ func startChromium(t *testing.T, bin, art string, ports ...int) context.Context 
 		// *.localhost is loopback in Chromium anyway; the rules make it
 		// explicit and send every other name nowhere (no DNS, no Google
 		// services).
-		chromedp.Flag("host-resolver-rules", "MAP localhost 127.0.0.1, MAP *.localhost 127.0.0.1, MAP * ~NOTFOUND"),
+		chromedp.Flag("host-resolver-rules", "MAP localhost 127.0.0.1, MAP *.localhost 127.0.0.1, EXCLUDE 127.0.0.1, MAP * ~NOTFOUND"),
 		chromedp.Flag("no-proxy-server", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-domain-reliability", true),
@@ -534,6 +557,7 @@ type wsedgeDev struct {
 	port, primaryPort               int
 	dir                             string
 	loginURL, pathURL, subdomainURL string
+	metricsURLs                     map[string]string // authz, dialer, Envoy
 	user, password                  string
 	stdout, stderr                  *syncBuffer
 	exited                          chan struct{} // closed once Wait returned
@@ -623,10 +647,13 @@ func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error)
 		stderr:      &syncBuffer{},
 		exited:      make(chan struct{}),
 	}
+	// Fixed free ports for metrics too, so that the summary prints URLs
+	// that work.
 	d.cmd = exec.Command(bin, "dev",
 		"--port", strconv.Itoa(d.port), "--primary-port", strconv.Itoa(d.primaryPort),
 		"--dir", d.dir, "--envoy", envoy,
-		"--authz-metrics-listen", "127.0.0.1:0", "--dialer-metrics-listen", "127.0.0.1:0")
+		"--authz-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		"--dialer-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
 	// Its own process group, as a shell gives a foreground job: Ctrl-C
 	// reaches the whole group, and cleanup can kill all of it.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -694,10 +721,12 @@ func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error)
 			d.pathURL = f[2]
 		case len(f) >= 3 && f[0] == "Subdomain" && f[1] == "app":
 			d.subdomainURL = f[2]
+		case len(f) >= 7 && f[0] == "Metrics":
+			d.metricsURLs = map[string]string{f[1]: f[2], f[3]: f[4], f[5]: f[6]}
 		}
 	}
-	if d.loginURL == "" || d.pathURL == "" || d.subdomainURL == "" || d.user == "" {
-		return nil, fmt.Errorf("wsedge dev's summary lacks the login URL and credentials, the path app or the subdomain app:\n%s", d.stdout.String())
+	if d.loginURL == "" || d.pathURL == "" || d.subdomainURL == "" || d.user == "" || len(d.metricsURLs) != 3 {
+		return nil, fmt.Errorf("wsedge dev's summary lacks the login URL and credentials, the path app, the subdomain app or the metrics URLs:\n%s", d.stdout.String())
 	}
 	return d, nil
 }
