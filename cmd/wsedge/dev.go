@@ -137,12 +137,13 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 	}
 	authzReg, dialerReg := newRegistry(), newRegistry()
 	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg
-	stopA, err := serveMetrics(f.authzMetrics, authzReg, log)
+	var stopA, stopD func()
+	f.authzMetrics, stopA, err = serveMetrics(f.authzMetrics, authzReg, log)
 	if err != nil {
 		return fmt.Errorf("--authz-metrics-listen: %w", err)
 	}
 	defer stopA()
-	stopD, err := serveMetrics(f.dialerMetrics, dialerReg, log)
+	f.dialerMetrics, stopD, err = serveMetrics(f.dialerMetrics, dialerReg, log)
 	if err != nil {
 		return fmt.Errorf("--dialer-metrics-listen: %w", err)
 	}
@@ -203,7 +204,13 @@ func printDevSummary(w io.Writer, cfg stack.DevConfig, dev *stack.Dev, f devFlag
 		fmt.Fprintf(w, "                   token: curl -s -H 'Coder-Session-Token: %s' -d '{\"url\":\"%s\",\"agentID\":\"%s\"}' %s/api/v2/applications/reconnecting-pty-signed-token\n",
 			session, ptyURL, agentID, cfg.DashboardURL)
 	}
-	fmt.Fprintf(w, "  Metrics          authz http://%s/metrics  dialer http://%s/metrics  Envoy %s/stats/prometheus\n", f.authzMetrics, f.dialerMetrics, dev.Envoy.AdminURL)
+	metricsURL := func(addr string) string {
+		if addr == "" {
+			return "(off)"
+		}
+		return "http://" + addr + "/metrics"
+	}
+	fmt.Fprintf(w, "  Metrics          authz %s  dialer %s  Envoy %s/stats/prometheus\n", metricsURL(f.authzMetrics), metricsURL(f.dialerMetrics), dev.Envoy.AdminURL)
 	fmt.Fprintf(w, "  Logs             %s (wsedge.log, envoy.log, stdout.log = Envoy access log)\n\n", dir)
 	insecure := ""
 	if f.tls {

@@ -22,14 +22,15 @@ func newRegistry() *prometheus.Registry {
 }
 
 // serveMetrics serves /metrics on addr until stop is called; an empty addr
-// disables it. stop waits for the server to be gone.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+// disables it (bound is then ""). bound is the address actually listened
+// on (port 0 resolved). stop waits for the server to be gone.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (bound string, stop func(), err error) {
 	if addr == "" {
-		return func() {}, nil
+		return "", func() {}, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -41,10 +42,14 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop
 		}
 	})
 	log.Info("metrics listening", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return ln.Addr().String(), func() {
+		// Scrapes are short; a connection a browser opened ahead of use
+		// and never sent a request on would hold Shutdown for 5 s.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
+		if srv.Shutdown(ctx) != nil {
+			_ = srv.Close()
+		}
 		wg.Wait()
 	}, nil
 }

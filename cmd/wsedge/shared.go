@@ -163,7 +163,7 @@ func listenWithMetrics(addr, metricsAddr string, log *slog.Logger) (ln net.Liste
 		return nil, nil, nil, err
 	}
 	reg = newRegistry()
-	stop, err = serveMetrics(metricsAddr, reg, log)
+	_, stop, err = serveMetrics(metricsAddr, reg, log)
 	if err != nil {
 		_ = ln.Close()
 		return nil, nil, nil, fmt.Errorf("metrics: %w", err)
