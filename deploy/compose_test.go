@@ -323,7 +323,14 @@ func checkComposeEnvoy(t *testing.T, s composeService) envoyConfigFile {
 	if cfg.TLSCertFile == "" || filepath.Dir(cfg.TLSCertFile) != tlsDir || filepath.Dir(cfg.TLSKeyFile) != tlsDir {
 		t.Errorf("envoy: TLS files %q %q are not in the mounted %q", cfg.TLSCertFile, cfg.TLSKeyFile, tlsDir)
 	}
-	if want := fmt.Sprintf("443:%d", cfg.ListenAddr.Port()); !slices.Equal(s.Ports, []string{want}) {
+	// The host's 443 goes to the TLS listener and its 80 to the listener
+	// that only redirects to https (both, and nothing else, when the
+	// bootstrap has one).
+	want := []string{fmt.Sprintf("443:%d", cfg.ListenAddr.Port())}
+	if cfg.RedirectListenAddr.IsValid() {
+		want = append(want, fmt.Sprintf("80:%d", cfg.RedirectListenAddr.Port()))
+	}
+	if !slices.Equal(s.Ports, want) {
 		t.Errorf("envoy: ports %q, want %q", s.Ports, want)
 	}
 	// The healthcheck runs inside the container, so the admin endpoint

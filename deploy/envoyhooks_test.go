@@ -29,6 +29,10 @@ func startEdgeEnvoy(t *testing.T, f envoyConfigFile) string {
 	cfg := f.Config
 	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	redirect := cfg.RedirectListenAddr.IsValid()
+	if redirect {
+		cfg.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	}
 	dead := "127.0.0.1:" + strconv.Itoa(closedPort(t))
 	cfg.AuthzAddr, cfg.DialerAddr = dead, dead
 	if cfg.TLSCertFile != "" {
@@ -39,11 +43,34 @@ func startEdgeEnvoy(t *testing.T, f envoyConfigFile) string {
 		t.Fatal(err)
 	}
 	e := testutil.StartEnvoy(t, b)
+	if redirect {
+		checkRedirectListener(t, e.ListenerAddr(t, envoy.RedirectListenerName))
+	}
 	u, err := url.Parse(e.AdminURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return strings.Replace(u.Host, ":", "/", 1)
+}
+
+// checkRedirectListener: the shipped plain-HTTP listener answers with a
+// 301 to the same URL on https.
+func checkRedirectListener(t *testing.T, addr netip.AddrPort) {
+	t.Helper()
+	c := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr.String())
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := c.Get("http://proxy.example.com/@alice/dev.main/apps/code/?x=1")
+	if err != nil {
+		t.Fatalf("redirect listener: %v", err)
+	}
+	_ = res.Body.Close()
+	if want := "https://proxy.example.com/@alice/dev.main/apps/code/?x=1"; res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != want {
+		t.Errorf("redirect listener: %d Location %q, want 301 %q", res.StatusCode, res.Header.Get("Location"), want)
+	}
 }
 
 // closedPort is a loopback port nothing listens on (a moment ago).

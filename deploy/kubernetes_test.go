@@ -977,23 +977,35 @@ func checkEnvoy(t *testing.T, o objects) envoyConfigFile {
 		t.Errorf("wsedge-envoy: Prometheus annotations %v do not point at the admin /stats/prometheus", ann)
 	}
 
-	// The LoadBalancer sends 443 to the edge listener.
+	// The LoadBalancer sends 443 to the edge listener and 80 to the
+	// listener that redirects to https, when the bootstrap has one.
 	svc := o.services["wsedge-envoy"]
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		t.Errorf("Service wsedge-envoy is %s, want LoadBalancer", svc.Spec.Type)
 	}
-	var has443 bool
+	var has443, has80 bool
 	for _, p := range svc.Spec.Ports {
 		got, _ := containerPort(c, p.TargetPort.StrVal, p.TargetPort.IntVal)
-		if p.Port == 443 {
+		switch p.Port {
+		case 443:
 			has443 = true
 			if got != int32(cfg.ListenAddr.Port()) {
 				t.Errorf("Service wsedge-envoy: 443 goes to %d, Envoy listens on %d", got, cfg.ListenAddr.Port())
 			}
+		case 80:
+			has80 = true
+			if !cfg.RedirectListenAddr.IsValid() || got != int32(cfg.RedirectListenAddr.Port()) {
+				t.Errorf("Service wsedge-envoy: 80 goes to %d, Envoy's redirect listener is %v", got, cfg.RedirectListenAddr)
+			}
+		default:
+			t.Errorf("Service wsedge-envoy: unexpected port %d", p.Port)
 		}
 	}
 	if !has443 {
 		t.Error("Service wsedge-envoy has no port 443")
+	}
+	if cfg.RedirectListenAddr.IsValid() && !has80 {
+		t.Errorf("Service wsedge-envoy has no port 80 for the redirect listener %v", cfg.RedirectListenAddr)
 	}
 
 	// Envoy's clusters resolve to the authz and dialer Services, on the
