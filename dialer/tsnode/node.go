@@ -254,6 +254,15 @@ func (n *Node) startEngine() error {
 	eng.SetStatusCallback(n.onEngineStatus)
 	n.ms.SetNetInfoCallback(n.onNetInfo)
 
+	if n.opts.LoopbackOnly {
+		// Before Reconfig: setting the private key starts endpoint
+		// discovery in a goroutine that reads the static endpoints without
+		// magicsock's lock (upstream v1.102.5, determineEndpoints), so
+		// writing them afterwards is a data race.
+		n.ms.SetStaticEndpoints(views.SliceOf([]netip.AddrPort{
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), n.ms.LocalPort()),
+		}))
+	}
 	eng.SetSelfNode(n.self)
 	ns.UpdateNetstackIPs(&netmap.NetworkMap{SelfNode: n.self})
 	if err := eng.Reconfig(&wgcfg.Config{PrivateKey: n.priv, Addresses: []netip.Prefix{prefix}},
@@ -261,11 +270,6 @@ func (n *Node) startEngine() error {
 		return fmt.Errorf("tsnode: reconfig: %w", err)
 	}
 	eng.SetFilter(inboundFilter(prefix, logf))
-	if n.opts.LoopbackOnly {
-		n.ms.SetStaticEndpoints(views.SliceOf([]netip.AddrPort{
-			netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), n.ms.LocalPort()),
-		}))
-	}
 	// There is no control server; coordination plays its part. Saying the
 	// map poll is up lets magicsock move its home DERP region when netcheck
 	// finds a better one (the change is then published to peers).
