@@ -30,8 +30,8 @@ func (n *Node) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Co
 		return nil, err
 	}
 	dst := netip.AddrPortFrom(AgentAddr(agentID), port)
-	n.primePath(ctx, agentID, dst.Addr())
-	c, err := n.dialTCP(ctx, dst)
+	fresh := n.primePath(ctx, agentID, dst.Addr())
+	c, err := n.dialTCP(ctx, agentID, dst, n.synTimeout(agentID, fresh))
 	if err != nil {
 		return nil, fmt.Errorf("tsnode: dial %s: %w", dst, err)
 	}
@@ -40,28 +40,79 @@ func (n *Node) Dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Co
 
 // A SYN whose 4-tuple is still in TIME-WAIT on the agent is dropped
 // silently by gVisor's netstack (TIME-WAIT is recycled only for listening
-// endpoints), and the agent is the side in TIME-WAIT whenever it closed
-// first — a websocket server does. netstack picks our ephemeral port, so
-// a handful of dials in a hundred can hit a port the agent still holds,
-// and TCP would retransmit that SYN for the whole dial timeout. A dial
-// whose handshake gets no answer is therefore abandoned after
-// synAttemptTimeout (doubling each time) and tried again from a new port.
-// The path is primed before the first attempt, so one round trip is all a
-// handshake needs.
-const synAttemptTimeout = 1500 * time.Millisecond
+// endpoints, and netstack serves agents through a forwarder), and the
+// agent is the side in TIME-WAIT whenever it closed first — a websocket
+// server does. netstack picks our ephemeral port at random (RFC 6056
+// algorithm 1) and tailscale gives us no way to choose it, so a dial hits
+// a port the agent still holds with a probability of (agent's TIME-WAIT
+// connections to us) / 49,536: a few percent under websocket churn. TCP
+// would retransmit that SYN from the same port for the whole dial timeout.
+// A handshake that gets no answer is therefore abandoned and tried again
+// from a new port, after a timeout that follows the peer's measured
+// handshake time:
+//
+//	attempt timeout = clamp(4 × srtt + synSlack, synMinTimeout, synAttemptTimeout)
+//
+// doubling on each further attempt. synAttemptTimeout alone applies while
+// the peer has no measurement or its WireGuard session is not fresh (the
+// SYN may then wait for a WireGuard handshake). The path is primed before
+// the first attempt, so one round trip is all a handshake needs.
+const (
+	synAttemptTimeout = 1500 * time.Millisecond
+	synMinTimeout     = 250 * time.Millisecond
+	synSlack          = 150 * time.Millisecond
+)
+
+// synTimeout is the first attempt's timeout for a dial to the peer; fresh
+// says whether its WireGuard session is fresh.
+func (n *Node) synTimeout(agentID uuid.UUID, fresh bool) time.Duration {
+	if !fresh {
+		return synAttemptTimeout
+	}
+	n.mu.Lock()
+	var srtt time.Duration
+	if p := n.peers[agentID]; p != nil {
+		srtt = p.srtt
+	}
+	n.mu.Unlock()
+	if srtt == 0 {
+		return synAttemptTimeout
+	}
+	return min(max(4*srtt+synSlack, synMinTimeout), synAttemptTimeout)
+}
+
+// observeHandshake folds the handshake time of a first-attempt dial into
+// the peer's srtt (RFC 6298's 1/8 gain).
+func (n *Node) observeHandshake(agentID uuid.UUID, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[agentID]
+	if p == nil {
+		return
+	}
+	if p.srtt == 0 {
+		p.srtt = d
+		return
+	}
+	p.srtt += (d - p.srtt) / 8
+}
 
 // DialRetries is how many TCP handshakes were abandoned and retried from a
 // new port since the node started.
 func (n *Node) DialRetries() int64 { return n.dialRetries.Load() }
 
-func (n *Node) dialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	wait := synAttemptTimeout
-	for {
+func (n *Node) dialTCP(ctx context.Context, agentID uuid.UUID, dst netip.AddrPort, wait time.Duration) (net.Conn, error) {
+	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, wait)
+		start := time.Now()
 		c, err := n.ns.DialContextTCPWithBind(actx, n.addr, dst)
+		took := time.Since(start)
 		timedOut := actx.Err() != nil
 		cancel()
 		if err == nil {
+			if attempt == 0 {
+				n.observeHandshake(agentID, took)
+			}
 			return c, nil
 		}
 		if ctx.Err() != nil || !timedOut {
@@ -84,7 +135,9 @@ const (
 	sessionFresh = 2 * time.Minute
 )
 
-func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) {
+// primePath reports whether the peer's WireGuard session was fresh
+// already (no priming needed).
+func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) (fresh bool) {
 	n.mu.Lock()
 	p := n.peers[agentID]
 	var k key.NodePublic
@@ -93,10 +146,10 @@ func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) 
 	}
 	n.mu.Unlock()
 	if p == nil {
-		return
+		return false
 	}
 	if wp, ok := n.eng.PeerByKey(k); ok && time.Since(wp.LastHandshake()) < sessionFresh {
-		return
+		return true
 	}
 	for i := 0; i < primeAttempts; i++ {
 		got := make(chan struct{}, 4)
@@ -112,16 +165,17 @@ func (n *Node) primePath(ctx context.Context, agentID uuid.UUID, ip netip.Addr) 
 			// A pong, or an error (unknown peer, for one) that retrying
 			// quickly will not change.
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-n.closedCh:
 			t.Stop()
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // DialAgent is Dial under the name dialer.AgentDialer uses.

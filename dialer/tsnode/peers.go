@@ -22,6 +22,9 @@ type peer struct {
 	info   NodeInfo
 	view   tailcfg.NodeView
 	ready  bool
+	// srtt: smoothed TCP handshake time of first-attempt dials to this
+	// peer (0 until one is measured); see synTimeout.
+	srtt time.Duration
 	// departing: removed, WireGuard state kept until departTimer fires.
 	departing   bool
 	departTimer *time.Timer
@@ -85,6 +88,9 @@ func (n *Node) UpsertPeer(peerID uuid.UUID, ni NodeInfo) error {
 	oldKey := p.info.Key
 	if !oldKey.IsZero() && oldKey != ni.Key && n.byKey[oldKey] == p {
 		delete(n.byKey, oldKey)
+	}
+	if oldKey != ni.Key {
+		p.srtt = 0 // a new node: its path is measured anew
 	}
 	n.unindexAddrsLocked(p)
 	p.info = ni
