@@ -7,9 +7,11 @@ import (
 
 // verifiedCache remembers tokens that verified, until they expire, so a
 // browser presenting the same cookie on every request pays for JOSE
-// parsing and HMAC once per token instead of once per request. It is
-// bounded: past maxEntries it drops expired entries, and if that is not
-// enough, everything.
+// parsing and HMAC once per token instead of once per request. An entry
+// names the key that verified it: a hit counts only while the key source
+// still holds that key (Verifier.VerifyToken), so a key the primary
+// withdraws stops its tokens at once. It is bounded: past maxEntries it
+// drops expired entries, and if that is not enough, everything.
 type verifiedCache struct {
 	mu         sync.RWMutex
 	entries    map[string]cachedToken
@@ -21,21 +23,30 @@ type cachedToken struct {
 	// until is when the entry stops being usable: the token's expiry plus
 	// leeway, or its key's deletion if sooner.
 	until time.Time
+	// kid and secret identify the key that verified the token.
+	kid    string
+	secret []byte
 }
 
 const defaultCacheEntries = 16384
 
-func (c *verifiedCache) get(raw string, now time.Time) (SignedToken, bool) {
+func (c *verifiedCache) get(raw string, now time.Time) (cachedToken, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[raw]
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.until) {
-		return SignedToken{}, false
+		return cachedToken{}, false
 	}
-	return e.tok, true
+	return e, true
 }
 
-func (c *verifiedCache) put(raw string, tok SignedToken, until time.Time, now time.Time) {
+func (c *verifiedCache) drop(raw string) {
+	c.mu.Lock()
+	delete(c.entries, raw)
+	c.mu.Unlock()
+}
+
+func (c *verifiedCache) put(raw string, e cachedToken, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
@@ -55,5 +66,5 @@ func (c *verifiedCache) put(raw string, tok SignedToken, until time.Time, now ti
 			clear(c.entries)
 		}
 	}
-	c.entries[raw] = cachedToken{tok: tok, until: until}
+	c.entries[raw] = e
 }

@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -130,14 +131,21 @@ func (v *Verifier) VerifyToken(ctx context.Context, s string) (SignedToken, erro
 		return SignedToken{}, fmt.Errorf("verify token: %w: %d bytes", ErrTooLarge, len(s))
 	}
 	now := v.now()
-	if tok, ok := v.cache.get(s, now); ok {
-		return tok, nil
+	if e, ok := v.cache.get(s, now); ok {
+		// The key must still be there, with the same secret: the source
+		// answers from memory (a withdrawn kid costs at most one
+		// rate-limited refetch of the primary's keys).
+		key, err := v.Keys.VerifyingKey(ctx, FeatureAppToken, e.kid)
+		if err == nil && bytes.Equal(key.Secret, e.secret) {
+			return e.tok, nil
+		}
+		v.cache.drop(s)
 	}
 	e, err := v.verify(ctx, s, now)
 	if err != nil {
 		return SignedToken{}, err
 	}
-	v.cache.put(s, e.tok, e.until, now)
+	v.cache.put(s, e, now)
 	return e.tok, nil
 }
 
@@ -199,7 +207,7 @@ func (v *Verifier) verify(ctx context.Context, s string, now time.Time) (cachedT
 	if !key.DeletesAt.IsZero() && key.DeletesAt.Before(until) {
 		until = key.DeletesAt
 	}
-	return cachedToken{tok: tok, until: until}, nil
+	return cachedToken{tok: tok, until: until, kid: h.KeyID, secret: key.Secret}, nil
 }
 
 // isAlgError reports whether go-jose refused the token's algorithm.

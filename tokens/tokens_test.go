@@ -562,11 +562,56 @@ func TestVerifiedCacheHonoursExpiry(t *testing.T) {
 	}
 }
 
+// swapSource is a KeySource whose key set a test can replace, as the
+// primary client's cache replaces it on a refresh.
+type swapSource struct {
+	set *KeySet
+}
+
+func (s *swapSource) VerifyingKey(_ context.Context, f Feature, kid string) (Key, error) {
+	return s.set.Lookup(f, kid, now)
+}
+
+// TestVerifiedCacheFollowsTheKeys: a token that verified (and is cached)
+// stops verifying as soon as the primary withdraws its key, or replaces
+// the secret under the same kid, instead of staying valid until it
+// expires; a key that is still there keeps serving from the cache.
+func TestVerifiedCacheFollowsTheKeys(t *testing.T) {
+	k7 := mustKey(t, FeatureAppToken, 7)
+	k8 := mustKey(t, FeatureAppToken, 8)
+	src := &swapSource{set: NewKeySet(k7, k8)}
+	v := &Verifier{Keys: src, Now: func() time.Time { return now }}
+	s7, _ := SignToken(k7, sampleToken())
+	s8, _ := SignToken(k8, sampleToken())
+	for _, s := range []string{s7, s8, s7, s8} {
+		if _, err := v.VerifyToken(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Key 7 withdrawn: its cached token fails, key 8's still verifies.
+	src.set = NewKeySet(k8)
+	if _, err := v.VerifyToken(context.Background(), s7); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("token of a withdrawn key: %v, want ErrUnknownKey", err)
+	}
+	if _, err := v.VerifyToken(context.Background(), s8); err != nil {
+		t.Fatalf("token of a key still held: %v", err)
+	}
+
+	// Key 8's secret replaced under the same kid: its token is checked
+	// again, and fails.
+	k8b := mustKey(t, FeatureAppToken, 8)
+	src.set = NewKeySet(k8b)
+	if _, err := v.VerifyToken(context.Background(), s8); !errors.Is(err, ErrSignature) {
+		t.Fatalf("token signed with a replaced secret: %v, want ErrSignature", err)
+	}
+}
+
 func TestVerifiedCacheIsBounded(t *testing.T) {
 	var c verifiedCache
 	c.maxEntries = 3
 	for i := 0; i < 10; i++ {
-		c.put(strings.Repeat("x", i+1), SignedToken{}, now.Add(time.Minute), now)
+		c.put(strings.Repeat("x", i+1), cachedToken{until: now.Add(time.Minute)}, now)
 		if len(c.entries) > 3 {
 			t.Fatalf("%d entries", len(c.entries))
 		}
