@@ -14,8 +14,10 @@ import (
 // attempt bounded by CheckTimeout, CheckAttempts attempts CheckRetryDelay
 // apart) and returns the replica_error to send on the next registration:
 // empty when all answered, otherwise "Failed to dial peers: " followed by
-// one "relay <address>: <error>" per unreachable sibling, joined by ", "
-// (the shape coderd's replicas use).
+// one "relay <hostname> (<address>): <error>" per unreachable sibling,
+// joined by ", " — coderd's shape, byte for byte (the hostname is the one
+// the sibling registered with, SetSiblings; empty if unknown, as coderd
+// would print it).
 func (s *Server) CheckPeers(ctx context.Context) string {
 	addrs := s.MeshPeers()
 	if len(addrs) == 0 {
@@ -41,10 +43,13 @@ func (s *Server) CheckPeers(ctx context.Context) string {
 	if len(failed) == 0 {
 		return ""
 	}
+	s.mu.Lock()
+	names := s.hostnames
+	s.mu.Unlock()
 	parts := make([]string, 0, len(failed))
 	for _, a := range addrs {
 		if err := failed[a]; err != nil {
-			parts = append(parts, fmt.Sprintf("relay %s: %s", a, err))
+			parts = append(parts, fmt.Sprintf("relay %s (%s): %s", names[a], a, err))
 		}
 	}
 	return "Failed to dial peers: " + strings.Join(parts, ", ")

@@ -79,6 +79,35 @@ type Server struct {
 	mu     sync.Mutex
 	closed bool
 	mesh   map[string]*meshPeer // by relay address
+	// hostnames of the siblings by relay address (SetSiblings); replaced
+	// whole, never modified.
+	hostnames map[string]string
+}
+
+// Sibling is a replica of this proxy as the registration response lists
+// it.
+type Sibling struct {
+	Hostname     string
+	RelayAddress string
+}
+
+// SetSiblings is SetMeshPeers for the siblings' relay addresses, also
+// remembering their hostnames for CheckPeers' report. Siblings without a
+// relay address are skipped.
+func (s *Server) SetSiblings(siblings []Sibling) error {
+	names := make(map[string]string, len(siblings))
+	relays := make([]string, 0, len(siblings))
+	for _, sib := range siblings {
+		if sib.RelayAddress == "" {
+			continue
+		}
+		names[sib.RelayAddress] = sib.Hostname
+		relays = append(relays, sib.RelayAddress)
+	}
+	s.mu.Lock()
+	s.hostnames = names
+	s.mu.Unlock()
+	return s.SetMeshPeers(relays)
 }
 
 type meshPeer struct {

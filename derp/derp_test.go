@@ -350,11 +350,11 @@ func TestCheckPeers(t *testing.T) {
 		t.Fatalf("probes %d, delays %v; want 2 probes 1 s apart", probes.Load(), delays)
 	}
 
-	if err := r.s.SetMeshPeers([]string{flaky.URL, dead}); err != nil {
+	if err := r.s.SetSiblings([]Sibling{{Hostname: "flaky-0", RelayAddress: flaky.URL}, {Hostname: "dead-1", RelayAddress: dead}}); err != nil {
 		t.Fatal(err)
 	}
 	got := r.s.CheckPeers(context.Background())
-	want := "Failed to dial peers: relay " + dead + ": "
+	want := "Failed to dial peers: relay dead-1 (" + dead + "): "
 	if !strings.HasPrefix(got, want) || !strings.Contains(got, "connection refused") || strings.Contains(got, flaky.URL) {
 		t.Fatalf("replica error = %q, want it to start %q and name only the dead sibling", got, want)
 	}

@@ -157,10 +157,10 @@ func TestFaultDERPMeshPeerDown(t *testing.T) {
 	roots := derpRoots(a, b)
 	a.serve(t, derp.Options{MeshKey: meshKey, MeshTLSConfig: &tls.Config{RootCAs: roots}})
 	b.serve(t, derp.Options{MeshKey: meshKey, MeshTLSConfig: &tls.Config{RootCAs: roots}})
-	if err := a.s().SetMeshPeers([]string{b.srv.URL}); err != nil {
+	if err := a.s().SetSiblings([]derp.Sibling{{Hostname: "replica-b", RelayAddress: b.srv.URL}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.s().SetMeshPeers([]string{a.srv.URL}); err != nil {
+	if err := b.s().SetSiblings([]derp.Sibling{{Hostname: "replica-a", RelayAddress: a.srv.URL}}); err != nil {
 		t.Fatal(err)
 	}
 	ca, ka, gotA := derpClient(t, a, roots)
@@ -178,7 +178,7 @@ func TestFaultDERPMeshPeerDown(t *testing.T) {
 	start := time.Now()
 	got := a.s().CheckPeers(ctx)
 	took := time.Since(start)
-	want := "Failed to dial peers: relay " + b.srv.URL + ": "
+	want := "Failed to dial peers: relay replica-b (" + b.srv.URL + "): "
 	if !strings.HasPrefix(got, want) || took > 8*time.Second {
 		t.Errorf("CheckPeers with the peer down = %q after %v; want %q… within 8 s", got, took, want)
 	}
@@ -288,7 +288,7 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 		return false, r
 	})
 	sib.stop()
-	want := "Failed to dial peers: relay " + sib.srv.URL + ": "
+	want := "Failed to dial peers: relay sibling (" + sib.srv.URL + "): "
 	took := waitFor(t, 15*time.Second, "the health report warns about the dead sibling", func() (bool, string) {
 		r := report()[0]
 		return strings.Contains(r, want), r

@@ -128,13 +128,11 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		if d == nil {
 			return
 		}
-		var relays []string
+		sibs := make([]derp.Sibling, 0, len(resp.SiblingReplicas))
 		for _, r := range resp.SiblingReplicas {
-			if r.RelayAddress != "" {
-				relays = append(relays, r.RelayAddress)
-			}
+			sibs = append(sibs, derp.Sibling{Hostname: r.Hostname, RelayAddress: r.RelayAddress})
 		}
-		if err := d.SetMeshPeers(relays); err != nil {
+		if err := d.SetSiblings(sibs); err != nil {
 			log.Warn("derp mesh peers", "error", err)
 		}
 	}
