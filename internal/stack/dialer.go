@@ -199,6 +199,10 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: tailnet node: %w", err)
 	}
 	defer node.Close()
+	registerCollectors(cfg.Registerer, log, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "wsedge_tailnet_dial_handshake_retries_total",
+		Help: "TCP handshakes to agents abandoned without an answer and retried from a new source port (a SYN lost to the agent's TIME-WAIT, or a lossy path).",
+	}, func() float64 { return float64(node.DialRetries()) }))
 	coord, err := coordinate.New(ctx, coordinate.Options{
 		URL:        cfg.Primary.URL(),
 		ProxyToken: cfg.ProxyToken,
