@@ -34,6 +34,14 @@ var nonCanonicalHeaders = map[string]string{
 // internalHeaderPrefix marks wsedge's own headers, which never reach apps.
 const internalHeaderPrefix = "X-Wsedge-"
 
+// visitorIdentityHeaders are the headers newer Coder releases declare as
+// injected by the workspace app proxy to tell an app who is visiting
+// (codersdk VisitorUserIDHeader, VisitorUsernameHeader,
+// VisitorUserEmailHeader; coderd's proxy strips client-sent copies). An
+// app written for them trusts them, so a copy the client sent must never
+// reach it: wsedge removes them always and injects none.
+var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-Coder-User-Email"}
+
 // serveApp proxies a path or subdomain app request (protocol §7.1).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Route) {
 	tok, err := s.appToken(r, rt)
@@ -190,6 +198,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 		if strings.HasPrefix(k, internalHeaderPrefix) {
 			delete(out.Header, k)
 		}
+	}
+	for _, h := range visitorIdentityHeaders {
+		out.Header.Del(h)
 	}
 
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {

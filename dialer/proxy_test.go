@@ -204,6 +204,10 @@ func TestAppRequestHeaders(t *testing.T) {
 		"Sec-Websocket-Extensions": {"permessage-deflate"},
 		"Authorization":            {"Bearer app-token"},
 		"Coder-Session-Token":      {"kept"},
+		// Visitor identity headers a client tries to forge.
+		"X-Coder-User-Id":    {"00000000-0000-0000-0000-000000000001"},
+		"X-Coder-Username":   {"admin"},
+		"X-Coder-User-Email": {"admin@example.com"},
 	}
 	resp := e.do("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/sub/dir%2Fx?q=1&coder_session_token=z", tok, hdr)
 	resp.Body.Close()
@@ -241,7 +245,7 @@ func TestAppRequestHeaders(t *testing.T) {
 		}
 	}
 	lower := strings.ToLower(head)
-	for _, bad := range []string{"x-wsedge-", "coder_session_token=secret", "coder_signed_app_token", "coder_subdomain_app_session_token", "coder_path_app_session_token", "sec-websocket-key: dg"} {
+	for _, bad := range []string{"x-wsedge-", "x-coder-user-id", "x-coder-username", "x-coder-user-email", "coder_session_token=secret", "coder_signed_app_token", "coder_subdomain_app_session_token", "coder_path_app_session_token", "sec-websocket-key: dg"} {
 		if bad == "sec-websocket-key: dg" {
 			if strings.Contains(head, "Sec-Websocket-Key") {
 				t.Errorf("Go-canonical websocket header spelling reached the app:\n%s", head)

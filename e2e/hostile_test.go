@@ -306,16 +306,23 @@ func TestHostileInput(t *testing.T) {
 		}
 	})
 
-	t.Run("internal headers never reach authz's decision or the app", func(t *testing.T) {
+	t.Run("internal and visitor identity headers never reach authz's decision or the app", func(t *testing.T) {
 		a := h.do("GET", codeURL+"?format=json", http.Header{
 			"Coder-Session-Token": {session},
 			"X-Wsedge-App-Token":  {genuine, "forged"},
 			"X-WSEDGE-Anything":   {"1"},
+			// Coder's visitor identity headers, forged by the client.
+			"X-Coder-User-Id":    {"00000000-0000-0000-0000-000000000001"},
+			"x-coder-username":   {"admin"},
+			"X-CODER-USER-EMAIL": {"admin@example.com"},
 		})
 		r := devAppEcho(t, a)
 		for k := range r.Headers {
-			if strings.HasPrefix(strings.ToLower(k), "x-wsedge-") {
+			switch lk := strings.ToLower(k); {
+			case strings.HasPrefix(lk, "x-wsedge-"):
 				t.Errorf("the app received internal header %s", k)
+			case lk == "x-coder-user-id" || lk == "x-coder-username" || lk == "x-coder-user-email":
+				t.Errorf("the app received the client's forged visitor identity header %s: %q", k, r.Headers[k])
 			}
 		}
 		// Without a session, a client-sent app token header is no token.
