@@ -693,3 +693,40 @@ func TestDecryptCoderdStyleJWE(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyTokenIgnoresUnknownClaims: a newer coderd may add claims (for
+// example the visitor's identity for the X-Coder-User-* headers); a token
+// carrying members wsedge does not know still verifies, with the known
+// claims intact.
+func TestVerifyTokenIgnoresUnknownClaims(t *testing.T) {
+	k := mustKey(t, FeatureAppToken, 7)
+	good, _ := SignToken(k, sampleToken())
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(good, ".")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	claims["visitor_username"] = "alice"
+	claims["visitor_email"] = "alice@example.com"
+	claims["future"] = map[string]any{"nested": []any{1, "x"}}
+	extended, _ := json.Marshal(claims)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS512, Key: k.Secret}, (&jose.SignerOptions{}).WithHeader("kid", k.KID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Sign(extended)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := o.CompactSerialize()
+	tok, err := verifier(k).VerifyToken(context.Background(), raw)
+	if err != nil {
+		t.Fatalf("token with extra claims: %v", err)
+	}
+	if want := sampleToken(); tok.UserID != want.UserID || tok.AgentID != want.AgentID || tok.AppURL != want.AppURL || tok.Request != want.Request.Normalize() {
+		t.Fatalf("claims changed: %+v", tok)
+	}
+}
