@@ -57,6 +57,16 @@ func (a *rlAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.Ch
 			}},
 		}, nil
 	}
+	if strings.Contains(req.GetAttributes().GetRequest().GetHttp().GetPath(), "/deny/") {
+		// As authz sends an anonymous browser to log in.
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
+				Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "location", Value: "http://dashboard.wsedge.test/login"}}},
+			}},
+		}, nil
+	}
 	ok := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
@@ -332,6 +342,68 @@ func TestRateLimit(t *testing.T) {
 		}
 		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
 		wantStatus(t, "preflight from another address", resp, body, http.StatusOK)
+	})
+}
+
+// TestRateLimitBeforeAuthz runs real Envoy with the per-client limiter in
+// front of ext_authz as well (3 requests per 10 minutes): requests authz
+// denies count, a limited request never reaches authz, users behind one
+// address share its budget, probes are never counted, and the preflights
+// ext_proc answers spend only the preflight budget.
+func TestRateLimitBeforeAuthz(t *testing.T) {
+	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100, BeforeAuthz: true}
+	st := startRateLimitStack(t, rl)
+	denied := "http://" + accessHost + "/@alice/deny/apps/code/"
+
+	t.Run("requests authz denies are counted; a limited one never reaches authz", func(t *testing.T) {
+		for range 3 {
+			resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+			wantStatus(t, "denied", resp, body, http.StatusSeeOther)
+		}
+		checks := st.az.checks.Load()
+		resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+		assertLimited(t, resp, body, rl)
+		resp, body = st.do(t, "GET", rlPathApp, "203.0.113.40", "mallory", nil)
+		assertLimited(t, resp, body, rl)
+		if got := st.az.checks.Load(); got != checks {
+			t.Errorf("%d limited requests reached ext_authz", got-checks)
+		}
+		resp, body = st.do(t, "GET", denied, "203.0.113.41", "", nil)
+		wantStatus(t, "another address", resp, body, http.StatusSeeOther)
+	})
+
+	t.Run("users behind one address share its budget", func(t *testing.T) {
+		for _, user := range []string{"frank", "frank", "gina"} {
+			resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", user, nil)
+			wantStatus(t, user, resp, body, http.StatusOK)
+		}
+		// Gina has two of her own tokens left, the address none.
+		resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", "gina", nil)
+		assertLimited(t, resp, body, rl)
+		resp, body = st.do(t, "GET", rlSubApp, "203.0.113.51", "gina", nil)
+		wantStatus(t, "gina from another address", resp, body, http.StatusOK)
+	})
+
+	t.Run("probes are never limited; answered preflights spend only the preflight budget", func(t *testing.T) {
+		for range 5 {
+			resp, body := st.do(t, "GET", "http://"+accessHost+"/healthz", "203.0.113.40", "", nil)
+			if resp.StatusCode == http.StatusTooManyRequests {
+				t.Fatalf("probe limited: %q", body)
+			}
+		}
+		preflight := http.Header{
+			"Origin":                        {"http://term--main--dev--alice.apps.wsedge.test"},
+			"Access-Control-Request-Method": {"POST"},
+		}
+		for range 3 {
+			resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+			wantStatus(t, "preflight", resp, body, http.StatusOK)
+		}
+		// The preflights spent the preflight budget, not the address's.
+		resp, body := st.do(t, "GET", rlSubApp, "198.51.100.60", "hank", nil)
+		wantStatus(t, "GET after three preflights", resp, body, http.StatusOK)
+		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+		assertLimited(t, resp, body, rl)
 	})
 }
 

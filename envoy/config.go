@@ -98,6 +98,13 @@ type RateLimit struct {
 	// anonymous clients), least recently used first out. An evicted key
 	// starts again with a full bucket.
 	MaxKeys uint
+	// BeforeAuthz adds a second limiter in front of ext_authz, keyed by
+	// client address only, with the same bucket: every checked request
+	// counts, the ones authz denies included — the way Coder's own proxy
+	// limits app requests (per client IP, before authentication). It
+	// keeps floods of bogus session tokens away from authz and the
+	// primary. Needs Requests.
+	BeforeAuthz bool
 }
 
 // Enabled reports whether rate limiting is on.
@@ -159,6 +166,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.UintVar(&c.RateLimit.Burst, "rate-limit-burst", c.RateLimit.Burst, "requests a user or client IP may make at once after being idle (0: same as -rate-limit)")
 	fs.DurationVar(&c.RateLimit.Interval, "rate-limit-interval", c.RateLimit.Interval, "period of -rate-limit (tokens refill continuously; at least 50ms)")
 	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
+	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
 }
 
@@ -239,6 +247,9 @@ func (r RateLimit) validate() error {
 	if !r.Enabled() {
 		if r.Burst != 0 {
 			return bad("rate-limit-burst", "set without -rate-limit")
+		}
+		if r.BeforeAuthz {
+			return bad("rate-limit-before-authz", "set without -rate-limit")
 		}
 		return nil
 	}

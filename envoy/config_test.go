@@ -42,6 +42,7 @@ func TestValidateRejects(t *testing.T) {
 		{"negative idle", func(c *Config) { c.UpgradeIdleTimeout = -time.Second }, "upgrade-idle-timeout"},
 		{"sub-millisecond", func(c *Config) { c.ConnectTimeout = 1500 * time.Microsecond }, "connect-timeout"},
 		{"burst without rate", func(c *Config) { c.RateLimit.Burst = 5 }, "rate-limit-burst"},
+		{"before-authz limit without rate", func(c *Config) { c.RateLimit.BeforeAuthz = true }, "rate-limit-before-authz"},
 		{"rate limit interval short", func(c *Config) { c.RateLimit.Requests, c.RateLimit.Interval = 5, 49*time.Millisecond }, "rate-limit-interval"},
 		{"rate limit interval fraction", func(c *Config) { c.RateLimit.Requests, c.RateLimit.Interval = 5, 50500*time.Microsecond }, "rate-limit-interval"},
 		{"rate limit no keys", func(c *Config) { c.RateLimit.Requests, c.RateLimit.MaxKeys = 5, 0 }, "rate-limit-max-keys"},
@@ -114,7 +115,7 @@ func TestRegisterFlags(t *testing.T) {
 		"-connect-timeout", "4s", "-request-headers-timeout", "5s", "-stream-idle-timeout", "6s",
 		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
-		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500",
+		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +128,7 @@ func TestRegisterFlags(t *testing.T) {
 		ExtProcTimeout: 3 * time.Second, ConnectTimeout: 4 * time.Second, RequestHeadersTimeout: 5 * time.Second,
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
 		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
-		RateLimit: RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500},
+		RateLimit: RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
 	}
 	if c != want {
 		t.Fatalf("flags gave\n%+v\nwant\n%+v", c, want)

@@ -27,6 +27,7 @@ func Examples() []Example {
 	limited := tls
 	limited.RateLimit.Requests = 600
 	limited.RateLimit.Burst = 100
+	limited.RateLimit.BeforeAuthz = true
 
 	return []Example{
 		{File: "plain.yaml", Config: plain},

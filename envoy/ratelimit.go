@@ -41,10 +41,15 @@ import (
 // No default bucket is configured, so nothing is shared between keys.
 //
 // Requests ext_authz denies (the login hand-off's redirects, error pages)
-// are answered before this filter runs and are not counted. The one route
-// that calls authz's owner lookup before ext_authz, the subdomain CORS
-// preflight, has a second limiter in front of the preflight ext_proc, keyed
-// by client only (PreflightRateLimitFilter).
+// are answered before this filter runs and are not counted by it. With
+// RateLimit.BeforeAuthz a limiter in front of ext_authz, keyed by client
+// only (ClientRateLimitFilter), counts every checked request, denied ones
+// included, as Coder's own proxy does. The one route that calls authz's
+// owner lookup before ext_authz, the subdomain CORS preflight, has its own
+// limiter in front of the preflight ext_proc, keyed by client only
+// (PreflightRateLimitFilter): the preflights that ext_proc answers never
+// reach the client limiter; the ones it lets through are checked requests
+// and count there too.
 
 // Rate limit filter names and descriptor keys.
 const (
@@ -53,6 +58,9 @@ const (
 	// PreflightRateLimitFilter runs before the preflight ext_proc on the
 	// subdomain preflight route only, keyed by client address.
 	PreflightRateLimitFilter = "wsedge.local_ratelimit.preflight"
+	// ClientRateLimitFilter runs just before ext_authz, keyed by client
+	// address (RateLimit.BeforeAuthz).
+	ClientRateLimitFilter = "wsedge.local_ratelimit.client"
 	// RateLimitUserKey is the descriptor key holding the user.
 	RateLimitUserKey = "user"
 	// RateLimitAnonymous is RateLimitUserKey's value without a user.
@@ -102,6 +110,16 @@ func localRateLimitFilter(c Config) (*hcmv3.HttpFilter, error) {
 	return httpFilter(LocalRateLimitFilter, cfg), nil
 }
 
+// clientRateLimitFilter limits every checked request by client address
+// before ext_authz runs (RateLimit.BeforeAuthz), except on the routes
+// unlimited marks.
+func clientRateLimitFilter(c Config) (*hcmv3.HttpFilter, error) {
+	if !c.RateLimit.Enabled() || !c.RateLimit.BeforeAuthz {
+		return nil, nil
+	}
+	return httpFilter(ClientRateLimitFilter, clientRateLimit(c, "client_rate_limit")), nil
+}
+
 // preflightRateLimitFilter guards the preflight ext_proc (which may ask the
 // primary who owns an app) by client address. It is disabled except on the
 // subdomain preflight route, which carries the whole configuration
@@ -116,11 +134,17 @@ func preflightRateLimitFilter(c Config) (*hcmv3.HttpFilter, error) {
 }
 
 // preflightRateLimitPerRoute is the preflight route's limiter: one bucket
-// per client address. Envoy requires a default bucket in a per-route
-// configuration; it is consumed only by a request that matched no
-// descriptor (a client without an IP address).
+// per client address.
 func preflightRateLimitPerRoute(c Config) *localratelimitv3.LocalRateLimit {
-	cfg := rateLimitBase(c, "preflight_rate_limit")
+	return clientRateLimit(c, "preflight_rate_limit")
+}
+
+// clientRateLimit is a limiter with one bucket per client address. Envoy
+// requires a default bucket next to the descriptors; it is consumed only
+// by a request that matched no descriptor (a client without an IP
+// address).
+func clientRateLimit(c Config, statPrefix string) *localratelimitv3.LocalRateLimit {
+	cfg := rateLimitBase(c, statPrefix)
 	cfg.TokenBucket = tokenBucket(c.RateLimit)
 	cfg.RateLimits = []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{clientAction()}}}
 	cfg.Descriptors = []*ratelimitv3.LocalRateLimitDescriptor{{
@@ -183,7 +207,7 @@ func clientAction() *routev3.RateLimit_Action {
 	}}}
 }
 
-// unlimited turns both limiters off for r (health probes, DERP, latency
+// unlimited turns the limiters off for r (health probes, DERP, latency
 // checks): an edge must never answer its own probes with 429.
 func unlimited(c Config, r *routev3.Route) *routev3.Route {
 	if !c.RateLimit.Enabled() {
@@ -193,6 +217,9 @@ func unlimited(c Config, r *routev3.Route) *routev3.Route {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}
 	}
 	r.TypedPerFilterConfig[LocalRateLimitFilter] = typed(&routev3.FilterConfig{Disabled: true})
+	if c.RateLimit.BeforeAuthz {
+		r.TypedPerFilterConfig[ClientRateLimitFilter] = typed(&routev3.FilterConfig{Disabled: true})
+	}
 	return r
 }
 

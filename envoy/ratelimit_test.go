@@ -248,3 +248,55 @@ func TestRateLimitReply(t *testing.T) {
 		t.Errorf("body format %v", got)
 	}
 }
+
+// TestClientRateLimitBeforeAuthz: with BeforeAuthz, a limiter keyed by
+// client address alone sits just before ext_authz (so requests authz
+// denies are counted), with the user limiter's bucket, and is off on the
+// unlimited routes only.
+func TestClientRateLimitBeforeAuthz(t *testing.T) {
+	c := rateLimited(func(c *Config) { c.RateLimit.Burst, c.RateLimit.BeforeAuthz = 9, true })
+	m := hcmOf(t, c)
+	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ClientRateLimitFilter, ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
+	if got := filterNames(m); !slices.Equal(got, want) {
+		t.Fatalf("filters = %v, want %v", got, want)
+	}
+	f, rl := localRateLimitOf(t, m, ClientRateLimitFilter)
+	if f.GetDisabled() {
+		t.Error("the client limiter is off by default")
+	}
+	checkEnforced(t, ClientRateLimitFilter, rl, 10000)
+	if len(rl.GetDescriptors()) != 1 || len(rl.GetDescriptors()[0].GetEntries()) != 1 || rl.GetDescriptors()[0].GetEntries()[0].GetKey() != RateLimitClientKey {
+		t.Errorf("descriptors %v, want one wildcard %s", rl.GetDescriptors(), RateLimitClientKey)
+	}
+	if b := rl.GetDescriptors()[0].GetTokenBucket(); b.GetMaxTokens() != 9 || b.GetTokensPerFill().GetValue() != 120 {
+		t.Errorf("bucket %v, want burst 9 refilled by 120 per interval", b)
+	}
+	off := map[string]bool{}
+	for _, vh := range m.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a, ok := r.GetTypedPerFilterConfig()[ClientRateLimitFilter]
+			if !ok {
+				continue
+			}
+			var fc routev3.FilterConfig
+			if err := a.UnmarshalTo(&fc); err != nil || !fc.GetDisabled() {
+				t.Errorf("%s/%s: client limiter override %v (%v); only disabling is expected", vh.GetName(), r.GetName(), a, err)
+			}
+			off[vh.GetName()+"/"+r.GetName()] = true
+		}
+	}
+	for _, name := range []string{"access/healthz", "access/derp", "access/derp-latency-check", "apps/latency-check", "fallback/healthz"} {
+		if !off[name] {
+			t.Errorf("client limiter on for %s", name)
+		}
+	}
+	for name := range off {
+		if strings.Contains(name, "app") && !strings.HasSuffix(name, "latency-check") {
+			t.Errorf("client limiter off for app route %s", name)
+		}
+	}
+	// Without BeforeAuthz there is no client limiter at all.
+	if got := filterNames(hcmOf(t, rateLimited(nil))); slices.Contains(got, ClientRateLimitFilter) {
+		t.Errorf("filters without BeforeAuthz = %v", got)
+	}
+}
