@@ -38,16 +38,19 @@ func (refuseTransport) RoundTrip(*http.Request) (*http.Response, error) {
 	return nil, errors.New("doctor test: outbound health polls are disabled")
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldWith(t, devprimary.Options{}) }
+
+// newWorldWith starts the dev primary with opts (its URL, health polling
+// and logger are filled in) and an edge serving DERP and /healthz.
+func newWorldWith(t *testing.T, opts devprimary.Options) *world {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	u, _ := url.Parse("http://" + ts.Listener.Addr().String())
-	dev, err := devprimary.New(devprimary.Options{
-		AccessURL:      u,
-		HealthInterval: time.Hour,
-		HTTPClient:     &http.Client{Transport: refuseTransport{}},
-		Logger:         slog.New(slog.DiscardHandler),
-	})
+	opts.AccessURL = u
+	opts.HealthInterval = time.Hour
+	opts.HTTPClient = &http.Client{Transport: refuseTransport{}}
+	opts.Logger = slog.New(slog.DiscardHandler)
+	dev, err := devprimary.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +192,26 @@ func TestWrongTokenFailsOnlyTheTokenCheckWithAHint(t *testing.T) {
 	_ = doctor.Print(&out, rs)
 	if !strings.Contains(out.String(), "✗ proxy token") || !strings.Contains(out.String(), "→ create a new one with `coder wsproxy regenerate-token") {
 		t.Errorf("printed:\n%s", out.String())
+	}
+}
+
+// TestUnlicensedPrimary: a primary whose licence lacks workspace proxies
+// answers the proxy API with 403 before looking at the token; the doctor
+// says so and points at the licence, not at the token.
+func TestUnlicensedPrimary(t *testing.T) {
+	w := newWorldWith(t, devprimary.Options{Unlicensed: true})
+	cfg := w.config(t)
+	rs := doctor.Run(context.Background(), cfg)
+	m := byName(t, rs)
+	tok := m[doctor.CheckToken]
+	if tok.Status != doctor.Fail || tok.Detail != "refused: "+devprimary.UnlicensedMessage {
+		t.Fatalf("token check %s %q", tok.Status, tok.Detail)
+	}
+	if !strings.Contains(tok.Hint, "license includes workspace proxies") {
+		t.Errorf("hint %q does not point at the licence", tok.Hint)
+	}
+	if m[doctor.CheckPrimary].Status != doctor.Pass {
+		t.Errorf("primary check %s %q: the primary itself is fine", m[doctor.CheckPrimary].Status, m[doctor.CheckPrimary].Detail)
 	}
 }
 

@@ -136,3 +136,24 @@ func TestCoordinateNeedsProxyAndVersion(t *testing.T) {
 	}
 	_ = ws.Close(websocket.StatusNormalClosure, "")
 }
+
+// TestUnlicensed: without the workspace proxy feature every proxy API call
+// gets coderd's 403, before (and whatever) the proxy token.
+func TestUnlicensed(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Unlicensed = true })
+	for _, r := range []result{
+		h.proxy(http.MethodGet, "/api/v2/workspaceproxies/me/crypto-keys?feature=workspace_apps_token", nil),
+		h.register(uuid.New()),
+		h.do(http.MethodPost, "/api/v2/workspaceproxies/me/issue-signed-app-token", map[string]any{}),
+	} {
+		var body struct{ Message string }
+		r.json(t, &body)
+		if r.status != http.StatusForbidden || body.Message != UnlicensedMessage {
+			t.Errorf("status %d, message %q; want 403 %q", r.status, body.Message, UnlicensedMessage)
+		}
+	}
+	// The rest of the primary still answers.
+	if r := h.do(http.MethodGet, "/api/v2/buildinfo", nil); r.status != http.StatusOK {
+		t.Errorf("buildinfo: %d", r.status)
+	}
+}

@@ -67,7 +67,16 @@ type Options struct {
 	Logger *slog.Logger
 	// HTTPClient polls proxies; nil means a client with a 5 s timeout.
 	HTTPClient *http.Client
+	// Unlicensed makes the primary answer every workspace proxy API call
+	// as coderd does when its licence lacks workspace proxies (checked
+	// before the proxy token): 403 with UnlicensedMessage.
+	Unlicensed bool
 }
+
+// UnlicensedMessage is coderd's RequireFeatureMW answer for the workspace
+// proxy feature on a deployment without it ("…is an Enterprise feature"
+// in releases before the Premium tier).
+const UnlicensedMessage = "Workspace Proxy is a Premium feature. Contact sales!"
 
 // Server is the dev primary. Create it with New; stop it with Close.
 type Server struct {
@@ -206,6 +215,11 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v2/buildinfo", s.handleBuildInfo)
 	proxy := func(h func(http.ResponseWriter, *http.Request, *proxyState)) http.Handler {
+		if s.opts.Unlicensed {
+			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				writeJSON(w, http.StatusForbidden, response{Message: UnlicensedMessage})
+			})
+		}
 		return s.requireProxy(h)
 	}
 	const me = "/api/v2/workspaceproxies/me/"
