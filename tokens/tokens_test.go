@@ -228,23 +228,7 @@ func TestVerifyRejects(t *testing.T) {
 	parts := strings.Split(good, ".")
 
 	signWith := func(alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
-		opts := &jose.SignerOptions{}
-		if kid != "" {
-			opts = opts.WithHeader("kid", kid)
-		}
-		s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, err := s.Sign(payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := o.CompactSerialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return signCompact(t, alg, key, kid, payload)
 	}
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -713,15 +697,7 @@ func TestVerifyTokenIgnoresUnknownClaims(t *testing.T) {
 	claims["visitor_email"] = "alice@example.com"
 	claims["future"] = map[string]any{"nested": []any{1, "x"}}
 	extended, _ := json.Marshal(claims)
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS512, Key: k.Secret}, (&jose.SignerOptions{}).WithHeader("kid", k.KID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := s.Sign(extended)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := o.CompactSerialize()
+	raw := signCompact(t, jose.HS512, k.Secret, k.KID(), extended)
 	tok, err := verifier(k).VerifyToken(context.Background(), raw)
 	if err != nil {
 		t.Fatalf("token with extra claims: %v", err)
@@ -729,4 +705,28 @@ func TestVerifyTokenIgnoresUnknownClaims(t *testing.T) {
 	if want := sampleToken(); tok.UserID != want.UserID || tok.AgentID != want.AgentID || tok.AppURL != want.AppURL || tok.Request != want.Request.Normalize() {
 		t.Fatalf("claims changed: %+v", tok)
 	}
+}
+
+// signCompact signs payload as a compact JWS with alg and key, with a kid
+// header unless kid is empty: tokens as an attacker or a future coderd
+// would write them.
+func signCompact(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
+	t.Helper()
+	opts := &jose.SignerOptions{}
+	if kid != "" {
+		opts = opts.WithHeader("kid", kid)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := o.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
