@@ -227,9 +227,6 @@ func TestVerifyRejects(t *testing.T) {
 	good, _ := SignToken(k, sampleToken())
 	parts := strings.Split(good, ".")
 
-	signWith := func(alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
-		return signCompact(t, alg, key, kid, payload)
-	}
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -246,10 +243,10 @@ func TestVerifyRejects(t *testing.T) {
 	badReq := sampleToken()
 	badReq.Request.UsernameOrID = "me"
 	badReqTok, _ := SignToken(k, badReq)
-	noExp := signWith(jose.HS512, k.Secret, "7", []byte(`{"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`))
+	noExp := signCompact(t, jose.HS512, k.Secret, "7", []byte(`{"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`))
 	// Two values for one claim: which one counts would depend on the
 	// parser, so neither does.
-	dupExp := signWith(jose.HS512, k.Secret, "7", []byte(fmt.Sprintf(`{"exp":%d,"exp":%d,"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`,
+	dupExp := signCompact(t, jose.HS512, k.Secret, "7", []byte(fmt.Sprintf(`{"exp":%d,"exp":%d,"request":{"access_method":"subdomain","base_path":"/","username_or_id":"a","workspace_name_or_id":"b","app_slug_or_port":"c"}}`,
 		now.Add(-time.Hour).Unix(), now.Add(time.Minute).Unix())))
 
 	tests := []struct {
@@ -258,10 +255,10 @@ func TestVerifyRejects(t *testing.T) {
 		want  error
 	}{
 		{"alg none", encodeSegment(map[string]string{"alg": "none", "kid": "7"}) + "." + parts[1] + ".", ErrAlgorithm},
-		{"HS256 with the same secret", signWith(jose.HS256, k.Secret, "7", payload), ErrAlgorithm},
-		{"RS256", signWith(jose.RS256, rsaKey, "7", payload), ErrAlgorithm},
-		{"ES256", signWith(jose.ES256, ecKey, "7", payload), ErrAlgorithm},
-		{"no kid", signWith(jose.HS512, k.Secret, "", payload), ErrMissingKID},
+		{"HS256 with the same secret", signCompact(t, jose.HS256, k.Secret, "7", payload), ErrAlgorithm},
+		{"RS256", signCompact(t, jose.RS256, rsaKey, "7", payload), ErrAlgorithm},
+		{"ES256", signCompact(t, jose.ES256, ecKey, "7", payload), ErrAlgorithm},
+		{"no kid", signCompact(t, jose.HS512, k.Secret, "", payload), ErrMissingKID},
 		{"unknown kid", unknownTok, ErrUnknownKey},
 		{"forged with another secret under the same kid", forged, ErrSignature},
 		{"tampered payload", parts[0] + "." + encodeSegment(map[string]any{"exp": now.Add(time.Hour).Unix(), "request": subReq}) + "." + parts[2], ErrSignature},
