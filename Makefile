@@ -23,7 +23,7 @@ WSEDGE  := bin/wsedge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/wsedge/wsedge/internal/buildinfo.version=$(VERSION)
 # ts_debug_websockets links upstream tailscale's websocket DERP client, which
-# dialer/tsnode needs for its force-websocket DERP mode (Coder's
+# tailnet/tsnode needs for its force-websocket DERP mode (Coder's
 # derp_force_websockets); without the tag upstream cannot dial DERP over
 # websockets at all.
 GOTAGS  := ts_debug_websockets

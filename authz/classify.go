@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/wsedge/wsedge/approute"
 	"github.com/wsedge/wsedge/appurl"
 )
 
@@ -27,18 +26,18 @@ func (s *Service) classify(in *Input) (*target, *Decision) {
 	host := s.effectiveHost(in)
 	route, err := s.cfg.router.Route(host, in.EscapedPath())
 	switch {
-	case errors.Is(err, approute.ErrMissingHost):
+	case errors.Is(err, appurl.ErrMissingHost):
 		if strings.HasPrefix(in.EscapedPath(), "/derp") {
 			return nil, &Decision{Allow: true, Outcome: "not_app"}
 		}
 		d := denyJSON(http.StatusBadRequest, jsonResponse{Message: "Could not determine request Host."}, "bad_host")
 		return nil, &d
-	case route.Kind == approute.KindPathApp && s.cfg.PathAppsDisabled:
+	case route.Kind == appurl.KindPathApp && s.cfg.PathAppsDisabled:
 		d := s.page(http.StatusForbidden, "Forbidden",
 			"Path-based applications are disabled on this proxy. Use subdomain applications, or ask your administrator to enable path-based applications.",
 			"path_apps_disabled")
 		return nil, &d
-	case errors.Is(err, approute.ErrMeUsername):
+	case errors.Is(err, appurl.ErrMeUsername):
 		d := s.page(http.StatusNotFound, "Application Not Found",
 			"Applications must be accessed with the full username, not @me.", "path_app_me")
 		return nil, &d
@@ -48,9 +47,9 @@ func (s *Service) classify(in *Input) (*target, *Decision) {
 		return nil, &d
 	}
 	switch route.Kind {
-	case approute.KindNone:
+	case appurl.KindNone:
 		return nil, &Decision{Allow: true, Outcome: "not_app"}
-	case approute.KindLogout:
+	case appurl.KindLogout:
 		d := redirect(s.cfg.AccessURL.String(), "logout")
 		return nil, &d
 	}

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -34,7 +34,7 @@ type Config struct {
 // compiled is Config with everything parsed once.
 type compiled struct {
 	Config
-	router          approute.Router
+	router          appurl.Router
 	dashboardHost   string
 	subdomainCookie string
 }
@@ -49,7 +49,7 @@ func compile(c Config) (*compiled, error) {
 	if c.DashboardURL == nil || c.DashboardURL.Host == "" {
 		return nil, errors.New("authz: dashboard (primary) URL is required")
 	}
-	router, err := approute.NewRouter(c.AccessURL, c.DashboardURL, c.WildcardHostname)
+	router, err := appurl.NewRouter(c.AccessURL, c.DashboardURL, c.WildcardHostname)
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"path"
 	"strings"
 
-	"github.com/wsedge/wsedge/approute"
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -24,7 +23,7 @@ func (s *Service) handleSmuggledKey(ctx context.Context, in *Input, t *target) *
 	if encrypted == "" {
 		return nil
 	}
-	if t.req.AccessMethod == appurl.AccessMethodPath && approute.NormalizeHost(t.host) == s.cfg.dashboardHost {
+	if t.req.AccessMethod == appurl.AccessMethodPath && appurl.NormalizeHost(t.host) == s.cfg.dashboardHost {
 		d := s.page(http.StatusBadRequest, "Bad Request",
 			"Could not find a valid API key. Please try again. API key smuggling is not permitted on the primary access URL.",
 			"smuggle_on_dashboard")

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/primary/devprimary"
 )
 
 // smokeTimeout bounds each wait of the smoke test on a loaded machine.

@@ -15,8 +15,9 @@ import (
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/derp"
-	"github.com/wsedge/wsedge/dialer/tsnode"
-	"github.com/wsedge/wsedge/dialer/tsnode/tsnodetest"
+	"github.com/wsedge/wsedge/internal/testutil/tailnettest"
+	"github.com/wsedge/wsedge/tailnet"
+	"github.com/wsedge/wsedge/tailnet/tsnode"
 )
 
 // Two dialer replicas serve the same DERP region and mesh with each other.
@@ -26,13 +27,13 @@ func TestTailnetAcrossMeshedReplicas(t *testing.T) {
 	const coderMeshKey = "0123456789abcdefghijklmnopqrstuv"
 	roots := x509.NewCertPool()
 	meshTLS := &tls.Config{RootCAs: roots}
-	newRelay := func() (*derp.Server, *tsnodetest.DERP) {
-		s, err := derp.New(derp.Options{Logger: tsnodetest.Logger(), MeshKey: coderMeshKey, MeshTLSConfig: meshTLS})
+	newRelay := func() (*derp.Server, *tailnettest.DERP) {
+		s, err := derp.New(derp.Options{Logger: tailnettest.Logger(), MeshKey: coderMeshKey, MeshTLSConfig: meshTLS})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })
-		return s, tsnodetest.NewDERP(t, s)
+		return s, tailnettest.NewDERP(t, s)
 	}
 	a, srvA := newRelay()
 	b, srvB := newRelay()
@@ -45,11 +46,11 @@ func TestTailnetAcrossMeshedReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	region := func(d *tsnodetest.DERP) *tailcfg.DERPMap {
+	region := func(d *tailnettest.DERP) *tailcfg.DERPMap {
 		return &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: d.Region(1)}}
 	}
 	agentID, proxyID := uuid.New(), uuid.New()
-	base := tsnode.Options{Logger: tsnodetest.Logger(), ExtraRootCAs: roots, DERPOnly: true, LoopbackOnly: true}
+	base := tsnode.Options{Logger: tailnettest.Logger(), ExtraRootCAs: roots, DERPOnly: true, LoopbackOnly: true}
 	popts := base
 	popts.DERPMap = region(srvA)
 	proxy, err := tsnode.New(popts)
@@ -59,7 +60,7 @@ func TestTailnetAcrossMeshedReplicas(t *testing.T) {
 	t.Cleanup(func() { _ = proxy.Close() })
 	aopts := base
 	aopts.DERPMap = region(srvB)
-	aopts.Address = tsnode.AgentAddr(agentID)
+	aopts.Address = tailnet.AgentAddr(agentID)
 	agent, err := tsnode.New(aopts)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func TestTailnetAcrossMeshedReplicas(t *testing.T) {
 	}
 }
 
-func waitHome(t *testing.T, n *tsnode.Node) tsnode.NodeInfo {
+func waitHome(t *testing.T, n *tsnode.Node) tailnet.NodeInfo {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

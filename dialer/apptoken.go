@@ -4,7 +4,7 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -21,7 +21,7 @@ var (
 // appToken reads, verifies and matches the token authz attached to the
 // request. Only a token signed by a current key and issued for the very
 // request being served is accepted.
-func (s *Server) appToken(r *http.Request, rt approute.Route) (tokens.SignedToken, error) {
+func (s *Server) appToken(r *http.Request, rt appurl.Route) (tokens.SignedToken, error) {
 	vals := r.Header.Values(AppTokenHeader)
 	switch {
 	case len(vals) == 0 || vals[0] == "":

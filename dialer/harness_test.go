@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/wsedge/wsedge/approute"
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -99,13 +98,13 @@ func randomKey(t testing.TB, seq int32) tokens.Key {
 	return k
 }
 
-func testRouter(t testing.TB) approute.Router {
+func testRouter(t testing.TB) appurl.Router {
 	t.Helper()
 	p, err := appurl.CompileHostnamePattern(testWildcard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return approute.Router{Wildcard: p, AccessHost: testAccessHost, DashboardHost: testDashboardHost}
+	return appurl.Router{Wildcard: p, AccessHost: testAccessHost, DashboardHost: testDashboardHost}
 }
 
 // newEnv builds a server; mutate adjusts options before New.

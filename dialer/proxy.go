@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/wsedge/wsedge/approute"
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -43,7 +42,7 @@ const internalHeaderPrefix = "X-Wsedge-"
 var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-Coder-User-Email"}
 
 // serveApp proxies a path or subdomain app request (protocol §7.1).
-func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Route) {
+func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
 	if err != nil {
 		s.refuseToken(w, r, err)
@@ -121,9 +120,9 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Ro
 
 // escapedAppPath is the request path beneath the app's base path, still
 // escaped: "" when a path app lacks its trailing slash.
-func escapedAppPath(r *http.Request, rt approute.Route) string {
+func escapedAppPath(r *http.Request, rt appurl.Route) string {
 	p := r.URL.EscapedPath()
-	if rt.Kind == approute.KindSubdomainApp {
+	if rt.Kind == appurl.KindSubdomainApp {
 		if p == "" {
 			return "/"
 		}
@@ -141,7 +140,7 @@ func escapedAppPath(r *http.Request, rt approute.Route) string {
 // path, with its host replaced by the agent's tailnet address and its
 // query dropped (the user's query is forwarded as-is). Port apps choose
 // the scheme from the "s" suffix.
-func (s *Server) upstreamURL(appURL *url.URL, tok tokens.SignedToken, rt approute.Route) (*url.URL, error) {
+func (s *Server) upstreamURL(appURL *url.URL, tok tokens.SignedToken, rt appurl.Route) (*url.URL, error) {
 	u := *appURL
 	u.RawQuery = ""
 	u.ForceQuery = false
@@ -223,7 +222,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 // badGateway renders Coder's 502 page when the agent cannot be reached or
 // the app fails to answer. On a port app whose failure looks like an
 // HTTP/HTTPS mismatch it adds Coder's "Switch to HTTP(S)" action.
-func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt approute.Route) {
+func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt appurl.Route) {
 	s.log.Info("dialer: proxying to app failed", "err", err, "host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
 	page := errorPage{
 		Status:      http.StatusBadGateway,
@@ -266,9 +265,9 @@ func schemeMismatch(err error, scheme string) (want string, ok bool) {
 // protocol: the port's "s" suffix toggled, on the wildcard host, with the
 // dashboard's scheme (as Coder builds it). ok is false for slug apps and
 // path apps.
-func (s *Server) switchSchemeURL(rt approute.Route, want string) (string, bool) {
+func (s *Server) switchSchemeURL(rt appurl.Route, want string) (string, bool) {
 	port, _, isPort := appurl.PortInfo(rt.Request.AppSlugOrPort)
-	if !isPort || rt.Kind != approute.KindSubdomainApp || s.router.Wildcard == nil {
+	if !isPort || rt.Kind != appurl.KindSubdomainApp || s.router.Wildcard == nil {
 		return "", false
 	}
 	slug := strconv.Itoa(int(port))

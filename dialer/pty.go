@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 )
 
 // terminalPingInterval is how often terminals are pinged; a ping without
@@ -21,7 +20,7 @@ const terminalPingInterval = 15 * time.Second
 
 // serveTerminal bridges a web terminal websocket to the agent's
 // reconnecting-PTY port (protocol §6.5, §10.5).
-func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt approute.Route) {
+func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
 	if err != nil {
 		s.refuseToken(w, r, err)

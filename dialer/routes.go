@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 )
 
 // route dispatches a request. Subdomain apps come first, as in Coder,
@@ -20,15 +20,15 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch rt.Kind {
-	case approute.KindSubdomainApp, approute.KindPathApp:
+	case appurl.KindSubdomainApp, appurl.KindPathApp:
 		setRouteLabel(r, rt.Kind.String())
 		s.serveApp(w, r, rt)
 		return
-	case approute.KindTerminal:
+	case appurl.KindTerminal:
 		setRouteLabel(r, rt.Kind.String())
 		s.serveTerminal(w, r, rt)
 		return
-	case approute.KindLogout:
+	case appurl.KindLogout:
 		setRouteLabel(r, "logout")
 		http.Redirect(w, r, s.accessURL.String(), http.StatusSeeOther)
 		return
@@ -64,25 +64,25 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 
 // routeError answers requests that look like app requests but are
 // malformed, with the pages Coder's proxy renders for them.
-func (s *Server) routeError(w http.ResponseWriter, r *http.Request, rt approute.Route, err error, isDERP bool) {
+func (s *Server) routeError(w http.ResponseWriter, r *http.Request, rt appurl.Route, err error, isDERP bool) {
 	setRouteLabel(r, "invalid")
-	var invalid *approute.InvalidAppURLError
+	var invalid *appurl.InvalidAppURLError
 	switch {
-	case errors.Is(err, approute.ErrMissingHost):
+	case errors.Is(err, appurl.ErrMissingHost):
 		if isDERP {
 			setRouteLabel(r, "derp")
 			s.serveDERP(w, r)
 			return
 		}
 		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "Could not determine request Host."})
-	case errors.Is(err, approute.ErrMeUsername):
+	case errors.Is(err, appurl.ErrMeUsername):
 		s.renderPage(w, r, errorPage{
 			Status:      http.StatusNotFound,
 			Title:       "Application Not Found",
 			Description: "Applications must be accessed with the full username, not @me.",
 			Dashboard:   true,
 		})
-	case errors.As(err, &invalid) && rt.Kind == approute.KindSubdomainApp:
+	case errors.As(err, &invalid) && rt.Kind == appurl.KindSubdomainApp:
 		s.renderPage(w, r, errorPage{
 			Status:      http.StatusBadRequest,
 			Title:       "Invalid Application URL",

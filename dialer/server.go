@@ -26,7 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -56,7 +56,7 @@ type Options struct {
 	// AccessURL is the proxy's public URL; DashboardURL the primary's.
 	AccessURL, DashboardURL *url.URL
 	// Router classifies requests exactly as authz does.
-	Router approute.Router
+	Router appurl.Router
 	// Verifier checks app tokens.
 	Verifier *tokens.Verifier
 	// Agents reaches workspace agents.
@@ -90,7 +90,7 @@ type Options struct {
 // Server is the dialer's HTTP server.
 type Server struct {
 	accessURL, dashboardURL *url.URL
-	router                  approute.Router
+	router                  appurl.Router
 	verifier                *tokens.Verifier
 	agents                  AgentDialer
 	derp                    http.Handler

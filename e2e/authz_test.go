@@ -18,11 +18,11 @@ import (
 
 	"github.com/google/uuid"
 
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 	"github.com/wsedge/wsedge/envoy"
 	wsstack "github.com/wsedge/wsedge/internal/stack"
 	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/primary"
-	"github.com/wsedge/wsedge/primary/devprimary"
 	"github.com/wsedge/wsedge/tokens"
 )
 

@@ -34,9 +34,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	wsstack "github.com/wsedge/wsedge/internal/stack"
+	devagent "github.com/wsedge/wsedge/dev/agent"
+	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/primary/devagent"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -47,7 +47,7 @@ const appBytes = 1024
 // needs: a dialer that sends every public host to the edge, and the warm
 // token cookies for the demo's HTTP and websocket apps.
 type benchPath struct {
-	dev  *wsstack.Dev
+	dev  *devstack.Dev
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// codeCookie and echoCookie are `coder_signed_app_token=…` for the
 	// code (HTTP) and echo (websocket) subdomain apps.
@@ -57,7 +57,7 @@ type benchPath struct {
 }
 
 // startBenchPath is startFullPath for benchmarks and soaks: the same
-// deployment (stack.StartDev with the test hostnames), quieter logs, and
+// deployment (devstack.StartDev with the test hostnames), quieter logs, and
 // warm cookies obtained once with alice's session token.
 func startBenchPath(tb testing.TB) *benchPath {
 	tb.Helper()
@@ -68,7 +68,7 @@ func startBenchPath(tb testing.TB) *benchPath {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
 		AuthzRegisterer:  reg,
 		DashboardURL:     &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:        &url.URL{Scheme: "http", Host: accessHost},

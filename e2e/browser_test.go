@@ -25,8 +25,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	devagent "github.com/wsedge/wsedge/dev/agent"
 	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/primary/devagent"
 	"github.com/wsedge/wsedge/tokens"
 )
 

@@ -23,9 +23,9 @@ import (
 	"tailscale.com/types/key"
 
 	"github.com/wsedge/wsedge/derp"
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 	wsstack "github.com/wsedge/wsedge/internal/stack"
 	"github.com/wsedge/wsedge/primary"
-	"github.com/wsedge/wsedge/primary/devprimary"
 )
 
 // derpReplica is a derp.Server behind its own TLS listener, as a sibling

@@ -23,7 +23,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	wsstack "github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -256,7 +256,7 @@ func startFaultPath(t *testing.T, metrics bool) *faultPath {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
 		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname:   wildcardHost,

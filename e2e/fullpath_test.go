@@ -19,9 +19,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	wsstack "github.com/wsedge/wsedge/internal/stack"
+	devagent "github.com/wsedge/wsedge/dev/agent"
+	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/primary/devagent"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -32,7 +32,7 @@ var demoAgent = uuid.MustParse("7a9e4b10-2c3d-4f5e-8a6b-a6e170000001")
 // browser that reaches the dashboard (dev primary) and the proxy (Envoy) by
 // name, with a cookie jar.
 type fullPath struct {
-	dev     *wsstack.Dev
+	dev     *devstack.Dev
 	browser *http.Client
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -45,7 +45,7 @@ func startFullPath(t *testing.T) *fullPath {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := wsstack.StartDev(ctx, wsstack.DevConfig{
+	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
 		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname:   wildcardHost,

@@ -30,8 +30,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	devagent "github.com/wsedge/wsedge/dev/agent"
 	"github.com/wsedge/wsedge/internal/benchreport/soakresult"
-	"github.com/wsedge/wsedge/primary/devagent"
 )
 
 // soakLimits is the growth a soak tolerates between its before and after

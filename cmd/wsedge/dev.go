@@ -17,9 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	devprimary "github.com/wsedge/wsedge/dev/primary"
+	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/envoyrun"
-	"github.com/wsedge/wsedge/internal/stack"
-	"github.com/wsedge/wsedge/primary/devprimary"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -115,13 +115,13 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 	domain := strings.TrimPrefix(f.domain, ".")
 	if f.tls {
 		scheme = "https"
-		certFile, keyFile, err = stack.WriteSelfSignedCert(dir, "proxy."+domain, "*.apps."+domain, "127.0.0.1")
+		certFile, keyFile, err = devstack.WriteSelfSignedCert(dir, "proxy."+domain, "*.apps."+domain, "127.0.0.1")
 		if err != nil {
 			return err
 		}
 	}
 	hostPort := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
-	cfg := stack.DevConfig{
+	cfg := devstack.DevConfig{
 		Catalog:          cat,
 		DashboardURL:     &url.URL{Scheme: "http", Host: hostPort(domain, f.primaryPort)},
 		AccessURL:        &url.URL{Scheme: scheme, Host: hostPort("proxy."+domain, f.port)},
@@ -150,7 +150,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 	defer stopD()
 
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	dev, err := stack.StartDev(startCtx, cfg)
+	dev, err := devstack.StartDev(startCtx, cfg)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("%w\n(logs in %s)", err, dir)
@@ -184,7 +184,7 @@ func portFree(port int) error {
 	return ln.Close()
 }
 
-func printDevSummary(w io.Writer, cfg stack.DevConfig, dev *stack.Dev, f devFlags, dir string) {
+func printDevSummary(w io.Writer, cfg devstack.DevConfig, dev *devstack.Dev, f devFlags, dir string) {
 	owner, ws, agent, app, agentID := demoTargets(cfg.Catalog)
 	session, _ := dev.Primary.SessionToken(owner)
 	base := cfg.AccessURL.String()

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/derp"
-	"github.com/wsedge/wsedge/primary/devprimary"
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 )
 
 type noPolls struct{}

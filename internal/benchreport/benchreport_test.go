@@ -146,11 +146,11 @@ func TestPair(t *testing.T) {
 		res("authz", "CheckWarmCookie", 9.0, "ns/op", 120.0, "authz-p50-µs", 100.0, "noop-p50-µs", 1.2, "p99-ratio"),
 		res("e2e", "ExtProcHop", 9.0, "ns/op", 930.0, "p50-extproc-µs", 680.0, "p50-no-extproc-µs", 250.0, "p50-added-µs", 36.0, "p50-added-%"),
 		// One baseline serving two figures.
-		res("dialer/tsnode", "TailnetDERP/BulkDownload", 40.0, "MB/s"),
-		res("dialer/tsnode", "TailnetDirectUDP/BulkDownload", 80.0, "MB/s"),
-		res("dialer/tsnode", "LoopbackTCP/BulkDownload", 800.0, "MB/s"),
+		res("tailnet/tsnode", "TailnetDERP/BulkDownload", 40.0, "MB/s"),
+		res("tailnet/tsnode", "TailnetDirectUDP/BulkDownload", 80.0, "MB/s"),
+		res("tailnet/tsnode", "LoopbackTCP/BulkDownload", 800.0, "MB/s"),
 		// Rule 3: no baseline at all, still listed.
-		res("dialer/coordinate", "TunnelReady", 7e5, "ns/op"),
+		res("tailnet/coordinate", "TunnelReady", 7e5, "ns/op"),
 		res("e2e", "WholePathIdleWebsocket", 120000.0, "B/session", 25000.0, "baseline-B/session", 95000.0, "proxy-B/session"),
 	})
 	m := rowsByFigure(rows)
@@ -175,9 +175,9 @@ func TestPair(t *testing.T) {
 	check("dialer ProxyGET ns/op", "DirectGET", 300, 100)
 	check("authz CheckWarmCookie authz-p50-µs", "CheckWarmCookie noop-p50-µs", 120, 100)
 	check("e2e ExtProcHop p50-extproc-µs", "ExtProcHop p50-no-extproc-µs", 930, 680)
-	check("dialer/coordinate TunnelReady ns/op", "", 7e5, 0)
-	check("dialer/tsnode TailnetDERP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 40, 800)
-	check("dialer/tsnode TailnetDirectUDP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 80, 800)
+	check("tailnet/coordinate TunnelReady ns/op", "", 7e5, 0)
+	check("tailnet/tsnode TailnetDERP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 40, 800)
+	check("tailnet/tsnode TailnetDirectUDP/BulkDownload MB/s", "LoopbackTCP/BulkDownload", 80, 800)
 	check("e2e WholePathIdleWebsocket B/session", "WholePathIdleWebsocket baseline-B/session", 120000, 25000)
 	check("e2e WholePathIdleWebsocket proxy-B/session", "", 95000, 0)
 	// An unused baseline is still a figure.
@@ -185,7 +185,7 @@ func TestPair(t *testing.T) {
 	for _, gone := range []string{
 		"e2e WholePath1KiB ns/op", "e2e WholePath1KiB p99-ratio", "e2e WholePath1KiB baseline-p50-µs",
 		"tokens VerifyTokenBaseline ns/op", "appurl ParsePathAppBaseline ns/op", "primary VerifyingKeyBaseline/hit ns/op",
-		"x Copy/baseline ns/op", "dialer DirectGET ns/op", "dialer/tsnode LoopbackTCP/BulkDownload MB/s", "authz CheckWarmCookie noop-p50-µs", "authz CheckWarmCookie ns/op",
+		"x Copy/baseline ns/op", "dialer DirectGET ns/op", "tailnet/tsnode LoopbackTCP/BulkDownload MB/s", "authz CheckWarmCookie noop-p50-µs", "authz CheckWarmCookie ns/op",
 		"e2e ExtProcHop p50-added-µs", "e2e ExtProcHop p50-added-%", "e2e ExtProcHop p50-no-extproc-µs",
 	} {
 		if _, ok := m[gone]; ok {
@@ -221,12 +221,12 @@ func TestMergeAveragesRepeatedRuns(t *testing.T) {
 func TestTable(t *testing.T) {
 	out := Table([]Row{
 		{Component: "appurl", Figure: "ParsePathApp", Unit: "ns/op", Value: 614.6, BaseName: "ParsePathAppBaseline", BaseValue: 153.65},
-		{Component: "dialer/coordinate", Figure: "TunnelReady", Unit: "ns/op", Value: 712345},
+		{Component: "tailnet/coordinate", Figure: "TunnelReady", Unit: "ns/op", Value: 712345},
 	})
 	want := "| component | figure | value | baseline | ratio |\n" +
 		"|---|---|---:|---|---:|\n" +
 		"| appurl | ParsePathApp ns/op | 614.6 | ParsePathAppBaseline = 153.7 | 4.00× |\n" +
-		"| dialer/coordinate | TunnelReady ns/op | 712345 | — | — |\n"
+		"| tailnet/coordinate | TunnelReady ns/op | 712345 | — | — |\n"
 	if out != want {
 		t.Errorf("table:\n%s\nwant:\n%s", out, want)
 	}

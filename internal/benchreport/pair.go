@@ -30,10 +30,10 @@ var legacyBenchBaselines = map[string]string{
 	"authz.CheckThroughput/authz": "authz.CheckThroughput/noop",
 	"extproc.Process/policy":      "extproc.Process/noop",
 	// The tailnet against plain loopback TCP to the same apps.
-	"dialer/tsnode.TailnetDERP/BulkDownload":            "dialer/tsnode.LoopbackTCP/BulkDownload",
-	"dialer/tsnode.TailnetDERP/WebsocketRoundTrip":      "dialer/tsnode.LoopbackTCP/WebsocketRoundTrip",
-	"dialer/tsnode.TailnetDirectUDP/BulkDownload":       "dialer/tsnode.LoopbackTCP/BulkDownload",
-	"dialer/tsnode.TailnetDirectUDP/WebsocketRoundTrip": "dialer/tsnode.LoopbackTCP/WebsocketRoundTrip",
+	"tailnet/tsnode.TailnetDERP/BulkDownload":            "tailnet/tsnode.LoopbackTCP/BulkDownload",
+	"tailnet/tsnode.TailnetDERP/WebsocketRoundTrip":      "tailnet/tsnode.LoopbackTCP/WebsocketRoundTrip",
+	"tailnet/tsnode.TailnetDirectUDP/BulkDownload":       "tailnet/tsnode.LoopbackTCP/BulkDownload",
+	"tailnet/tsnode.TailnetDirectUDP/WebsocketRoundTrip": "tailnet/tsnode.LoopbackTCP/WebsocketRoundTrip",
 }
 
 // legacyMetricBaselines pairs metrics within one benchmark named before

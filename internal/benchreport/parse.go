@@ -19,7 +19,7 @@ type Metric struct {
 // Result is one benchmark's result line.
 type Result struct {
 	// Pkg is the package path relative to the module ("e2e",
-	// "dialer/tsnode"; "." for the root).
+	// "tailnet/tsnode"; "." for the root).
 	Pkg string
 	// Name is the benchmark's full name without the "Benchmark" prefix
 	// and without the -GOMAXPROCS suffix ("VerifyToken/cached").

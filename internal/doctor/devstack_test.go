@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/envoy"
+	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/doctor"
-	"github.com/wsedge/wsedge/internal/stack"
 	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/primary"
 )
@@ -32,7 +32,7 @@ func TestDoctorThroughTheDevStack(t *testing.T) {
 	access := &url.URL{Scheme: "http", Host: "proxy.doctor.test"}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := stack.StartDev(ctx, stack.DevConfig{
+	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
 		DashboardURL: dashboard, AccessURL: access, WildcardHostname: "*.apps.doctor.test",
 		PrimaryListen: netip.MustParseAddrPort("127.0.0.1:0"), EdgeListen: netip.MustParseAddrPort("127.0.0.1:0"),
 		EnvoyBinary: testutil.EnvoyBinary(t), Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),

@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/derp"
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/doctor"
 	"github.com/wsedge/wsedge/internal/envoyrun"
 	"github.com/wsedge/wsedge/primary"
-	"github.com/wsedge/wsedge/primary/devprimary"
 )
 
 // world is the dev primary and a stand-in edge (the real DERP handler and

@@ -16,12 +16,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/wsedge/wsedge/approute"
+	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/derp"
 	"github.com/wsedge/wsedge/dialer"
-	"github.com/wsedge/wsedge/dialer/coordinate"
-	"github.com/wsedge/wsedge/dialer/tsnode"
 	"github.com/wsedge/wsedge/primary"
+	"github.com/wsedge/wsedge/tailnet"
+	"github.com/wsedge/wsedge/tailnet/coordinate"
+	"github.com/wsedge/wsedge/tailnet/tsnode"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -206,7 +207,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	coord, err := coordinate.New(ctx, coordinate.Options{
 		URL:        cfg.Primary.URL(),
 		ProxyToken: cfg.ProxyToken,
-		Node:       coordinate.AdaptNode[tsnode.NodeInfo](node),
+		Node:       node,
 		Logger:     log,
 		HTTPClient: cfg.CoordinateHTTPClient,
 	})
@@ -216,7 +217,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	defer coord.Close()
 	registerCollectors(cfg.Registerer, log, coord.Collector())
 
-	router, err := approute.NewRouter(cfg.AccessURL, cfg.Primary.URL(), cfg.WildcardHostname)
+	router, err := appurl.NewRouter(cfg.AccessURL, cfg.Primary.URL(), cfg.WildcardHostname)
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
 	}
@@ -225,7 +226,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		DashboardURL:       cfg.Primary.URL(),
 		Router:             router,
 		Verifier:           &tokens.Verifier{Keys: keys},
-		Agents:             dialer.TailnetDialer{Tunnels: coord, Node: node},
+		Agents:             tailnet.Dialer{Tunnels: coord, Node: node},
 		Stats:              cfg.Primary, // uploads to app-stats itself
 		DERP:               derpHandler,
 		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),

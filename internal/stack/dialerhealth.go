@@ -12,8 +12,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wsedge/wsedge/dialer"
-	"github.com/wsedge/wsedge/dialer/coordinate"
 	"github.com/wsedge/wsedge/primary"
+	"github.com/wsedge/wsedge/tailnet/coordinate"
 )
 
 func healthChecks(cfg DialerConfig, r *primary.Registrar, c *coordinate.Client) []dialer.HealthCheck {

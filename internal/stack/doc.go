@@ -1,5 +1,6 @@
-// Package stack assembles wsedge's services from their packages: what the
-// authz, dialer and dev commands run, and what the end-to-end tests start.
-// Each Serve function owns every goroutine it starts and returns once they
-// have all stopped.
+// Package stack is wsedge's production composition root: it assembles the
+// authz and dialer services from their packages, as `wsedge authz` and
+// `wsedge dialer` run them. Each Serve function owns every goroutine it
+// starts and returns once they have all stopped. It never imports a
+// stand-in (dev/...); the dev harness is internal/devstack.
 package stack
