@@ -31,7 +31,7 @@ import (
 )
 
 // ServicePrefix is the Tailscale service prefix every address of the tailnet
-// lives in (protocol reference §10.4).
+// lives in (docs/protocol.md#agent-address).
 var ServicePrefix = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 
 // ErrClosed is returned by operations on a closed node.
@@ -124,7 +124,7 @@ type Node struct {
 }
 
 // AgentAddr is an agent's tailnet address: ServicePrefix followed by bytes
-// 6..15 of its UUID (protocol reference §10.4).
+// 6..15 of its UUID (docs/protocol.md#agent-address).
 func AgentAddr(agentID uuid.UUID) netip.Addr {
 	b := ServicePrefix.Addr().As16()
 	copy(b[6:], agentID[6:])

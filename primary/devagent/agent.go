@@ -22,7 +22,7 @@ const (
 	KindHTTPS     = "https"     // DemoApp over TLS with a self-signed certificate
 )
 
-// Reserved agent ports (protocol reference §10.5). Apps may not use ports
+// Reserved agent ports (docs/protocol.md#agent-ports). Apps may not use ports
 // below MinAppPort.
 const (
 	ReconnectingPTYPort = 2
@@ -73,7 +73,7 @@ func New(opts Options) *Agent {
 }
 
 // TailnetIP is the agent's tailnet address: the Tailscale service prefix
-// fd7a:115c:a1e0::/48 over the first 6 bytes of its UUID (§10.4).
+// fd7a:115c:a1e0::/48 over the first 6 bytes of its UUID (docs/protocol.md#agent-address).
 func TailnetIP(id uuid.UUID) netip.Addr {
 	b := [16]byte(id)
 	copy(b[:6], []byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0})
