@@ -22,7 +22,7 @@ var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 var ErrInvalidHostnamePattern = errors.New("invalid wildcard hostname pattern")
 
 // CompileHostnamePattern validates a wildcard hostname with coderd's rules
-// (protocol §6.3) and compiles its matcher.
+// (docs/protocol.md#wildcard-hostname) and compiles its matcher.
 func CompileHostnamePattern(pattern string) (*HostnamePattern, error) {
 	bad := func(why string) (*HostnamePattern, error) {
 		return nil, fmt.Errorf("%w %q: %s", ErrInvalidHostnamePattern, pattern, why)

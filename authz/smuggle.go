@@ -11,7 +11,7 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-// handleSmuggledKey implements the API-key hand-off (protocol §5.2): a
+// handleSmuggledKey implements the API-key hand-off (docs/protocol.md#smuggled-api-key): a
 // path or subdomain app request carrying the encrypted key parameter is
 // answered with the session cookie and a 303 to the same URL without it.
 // It returns nil when the request carries no such parameter.
@@ -52,7 +52,7 @@ func (s *Service) handleSmuggledKey(ctx context.Context, in *Input, t *target) *
 }
 
 // sessionCookie is the app session cookie for the request's access method
-// (protocol §5.3).
+// (docs/protocol.md#cookies).
 func (s *Service) sessionCookie(t *target, apiKey string) *http.Cookie {
 	if t.req.AccessMethod == appurl.AccessMethodSubdomain {
 		return s.cfg.Cookies.SubdomainAppSessionCookie(s.cfg.WildcardHostname, apiKey)

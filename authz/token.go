@@ -9,12 +9,12 @@ import (
 )
 
 // findToken returns a signed app token from the request that verifies and
-// matches it (protocol §4.3, §4.4).
+// matches it (docs/protocol.md#token-lookup-and-matching).
 func (s *Service) findToken(ctx context.Context, in *Input, t *target) (tokens.SignedToken, string, bool) {
 	return s.verifier.FindToken(ctx, in.Query(), in.Cookies(), t.req)
 }
 
-// sessionToken finds the user's Coder session token (protocol §5.3).
+// sessionToken finds the user's Coder session token (docs/protocol.md#session-token-sources).
 func (s *Service) sessionToken(in *Input, t *target) string {
 	name := tokens.PathAppSessionCookie
 	if t.req.AccessMethod == appurl.AccessMethodSubdomain {

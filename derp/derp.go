@@ -2,8 +2,8 @@
 // server mounted at /derp (HTTP "Upgrade: DERP" and websockets with the
 // "derp" subprotocol from any origin), /derp/latency-check, a mesh with the
 // sibling replicas the primary lists at registration, and the sibling health
-// check whose result is sent back to the primary as replica_error (protocol
-// reference §9).
+// check whose result is sent back to the primary as replica_error (see
+// docs/protocol.md#derp-and-mesh).
 package derp
 
 import (
@@ -29,7 +29,7 @@ import (
 	"tailscale.com/types/key"
 )
 
-// Defaults of the sibling health check (protocol reference §9.3).
+// Defaults of the sibling health check (docs/protocol.md#derp-and-mesh).
 const (
 	DefaultCheckTimeout    = 3 * time.Second
 	DefaultCheckAttempts   = 2

@@ -41,7 +41,7 @@ const internalHeaderPrefix = "X-Wsedge-"
 // reach it: wsedge removes them always and injects none.
 var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-Coder-User-Email"}
 
-// serveApp proxies a path or subdomain app request (protocol §7.1).
+// serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
 	if err != nil {
@@ -169,7 +169,7 @@ func (s *Server) upstreamURL(appURL *url.URL, tok tokens.SignedToken, rt appurl.
 	return &u, nil
 }
 
-// rewrite builds the upstream request (protocol §7.1 steps 2, 5–9).
+// rewrite builds the upstream request (docs/protocol.md#proxying-rules).
 func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath string) {
 	out, in := pr.Out, pr.In
 	decoded, err := url.PathUnescape(appPath)

@@ -19,7 +19,7 @@ import (
 const terminalPingInterval = 15 * time.Second
 
 // serveTerminal bridges a web terminal websocket to the agent's
-// reconnecting-PTY port (protocol §6.5, §10.5).
+// reconnecting-PTY port (docs/protocol.md#web-terminal).
 func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
 	if err != nil {

@@ -7,7 +7,7 @@
 // YAML. The YAML files under examples/ are produced by `go generate` and a test
 // fails when they drift from the generator.
 //
-// Rules the generated edge enforces (see ARCHITECTURE.md):
+// Rules the generated edge enforces (see docs/architecture.md#rules-that-hold-everywhere):
 //   - every client-sent header whose name starts with "x-wsedge-" is removed by
 //     a header_mutation filter placed before ext_authz, so the only internal
 //     headers the dialer can see are the ones authz added;

@@ -18,7 +18,7 @@ import (
 // derpUpgrade is the Upgrade token of Tailscale's DERP-over-HTTP.
 const derpUpgrade = "derp"
 
-// TerminalPathRegex matches the web terminal path (protocol reference §6.5):
+// TerminalPathRegex matches the web terminal path (docs/protocol.md#web-terminal):
 // 36 characters where the agent UUID goes. A hex class ([0-9a-fA-F-]{36})
 // compiles to an RE2 program of 116 > Envoy's default limit of 100; the route
 // only picks long-lived timeouts (ext_authz stays on, and authz checks that the
@@ -162,7 +162,7 @@ func fallbackVirtualHost(c Config) *routev3.VirtualHost {
 	return &routev3.VirtualHost{Name: "fallback", Domains: []string{"*"}, Routes: routes}
 }
 
-// probeRoutes are the dialer's unauthenticated endpoints (§9.1), matched
+// probeRoutes are the dialer's unauthenticated endpoints (docs/protocol.md#proxy-routes), matched
 // exactly so no other path can skip ext_authz.
 func probeRoutes(c Config) []*routev3.Route {
 	var out []*routev3.Route
@@ -203,7 +203,7 @@ func derpRoutes(c Config) []*routev3.Route {
 	}
 }
 
-// terminalRoute is the web terminal websocket (§6.5); ext_authz on.
+// terminalRoute is the web terminal websocket (docs/protocol.md#web-terminal); ext_authz on.
 func terminalRoute(c Config) *routev3.Route {
 	return &routev3.Route{
 		Name: "terminal",
@@ -214,7 +214,7 @@ func terminalRoute(c Config) *routev3.Route {
 	}
 }
 
-// pathAppRoutes are /@user/... and its mis-encoded twin /%40user/... (§6.2);
+// pathAppRoutes are /@user/... and its mis-encoded twin /%40user/... (docs/protocol.md#path-apps);
 // ext_authz and the app policy on.
 func pathAppRoutes(c Config) []*routev3.Route {
 	return []*routev3.Route{
@@ -230,7 +230,7 @@ func catchAllRoute(c Config) *routev3.Route {
 	return &routev3.Route{Name: "catch-all", Match: prefixMatch("/"), Action: toDialer(short(c))}
 }
 
-// dashboardCORSPolicy is Coder's CORS for non-subdomain routes (§7.5):
+// dashboardCORSPolicy is Coder's CORS for non-subdomain routes (docs/protocol.md#cors):
 // only the dashboard origin, GET and OPTIONS, four request headers, no
 // credentials; preflights are answered by Envoy.
 func dashboardCORSPolicy(c Config) (*corsv3.CorsPolicy, error) {

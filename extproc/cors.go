@@ -33,7 +33,7 @@ var appCORSHeaders = []string{hdrACAO, hdrACAC, hdrACAM, hdrACAH}
 // proxy removes; the singular, which is the real header name, goes too.
 var corsVaryValues = []string{hdrOrigin, "Access-Control-Request-Methods", hdrACRM, hdrACRH}
 
-// allowedMethods are the methods a same-owner origin may use (§7.5); the
+// allowedMethods are the methods a same-owner origin may use (docs/protocol.md#cors); the
 // preflight's own OPTIONS is always allowed, as go-chi/cors does.
 var allowedMethods = []string{http.MethodHead, http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 

@@ -19,7 +19,7 @@ import (
 // preflight before ext_authz when it can do so safely:
 //
 //   - the target host and the Origin are both subdomain apps on this
-//     proxy's wildcard, the requested method is one §7.5 allows, and
+//     proxy's wildcard, the requested method is one coderd allows (docs/protocol.md#cors), and
 //   - resolve-app-owner says both apps have the same owner, and
 //   - the app is not known to be passthru (see behaviorMemory).
 //

@@ -19,7 +19,7 @@ import (
 )
 
 // fakeCoderd answers the proxy API the way coderd does, per the protocol
-// reference (§2): the proxy-token middleware with its 401 messages, the
+// reference (docs/protocol.md#proxy-api): the proxy-token middleware with its 401 messages, the
 // feature whitelist of crypto-keys, 201/204 statuses, the error shape.
 type fakeCoderd struct {
 	proxyID uuid.UUID
@@ -221,7 +221,7 @@ func (f *fakeCoderd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// auth mirrors coderd's proxy-token middleware (protocol §2.0).
+// auth mirrors coderd's proxy-token middleware (docs/protocol.md#proxy-api).
 func (f *fakeCoderd) auth(w http.ResponseWriter, r *http.Request) bool {
 	tok := r.Header.Get(ProxyTokenHeader)
 	if tok == "" {

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults of RegistrarOptions (protocol §2.3).
+// Defaults of RegistrarOptions (docs/protocol.md#registration-loop).
 const (
 	// DefaultRegisterInterval must match the primary's replica-sync
 	// interval or DERP meshing between replicas breaks.

@@ -10,7 +10,7 @@ import (
 	"github.com/wsedge/wsedge/appurl"
 )
 
-// Paths of the primary's workspace-proxy API (protocol §2).
+// Paths of the primary's workspace-proxy API (docs/protocol.md#proxy-api).
 const (
 	pathBuildInfo       = "/api/v2/buildinfo"
 	pathRegister        = "/api/v2/workspaceproxies/me/register"
@@ -64,7 +64,7 @@ type RegisterRequest struct {
 
 // RegisterResponse is coderd's RegisterWorkspaceProxyResponse.
 type RegisterResponse struct {
-	// AppSecurityKey is only sent by legacy primaries (protocol §11).
+	// AppSecurityKey is only sent by legacy primaries (docs/protocol.md#legacy-primaries).
 	AppSecurityKey      string           `json:"app_security_key,omitempty"`
 	DERPMeshKey         string           `json:"derp_mesh_key"`
 	DERPRegionID        int32            `json:"derp_region_id"`

@@ -24,7 +24,7 @@ var ServicePrefix = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 var CoderPrefix = netip.MustParsePrefix("fd60:627a:a42b::/48")
 
 // AgentAddr is an agent's tailnet address: ServicePrefix followed by bytes
-// 6..15 of its UUID (docs/protocol.md#tailnet-addresses).
+// 6..15 of its UUID (docs/protocol.md#agent-address).
 func AgentAddr(agentID uuid.UUID) netip.Addr { return AgentAddrIn(ServicePrefix, agentID) }
 
 // AgentAddrIn puts bytes 6..15 of an agent's UUID behind a /48 prefix.

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Names of Coder's cookies, query parameters and headers (protocol §4–§5).
+// Names of Coder's cookies, query parameters and headers (docs/protocol.md#cookies).
 const (
 	SignedAppTokenCookie     = "coder_signed_app_token"
 	SignedAppTokenQueryParam = "coder_signed_app_token_23db1dde"

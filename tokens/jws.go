@@ -61,7 +61,7 @@ type tokenClaims struct {
 	CORSBehavior string         `json:"cors_behavior"`
 }
 
-// MatchesRequest binds a token to a request (protocol §4.4): all seven
+// MatchesRequest binds a token to a request (docs/protocol.md#token-lookup-and-matching): all seven
 // fields equal, base paths compared with a trailing "/".
 func (t SignedToken) MatchesRequest(r appurl.Request) bool {
 	a, b := t.Request.Normalize(), r.Normalize()

@@ -14,7 +14,7 @@ import (
 const MaxTokenCandidates = 4
 
 // FindToken looks for a signed app token that verifies and matches req,
-// in coderd's order (protocol §4.3): the query parameter first, then each
+// in coderd's order (docs/protocol.md#token-lookup-and-matching): the query parameter first, then each
 // coder_signed_app_token cookie, four candidates at most. When the query
 // parameter is present only terminal tokens are acceptable: the first
 // verified non-terminal candidate ends the search with nothing.
@@ -52,7 +52,7 @@ func (v *Verifier) FindToken(ctx context.Context, query url.Values, cookies []*h
 }
 
 // SessionToken finds the user's Coder session token for an issue call
-// (protocol §5.3, newest order): the access method's app session cookie,
+// (docs/protocol.md#session-token-sources): the access method's app session cookie,
 // then the coder_session_token cookie, the coder_session_token query
 // parameter, the Coder-Session-Token header, and a bearer token. An app's
 // own Authorization header therefore never shadows a Coder cookie.

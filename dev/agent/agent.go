@@ -22,7 +22,7 @@ const (
 	KindHTTPS     = "https"     // DemoApp over TLS with a self-signed certificate
 )
 
-// Reserved agent ports (protocol reference §10.5). Apps may not use ports
+// Reserved agent ports (docs/protocol.md#agent-ports). Apps may not use ports
 // below MinAppPort.
 const (
 	ReconnectingPTYPort = 2

@@ -7,7 +7,7 @@ import (
 )
 
 // The tailnet API version this coordinator implements: any 2.x up to 2.5 is
-// accepted, as by the coderd snapshot the protocol reference was written from.
+// accepted, as by the coderd version docs/protocol.md#coordination describes.
 const (
 	currentMajor = 2
 	currentMinor = 5

@@ -2,7 +2,7 @@ package devprimary_test
 
 // The contract suite: the primary client, which knows nothing of the dev
 // primary, against the dev primary over real HTTP on loopback. Both were
-// written independently from the protocol reference, so a disagreement on
+// written independently from docs/protocol.md, so a disagreement on
 // a field name, a status or a message fails here.
 
 import (

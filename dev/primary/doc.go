@@ -27,7 +27,7 @@
 // embedded demo (DemoCatalog).
 //
 // It powers `wsedge dev` and the end-to-end tests. Every status code,
-// message and JSON shape follows coderd (see the protocol reference); the
+// message and JSON shape follows coderd (see docs/protocol.md); the
 // package deliberately defines its own wire structs instead of importing
 // the primary client, so that contract tests check both sides against the
 // wire.

@@ -77,7 +77,7 @@ func (s *Server) handleIssue(w http.ResponseWriter, r *http.Request, _ *proxySta
 }
 
 // issue authenticates and authorises an app request with coderd's
-// outcomes (protocol §6.6) and signs a token. On failure it has written
+// outcomes (docs/protocol.md#issue-outcomes) and signs a token. On failure it has written
 // the answer the proxy must relay.
 func (s *Server) issue(w http.ResponseWriter, req issueRequest) (string, bool) {
 	// coderd answers as if the browser had sent a GET to the base path.

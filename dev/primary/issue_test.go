@@ -219,7 +219,7 @@ func TestIssueErrorPageTexts(t *testing.T) {
 }
 
 // TestIssuedTokenClaims checks the signed token byte for byte where it
-// matters: HS512 with kid, the claim set (§4.2), the owner (not the
+// matters: HS512 with kid, the claim set (docs/protocol.md#signed-app-token), the owner (not the
 // visitor) as user_id, and that it verifies with the served keys.
 func TestIssuedTokenClaims(t *testing.T) {
 	h := newHarness(t, nil)
@@ -282,7 +282,7 @@ func TestIssuedTokenClaims(t *testing.T) {
 	}
 }
 
-// TestIssueRedirectURI checks redirect_uri exactly as §6.6 builds it.
+// TestIssueRedirectURI checks redirect_uri exactly as coderd builds it (docs/protocol.md#issue-outcomes).
 func TestIssueRedirectURI(t *testing.T) {
 	h := newHarness(t, nil)
 	auth := h.url + "/api/v2/applications/auth-redirect?redirect_uri="

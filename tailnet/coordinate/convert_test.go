@@ -101,7 +101,7 @@ func TestNodeFromProtoRejectsBadFields(t *testing.T) {
 }
 
 // The tags below follow from the field numbers and wire types of
-// tailnet.proto (§10.2); if a number changed, coderd would misread us.
+// tailnet.proto (docs/protocol.md#coordination); if a number changed, coderd would misread us.
 func TestWireBytesOfRequests(t *testing.T) {
 	id, _ := hex.DecodeString("123e4567e89b12d3a456426614174000")
 	cases := []struct {

@@ -20,8 +20,8 @@ import (
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("coordinate: client closed")
 
-// Defaults of the tunnel and reconnect life-cycle (§10.3 of the protocol
-// reference; lost and ready timeouts as Coder's tailnet uses them).
+// Defaults of the tunnel and reconnect life-cycle (docs/protocol.md#tunnels;
+// lost and ready timeouts as Coder's tailnet uses them).
 const (
 	DefaultIdleTimeout   = 30 * time.Minute
 	DefaultSweepInterval = 5 * time.Minute

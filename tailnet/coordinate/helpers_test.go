@@ -156,7 +156,7 @@ func (f *fakeNode) lastDERP() *tailcfg.DERPMap {
 	return f.derps[len(f.derps)-1]
 }
 
-// agentIP is the agent's tailnet address (§10.4).
+// agentIP is the agent's tailnet address (docs/protocol.md#agent-address).
 func agentIP(id uuid.UUID) netip.Addr {
 	b := [16]byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0}
 	copy(b[6:], id[6:])

@@ -1,6 +1,6 @@
 // Wire messages of Coder's tailnet coordination API, version 2.x, written for
 // wsedge from the protocol facts in
-// shared/reference/coder-proxy-protocol.md §10.2. Only the messages and RPCs
+// docs/protocol.md#coordination. Only the messages and RPCs
 // that a workspace proxy and an agent need are declared. Field numbers, types
 // and the proto package are wire facts and must not change: the package name
 // determines the DRPC method paths (/coder.tailnet.v2.Tailnet/<Method>) and

@@ -6,7 +6,7 @@
 // It is the only package of wsedge that imports tailscale.com/wgengine and
 // friends; everything else sees a Node with Dial, Listen and peer updates.
 //
-// Recipe (upstream v1.102.5, see the protocol reference §13): tsd.NewSystem,
+// Recipe (upstream v1.102.5, see docs/protocol.md#tailnet-interoperability): tsd.NewSystem,
 // wgengine.NewUserspaceEngine with a fake TUN, netstack.Create, the engine's
 // per-peer lookup functions (SetPeerConfigFunc, SetPeerByIPPacketFunc,
 // SetPeerForIPFunc), SetSelfNode + netstack.UpdateNetstackIPs + Reconfig +
