@@ -8,10 +8,19 @@ import (
 	"github.com/wsedge/wsedge/approute"
 )
 
-// route dispatches a request. Subdomain apps come first, as in Coder,
-// where the subdomain middleware runs before all other routing: an app's
-// own /healthz must reach the app.
+// route dispatches a request. The dashboard's latency probe comes first:
+// Coder's proxy mounts /latency-check on a root router in front of
+// everything else, so it is answered on every host, app hosts included,
+// and never reaches an app (Envoy lets it through without ext_authz for
+// that reason). Subdomain apps come next, as in Coder, where the
+// subdomain middleware runs before all other routing: an app's own
+// /healthz must reach the app.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if r.URL.EscapedPath() == "/latency-check" {
+		setRouteLabel(r, "latency-check")
+		s.serveLatencyCheck(w, r)
+		return
+	}
 	path := r.URL.Path
 	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
 	rt, err := s.router.Route(r.Host, r.URL.EscapedPath())
@@ -34,9 +43,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case path == "/latency-check":
-		setRouteLabel(r, "latency-check")
-		s.serveLatencyCheck(w, r)
 	case path == "/healthz":
 		setRouteLabel(r, "healthz")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
