@@ -42,6 +42,39 @@ const internalHeaderPrefix = "X-Wsedge-"
 // reach it: wsedge removes them always and injects none.
 var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-Coder-User-Email"}
 
+// protectedHeaderPrefixes and protectedHeaders name the headers whose
+// value the proxy chain vouches for (Envoy or the dialer sets them, or
+// removes client copies). Their underscore spellings are dropped too:
+// Envoy's edge config drops underscore headers, but the dialer must not
+// rely on the edge for it — servers that fold '_' into '-' (uWSGI; Puma
+// before 6.4.3/5.6.9, CVE-2024-45614) read X_Forwarded_For as
+// X-Forwarded-For. Lower case, dashes.
+var (
+	protectedHeaderPrefixes = []string{"x-wsedge-", "x-forwarded-", "x-envoy-", "x-coder-user-"}
+	protectedHeaders        = []string{"x-coder-username", "x-real-ip", "forwarded", "x-request-id"}
+)
+
+// isUnderscoreSpelling reports whether name is a protected header spelt
+// with at least one underscore, compared with '_' folded to '-' and case
+// ignored.
+func isUnderscoreSpelling(name string) bool {
+	if !strings.Contains(name, "_") {
+		return false
+	}
+	folded := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	for _, p := range protectedHeaderPrefixes {
+		if strings.HasPrefix(folded, p) {
+			return true
+		}
+	}
+	for _, h := range protectedHeaders {
+		if folded == h {
+			return true
+		}
+	}
+	return false
+}
+
 // serveApp proxies a path or subdomain app request (protocol §7.1).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Route) {
 	tok, err := s.appToken(r, rt)
@@ -201,6 +234,11 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	}
 	for _, h := range visitorIdentityHeaders {
 		out.Header.Del(h)
+	}
+	for k := range out.Header {
+		if isUnderscoreSpelling(k) {
+			delete(out.Header, k)
+		}
 	}
 
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {

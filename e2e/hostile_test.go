@@ -325,6 +325,27 @@ func TestHostileInput(t *testing.T) {
 				t.Errorf("the app received the client's forged visitor identity header %s: %q", k, r.Headers[k])
 			}
 		}
+		// Underscore spellings of the same headers: servers that fold '_'
+		// into '-' (uWSGI; Puma before 6.4.3/5.6.9) would read them as the
+		// real ones. The edge drops them, and the dialer would too.
+		a = h.do("GET", codeURL+"?format=json", http.Header{
+			"Coder-Session-Token": {session},
+			"X_Coder_User_Id":     {"00000000-0000-0000-0000-000000000001"},
+			"x_coder_username":    {"admin"},
+			"X_CODER_USER_EMAIL":  {"admin@example.com"},
+			"X_Forwarded_For":     {"6.6.6.6"},
+			"X_Forwarded_Host":    {"evil.example"},
+			"X_Wsedge_App_Token":  {genuine},
+		})
+		r = devAppEcho(t, a)
+		for k, v := range r.Headers {
+			if strings.Contains(k, "_") {
+				t.Errorf("the app received underscore header %s: %q", k, v)
+			}
+		}
+		if xff := strings.Join(r.Headers["X-Forwarded-For"], ","); strings.Contains(xff, "6.6.6.6") {
+			t.Errorf("X-Forwarded-For %q carries the client's underscore spelling", xff)
+		}
 		// Without a session, a client-sent app token header is no token.
 		a = h.do("GET", codeURL, http.Header{"X-Wsedge-App-Token": {genuine}})
 		if a.status != http.StatusSeeOther || reachedApp(a.body) {
