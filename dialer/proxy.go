@@ -113,15 +113,13 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Ro
 	if appPath == "" {
 		// Apps resolve relative URLs against their root: add the slash.
 		// Like Coder, the redirect keeps only the path.
-		http.Redirect(w, r, r.URL.EscapedPath()+"/", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"/", http.StatusTemporaryRedirect)
 		return
 	}
 	if appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
 		// The app's default query (e.g. code-server's folder=) must be
 		// visible to client-side code, so redirect rather than merge.
-		u := *r.URL
-		u.RawQuery = appURL.RawQuery
-		http.Redirect(w, r, u.RequestURI(), http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"?"+appURL.RawQuery, http.StatusTemporaryRedirect)
 		return
 	}
 
@@ -152,10 +150,10 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt approute.Ro
 	proxy.ServeHTTP(w, r)
 }
 
-// escapedAppPath is the request path beneath the app's base path, still
-// escaped: "" when a path app lacks its trailing slash.
+// escapedAppPath is the raw request path beneath the app's base path, as
+// the client sent it: "" when a path app lacks its trailing slash.
 func escapedAppPath(r *http.Request, rt approute.Route) string {
-	p := r.URL.EscapedPath()
+	p := rawPath(r)
 	if rt.Kind == approute.KindSubdomainApp {
 		if p == "" {
 			return "/"
@@ -213,6 +211,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	out.URL.Path = decoded
 	out.URL.RawPath = appPath
 	pr.SetURL(target)
+	// The app gets the path bytes the client sent (and authz decided on),
+	// not Go's re-encoding of them.
+	setRawPath(out.URL, joinRawPath(target.EscapedPath(), appPath))
 	// The app sees the public host it was opened on.
 	out.Host = in.Host
 

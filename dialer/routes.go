@@ -16,14 +16,16 @@ import (
 // subdomain middleware runs before all other routing: an app's own
 // /healthz must reach the app.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	if r.URL.EscapedPath() == "/latency-check" {
+	raw := rawPath(r)
+	if raw == "/latency-check" {
 		setRouteLabel(r, "latency-check")
 		s.serveLatencyCheck(w, r)
 		return
 	}
 	path := r.URL.Path
 	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
-	rt, err := s.router.Route(r.Host, r.URL.EscapedPath())
+	// The raw path, as authz saw it: both sides must parse the same app.
+	rt, err := s.router.Route(r.Host, raw)
 	if err != nil {
 		s.routeError(w, r, rt, err, isDERP)
 		return

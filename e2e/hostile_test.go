@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -87,6 +88,28 @@ func (h *hostile) raw(request string) string {
 	n, _ := io.ReadAtLeast(c, b, 12)
 	line, _, _ := strings.Cut(string(b[:n]), "\r\n")
 	return line
+}
+
+// rawResponse sends a hand-written HTTP/1.1 request to the edge and reads
+// the whole response.
+func (h *hostile) rawResponse(request string) (*http.Response, string) {
+	h.t.Helper()
+	c, err := h.fp.dial(context.Background(), "tcp", accessHost+":80")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		h.t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	return res, string(b)
 }
 
 func cookieHeader(cs ...*http.Cookie) http.Header {
@@ -299,6 +322,28 @@ func TestHostileInput(t *testing.T) {
 			}
 			if a.status >= 500 && a.status != http.StatusBadGateway {
 				t.Errorf("%s: status %d", tt.name, a.status)
+			}
+		}
+		// Bytes Go would escape next to %2F: the app gets the request
+		// target byte for byte, on the app authz approved.
+		for _, tt := range []struct{ host, target string }{
+			{codeHost, "/x%2Fy\"{|^`/z?format=json"},
+			{accessHost, "/@alice/dev.main/apps/code/a%2Fb\"{|^`c/d?format=json"},
+		} {
+			res, body := h.rawResponse("GET " + tt.target + " HTTP/1.1\r\nHost: " + tt.host + "\r\nCoder-Session-Token: " + session + "\r\nConnection: close\r\n\r\n")
+			var got struct {
+				RequestURI string `json:"request_uri"`
+			}
+			if res.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil {
+				t.Errorf("%s%s: status %d, want the app's echo: %.300s", tt.host, tt.target, res.StatusCode, body)
+				continue
+			}
+			want := tt.target
+			if tt.host == accessHost {
+				want = strings.TrimPrefix(want, "/@alice/dev.main/apps/code")
+			}
+			if got.RequestURI != want {
+				t.Errorf("%s%s: the app got %q, want %q", tt.host, tt.target, got.RequestURI, want)
 			}
 		}
 		if line := h.raw("GET /@alice/dev.main/apps/code/\x00x HTTP/1.1\r\nHost: " + accessHost + "\r\n\r\n"); !strings.Contains(line, " 400 ") {
