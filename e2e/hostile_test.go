@@ -303,6 +303,15 @@ func TestHostileInput(t *testing.T) {
 		}
 	})
 
+	t.Run("latency check on app hosts is the proxy's, not the app's", func(t *testing.T) {
+		for _, host := range []string{accessHost, codeHost} {
+			a := h.do("GET", "http://"+host+"/latency-check", nil)
+			if a.status != http.StatusOK || a.body != "OK" || a.header.Get("Timing-Allow-Origin") != "*" || reachedApp(a.body) {
+				t.Errorf("%s/latency-check: status %d body %.100q, want Coder's latency answer", host, a.status, a.body)
+			}
+		}
+	})
+
 	t.Run("paths", func(t *testing.T) {
 		auth := http.Header{"Coder-Session-Token": {session}}
 		for _, tt := range []struct {
