@@ -46,7 +46,7 @@ func inputFromCheck(req *authv3.CheckRequest) *Input {
 		Host:      httpReq.GetHost(),
 		Path:      httpReq.GetPath(),
 		Scheme:    httpReq.GetScheme(),
-		RequestID: httpReq.GetId(),
+		RequestID: requestID(httpReq),
 		Header:    make(http.Header, len(httpReq.GetHeaders())),
 	}
 	for k, v := range httpReq.GetHeaders() {
@@ -61,6 +61,27 @@ func inputFromCheck(req *authv3.CheckRequest) *Input {
 		}
 	}
 	return in
+}
+
+// requestIDHeader is the ID Envoy gives every request: it logs it as
+// request_id in its access log and forwards it to the dialer, which logs it
+// too. The CheckRequest's own id field is Envoy's stream id, a number that
+// appears nowhere else, so it is only a fallback.
+const requestIDHeader = "x-request-id"
+
+// maxRequestIDLen bounds what a client-influenced header puts in a log
+// line (Envoy's IDs are UUIDs).
+const maxRequestIDLen = 128
+
+func requestID(httpReq *authv3.AttributeContext_HttpRequest) string {
+	id := httpReq.GetHeaders()[requestIDHeader]
+	if id == "" {
+		return httpReq.GetId()
+	}
+	if len(id) > maxRequestIDLen {
+		id = id[:maxRequestIDLen]
+	}
+	return id
 }
 
 // checkResponse builds Envoy's answer from a decision.

@@ -41,6 +41,39 @@ const internalHeaderPrefix = "X-Wsedge-"
 // reach it: wsedge removes them always and injects none.
 var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-Coder-User-Email"}
 
+// protectedHeaderPrefixes and protectedHeaders name the headers whose
+// value the proxy chain vouches for (Envoy or the dialer sets them, or
+// removes client copies). Their underscore spellings are dropped too:
+// Envoy's edge config drops underscore headers, but the dialer must not
+// rely on the edge for it — servers that fold '_' into '-' (uWSGI; Puma
+// before 6.4.3/5.6.9, CVE-2024-45614) read X_Forwarded_For as
+// X-Forwarded-For. Lower case, dashes.
+var (
+	protectedHeaderPrefixes = []string{"x-wsedge-", "x-forwarded-", "x-envoy-", "x-coder-user-"}
+	protectedHeaders        = []string{"x-coder-username", "x-real-ip", "forwarded", "x-request-id"}
+)
+
+// isUnderscoreSpelling reports whether name is a protected header spelt
+// with at least one underscore, compared with '_' folded to '-' and case
+// ignored.
+func isUnderscoreSpelling(name string) bool {
+	if !strings.Contains(name, "_") {
+		return false
+	}
+	folded := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	for _, p := range protectedHeaderPrefixes {
+		if strings.HasPrefix(folded, p) {
+			return true
+		}
+	}
+	for _, h := range protectedHeaders {
+		if folded == h {
+			return true
+		}
+	}
+	return false
+}
+
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
@@ -79,15 +112,13 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	if appPath == "" {
 		// Apps resolve relative URLs against their root: add the slash.
 		// Like Coder, the redirect keeps only the path.
-		http.Redirect(w, r, r.URL.EscapedPath()+"/", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"/", http.StatusTemporaryRedirect)
 		return
 	}
 	if appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
 		// The app's default query (e.g. code-server's folder=) must be
 		// visible to client-side code, so redirect rather than merge.
-		u := *r.URL
-		u.RawQuery = appURL.RawQuery
-		http.Redirect(w, r, u.RequestURI(), http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"?"+appURL.RawQuery, http.StatusTemporaryRedirect)
 		return
 	}
 
@@ -118,10 +149,10 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	proxy.ServeHTTP(w, r)
 }
 
-// escapedAppPath is the request path beneath the app's base path, still
-// escaped: "" when a path app lacks its trailing slash.
+// escapedAppPath is the raw request path beneath the app's base path, as
+// the client sent it: "" when a path app lacks its trailing slash.
 func escapedAppPath(r *http.Request, rt appurl.Route) string {
-	p := r.URL.EscapedPath()
+	p := rawPath(r)
 	if rt.Kind == appurl.KindSubdomainApp {
 		if p == "" {
 			return "/"
@@ -179,6 +210,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	out.URL.Path = decoded
 	out.URL.RawPath = appPath
 	pr.SetURL(target)
+	// The app gets the path bytes the client sent (and authz decided on),
+	// not Go's re-encoding of them.
+	setRawPath(out.URL, joinRawPath(target.EscapedPath(), appPath))
 	// The app sees the public host it was opened on.
 	out.Host = in.Host
 
@@ -200,6 +234,11 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	}
 	for _, h := range visitorIdentityHeaders {
 		out.Header.Del(h)
+	}
+	for k := range out.Header {
+		if isUnderscoreSpelling(k) {
+			delete(out.Header, k)
+		}
 	}
 
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {

@@ -437,3 +437,59 @@ func TestWebsocketEchoThroughProxy(t *testing.T) {
 }
 
 func itoa(n uint16) string { return strconv.Itoa(int(n)) }
+
+// TestUnderscoreSpellingsOfProtectedHeadersNeverReachTheApp: servers that
+// fold '_' into '-' (uWSGI; Puma before 6.4.3/5.6.9) would read
+// X_Forwarded_For as X-Forwarded-For, so underscore spellings of every
+// header the proxy vouches for are dropped; other underscore headers are
+// the app's business and pass.
+func TestUnderscoreSpellingsOfProtectedHeadersNeverReachTheApp(t *testing.T) {
+	e := newEnv(t, nil).start()
+	addr, heads := rawApp(t)
+	e.agents.set(8080, addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	hdr := http.Header{
+		"X_Coder_User_Id":          {"00000000-0000-0000-0000-000000000001"},
+		"x_coder_username":         {"admin"},
+		"X-Coder_User-Email":       {"admin@example.com"},
+		"X_Forwarded_For":          {"6.6.6.6"},
+		"X_FORWARDED_HOST":         {"evil.example"},
+		"X-Forwarded_Proto":        {"https"},
+		"X_Wsedge_App_Token":       {"forged"},
+		"X_Real_Ip":                {"6.6.6.6"},
+		"X_Envoy_External_Address": {"6.6.6.6"},
+		"Forwarded":                {"for=1.2.3.4"},
+		"X_Custom_App":             {"kept"},
+		"X-Forwarded-For":          {"1.1.1.1"},
+	}
+	resp := e.do("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/", tok, hdr)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	head := <-heads
+	for _, line := range strings.Split(head, "\r\n") {
+		name, _, _ := strings.Cut(line, ":")
+		if strings.Contains(name, "_") && !strings.EqualFold(name, "X_Custom_App") {
+			t.Errorf("the app received %q", line)
+		}
+	}
+	for _, want := range []string{"X_custom_app: kept", "X-Forwarded-For: 1.1.1.1"} {
+		if !strings.Contains(head, "\r\n"+want+"\r\n") {
+			t.Errorf("the app did not receive %q:\n%s", want, head)
+		}
+	}
+}
+
+func TestIsUnderscoreSpelling(t *testing.T) {
+	for name, want := range map[string]bool{
+		"X_Coder_User_Id": true, "X_CODER_USERNAME": true, "x-coder_user-email": true,
+		"X_Forwarded_For": true, "x_forwarded_anything": true, "X_Wsedge_App_Token": true,
+		"x_envoy_original_path": true, "X_Real_IP": true, "Forwarded": false, "X_Request_Id": true,
+		"X-Forwarded-For": false, "X-Coder-User-Id": false, "X_Custom": false, "Coder_Session_Token": false,
+	} {
+		if got := isUnderscoreSpelling(name); got != want {
+			t.Errorf("isUnderscoreSpelling(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

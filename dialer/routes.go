@@ -8,13 +8,24 @@ import (
 	"github.com/wsedge/wsedge/appurl"
 )
 
-// route dispatches a request. Subdomain apps come first, as in Coder,
-// where the subdomain middleware runs before all other routing: an app's
-// own /healthz must reach the app.
+// route dispatches a request. The dashboard's latency probe comes first:
+// Coder's proxy mounts /latency-check on a root router in front of
+// everything else, so it is answered on every host, app hosts included,
+// and never reaches an app (Envoy lets it through without ext_authz for
+// that reason). Subdomain apps come next, as in Coder, where the
+// subdomain middleware runs before all other routing: an app's own
+// /healthz must reach the app.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	raw := rawPath(r)
+	if raw == "/latency-check" {
+		setRouteLabel(r, "latency-check")
+		s.serveLatencyCheck(w, r)
+		return
+	}
 	path := r.URL.Path
 	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
-	rt, err := s.router.Route(r.Host, r.URL.EscapedPath())
+	// The raw path, as authz saw it: both sides must parse the same app.
+	rt, err := s.router.Route(r.Host, raw)
 	if err != nil {
 		s.routeError(w, r, rt, err, isDERP)
 		return
@@ -34,9 +45,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case path == "/latency-check":
-		setRouteLabel(r, "latency-check")
-		s.serveLatencyCheck(w, r)
 	case path == "/healthz":
 		setRouteLabel(r, "healthz")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

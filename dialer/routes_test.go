@@ -303,3 +303,29 @@ func TestShutdownCutsAppWebsocketAtDeadline(t *testing.T) {
 		t.Fatalf("cut after %v, want about the 300ms grace", d)
 	}
 }
+
+// TestLatencyCheckOnAppHosts: the dashboard's latency probe is answered on
+// every host, as Coder's proxy does (it mounts /latency-check in front of
+// its subdomain-app middleware); Envoy sends it without ext_authz, so on
+// an app host it must neither reach the app nor count as a refused token.
+func TestLatencyCheckOnAppHosts(t *testing.T) {
+	e := newEnv(t, nil).start()
+	for _, host := range []string{testAccessHost, "code--main--dev--alice.apps.example.com", "8080--main--dev--alice.apps.example.com"} {
+		resp, body := get(t, e, "http://"+host+"/latency-check")
+		if resp.StatusCode != http.StatusOK || body != "OK" || resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Timing-Allow-Origin") != "*" {
+			t.Errorf("%s/latency-check: %d %q %v, want Coder's latency answer", host, resp.StatusCode, body, resp.Header)
+		}
+	}
+	// Only the exact path Envoy lets through unchecked: anything else on an
+	// app host is the app's and needs a token.
+	for _, p := range []string{"/latency-check/", "/latency%2Dcheck", "/latency-check2"} {
+		if resp, _ := get(t, e, "http://code--main--dev--alice.apps.example.com"+p); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("app host %s: %d, want the app's route (401 without a token)", p, resp.StatusCode)
+		}
+	}
+	rec := httptest.NewRecorder()
+	e.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `wsedge_dialer_app_token_refused_total{reason="missing"} 3` + "\n"; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %q (the three app paths, none of the latency probes)", want)
+	}
+}

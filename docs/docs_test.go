@@ -21,7 +21,7 @@ var (
 	outsideLink  = "../" + "shared"
 	section      = "\u00a7"
 	foreignDocs  = []string{"ARCHITECTURE" + ".md", "coder-proxy-" + "protocol.md"}
-	rfcSection   = regexp.MustCompile(`RFC ?\d+,? ` + section + ` ?\d+(\.\d+)*`)
+	rfcSection   = regexp.MustCompile(`RFC ?\d+(bis)?,? ` + section + ` ?\d+(\.\d+)*`)
 	docsPointer  = regexp.MustCompile(`docs/([A-Za-z0-9_-]+\.md)#([A-Za-z0-9_-]+)`)
 	markdownLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 	headingLine  = regexp.MustCompile(`^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$`)
@@ -286,6 +286,7 @@ func TestCheckerCatches(t *testing.T) {
 		{"// docs/nosuchpage.md#cookies", true},
 		{"// docs/protocol.md#cookies", false},
 		{"// a cookie line (RFC 6265 " + section + "5.2).", false},
+		{"// a cookie line (RFC 6265bis " + section + "5.6).", false},
 		{"plain text", false},
 	} {
 		got := len(pointerProblems(tc.text, pages)) > 0

@@ -43,6 +43,12 @@ func startFullPath(t *testing.T) *fullPath {
 	if os.Getenv("E2E_LOG") == "debug" {
 		lvl = slog.LevelDebug
 	}
+	return startFullPathLogging(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+}
+
+// startFullPathLogging is startFullPath with the services logging to log.
+func startFullPathLogging(t *testing.T, log *slog.Logger) *fullPath {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
@@ -53,7 +59,7 @@ func startFullPath(t *testing.T) *fullPath {
 		EdgeListen:         netip.MustParseAddrPort("127.0.0.1:0"),
 		EnvoyBinary:        testutil.EnvoyBinary(t),
 		Dir:                t.TempDir(),
-		Logger:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		Logger:             log,
 		StatsFlushInterval: 200 * time.Millisecond,
 		DialTimeout:        3 * time.Second,
 		Progress:           func(step string) { t.Logf("dev: starting %s", step) },

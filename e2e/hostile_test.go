@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -87,6 +88,28 @@ func (h *hostile) raw(request string) string {
 	n, _ := io.ReadAtLeast(c, b, 12)
 	line, _, _ := strings.Cut(string(b[:n]), "\r\n")
 	return line
+}
+
+// rawResponse sends a hand-written HTTP/1.1 request to the edge and reads
+// the whole response.
+func (h *hostile) rawResponse(request string) (*http.Response, string) {
+	h.t.Helper()
+	c, err := h.fp.dial(context.Background(), "tcp", accessHost+":80")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		h.t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	return res, string(b)
 }
 
 func cookieHeader(cs ...*http.Cookie) http.Header {
@@ -280,6 +303,15 @@ func TestHostileInput(t *testing.T) {
 		}
 	})
 
+	t.Run("latency check on app hosts is the proxy's, not the app's", func(t *testing.T) {
+		for _, host := range []string{accessHost, codeHost} {
+			a := h.do("GET", "http://"+host+"/latency-check", nil)
+			if a.status != http.StatusOK || a.body != "OK" || a.header.Get("Timing-Allow-Origin") != "*" || reachedApp(a.body) {
+				t.Errorf("%s/latency-check: status %d body %.100q, want Coder's latency answer", host, a.status, a.body)
+			}
+		}
+	})
+
 	t.Run("paths", func(t *testing.T) {
 		auth := http.Header{"Coder-Session-Token": {session}}
 		for _, tt := range []struct {
@@ -299,6 +331,28 @@ func TestHostileInput(t *testing.T) {
 			}
 			if a.status >= 500 && a.status != http.StatusBadGateway {
 				t.Errorf("%s: status %d", tt.name, a.status)
+			}
+		}
+		// Bytes Go would escape next to %2F: the app gets the request
+		// target byte for byte, on the app authz approved.
+		for _, tt := range []struct{ host, target string }{
+			{codeHost, "/x%2Fy\"{|^`/z?format=json"},
+			{accessHost, "/@alice/dev.main/apps/code/a%2Fb\"{|^`c/d?format=json"},
+		} {
+			res, body := h.rawResponse("GET " + tt.target + " HTTP/1.1\r\nHost: " + tt.host + "\r\nCoder-Session-Token: " + session + "\r\nConnection: close\r\n\r\n")
+			var got struct {
+				RequestURI string `json:"request_uri"`
+			}
+			if res.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil {
+				t.Errorf("%s%s: status %d, want the app's echo: %.300s", tt.host, tt.target, res.StatusCode, body)
+				continue
+			}
+			want := tt.target
+			if tt.host == accessHost {
+				want = strings.TrimPrefix(want, "/@alice/dev.main/apps/code")
+			}
+			if got.RequestURI != want {
+				t.Errorf("%s%s: the app got %q, want %q", tt.host, tt.target, got.RequestURI, want)
 			}
 		}
 		if line := h.raw("GET /@alice/dev.main/apps/code/\x00x HTTP/1.1\r\nHost: " + accessHost + "\r\n\r\n"); !strings.Contains(line, " 400 ") {
@@ -324,6 +378,27 @@ func TestHostileInput(t *testing.T) {
 			case lk == "x-coder-user-id" || lk == "x-coder-username" || lk == "x-coder-user-email":
 				t.Errorf("the app received the client's forged visitor identity header %s: %q", k, r.Headers[k])
 			}
+		}
+		// Underscore spellings of the same headers: servers that fold '_'
+		// into '-' (uWSGI; Puma before 6.4.3/5.6.9) would read them as the
+		// real ones. The edge drops them, and the dialer would too.
+		a = h.do("GET", codeURL+"?format=json", http.Header{
+			"Coder-Session-Token": {session},
+			"X_Coder_User_Id":     {"00000000-0000-0000-0000-000000000001"},
+			"x_coder_username":    {"admin"},
+			"X_CODER_USER_EMAIL":  {"admin@example.com"},
+			"X_Forwarded_For":     {"6.6.6.6"},
+			"X_Forwarded_Host":    {"evil.example"},
+			"X_Wsedge_App_Token":  {genuine},
+		})
+		r = devAppEcho(t, a)
+		for k, v := range r.Headers {
+			if strings.Contains(k, "_") {
+				t.Errorf("the app received underscore header %s: %q", k, v)
+			}
+		}
+		if xff := strings.Join(r.Headers["X-Forwarded-For"], ","); strings.Contains(xff, "6.6.6.6") {
+			t.Errorf("X-Forwarded-For %q carries the client's underscore spelling", xff)
 		}
 		// Without a session, a client-sent app token header is no token.
 		a = h.do("GET", codeURL, http.Header{"X-Wsedge-App-Token": {genuine}})

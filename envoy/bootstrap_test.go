@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -257,6 +258,19 @@ func TestEnvoyValidates(t *testing.T) {
 	for name, b := range inputs {
 		if out, err := testutil.ValidateEnvoyConfig(t, b); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// TestDropsUnderscoreHeaders: client headers spelt with underscores never
+// pass the edge (servers that fold '_' into '-' would read X_Forwarded_For
+// as X-Forwarded-For); they are dropped, not refused, so clients that send
+// one keep working.
+func TestDropsUnderscoreHeaders(t *testing.T) {
+	for _, ex := range Examples() {
+		m := hcmOf(t, ex.Config)
+		if got := m.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); got != corev3.HttpProtocolOptions_DROP_HEADER {
+			t.Errorf("%s: headers_with_underscores_action = %v, want DROP_HEADER", ex.File, got)
 		}
 	}
 }

@@ -56,8 +56,9 @@ func corsFilter(Config) (*hcmv3.HttpFilter, error) {
 }
 
 // authzAllowedHeaders are the request headers sent to authz: credentials,
-// content negotiation, origin and forwarding facts. Host, path, method and
-// scheme travel in their own CheckRequest fields.
+// content negotiation, origin and forwarding facts, and Envoy's
+// x-request-id (authz logs it, as Envoy's access log and the dialer do).
+// Host, path, method and scheme travel in their own CheckRequest fields.
 var authzAllowedHeaders = []string{
 	"accept",
 	"authorization",
@@ -71,6 +72,7 @@ var authzAllowedHeaders = []string{
 	"x-forwarded-for",
 	"x-forwarded-host",
 	"x-forwarded-proto",
+	"x-request-id",
 }
 
 // extAuthzFilter calls wsedge authz over gRPC and fails closed.

@@ -85,6 +85,16 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 		RequestTimeout:        durationpb.New(0),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			IdleTimeout: durationpb.New(c.UpgradeIdleTimeout),
+			// Client headers spelt with underscores (X_Forwarded_For,
+			// X_Coder_User_Id, X_Wsedge_App_Token) are dropped before any
+			// filter runs. The header-removal rules only know the dash
+			// spellings, and servers that fold '_' into '-' (uWSGI; Puma
+			// before 6.4.3/5.6.9, CVE-2024-45614) would read these as the
+			// real headers. DROP_HEADER rather than REJECT_REQUEST: a
+			// legitimate client that happens to send one (some CLIs and
+			// SDKs do) keeps working, and Coder's own clients never
+			// send underscores.
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_DROP_HEADER,
 		},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
 			// RFC 8441 websockets from HTTP/2 browsers, sent upstream as

@@ -6,24 +6,38 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-// setCookieName is the cookie name a Set-Cookie line sets: the text before
-// the first '=' with surrounding white space removed, as browsers read it
-// (RFC 6265 §5.2). A line without '=' sets no named cookie.
-func setCookieName(line string) string {
-	name, _, ok := strings.Cut(line, "=")
+// setCookieName is the cookie name a Set-Cookie line sets, as browsers read
+// it (RFC 6265bis §5.6): the name-value pair is the text before the first
+// ';', the name is what precedes its first '=' with surrounding white space
+// removed, and a pair without '=' is a cookie with an empty name whose
+// value is the whole pair. ok is false for such nameless cookies.
+func setCookieName(line string) (name string, ok bool) {
+	pair, _, _ := strings.Cut(line, ";")
+	name, _, ok = strings.Cut(pair, "=")
 	if !ok {
-		return ""
+		return "", false
 	}
-	return strings.TrimSpace(name)
+	name = strings.TrimSpace(name)
+	return name, name != ""
 }
 
 // filterSetCookies drops every Set-Cookie line of an app response that sets
 // one of Coder's cookies, whatever its Domain or Path: an app must not
-// plant, overwrite or clear the credentials the proxy relies on. It returns
-// the lines kept, in order, and how many were dropped.
+// plant, overwrite or clear the credentials the proxy relies on.
+//
+// It also drops every nameless cookie ("=coder_signed_app_token=x", or a
+// pair without '='). A browser stores it under the empty name and sends
+// back its value alone, so the app gets to write a whole "name=value" into
+// later Cookie headers — one that can shadow a Coder cookie for every
+// parser that takes the first match. Recognising only the dangerous values
+// would mean mirroring each browser's whitespace and quoting rules; nameless
+// cookies are unusual enough (no common framework emits them) that dropping
+// them all is the safer rule.
+//
+// It returns the lines kept, in order, and how many were dropped.
 func filterSetCookies(lines []string) (kept []string, removed int) {
 	for _, l := range lines {
-		if tokens.IsCoderCookie(setCookieName(l)) {
+		if name, ok := setCookieName(l); !ok || tokens.IsCoderCookie(name) {
 			removed++
 			continue
 		}

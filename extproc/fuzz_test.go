@@ -20,6 +20,8 @@ func FuzzResponsePolicy(f *testing.F) {
 	f.Add(" __Host-coder_signed_app_token = y", "origin,,ACCESS-CONTROL-REQUEST-HEADERS", "x", bobOrigin, "POST", "passthru", "subdomain")
 	f.Add("a=1", "Accept", "", "null", "PROPFIND", "", "path")
 	f.Add("=novalue", ",", "", "", "", "simple", "")
+	f.Add("=coder_signed_app_token=x; Domain=apps.example.com; Path=/", "", "", "", "GET", "simple", "subdomain")
+	f.Add("coder_session_token; Path=/=", "", "", "", "GET", "passthru", "subdomain")
 	f.Fuzz(func(t *testing.T, cookie, vary, acao, origin, method, cors, access string) {
 		p, _ := testPolicy(t)
 		app := AppInfo{Known: access != "", AccessMethod: appurl.AccessMethod(access), CORSBehavior: cors, Owner: alice}
@@ -27,8 +29,17 @@ func FuzzResponsePolicy(f *testing.F) {
 		d := p.response(context.Background(), &Exchange{Method: method, Host: targetHost, Origin: origin, App: app}, in)
 		out := apply(in, d.Mutation)
 		for _, l := range out.Values("Set-Cookie") {
-			if tokens.IsCoderCookie(setCookieName(l)) {
-				t.Fatalf("Coder cookie %q reached the browser", l)
+			if name, ok := setCookieName(l); !ok || tokens.IsCoderCookie(name) {
+				t.Fatalf("Coder or nameless cookie %q reached the browser", l)
+			}
+			// Whatever the browser stores must not come back as a Coder
+			// cookie in the Cookie header: a nameless cookie is sent as
+			// its value alone.
+			pair, _, _ := strings.Cut(l, ";")
+			for _, c := range (&http.Request{Header: http.Header{"Cookie": {strings.TrimSpace(pair)}}}).Cookies() {
+				if tokens.IsCoderCookie(c.Name) {
+					t.Fatalf("%q comes back to the proxy as Coder cookie %s", l, c.Name)
+				}
 			}
 		}
 		if !slices.Contains(out.Values("Set-Cookie"), "keep=1") {

@@ -353,12 +353,22 @@ func TestResponseCoderCookies(t *testing.T) {
 		"coder_path_app_session_token=; Max-Age=0",
 		"theme=dark",
 		"oauth_state=s",
+		// Nameless cookies: a browser stores the value under the empty
+		// name and sends it back as "coder_signed_app_token=x", shadowing
+		// the real cookie.
+		"=coder_signed_app_token=x; Domain=apps.example.com; Path=/",
+		"=coder_subdomain_app_session_token_0123abcd=y; Domain=apps.example.com",
+		" = coder_session_token=z",
+		"=plain",
+		// No '=' before the first ';': nameless too, even with a
+		// Coder-looking name and an '=' in an attribute.
+		"coder_session_token; Path=/=",
 	}}
 	for _, app := range []AppInfo{simpleApp, passthruApp, pathApp, {}} {
 		p, _ := testPolicy(t)
 		d := p.response(context.Background(), &Exchange{Method: "GET", Host: targetHost, App: app}, in)
-		if d.CoderCookiesRemoved != 6 {
-			t.Errorf("%+v: removed %d, want 6", app, d.CoderCookiesRemoved)
+		if d.CoderCookiesRemoved != 11 {
+			t.Errorf("%+v: removed %d, want 11", app, d.CoderCookiesRemoved)
 		}
 		got := apply(in, d.Mutation).Values("Set-Cookie")
 		if want := []string{"session=app; Path=/", "theme=dark"}; !slices.Equal(got, want) {

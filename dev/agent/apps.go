@@ -33,6 +33,7 @@ const MaxEchoMessage = 8 << 20
 type Received struct {
 	Method          string              `json:"method"`
 	Path            string              `json:"path"`
+	RequestURI      string              `json:"request_uri"`
 	RawQuery        string              `json:"raw_query"`
 	Host            string              `json:"host"`
 	XForwardedFor   string              `json:"x_forwarded_for"`
@@ -54,6 +55,7 @@ func receivedFrom(r *http.Request, bodyBytes int64) Received {
 	return Received{
 		Method:          r.Method,
 		Path:            r.URL.Path,
+		RequestURI:      r.RequestURI,
 		RawQuery:        r.URL.RawQuery,
 		Host:            r.Host,
 		XForwardedFor:   r.Header.Get("X-Forwarded-For"),

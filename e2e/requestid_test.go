@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// jsonLines parses the JSON log lines written to b.
+func jsonLines(b *syncBuffer) []map[string]any {
+	var out []map[string]any
+	for _, l := range strings.Split(b.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestOneRequestIDInEnvoyAuthzAndDialerLogs: a request can be followed
+// from Envoy's access log through authz's check line to the dialer's line
+// by one id, Envoy's x-request-id (a client's own is not kept).
+func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
+	var logs syncBuffer
+	fp := startFullPathLogging(t, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	session := fp.newSession(t)
+	a := fetch(fp.plainClient(t), "http://"+codeHost+"/echo?marker=correlate", http.Header{
+		"Coder-Session-Token": {session},
+		"X-Request-Id":        {"client-chosen"},
+	})
+	if a.status != http.StatusOK {
+		t.Fatalf("app request: %s", a)
+	}
+
+	// Envoy's access log line for the request.
+	var id string
+	waitFor(t, 10*time.Second, "the access log line", func() (bool, string) {
+		b, _ := os.ReadFile(fp.dev.Envoy.StdoutPath())
+		for _, l := range strings.Split(string(b), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["authority"] == codeHost && m["path"] == "/echo" {
+				id, _ = m["request_id"].(string)
+				return true, ""
+			}
+		}
+		return false, string(b)
+	})
+	if id == "" || id == "client-chosen" {
+		t.Fatalf("access log request_id %q, want one Envoy generated", id)
+	}
+
+	var authzSaw, dialerSaw bool
+	for _, m := range jsonLines(&logs) {
+		if m["request_id"] != id {
+			continue
+		}
+		switch {
+		case m["component"] == "authz" && m["msg"] == "check":
+			authzSaw = true
+		case m["component"] == "dialer" && m["msg"] == "dialer: request":
+			dialerSaw = true
+		}
+	}
+	if !authzSaw || !dialerSaw {
+		t.Errorf("request_id %s: in authz's check line %v, in the dialer's request line %v", id, authzSaw, dialerSaw)
+	}
+}
