@@ -319,7 +319,32 @@ func startReferenceBench(b *testing.B) *referenceBench {
 	rb.refEnvoy = testutil.StartEnvoy(b, bootstrap)
 	rb.refAddr = rb.refEnvoy.ListenerAddr(b, "direct").String()
 	rb.reference = []namedPid{{"envoy", rb.refEnvoy.Pid()}, {"proxy", ref.cmd.Process.Pid}}
+	rb.checkCookieRequired(b)
 	return rb
+}
+
+// checkCookieRequired makes sure both sides do their job: the app's
+// response only with the warm cookie; without it, the reference answers
+// 401 and wsedge anything but the app (its sign-in redirect).
+func (rb *referenceBench) checkCookieRequired(b *testing.B) {
+	for _, side := range []struct {
+		name   string
+		c      *http.Client
+		status int
+	}{{"reference", rb.refClient(1), http.StatusUnauthorized}, {"wsedge", rb.bp.httpClient(1), 0}} {
+		if _, err := get1KiB(side.c, codeHost, rb.bp.codeCookie); err != nil {
+			b.Fatalf("%s with the warm cookie: %v", side.name, err)
+		}
+		res, err := side.c.Get("http://" + codeHost + "/bytes?n=1024")
+		if err != nil {
+			b.Fatalf("%s without a cookie: %v", side.name, err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode == http.StatusOK || side.status != 0 && res.StatusCode != side.status {
+			b.Fatalf("%s without a cookie: status %d, want %d (not the app)", side.name, res.StatusCode, side.status)
+		}
+		side.c.CloseIdleConnections()
+	}
 }
 
 // demoApp is the agent and port of the demo catalog's app slug.
