@@ -32,7 +32,7 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench soak run generate fuzz clean browser setup-browser
+.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser
 
 ## setup: install Envoy and the Go tools into .tools/, and Chromium when it
 ## can (idempotent).
@@ -130,6 +130,14 @@ lint: setup
 ## description to bench/results/latest.md (internal/benchreport).
 bench: setup build
 	$(GO) run ./internal/benchreport -tags $(GOTAGS) -out bench/results/latest.md ./...
+
+## bench-reference: only the warm path against its reference (a minimal
+## Envoy in front of a Go reverse proxy over the same tailnet to the same
+## agent), with issue 16's bars, written to bench/results/fastpath.md.
+## `make bench` runs the same benchmark among all the others.
+REFERENCE_BENCHTIME ?= 2s
+bench-reference: setup build
+	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -out bench/results/fastpath.md ./e2e/
 
 ## soak: load and soak through the whole path (e2e TestSoak*): sustained
 ## warm-cookie rate, 1,000 websockets for SOAK_DURATION, a mixed soak for

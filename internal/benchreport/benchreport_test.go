@@ -286,3 +286,52 @@ func TestProgressShowsResultsAndVerdicts(t *testing.T) {
 		t.Errorf("progress:\n%q\nwant:\n%q", out.String(), want)
 	}
 }
+
+func TestBars(t *testing.T) {
+	rows := Pair([]Result{
+		res("e2e", "WarmPathVsReference/c=1", 1.0, "ns/op",
+			900.0, "req/s", 1000.0, "baseline-req/s", 1.0, "bar-ratio-min-req/s",
+			1050.0, "p50-µs", 1000.0, "baseline-p50-µs", 1.1, "bar-ratio-max-p50-µs",
+			300.0, "cpu-µs/req", 0.0, "baseline-cpu-µs/req", 1.0, "bar-ratio-max-cpu-µs/req",
+			70000.0, "ws-B/session", 65536.0, "bar-max-ws-B/session",
+			5.0, "authz-cpu-µs/req"),
+	})
+	byFig := rowsByFigure(rows)
+	if len(rows) != 5 {
+		t.Fatalf("rows %+v (bars are not figures)", rows)
+	}
+	for _, c := range []struct {
+		unit         string
+		pass, judged bool
+		bar          string
+	}{
+		{"req/s", false, true, "≥ 1.00×"},
+		{"p50-µs", true, true, "≤ 1.10×"},
+		{"cpu-µs/req", false, false, "≤ 1.00×"},
+		{"ws-B/session", false, true, "≤ 65536"},
+	} {
+		r, ok := byFig["e2e WarmPathVsReference/c=1 "+c.unit]
+		if !ok || r.Bar == nil {
+			t.Fatalf("%s: no row with a bar: %+v", c.unit, r)
+		}
+		pass, judged := r.Check()
+		if pass != c.pass || judged != c.judged || r.Bar.String() != c.bar {
+			t.Errorf("%s: bar %s pass %v judged %v, want %s %v %v", c.unit, r.Bar, pass, judged, c.bar, c.pass, c.judged)
+		}
+	}
+	if r := byFig["e2e WarmPathVsReference/c=1 authz-cpu-µs/req"]; r.Bar != nil {
+		t.Errorf("authz-cpu-µs/req has bar %v", r.Bar)
+	}
+	if pass, fail := Bars(rows); pass != 1 || fail != 3 {
+		t.Errorf("Bars = %d pass, %d fail; want 1, 3", pass, fail)
+	}
+	tab := Table(rows)
+	for _, want := range []string{"| ratio | bar |", "| 0.90× | ≥ 1.00× **FAIL** |", "| 1.05× | ≤ 1.10× pass |", "≤ 1.00× (no ratio)", "| ≤ 65536 **FAIL** |"} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	if strings.Contains(Table(Pair([]Result{res("x", "Y", 1.0, "ns/op")})), "bar") {
+		t.Error("a table without bars has a bar column")
+	}
+}

@@ -157,6 +157,9 @@ func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	b.WriteString(Table(rows))
 	unpaired, zeroBase := Unpaired(rows)
 	fmt.Fprintf(&b, "\n%d figures: %d without a baseline in their package (baseline —), %d whose baseline is 0 (ratio —).\n", len(rows), unpaired, zeroBase)
+	if pass, fail := Bars(rows); pass+fail > 0 {
+		fmt.Fprintf(&b, "%d figures have a bar: %d pass, %d fail or cannot be judged.\n", pass+fail, pass, fail)
+	}
 	b.WriteString(failuresMarkdown(failures))
 	return b.String()
 }

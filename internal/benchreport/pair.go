@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -13,6 +14,71 @@ type Row struct {
 	Value     float64
 	BaseName  string
 	BaseValue float64
+	// Bar, if set, is the limit the figure is judged by.
+	Bar *Bar
+}
+
+// Bar is a limit a benchmark reports for one of its figures, as a metric
+// `bar-ratio-min-<unit>` (value / baseline at least Limit),
+// `bar-ratio-max-<unit>` (at most Limit), `bar-min-<unit>` or
+// `bar-max-<unit>` (the value itself at least or at most Limit).
+type Bar struct {
+	Limit float64
+	// Ratio: the limit is on value / baseline; Max: an upper limit.
+	Ratio, Max bool
+}
+
+// barPrefixes are the metric prefixes of bars.
+var barPrefixes = []struct {
+	prefix     string
+	ratio, max bool
+}{
+	{"bar-ratio-min-", true, false},
+	{"bar-ratio-max-", true, true},
+	{"bar-min-", false, false},
+	{"bar-max-", false, true},
+}
+
+// barOf is the bar unit names, if it is one, and the unit it limits.
+func barOf(unit string, limit float64) (string, Bar, bool) {
+	for _, p := range barPrefixes {
+		if u, ok := strings.CutPrefix(unit, p.prefix); ok {
+			return u, Bar{Limit: limit, Ratio: p.ratio, Max: p.max}, true
+		}
+	}
+	return "", Bar{}, false
+}
+
+// String is the bar as the table shows it: "≥ 1.00×", "≤ 65536".
+func (b Bar) String() string {
+	op := "≥"
+	if b.Max {
+		op = "≤"
+	}
+	if b.Ratio {
+		return op + " " + strconv.FormatFloat(b.Limit, 'f', 2, 64) + "×"
+	}
+	return op + " " + formatValue(b.Limit)
+}
+
+// Check judges the row against its bar; ok is false when the row has no
+// bar, or a ratio bar and no ratio.
+func (r Row) Check() (pass, ok bool) {
+	if r.Bar == nil {
+		return false, false
+	}
+	v := r.Value
+	if r.Bar.Ratio {
+		q, has := r.Ratio()
+		if !has {
+			return false, false
+		}
+		v = q
+	}
+	if r.Bar.Max {
+		return v <= r.Bar.Limit, true
+	}
+	return v >= r.Bar.Limit, true
 }
 
 // Ratio is Value / BaseValue; ok is false without a usable baseline.
@@ -121,6 +187,10 @@ func benchBaseline(r Result, byKey map[string]Result) (Result, bool) {
 //  3. Whatever is left has no baseline and is still listed, so the table
 //     holds every figure. Baselines that served as one are not rows;
 //     derived metrics (`*-ratio`, `*-%`) are dropped.
+//
+// A metric `bar-ratio-min-<unit>`, `bar-ratio-max-<unit>`,
+// `bar-min-<unit>` or `bar-max-<unit>` is not a row but the bar of the
+// figure `<unit>` of the same benchmark (Bar, Row.Check).
 func Pair(rs []Result) []Row {
 	byKey := map[string]Result{}
 	for _, r := range rs {
@@ -132,13 +202,19 @@ func Pair(rs []Result) []Row {
 		base     Result
 		hasBase  bool
 		inBench  map[string]string // unit → baseline unit
-		consumed map[string]bool   // baseline units used by inBench
+		consumed map[string]bool   // baseline and bar units used
+		bars     map[string]Bar    // unit → its bar
 	}
 	var ps []pending
 	for _, r := range rs {
-		p := pending{r: r, inBench: map[string]string{}, consumed: map[string]bool{}}
+		p := pending{r: r, inBench: map[string]string{}, consumed: map[string]bool{}, bars: map[string]Bar{}}
 		legacy := legacyMetricBaselines[r.Key()]
 		for _, m := range r.Metrics {
+			if u, bar, ok := barOf(m.Unit, m.Value); ok {
+				p.bars[u] = bar
+				p.consumed[m.Unit] = true
+				continue
+			}
 			if strings.HasPrefix(m.Unit, baselinePrefix) {
 				continue
 			}
@@ -168,6 +244,9 @@ func Pair(rs []Result) []Row {
 				continue
 			}
 			row := Row{Component: r.Pkg, Figure: r.Name, Unit: m.Unit, Value: m.Value}
+			if bar, ok := p.bars[m.Unit]; ok {
+				row.Bar = &bar
+			}
 			switch bu, ok := p.inBench[m.Unit]; {
 			case ok:
 				row.BaseName = r.Name + " " + bu

@@ -26,11 +26,21 @@ func formatValue(v float64) string {
 }
 
 // Table renders rows as a Markdown table: component, figure (benchmark
-// and unit), value, baseline (name and value), ratio (value / baseline).
+// and unit), value, baseline (name and value), ratio (value / baseline),
+// and, when some figure has a bar, the bar and the verdict.
 func Table(rows []Row) string {
+	bars := false
+	for _, r := range rows {
+		bars = bars || r.Bar != nil
+	}
 	var b strings.Builder
-	b.WriteString("| component | figure | value | baseline | ratio |\n")
-	b.WriteString("|---|---|---:|---|---:|\n")
+	if bars {
+		b.WriteString("| component | figure | value | baseline | ratio | bar |\n")
+		b.WriteString("|---|---|---:|---|---:|---|\n")
+	} else {
+		b.WriteString("| component | figure | value | baseline | ratio |\n")
+		b.WriteString("|---|---|---:|---|---:|\n")
+	}
 	for _, r := range rows {
 		base, ratio := "—", "—"
 		if r.BaseName != "" {
@@ -39,9 +49,44 @@ func Table(rows []Row) string {
 		if q, ok := r.Ratio(); ok {
 			ratio = strconv.FormatFloat(q, 'f', 2, 64) + "×"
 		}
-		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %s |\n", r.Component, r.Figure, r.Unit, formatValue(r.Value), base, ratio)
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %s |", r.Component, r.Figure, r.Unit, formatValue(r.Value), base, ratio)
+		if bars {
+			fmt.Fprintf(&b, " %s |", verdict(r))
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// verdict is the bar column of r: empty without a bar.
+func verdict(r Row) string {
+	if r.Bar == nil {
+		return ""
+	}
+	switch pass, ok := r.Check(); {
+	case !ok:
+		return r.Bar.String() + " (no ratio)"
+	case pass:
+		return r.Bar.String() + " pass"
+	default:
+		return r.Bar.String() + " **FAIL**"
+	}
+}
+
+// Bars counts rows with a bar that pass and that fail (or cannot be
+// judged).
+func Bars(rows []Row) (pass, fail int) {
+	for _, r := range rows {
+		if r.Bar == nil {
+			continue
+		}
+		if ok, judged := r.Check(); ok && judged {
+			pass++
+		} else {
+			fail++
+		}
+	}
+	return pass, fail
 }
 
 // Unpaired counts rows without a baseline (unpaired) and rows whose

@@ -72,6 +72,13 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// ServeElsewhere, if set, runs authz and the dialer instead of this
+	// process: called with ServiceAuthz or ServiceDialer, the listener
+	// Envoy sends the service's traffic to, and what the service needs
+	// (ServiceSpec, which ServeService turns back into the service), it
+	// must serve until ctx ends. Benchmarks use it to run each service in
+	// a process of its own, so that CPU time and memory are its own.
+	ServeElsewhere func(ctx context.Context, service string, ln net.Listener, spec ServiceSpec) error
 }
 
 // Dev is a running DevConfig.
@@ -99,6 +106,8 @@ type Dev struct {
 	stop     []func()
 	// faults lets tests stop and start single services (devfaults.go).
 	faults devFaults
+	// derpCert is the dev relay's self-signed certificate.
+	derpCert *x509.Certificate
 }
 
 // wiring is what one start-up step hands the next.
@@ -165,11 +174,7 @@ func (cfg DevConfig) withDefaults() DevConfig {
 // hostnames without DNS: browsers resolve *.localhost to loopback by
 // themselves, Go does not.
 func (d *Dev) startRelay(context.Context) error {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, d.route(d.cfg, addr))
-	}
-	d.w.httpClient = &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 30 * time.Second}
-	d.w.wsClient = &http.Client{Transport: &http.Transport{DialContext: dial}}
+	d.w.httpClient, d.w.wsClient = d.routedClients()
 	roots, derpAddr, err := d.startDERP(d.log)
 	if err != nil {
 		return err
@@ -256,42 +261,58 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	return err
 }
 
-// startAuthz runs authz (ext_authz and ext_proc) as production runs it.
+// startAuthz runs authz (ext_authz and ext_proc) as production runs it,
+// in this process or, with DevConfig.ServeElsewhere, in another one.
 func (d *Dev) startAuthz(context.Context) error {
-	cfg := d.cfg
 	d.faults.authz = &service{name: "authz", addr: d.w.authzLn.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
-		return stack.ServeAuthz(ctx, stack.AuthzConfig{
-			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
-			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
-			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-			Registerer: cfg.AuthzRegisterer,
-		})
+		if d.cfg.ServeElsewhere != nil {
+			return d.cfg.ServeElsewhere(ctx, ServiceAuthz, ln, d.serviceSpec())
+		}
+		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, d.log))
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
 	return nil
 }
 
+// authzConfig is how a Dev runs authz.
+func authzConfig(cfg DevConfig, client *primary.Client, ln net.Listener, log *slog.Logger) stack.AuthzConfig {
+	return stack.AuthzConfig{
+		Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+		Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
+		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
+		Registerer: cfg.AuthzRegisterer,
+	}
+}
+
 // startDialer runs the dialer and its tailnet node as production runs them,
-// trusting the dev relay's certificate and advertising loopback only.
+// trusting the dev relay's certificate and advertising loopback only, in
+// this process or, with DevConfig.ServeElsewhere, in another one.
 func (d *Dev) startDialer(context.Context) error {
-	cfg := d.cfg
-	host, _ := os.Hostname()
 	d.faults.dialer = &service{name: "dialer", addr: d.w.dialerLn.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
-		return stack.ServeDialer(ctx, stack.DialerConfig{
-			Primary: d.w.client, ProxyToken: d.Primary.ProxyToken(),
-			AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
-			Hostname: host, Version: buildinfo.Version(),
-			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "dialer"),
-			Tailnet:              stack.TailnetConfig{LoopbackOnly: true, ExtraRootCAs: d.w.roots},
-			CoordinateHTTPClient: d.w.wsClient,
-			StatsFlushInterval:   cfg.StatsFlushInterval,
-			Registerer:           cfg.DialerRegisterer,
-			AuthzAddr:            d.w.authzLn.Addr().String(),
-			DialTimeout:          cfg.DialTimeout,
-		})
+		if d.cfg.ServeElsewhere != nil {
+			return d.cfg.ServeElsewhere(ctx, ServiceDialer, ln, d.serviceSpec())
+		}
+		return stack.ServeDialer(ctx, dialerConfig(d.cfg, d.w, d.Primary.ProxyToken(), d.w.authzLn.Addr().String(), ln, d.log))
 	}}
 	d.startService(d.faults.dialer, d.w.dialerLn)
 	return nil
+}
+
+// dialerConfig is how a Dev runs the dialer.
+func dialerConfig(cfg DevConfig, w wiring, proxyToken, authzAddr string, ln net.Listener, log *slog.Logger) stack.DialerConfig {
+	host, _ := os.Hostname()
+	return stack.DialerConfig{
+		Primary: w.client, ProxyToken: proxyToken,
+		AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+		Hostname: host, Version: buildinfo.Version(),
+		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "dialer"),
+		Tailnet:              stack.TailnetConfig{LoopbackOnly: true, ExtraRootCAs: w.roots},
+		CoordinateHTTPClient: w.wsClient,
+		StatsFlushInterval:   cfg.StatsFlushInterval,
+		Registerer:           cfg.DialerRegisterer,
+		AuthzAddr:            authzAddr,
+		DialTimeout:          cfg.DialTimeout,
+	}
 }
 
 // startAgents starts an agent stand-in for every connected agent of the
@@ -311,6 +332,16 @@ func (d *Dev) startAgents(context.Context) error {
 		}
 	}
 	return nil
+}
+
+// routedClients are an HTTP client (30 s timeout) and a websocket client
+// that reach the dev primary and Envoy by their public hostnames (route).
+func (d *Dev) routedClients() (httpClient, wsClient *http.Client) {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, d.route(d.cfg, addr))
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 30 * time.Second},
+		&http.Client{Transport: &http.Transport{DialContext: dial}}
 }
 
 // route maps a public host:port to the loopback address serving it.
@@ -390,6 +421,7 @@ func (d *Dev) startDERP(log *slog.Logger) (*x509.CertPool, netip.AddrPort, error
 		return nil, netip.AddrPort{}, err
 	}
 	roots.AddCert(leaf)
+	d.derpCert = leaf
 	tlsCfg.NextProtos = []string{"http/1.1"}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
