@@ -23,6 +23,7 @@
 //	GET  /api/v2/applications/auth-redirect              (dashboard session)
 //	POST /api/v2/applications/reconnecting-pty-signed-token
 //	GET  /login, POST /login                             (demo login page)
+//	GET  /                                               (home: the agents' terminal pages, dashboard session)
 //	GET  /@<owner>/<workspace>.<agent>/terminal          (web terminal page, dashboard session)
 //	GET  /static/…                                       (its scripts: xterm.js, vendored)
 //	/derp                                                (Options.DERP, optional)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -77,11 +79,12 @@ func (s *Server) handleStatic(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }
 
-// handleDashboard serves the dashboard pages outside /api/: for now the
-// terminal page. Anything else is a plain 404.
+// handleDashboard serves the dashboard pages outside /api/: the home page
+// (the workspaces the session may open terminals on) and the terminal
+// page. Anything else is a plain 404.
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	owner, wsAgent, ok := parseTerminalPath(r.URL.Path)
-	if !ok {
+	if !ok && r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return
 	}
@@ -90,7 +93,82 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	if !ok {
+		s.handleHomePage(w, r)
+		return
+	}
 	s.handleTerminalPage(w, r, owner, wsAgent)
+}
+
+// homeAgent is one line of the home page.
+type homeAgent struct {
+	Name, Terminal string
+	Note           string
+}
+
+var homeTemplate = template.Must(template.New("home").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Workspaces - wsedge dev primary</title>
+</head>
+<body>
+<main>
+<h1>Workspaces</h1>
+<p class="user">Signed in as {{.User}}.</p>
+<ul class="agents">
+{{- range .Agents}}
+<li>{{.Name}} <a href="{{.Terminal}}">Terminal</a>{{if .Note}} <span class="note">({{.Note}})</span>{{end}}</li>
+{{- else}}
+<li>No workspaces.</li>
+{{- end}}
+</ul>
+</main>
+</body>
+</html>
+`))
+
+// handleHomePage lists the agents of the workspaces the session may open
+// terminals on (its own; every one for a site owner), in catalog order,
+// each with its terminal page.
+func (s *Server) handleHomePage(w http.ResponseWriter, r *http.Request) {
+	sess := s.authenticate(requestToken(r))
+	if sess == nil || sess.scope != scopeAll {
+		s.redirectToLogin(w, r, nil, signedOutErrorMessage)
+		return
+	}
+	var agents []homeAgent
+	for _, cw := range s.world.cat.Workspaces {
+		id, err := uuid.Parse(cw.ID)
+		if err != nil {
+			continue
+		}
+		ws := s.world.workspaces[id]
+		if ws == nil || ws.Owner != sess.user && !sess.user.SiteOwner {
+			continue
+		}
+		for _, a := range ws.Agents {
+			note := ""
+			switch {
+			case ws.Stopped:
+				note = "workspace stopped"
+			case !a.connected.Load():
+				note = "agent disconnected"
+			}
+			agents = append(agents, homeAgent{
+				Name:     ws.Owner.Username + "/" + ws.Name + "." + a.Name,
+				Terminal: "/@" + ws.Owner.Username + "/" + ws.Name + "." + a.Name + "/terminal",
+				Note:     note,
+			})
+		}
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = homeTemplate.Execute(w, struct {
+		User   string
+		Agents []homeAgent
+	}{sess.user.Username, agents})
 }
 
 // parseTerminalPath splits "/@<owner>/<workspace>[.<agent>]/terminal".

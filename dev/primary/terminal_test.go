@@ -214,3 +214,47 @@ func TestStaticAssets(t *testing.T) {
 		t.Errorf("/nope: %d", res.status)
 	}
 }
+
+// TestHomePage: where the login lands by default, the agents the session
+// may open terminals on, each linking its terminal page.
+func TestHomePage(t *testing.T) {
+	h := newHarness(t, nil)
+	res := h.do(http.MethodGet, "/", nil)
+	wantStatus(t, res, http.StatusSeeOther)
+	if loc := res.header.Get("Location"); !strings.HasPrefix(loc, "/login?") || !strings.Contains(loc, "redirect=%2F") {
+		t.Errorf("anonymous home page sent to %q, want the login page leading back to /", loc)
+	}
+	links := regexp.MustCompile(`<li>([^ ]+) <a href="([^"]+)">Terminal</a>( <span class="note">\(([^)]*)\)</span>)?</li>`)
+	for _, tc := range []struct {
+		token string
+		want  []string
+	}{
+		{aliceToken, []string{
+			"alice/dev.main /@alice/dev.main/terminal ",
+			"alice/off.main /@alice/off.main/terminal workspace stopped",
+			"alice/dis.main /@alice/dis.main/terminal agent disconnected",
+		}},
+		{bobToken, nil},
+		{carolToken, []string{ // a site owner sees every workspace
+			"alice/dev.main /@alice/dev.main/terminal ",
+			"alice/off.main /@alice/off.main/terminal workspace stopped",
+			"alice/dis.main /@alice/dis.main/terminal agent disconnected",
+		}},
+	} {
+		res := h.do(http.MethodGet, "/", nil, sessionCookie(tc.token)...)
+		wantStatus(t, res, http.StatusOK)
+		var got []string
+		for _, m := range links.FindAllStringSubmatch(string(res.body), -1) {
+			got = append(got, m[1]+" "+m[2]+" "+m[4])
+		}
+		if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+			t.Errorf("home page of %s lists\n  %s\nwant\n  %s", tc.token, strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+		}
+		if res.header.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Errorf("Content-Type %q", res.header.Get("Content-Type"))
+		}
+	}
+	// The links lead to the terminal pages.
+	wantStatus(t, h.register(uuid.New()), http.StatusCreated)
+	wantStatus(t, h.do(http.MethodGet, "/@alice/dev.main/terminal", nil, sessionCookie(aliceToken)...), http.StatusOK)
+}
