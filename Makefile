@@ -32,7 +32,7 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser
+.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser vendor-xterm
 
 ## setup: install Envoy and the Go tools into .tools/, and Chromium when it
 ## can (idempotent).
@@ -164,6 +164,27 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+## vendor-xterm: re-vendor the web terminal's xterm.js (the dev primary's
+## terminal page) from the npm registry at the pinned versions, checking each
+## tarball against its pinned SHA-512; see dev/primary/static/xterm/README.md.
+XTERM_VERSION        := 6.0.0
+XTERM_SHA512         := 4d0c037501adc300edfb67202832e7d0845a4b162ed6d4948e029aad20e450cd193624915c5a63c44b2f73f66073992ae68989f95d1af3f908336583dec30e62
+XTERM_FIT_VERSION    := 0.11.0
+XTERM_FIT_SHA512     := 8d87204fac6d558867860c61dd08180e79cd3184dc7fc1256f1c45cd7d08668faf69b42a48f0230b7735c09aca079135f55c107a2f3d40289964ff3a0c23c5ee
+XTERM_DIR            := dev/primary/static/xterm
+vendor-xterm:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	  npm pack --silent @xterm/xterm@$(XTERM_VERSION) @xterm/addon-fit@$(XTERM_FIT_VERSION) >/dev/null && \
+	  echo "$(XTERM_SHA512)  xterm-xterm-$(XTERM_VERSION).tgz" | sha512sum -c --quiet && \
+	  echo "$(XTERM_FIT_SHA512)  xterm-addon-fit-$(XTERM_FIT_VERSION).tgz" | sha512sum -c --quiet && \
+	  mkdir xterm fit && tar -xzf xterm-xterm-$(XTERM_VERSION).tgz -C xterm && tar -xzf xterm-addon-fit-$(XTERM_FIT_VERSION).tgz -C fit && \
+	  cd $(CURDIR) && \
+	  cp "$$tmp/xterm/package/lib/xterm.js" "$$tmp/xterm/package/css/xterm.css" $(XTERM_DIR)/ && \
+	  cp "$$tmp/xterm/package/LICENSE" $(XTERM_DIR)/LICENSE && \
+	  cp "$$tmp/fit/package/lib/addon-fit.js" $(XTERM_DIR)/ && \
+	  cp "$$tmp/fit/package/LICENSE" $(XTERM_DIR)/LICENSE.addon-fit && \
+	  echo "vendored @xterm/xterm $(XTERM_VERSION) and @xterm/addon-fit $(XTERM_FIT_VERSION) into $(XTERM_DIR)"
 
 clean:
 	rm -rf bin

@@ -236,6 +236,9 @@ func TestPointersStayInTheRepository(t *testing.T) {
 		if f == "docs/docs_test.go" {
 			continue // its own cases name bad pointers on purpose
 		}
+		if strings.HasPrefix(f, "dev/primary/static/xterm/") && !strings.HasSuffix(f, ".md") {
+			continue // xterm.js, vendored byte for byte: its text, not ours
+		}
 		text, ok := readRepoFile(f)
 		if !ok || bytes.IndexByte([]byte(text), 0) >= 0 {
 			continue // deleted in the work tree, or binary

@@ -49,9 +49,11 @@ const minChromiumMajor = 120
 // against `wsedge dev` (bin/wsedge, as `make run` starts it). It opens the
 // subdomain app, lands on the dashboard login, signs in as the demo user,
 // ends on the app's page after the login hand-off, then opens the path app,
-// which needs no second login; it checks page content, final URLs and the
-// cookies the browser stored, saves a screenshot of each step, and stops
-// wsedge dev with Ctrl-C's SIGINT.
+// which needs no second login, and the dashboard's web terminal (a command
+// typed and its output read from the page, the same shell after a reload);
+// it checks page content, final URLs and the cookies the browser stored,
+// saves a screenshot of each step, and stops wsedge dev with Ctrl-C's
+// SIGINT.
 func TestBrowser(t *testing.T) {
 	chrome := chromiumBinary(t)
 	art := artifactsDir(t)
@@ -72,12 +74,16 @@ func TestBrowser(t *testing.T) {
 	if want := "http://" + accessHost + "/@alice/dev.main/apps/code/"; dev.pathURL != want {
 		t.Errorf("summary path app URL = %q, want %q", dev.pathURL, want)
 	}
+	if want := "http://" + dashboard + "/@alice/dev.main/terminal"; dev.terminalURL != want {
+		t.Errorf("summary terminal URL = %q, want %q", dev.terminalURL, want)
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
 
 	ctx := startChromium(t, chrome, art, dev.port, dev.primaryPort)
 	navs := recordNavigations(t, ctx)
+	pageErrs := recordPageErrors(t, ctx)
 	appPath := "/@alice/dev.main/apps/code/"
 	authRedirect := dashboard + "/api/v2/applications/auth-redirect"
 	shot := func(name string) {
@@ -217,7 +223,15 @@ func TestBrowser(t *testing.T) {
 	}
 	writeCookieList(t, ctx, filepath.Join(art, "cookies.json"), dev.subdomainURL, dev.pathURL, dev.loginURL)
 
-	// 4. The metrics endpoints the summary printed, with the requests
+	// 4. The web terminal, signed in already: a command's output read
+	// from the page, the same shell after a reload, a new one without
+	// the reconnect id.
+	browserTerminal(t, ctx, dev.terminalURL, accessHost, shot)
+	if errs := pageErrs.take(); len(errs) > 0 {
+		t.Errorf("the pages logged errors (a CSP violation, a script error):\n  %s", strings.Join(errs, "\n  "))
+	}
+
+	// 5. The metrics endpoints the summary printed, with the requests
 	// above counted.
 	for _, m := range []struct{ name, metric string }{
 		{"authz", "wsedge_authz_checks_total"},
@@ -238,9 +252,9 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%s metrics %s: no %s in\n%.500s", m.name, u, m.metric, text)
 		}
 	}
-	shot("04-envoy-metrics.png")
+	shot("07-envoy-metrics.png")
 
-	// 5. Ctrl-C, with the browser still connected.
+	// 6. Ctrl-C, with the browser still connected.
 	dev.interrupt(t)
 }
 
@@ -557,6 +571,7 @@ type wsedgeDev struct {
 	port, primaryPort               int
 	dir                             string
 	loginURL, pathURL, subdomainURL string
+	terminalURL                     string
 	metricsURLs                     map[string]string // authz, dialer, Envoy
 	user, password                  string
 	stdout, stderr                  *syncBuffer
@@ -721,12 +736,14 @@ func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error)
 			d.pathURL = f[2]
 		case len(f) >= 3 && f[0] == "Subdomain" && f[1] == "app":
 			d.subdomainURL = f[2]
+		case len(f) >= 2 && f[0] == "Terminal":
+			d.terminalURL = f[1]
 		case len(f) >= 7 && f[0] == "Metrics":
 			d.metricsURLs = map[string]string{f[1]: f[2], f[3]: f[4], f[5]: f[6]}
 		}
 	}
-	if d.loginURL == "" || d.pathURL == "" || d.subdomainURL == "" || d.user == "" || len(d.metricsURLs) != 3 {
-		return nil, fmt.Errorf("wsedge dev's summary lacks the login URL and credentials, the path app, the subdomain app or the metrics URLs:\n%s", d.stdout.String())
+	if d.loginURL == "" || d.pathURL == "" || d.subdomainURL == "" || d.terminalURL == "" || d.user == "" || len(d.metricsURLs) != 3 {
+		return nil, fmt.Errorf("wsedge dev's summary lacks the login URL and credentials, the path app, the subdomain app, the terminal or the metrics URLs:\n%s", d.stdout.String())
 	}
 	return d, nil
 }

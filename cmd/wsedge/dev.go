@@ -199,8 +199,11 @@ func printDevSummary(w io.Writer, cfg devstack.DevConfig, dev *devstack.Dev, f d
 	fmt.Fprintf(w, "  Path app         %s/@%s/%s.%s/apps/%s/\n", base, owner, ws, agent, app)
 	fmt.Fprintf(w, "  Subdomain app    %s\n", wildHost(sub))
 	if agentID != "" {
+		// The browser terminal first; then its websocket and the token
+		// request, for scripts.
 		ptyURL := strings.Replace(base, "http", "ws", 1) + "/api/v2/workspaceagents/" + agentID + "/pty"
-		fmt.Fprintf(w, "  Terminal         %s?reconnect=<uuid>&width=80&height=24&%s=<token>\n", ptyURL, tokens.SignedAppTokenQueryParam)
+		fmt.Fprintf(w, "  Terminal         %s   (xterm.js in the browser, after the dashboard login)\n", dev.Primary.TerminalURL(owner, ws, agent))
+		fmt.Fprintf(w, "                   websocket: %s?reconnect=<uuid>&width=80&height=24&%s=<token>\n", ptyURL, tokens.SignedAppTokenQueryParam)
 		fmt.Fprintf(w, "                   token: curl -s -H 'Coder-Session-Token: %s' -d '{\"url\":\"%s\",\"agentID\":\"%s\"}' %s/api/v2/applications/reconnecting-pty-signed-token\n",
 			session, ptyURL, agentID, cfg.DashboardURL)
 	}

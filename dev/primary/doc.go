@@ -2,8 +2,10 @@
 // an HTTP server that answers the workspace-proxy API
 // (/api/v2/workspaceproxies/me/*), the dashboard side of the app login
 // hand-off (auth-redirect with a minimal login page), the reconnecting-PTY
-// token endpoint and the agent's tailnet endpoint, backed by a YAML catalog
-// of users, workspaces, agents and apps. It signs real app tokens and
+// token endpoint, a web terminal page per agent (xterm.js, vendored, which
+// opens the terminal on the registered workspace proxy) and the agent's
+// tailnet endpoint, backed by a YAML catalog of users, workspaces, agents
+// and apps. It signs real app tokens and
 // encrypts real smuggled API keys with rotating keys, runs a real v2
 // coordinator (devcoord) and polls registered proxies' /healthz-report.
 //
@@ -21,6 +23,9 @@
 //	GET  /api/v2/applications/auth-redirect              (dashboard session)
 //	POST /api/v2/applications/reconnecting-pty-signed-token
 //	GET  /login, POST /login                             (demo login page)
+//	GET  /                                               (home: the agents' terminal pages, dashboard session)
+//	GET  /@<owner>/<workspace>.<agent>/terminal          (web terminal page, dashboard session)
+//	GET  /static/…                                       (its scripts: xterm.js, vendored)
 //	/derp                                                (Options.DERP, optional)
 //
 // The catalog format is shown by testdata/demo.yaml, which is also the

@@ -237,6 +237,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /api/v2/applications/reconnecting-pty-signed-token", s.handlePTYToken)
 	mux.HandleFunc("GET /login", s.handleLoginPage)
 	mux.HandleFunc("POST /login", s.handleLogin)
+	mux.HandleFunc("GET /static/", s.handleStatic)
+	// Dashboard pages (/@owner/workspace.agent/terminal). No method in the
+	// pattern: "GET /" would conflict with "/api/" below.
+	mux.HandleFunc("/", s.handleDashboard)
 	if s.opts.DERP != nil {
 		mux.Handle("/derp", s.opts.DERP)
 		mux.Handle("/derp/", s.opts.DERP)
