@@ -82,11 +82,15 @@ type TailnetConfig struct {
 	ExtraRootCAs *x509.CertPool
 }
 
+// deregisterTimeout bounds the deregistration that starts a shutdown, so
+// an unreachable primary delays the drain by at most this long.
+const deregisterTimeout = 5 * time.Second
+
 // ServeDialer runs the dialer until ctx ends: it checks the primary,
 // registers (the first registration must succeed), joins the tailnet
 // through the primary's coordinator, serves app traffic, terminals, DERP
-// and health, re-registers every 5 s, and on shutdown drains, deregisters
-// and leaves the tailnet.
+// and health, re-registers every 5 s, and on shutdown deregisters first,
+// then drains app and DERP connections and leaves the tailnet.
 func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if cfg.Primary == nil || cfg.Listener == nil || cfg.AccessURL == nil {
 		return errors.New("dialer: Primary, AccessURL and Listener are required")
@@ -104,10 +108,12 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: %s is a workspace proxy, not a Coder primary", cfg.Primary.URL())
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Every goroutine below stops on ctx; cancel runs before wg.Wait so a
+	// return on an error (or a failed listener) does not wait forever.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
@@ -164,13 +170,28 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: register with the primary: %w", err)
 	}
 	log.Info("registered with the primary", "replica_id", registrar.ReplicaID(), "derp_region_id", reg.DERPRegionID, "siblings", len(reg.SiblingReplicas))
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+
+	// Shutdown starts by deregistering, as Coder's proxy does: siblings and
+	// the primary stop offering this replica before its listener closes
+	// and its DERP and app connections drain. Only then is the app server
+	// told to stop (serveCtx).
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	reRegistering := make(chan struct{})
+	wg.Go(func() {
+		defer close(reRegistering)
+		_ = registrar.Run(ctx)
+	})
+	wg.Go(func() {
+		defer stopServing()
+		<-ctx.Done()
+		<-reRegistering // no re-registration may race the deregistration
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), deregisterTimeout)
 		defer dcancel()
 		if err := registrar.Deregister(dctx); err != nil {
 			log.Warn("deregister", "error", err)
 		}
-	}()
+	})
 
 	var derpHandler http.Handler
 	if cfg.DERPEnabled {
@@ -184,7 +205,6 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		registerCollectors(cfg.Registerer, log, d.Collector())
 		derpHandler = d
 	}
-	wg.Go(func() { _ = registrar.Run(ctx) })
 
 	node, err := tsnode.New(tsnode.Options{
 		Logger:             log,
@@ -240,5 +260,5 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: %w", err)
 	}
 	log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)
-	return srv.Serve(ctx, cfg.Listener)
+	return srv.Serve(serveCtx, cfg.Listener)
 }
