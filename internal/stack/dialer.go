@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsedge/wsedge/approute"
@@ -62,8 +63,11 @@ type DialerConfig struct {
 	RegisterInterval time.Duration
 	// StatsFlushInterval overrides the 30 s app-stats upload period.
 	StatsFlushInterval time.Duration
-	// DialTimeout bounds dialling an agent (default 15 s).
+	// DialTimeout bounds dialling an agent (default 10 s).
 	DialTimeout time.Duration
+	// ResponseTimeout bounds the wait for an app's response headers
+	// (default 10 s); bodies and websockets are not bounded.
+	ResponseTimeout time.Duration
 	// AuthzAddr, if set, is checked with the gRPC health protocol for
 	// /healthz-report: the dialer is useless to browsers when Envoy's
 	// authz is down.
@@ -223,12 +227,20 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		Name: "wsedge_tailnet_dial_handshake_retries_total",
 		Help: "TCP handshakes to agents abandoned without an answer and retried from a new source port (a SYN lost to the agent's TIME-WAIT, or a lossy path).",
 	}, func() float64 { return float64(node.DialRetries()) }))
+	// The app server, once built, drops pooled connections to agents the
+	// coordinator reports gone.
+	var appServer atomic.Pointer[dialer.Server]
 	coord, err := coordinate.New(ctx, coordinate.Options{
 		URL:        cfg.Primary.URL(),
 		ProxyToken: cfg.ProxyToken,
 		Node:       coordinate.AdaptNode[tsnode.NodeInfo](node),
 		Logger:     log,
 		HTTPClient: cfg.CoordinateHTTPClient,
+		AgentGone: func(agentID uuid.UUID) {
+			if s := appServer.Load(); s != nil {
+				s.AgentGone(agentID)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("dialer: coordination: %w", err)
@@ -250,6 +262,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		DERP:               derpHandler,
 		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),
 		DialTimeout:        cfg.DialTimeout,
+		ResponseTimeout:    cfg.ResponseTimeout,
 		Version:            cfg.Version,
 		Logger:             log,
 		ShutdownGrace:      cfg.Grace,
@@ -259,6 +272,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
 	}
+	appServer.Store(srv)
 	log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)
 	return srv.Serve(serveCtx, cfg.Listener)
 }
