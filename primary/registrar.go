@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ type RegistrarOptions struct {
 	// each failure beyond MaxFailures (default 1 min).
 	MaxBackoff time.Duration
 	// ProbeInterval: while backing off because the primary did not answer
-	// at all, its build info (unauthenticated, no database write) is
+	// (no answer, or 502/503/504 from a gateway in front of it), its build info (unauthenticated, no database write) is
 	// fetched this often, and registration is retried as soon as it
 	// answers, so a long outage does not leave the proxy unregistered for
 	// up to MaxBackoff after the primary is back (default Interval).
@@ -206,7 +207,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 // meantime. It returns false when ctx ended.
 func (r *Registrar) waitOrProbe(ctx context.Context, wait time.Duration) bool {
 	r.mu.Lock()
-	probe := wait > r.opts.ProbeInterval && errors.Is(r.health.LastError, ErrUnavailable)
+	probe := wait > r.opts.ProbeInterval && primaryDown(r.health.LastError)
 	r.mu.Unlock()
 	for {
 		step := wait
@@ -229,6 +230,16 @@ func (r *Registrar) waitOrProbe(ctx context.Context, wait time.Duration) bool {
 		r.health.NextAttemptIn = wait
 		r.mu.Unlock()
 	}
+}
+
+// primaryDown: err says the primary itself did not answer (no answer at
+// all, or a gateway in front of it answering for it). Other failures (a
+// refused token, a failing database) are answered by the primary, and a
+// probe would succeed without the registration doing so: those keep the
+// plain backoff.
+func primaryDown(err error) bool {
+	return errors.Is(err, ErrUnavailable) || IsStatus(err, http.StatusBadGateway) ||
+		IsStatus(err, http.StatusServiceUnavailable) || IsStatus(err, http.StatusGatewayTimeout)
 }
 
 // primaryAnswers probes the primary with its build info endpoint.

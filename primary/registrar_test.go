@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,11 +351,13 @@ func TestRegistrarShutdownMidAttemptIsNotAFailure(t *testing.T) {
 }
 
 // outageTransport fails every request while down, as an unreachable
-// primary does, and counts the requests that were tried by path.
+// primary does (or, with gateway set, as a load balancer in front of a
+// dead primary does: 503), and counts the requests tried by path.
 type outageTransport struct {
-	mu    sync.Mutex
-	down  bool
-	tried map[string]int
+	mu      sync.Mutex
+	down    bool
+	gateway bool
+	tried   map[string]int
 }
 
 func (o *outageTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -361,7 +365,15 @@ func (o *outageTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	down := o.down
 	o.tried[r.URL.Path]++
 	o.mu.Unlock()
-	if down {
+	switch {
+	case down && o.gateway:
+		return &http.Response{
+			StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header:  http.Header{"Content-Type": {"text/html"}},
+			Body:    io.NopCloser(strings.NewReader("<html>no healthy upstream</html>")),
+			Request: r,
+		}, nil
+	case down:
 		return nil, errors.New("dial tcp: connection refused")
 	}
 	return http.DefaultTransport.RoundTrip(r)
@@ -385,8 +397,13 @@ func (o *outageTransport) count(path string) int {
 // minute later), probes only with the cheap build info call in between,
 // and Health says since when registration has been failing.
 func TestRegistrarComesBackPromptlyAfterLongOutage(t *testing.T) {
+	t.Run("unreachable", func(t *testing.T) { testComesBackAfterOutage(t, false) })
+	t.Run("gateway answers 503", func(t *testing.T) { testComesBackAfterOutage(t, true) })
+}
+
+func testComesBackAfterOutage(t *testing.T, gateway bool) {
 	f, srv := newFakeCoderd(t)
-	tr := &outageTransport{tried: map[string]int{}}
+	tr := &outageTransport{tried: map[string]int{}, gateway: gateway}
 	timer, clk := newFakeTimer(), newFakeClock(t0)
 	r := NewRegistrar(f.client(t, srv, func(o *Options) { o.HTTPClient = &http.Client{Transport: tr} }), RegistrarOptions{
 		Request: RegisterRequest{AccessURL: "https://proxy.example.com"},
