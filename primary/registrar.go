@@ -51,10 +51,11 @@ type RegistrarOptions struct {
 	// each failure beyond MaxFailures (default 1 min).
 	MaxBackoff time.Duration
 	// ProbeInterval: while backing off because the primary did not answer
-	// (no answer, or 502/503/504 from a gateway in front of it), its build info (unauthenticated, no database write) is
-	// fetched this often, and registration is retried as soon as it
-	// answers, so a long outage does not leave the proxy unregistered for
-	// up to MaxBackoff after the primary is back (default Interval).
+	// (no answer, or 502/503/504 from a gateway in front of it), its build
+	// info (unauthenticated, no database write) is fetched this often, and
+	// registration is retried as soon as it answers, so a long outage does
+	// not leave the proxy unregistered for up to MaxBackoff after the
+	// primary is back (default Interval).
 	ProbeInterval time.Duration
 	// OnRegistered is called after every successful registration, the
 	// first included, from the registering goroutine (keep it short):
