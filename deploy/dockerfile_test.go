@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -207,5 +208,46 @@ func TestDockerignoreKeepsSources(t *testing.T) {
 				t.Errorf("%s is needed by the build but Dockerfile.dockerignore leaves it out (%s)", f, p)
 			}
 		}
+	}
+}
+
+// buildTags splits a -tags value (comma- or space-separated) into a sorted
+// set.
+func buildTags(v string) []string {
+	tags := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+	slices.Sort(tags)
+	return slices.Compact(tags)
+}
+
+// TestDockerfileBuildTagsMatchMakefile: the image's wsedge binary is built
+// with exactly the Go build tags `make build` uses, so an image built with
+// the documented command has the same features (the websocket DERP client
+// only exists with ts_debug_websockets).
+func TestDockerfileBuildTagsMatchMakefile(t *testing.T) {
+	mk, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^GOTAGS\s*[:?]?=\s*(.*?)\s*$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("no GOTAGS assignment in the Makefile")
+	}
+	makeTags := buildTags(string(m[1]))
+	if len(makeTags) == 0 {
+		t.Fatal("the Makefile's GOTAGS is empty")
+	}
+
+	d := readDockerfile(t)
+	a := regexp.MustCompile(`(?m)^ARG GO_TAGS=(.*)$`).FindStringSubmatch(d.Text)
+	if a == nil {
+		t.Fatal("no ARG GO_TAGS=… default in the Dockerfile")
+	}
+	imageTags := buildTags(strings.Trim(strings.TrimSpace(a[1]), `"'`))
+	if !slices.Equal(imageTags, makeTags) {
+		t.Errorf("Dockerfile builds with tags %q, the Makefile with %q", imageTags, makeTags)
+	}
+	text := strings.ReplaceAll(d.Text, "\\\n", " ")
+	if !regexp.MustCompile(`go build [^&;]*-tags "\$GO_TAGS"[^&;]*\./cmd/wsedge`).MatchString(text) {
+		t.Error(`the Dockerfile's go build of ./cmd/wsedge does not pass -tags "$GO_TAGS"`)
 	}
 }

@@ -36,8 +36,12 @@ const AppTokenHeader = "X-Wsedge-App-Token"
 
 // Defaults for Options.
 const (
-	DefaultDialTimeout   = 15 * time.Second
-	DefaultShutdownGrace = 10 * time.Second
+	// DefaultDialTimeout and DefaultResponseTimeout together bound how
+	// long a request to an agent that has gone away waits for its 502:
+	// a new connection fails to dial, a pooled one gets no headers.
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultResponseTimeout = 10 * time.Second
+	DefaultShutdownGrace   = 10 * time.Second
 	// upgradeCutWait bounds the wait for cut websockets to unwind.
 	upgradeCutWait = 5 * time.Second
 )
@@ -75,6 +79,10 @@ type Options struct {
 	Now func() time.Time
 	// DialTimeout bounds dialling an agent; zero means DefaultDialTimeout.
 	DialTimeout time.Duration
+	// ResponseTimeout bounds the wait for an app's response headers once
+	// the request is sent; zero means DefaultResponseTimeout. Bodies
+	// (streams, server-sent events) and websockets are not bounded.
+	ResponseTimeout time.Duration
 	// ShutdownGrace is how long Serve lets in-flight requests and app
 	// websockets finish after ctx is cancelled; zero means
 	// DefaultShutdownGrace.
@@ -99,6 +107,7 @@ type Server struct {
 	log                     *slog.Logger
 	now                     func() time.Time
 	dialTimeout             time.Duration
+	responseTimeout         time.Duration
 	grace                   time.Duration
 
 	metrics    *metrics
@@ -131,23 +140,24 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("%w: Verifier with a key source is required", ErrInvalidOptions)
 	case o.Agents == nil:
 		return nil, fmt.Errorf("%w: Agents is required", ErrInvalidOptions)
-	case o.DialTimeout < 0 || o.ShutdownGrace < 0:
+	case o.DialTimeout < 0 || o.ResponseTimeout < 0 || o.ShutdownGrace < 0:
 		return nil, fmt.Errorf("%w: negative timeout", ErrInvalidOptions)
 	}
 	s := &Server{
-		accessURL:    o.AccessURL,
-		dashboardURL: o.DashboardURL,
-		router:       o.Router,
-		verifier:     o.Verifier,
-		agents:       o.Agents,
-		derp:         o.DERP,
-		health:       o.Health,
-		version:      o.Version,
-		log:          o.Logger,
-		now:          o.Now,
-		dialTimeout:  o.DialTimeout,
-		grace:        o.ShutdownGrace,
-		closing:      make(chan struct{}),
+		accessURL:       o.AccessURL,
+		dashboardURL:    o.DashboardURL,
+		router:          o.Router,
+		verifier:        o.Verifier,
+		agents:          o.Agents,
+		derp:            o.DERP,
+		health:          o.Health,
+		version:         o.Version,
+		log:             o.Logger,
+		now:             o.Now,
+		dialTimeout:     o.DialTimeout,
+		responseTimeout: o.ResponseTimeout,
+		grace:           o.ShutdownGrace,
+		closing:         make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -157,6 +167,9 @@ func New(o Options) (*Server, error) {
 	}
 	if s.dialTimeout == 0 {
 		s.dialTimeout = DefaultDialTimeout
+	}
+	if s.responseTimeout == 0 {
+		s.responseTimeout = DefaultResponseTimeout
 	}
 	if s.grace == 0 {
 		s.grace = DefaultShutdownGrace
@@ -170,7 +183,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("dialer: metrics: %w", err)
 	}
 	s.metrics = m
-	s.transports = newTransportCache(s.agents, s.dialTimeout, s.now, m)
+	s.transports = newTransportCache(s.agents, s.dialTimeout, s.responseTimeout, s.now, m)
 	s.stats = NewStatsCollector(StatsCollectorOptions{
 		Reporter:      o.Stats,
 		Now:           s.now,
@@ -189,6 +202,14 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // separate, private port.
 func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
+
+// AgentGone drops the pooled idle connections to an agent the
+// coordinator reports gone: they may be dead, and a request sent on one
+// would wait for the response timeout instead of dialling afresh.
+// Requests in flight are left alone.
+func (s *Server) AgentGone(agentID uuid.UUID) {
+	s.transports.closeIdleOf(agentID)
 }
 
 // Stats is the server's stats collector (for tests and callers that want

@@ -34,10 +34,11 @@ func AgentIP(agentID uuid.UUID) netip.Addr {
 // transportCache keeps one http.Transport per agent so connections to an
 // agent are reused across requests.
 type transportCache struct {
-	agents      AgentDialer
-	dialTimeout time.Duration
-	now         func() time.Time
-	metrics     *metrics
+	agents          AgentDialer
+	dialTimeout     time.Duration
+	responseTimeout time.Duration
+	now             func() time.Time
+	metrics         *metrics
 
 	mu sync.Mutex
 	m  map[uuid.UUID]*agentTransport
@@ -48,8 +49,8 @@ type agentTransport struct {
 	lastUsed time.Time
 }
 
-func newTransportCache(agents AgentDialer, dialTimeout time.Duration, now func() time.Time, m *metrics) *transportCache {
-	return &transportCache{agents: agents, dialTimeout: dialTimeout, now: now, metrics: m, m: map[uuid.UUID]*agentTransport{}}
+func newTransportCache(agents AgentDialer, dialTimeout, responseTimeout time.Duration, now func() time.Time, m *metrics) *transportCache {
+	return &transportCache{agents: agents, dialTimeout: dialTimeout, responseTimeout: responseTimeout, now: now, metrics: m, m: map[uuid.UUID]*agentTransport{}}
 }
 
 // get returns the agent's transport, creating it on first use.
@@ -81,8 +82,12 @@ func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
 			return c.dial(ctx, agentID, uint16(port))
 		},
 		// Agents serve apps with whatever certificate they have.
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // tailnet peers, as Coder does
-		TLSHandshakeTimeout:   c.dialTimeout,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // tailnet peers, as Coder does
+		TLSHandshakeTimeout: c.dialTimeout,
+		// An agent that went away never answers on a pooled connection
+		// (nothing resets it on the tailnet): bound the wait for headers
+		// only, so streamed bodies and websockets are not cut.
+		ResponseHeaderTimeout: c.responseTimeout,
 		MaxIdleConnsPerHost:   maxIdleConnsPerAgent,
 		IdleConnTimeout:       idleConnTimeout,
 		ExpectContinueTimeout: time.Second,
@@ -134,6 +139,16 @@ func (c *transportCache) evictIdle(cutoff time.Time) {
 			at.t.CloseIdleConnections()
 			delete(c.m, id)
 		}
+	}
+}
+
+// closeIdleOf closes the agent's idle pooled connections.
+func (c *transportCache) closeIdleOf(agentID uuid.UUID) {
+	c.mu.Lock()
+	at := c.m[agentID]
+	c.mu.Unlock()
+	if at != nil {
+		at.t.CloseIdleConnections()
 	}
 }
 

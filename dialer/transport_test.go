@@ -23,13 +23,13 @@ func TestTransportPerAgentAndEviction(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	e := newEnv(t, nil)
-	c := newTransportCache(&loopAgents{}, time.Second, clock, e.srv.metrics)
+	c := newTransportCache(&loopAgents{}, time.Second, DefaultResponseTimeout, clock, e.srv.metrics)
 	a, b := uuid.New(), uuid.New()
 	ta := c.get(a)
 	if c.get(a) != ta || c.get(b) == ta {
 		t.Fatal("transports are not per agent")
 	}
-	if ta.MaxIdleConnsPerHost != 6 || ta.IdleConnTimeout != 10*time.Minute || ta.Proxy != nil || !ta.TLSClientConfig.InsecureSkipVerify {
+	if ta.MaxIdleConnsPerHost != 6 || ta.IdleConnTimeout != 10*time.Minute || ta.ResponseHeaderTimeout != 10*time.Second || ta.Proxy != nil || !ta.TLSClientConfig.InsecureSkipVerify {
 		t.Fatalf("transport settings %+v", ta)
 	}
 	now = now.Add(20 * time.Minute)

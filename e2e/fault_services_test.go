@@ -258,6 +258,40 @@ func TestFaultAgentReturns(t *testing.T) {
 	}
 }
 
+// TestFaultAgentVanishes: an agent whose machine dies (no FIN, no RST,
+// its coordination stream just drops) gives the 502 page within the
+// documented bound (10 s by default), also for a request that the dialer
+// would otherwise send on a pooled connection to it; the agent comes back
+// once it is started again.
+func TestFaultAgentVanishes(t *testing.T) {
+	fp := startFaultPath(t, false)
+	received(t, fp.login(t, "http://"+codeHost+"/echo"))
+	// Warm: Envoy and the dialer now hold pooled connections to the agent.
+	for range 3 {
+		if a := fetch(fp.browser, "http://"+codeHost+"/echo", nil); a.status != http.StatusOK || !isEcho(a.body) {
+			t.Fatalf("before: %v", a)
+		}
+	}
+	if err := fp.dev.VanishAgent(demoAgent); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
+		if a.err != nil || a.status != http.StatusBadGateway || !strings.HasPrefix(a.ctype, "text/html") ||
+			!strings.Contains(pageText(a.body), "Failed to proxy request to application") || a.took > 11*time.Second {
+			t.Fatalf("request %d to the vanished agent: %v; want the 502 page within 10 s", i, a)
+		}
+		t.Logf("request %d to the vanished agent: %d after %v", i, a.status, a.took.Round(time.Millisecond))
+	}
+	if err := fp.dev.StartAgent(demoAgent); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the returned agent answers", func() (bool, string) {
+		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
+		return a.status == http.StatusOK && isEcho(a.body), a.String()
+	})
+}
+
 // TestFaultKeyRotationUnderTraffic: the primary rotates both key
 // features (app token signing and API key encryption) three times while
 // warm browsers, new sessions and full login hand-offs run: not one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -49,6 +50,13 @@ type RegistrarOptions struct {
 	// MaxBackoff caps the retry delay, which doubles from Interval for
 	// each failure beyond MaxFailures (default 1 min).
 	MaxBackoff time.Duration
+	// ProbeInterval: while backing off because the primary did not answer
+	// (no answer, or 502/503/504 from a gateway in front of it), its build
+	// info (unauthenticated, no database write) is fetched this often, and
+	// registration is retried as soon as it answers, so a long outage does
+	// not leave the proxy unregistered for up to MaxBackoff after the
+	// primary is back (default Interval).
+	ProbeInterval time.Duration
 	// OnRegistered is called after every successful registration, the
 	// first included, from the registering goroutine (keep it short):
 	// sibling replicas for the DERP mesh, DERP settings.
@@ -73,9 +81,14 @@ type RegistrationHealth struct {
 	Deregistered bool
 	// ConsecutiveFailures counts failed attempts since the last success.
 	ConsecutiveFailures int
-	LastError           error
-	LastAttempt         time.Time
-	LastSuccess         time.Time
+	// FailingSince is the first of the consecutive failed attempts (zero
+	// when the last attempt succeeded); FailingFor is how long ago that
+	// was when Health was called.
+	FailingSince time.Time
+	FailingFor   time.Duration
+	LastError    error
+	LastAttempt  time.Time
+	LastSuccess  time.Time
 	// Conflict is set (and sticks) when the primary changed the DERP mesh
 	// key or region ID; it wraps ErrRegistrationChanged.
 	Conflict error
@@ -117,6 +130,9 @@ func NewRegistrar(c *Client, opts RegistrarOptions) *Registrar {
 	if opts.MaxBackoff < opts.Interval {
 		opts.MaxBackoff = opts.Interval
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = opts.Interval
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -155,7 +171,9 @@ func (r *Registrar) Start(ctx context.Context) (RegisterResponse, error) {
 // Run re-registers every Interval until ctx is done (then returns nil)
 // or the replica is deregistered. Failures are retried (every Interval
 // up to MaxFailures, then with doubling delays capped at MaxBackoff) and
-// reported through Health, never by exiting.
+// reported through Health, never by exiting. While backing off from a
+// primary that did not answer, Run probes it every ProbeInterval and
+// re-registers as soon as it answers.
 func (r *Registrar) Run(ctx context.Context) error {
 	r.mu.Lock()
 	started := r.first != nil
@@ -172,12 +190,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 		if done {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.opts.After(wait):
-		}
-		if ctx.Err() != nil {
+		if !r.waitOrProbe(ctx, wait) {
 			return nil
 		}
 		r.mu.Lock()
@@ -188,6 +201,57 @@ func (r *Registrar) Run(ctx context.Context) error {
 		}
 		_, _ = r.attempt(ctx, false)
 	}
+}
+
+// waitOrProbe waits for the next attempt: wait, or less when the
+// primary, unreachable at the last attempt, answers a probe in the
+// meantime. It returns false when ctx ended.
+func (r *Registrar) waitOrProbe(ctx context.Context, wait time.Duration) bool {
+	r.mu.Lock()
+	probe := wait > r.opts.ProbeInterval && primaryDown(r.health.LastError)
+	r.mu.Unlock()
+	for {
+		step := wait
+		if probe {
+			step = min(wait, r.opts.ProbeInterval)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-r.opts.After(step):
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		wait -= step
+		if wait <= 0 || r.primaryAnswers(ctx) {
+			return true
+		}
+		r.mu.Lock()
+		r.health.NextAttemptIn = wait
+		r.mu.Unlock()
+	}
+}
+
+// primaryDown: err says the primary itself did not answer (no answer at
+// all, or a gateway in front of it answering for it). Other failures (a
+// refused token, a failing database) are answered by the primary, and a
+// probe would succeed without the registration doing so: those keep the
+// plain backoff.
+func primaryDown(err error) bool {
+	return errors.Is(err, ErrUnavailable) || IsStatus(err, http.StatusBadGateway) ||
+		IsStatus(err, http.StatusServiceUnavailable) || IsStatus(err, http.StatusGatewayTimeout)
+}
+
+// primaryAnswers probes the primary with its build info endpoint.
+func (r *Registrar) primaryAnswers(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.AttemptTimeout)
+	defer cancel()
+	if _, err := r.c.BuildInfo(ctx); err != nil {
+		return false
+	}
+	r.log.LogAttrs(ctx, slog.LevelInfo, "the primary answers again; re-registering now")
+	return true
 }
 
 // delayLocked is the wait before the next attempt.
@@ -224,6 +288,9 @@ func (r *Registrar) attempt(ctx context.Context, first bool) (RegisterResponse, 
 	h := &r.health
 	h.LastAttempt = now
 	if err != nil {
+		if h.ConsecutiveFailures == 0 {
+			h.FailingSince = now
+		}
 		h.ConsecutiveFailures++
 		h.LastError = err
 		h.Unhealthy = r.unhealthyLocked()
@@ -258,6 +325,7 @@ func (r *Registrar) attempt(ctx context.Context, first bool) (RegisterResponse, 
 	}
 	recovered := h.ConsecutiveFailures > 0
 	h.ConsecutiveFailures = 0
+	h.FailingSince = time.Time{}
 	h.LastError = nil
 	h.LastSuccess = now
 	h.Registered = true
@@ -285,6 +353,9 @@ func (r *Registrar) Health() RegistrationHealth {
 	defer r.mu.Unlock()
 	h := r.health
 	h.Unhealthy = r.unhealthyLocked()
+	if !h.FailingSince.IsZero() {
+		h.FailingFor = r.opts.Now().Sub(h.FailingSince)
+	}
 	return h
 }
 

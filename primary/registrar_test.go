@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -345,5 +347,134 @@ func TestRegistrarShutdownMidAttemptIsNotAFailure(t *testing.T) {
 	}
 	if hl := r.Health(); hl.ConsecutiveFailures != 0 || hl.LastError != nil || hl.Unhealthy {
 		t.Errorf("health after shutdown mid-attempt: %+v", hl)
+	}
+}
+
+// outageTransport fails every request while down, as an unreachable
+// primary does (or, with gateway set, as a load balancer in front of a
+// dead primary does: 503), and counts the requests tried by path.
+type outageTransport struct {
+	mu      sync.Mutex
+	down    bool
+	gateway bool
+	tried   map[string]int
+}
+
+func (o *outageTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	o.mu.Lock()
+	down := o.down
+	o.tried[r.URL.Path]++
+	o.mu.Unlock()
+	switch {
+	case down && o.gateway:
+		return &http.Response{
+			StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header:  http.Header{"Content-Type": {"text/html"}},
+			Body:    io.NopCloser(strings.NewReader("<html>no healthy upstream</html>")),
+			Request: r,
+		}, nil
+	case down:
+		return nil, errors.New("dial tcp: connection refused")
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func (o *outageTransport) set(down bool) {
+	o.mu.Lock()
+	o.down = down
+	o.mu.Unlock()
+}
+
+func (o *outageTransport) count(path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.tried[path]
+}
+
+// TestRegistrarComesBackPromptlyAfterLongOutage: after a primary outage
+// long enough for the backoff to reach its cap, the proxy re-registers
+// within one probe interval of the primary answering again (not up to a
+// minute later), probes only with the cheap build info call in between,
+// and Health says since when registration has been failing.
+func TestRegistrarComesBackPromptlyAfterLongOutage(t *testing.T) {
+	t.Run("unreachable", func(t *testing.T) { testComesBackAfterOutage(t, false) })
+	t.Run("gateway answers 503", func(t *testing.T) { testComesBackAfterOutage(t, true) })
+}
+
+func testComesBackAfterOutage(t *testing.T, gateway bool) {
+	f, srv := newFakeCoderd(t)
+	tr := &outageTransport{tried: map[string]int{}, gateway: gateway}
+	timer, clk := newFakeTimer(), newFakeClock(t0)
+	r := NewRegistrar(f.client(t, srv, func(o *Options) { o.HTTPClient = &http.Client{Transport: tr} }), RegistrarOptions{
+		Request: RegisterRequest{AccessURL: "https://proxy.example.com"},
+		Now:     clk.Now,
+		After:   timer.After,
+	})
+	if _, err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// step lets the loop's pending wait pass on the fake clock and returns
+	// once the loop has done what followed and waits again.
+	pending := timer.next(t)
+	step := func() time.Duration {
+		d := pending
+		clk.Advance(d)
+		timer.tick()
+		pending = timer.next(t)
+		return d
+	}
+
+	tr.set(true)
+	failingSince := clk.Now().Add(5 * time.Second) // the first attempt after the outage began
+	for range 11 {
+		step()
+	}
+	registersBefore := tr.count(pathRegister)
+	// Three minutes of outage past the eleventh failure: the backoff
+	// reaches its one-minute cap, but the loop wakes every 5 s to probe.
+	for outage := time.Duration(0); outage < 3*time.Minute; {
+		d := step()
+		if d > 5*time.Second {
+			t.Fatalf("waited %v in one go while the primary was unreachable; want probes every 5s", d)
+		}
+		outage += d
+	}
+	if n := tr.count(pathRegister) - registersBefore; n > 4 {
+		t.Errorf("%d registrations in 3 min of backoff; probing must not replace the backoff", n)
+	}
+	if tr.count(pathBuildInfo) < 30 {
+		t.Errorf("%d build info probes in 3 min, want one every 5s", tr.count(pathBuildInfo))
+	}
+	hl := r.Health()
+	if !hl.Unhealthy || !hl.FailingSince.Equal(failingSince) || hl.FailingFor != clk.Now().Sub(failingSince) {
+		t.Fatalf("health during the outage: %+v (want failing since %v)", hl, failingSince)
+	}
+
+	tr.set(false)
+	back := clk.Now()
+	for i := 0; r.Health().ConsecutiveFailures != 0; i++ {
+		if i == 20 {
+			t.Fatal("never re-registered after the primary came back")
+		}
+		step()
+	}
+	if took := clk.Now().Sub(back); took > 5*time.Second {
+		t.Errorf("re-registered %v after the primary answered again, want within 5s", took)
+	}
+	hl = r.Health()
+	if hl.Unhealthy || !hl.FailingSince.IsZero() || hl.FailingFor != 0 || !hl.LastSuccess.Equal(back.Add(5*time.Second)) {
+		t.Errorf("health after recovery: %+v", hl)
+	}
+	if pending != 5*time.Second {
+		t.Errorf("wait after recovery %v, want 5s", pending)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/stack"
 )
@@ -29,6 +30,8 @@ func init() {
 				udpPort     = fs.Uint("tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
 				authzAddr   = fs.String("authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
 				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
+				dialTimeout = fs.Duration("agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
+				respTimeout = fs.Duration("agent-response-timeout", dialer.DefaultResponseTimeout, "how long an app may take to send its response headers before the request gets a 502 (bodies, streams and websockets are not bounded); raise it for apps that hold headers back, e.g. long polling")
 			)
 			pf.register(fs)
 			af.registerHosts(fs)
@@ -36,6 +39,9 @@ func init() {
 			return func(ctx context.Context, _ []string) error {
 				if *derpOnly && !*derpOn {
 					return fmt.Errorf("--derp-only needs --derp")
+				}
+				if *dialTimeout <= 0 || *respTimeout <= 0 {
+					return fmt.Errorf("--agent-dial-timeout and --agent-response-timeout must be positive")
 				}
 				if *udpPort > 65535 {
 					return fmt.Errorf("--tailnet-udp-port %d is not a port", *udpPort)
@@ -74,6 +80,8 @@ func init() {
 					Logger:           log,
 					Tailnet:          stack.TailnetConfig{ListenPort: uint16(*udpPort)},
 					AuthzAddr:        *authzAddr,
+					DialTimeout:      *dialTimeout,
+					ResponseTimeout:  *respTimeout,
 				})
 			}
 		},

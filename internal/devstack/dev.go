@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,7 +63,7 @@ type DevConfig struct {
 	Progress func(step string)
 	// StatsFlushInterval overrides the dialer's 30 s app-stats upload.
 	StatsFlushInterval time.Duration
-	// DialTimeout bounds the dialer's dial to an agent (default 15 s).
+	// DialTimeout bounds the dialer's dial to an agent (default 10 s).
 	DialTimeout time.Duration
 	// AuthzRegisterer and DialerRegisterer receive the services' metrics.
 	AuthzRegisterer, DialerRegisterer prometheus.Registerer
@@ -90,8 +91,10 @@ type Dev struct {
 	EdgeAddr, PrimaryAddr, DialerAddr netip.AddrPort
 	// Agents are the agents started, by ID.
 	Agents []uuid.UUID
-	// agentStops stop one agent each (StopAgent).
-	agentStops map[uuid.UUID]func()
+	// agentStops stop one agent each (StopAgent); agentVanish take one
+	// away without a goodbye (VanishAgent).
+	agentStops  map[uuid.UUID]func()
+	agentVanish map[uuid.UUID]func()
 
 	cfg    DevConfig
 	w      wiring
@@ -477,28 +480,40 @@ func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent,
 	}
 	actx, acancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	d.mu.Lock()
-	if d.agentStops == nil {
-		d.agentStops = map[uuid.UUID]func(){}
-	}
-	d.mu.Unlock()
 	stopAgent := func() {
 		acancel()
 		<-done
 		_ = n.Close()
 	}
+	// The node goes first: no FIN or RST reaches the dialer, and the
+	// coordination stream drops without a disconnect (LOST), as when a
+	// workspace's machine dies. The agent's apps then fail: expected.
+	var vanished atomic.Bool
+	vanish := func() {
+		vanished.Store(true)
+		_ = n.Close()
+		acancel()
+		<-done
+	}
 	d.mu.Lock()
-	d.agentStops[id] = stopAgent
+	if d.agentStops == nil {
+		d.agentStops, d.agentVanish = map[uuid.UUID]func(){}, map[uuid.UUID]func(){}
+	}
+	d.agentStops[id], d.agentVanish[id] = stopAgent, vanish
 	d.mu.Unlock()
 	d.run("dev agent "+a.Name, func() error {
 		defer close(done)
-		return devagent.RunTailnet(actx, devagent.TailnetOptions{
+		err := devagent.RunTailnet(actx, devagent.TailnetOptions{
 			PrimaryURL: cfg.DashboardURL,
 			AgentToken: a.AuthToken,
 			Node:       devagent.TSNode(n),
 			HTTPClient: hc,
 			Agent:      devagent.Options{AgentID: id, Apps: apps, Logger: alog, PTY: devagent.PTYOptions{Shell: shell()}},
 		})
+		if vanished.Load() {
+			return nil
+		}
+		return err
 	})
 	return nil
 }
@@ -506,9 +521,21 @@ func (d *Dev) startAgent(ctx context.Context, cfg DevConfig, a devprimary.Agent,
 // StopAgent stops one dev agent as if its workspace went away: its
 // coordination stream and tailnet node are gone.
 func (d *Dev) StopAgent(id uuid.UUID) error {
+	return d.takeAgentAway(id, d.agentStops)
+}
+
+// VanishAgent takes one dev agent away as if its machine died: its tailnet
+// node stops without closing connections, and its coordination stream
+// drops without a disconnect. StartAgent brings it back.
+func (d *Dev) VanishAgent(id uuid.UUID) error {
+	return d.takeAgentAway(id, d.agentVanish)
+}
+
+func (d *Dev) takeAgentAway(id uuid.UUID, how map[uuid.UUID]func()) error {
 	d.mu.Lock()
-	stop, ok := d.agentStops[id]
+	stop, ok := how[id]
 	delete(d.agentStops, id)
+	delete(d.agentVanish, id)
 	d.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("no running dev agent %s", id)

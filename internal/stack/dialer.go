@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -63,8 +64,11 @@ type DialerConfig struct {
 	RegisterInterval time.Duration
 	// StatsFlushInterval overrides the 30 s app-stats upload period.
 	StatsFlushInterval time.Duration
-	// DialTimeout bounds dialling an agent (default 15 s).
+	// DialTimeout bounds dialling an agent (default 10 s).
 	DialTimeout time.Duration
+	// ResponseTimeout bounds the wait for an app's response headers
+	// (default 10 s); bodies and websockets are not bounded.
+	ResponseTimeout time.Duration
 	// AuthzAddr, if set, is checked with the gRPC health protocol for
 	// /healthz-report: the dialer is useless to browsers when Envoy's
 	// authz is down.
@@ -83,11 +87,15 @@ type TailnetConfig struct {
 	ExtraRootCAs *x509.CertPool
 }
 
+// deregisterTimeout bounds the deregistration that starts a shutdown, so
+// an unreachable primary delays the drain by at most this long.
+const deregisterTimeout = 5 * time.Second
+
 // ServeDialer runs the dialer until ctx ends: it checks the primary,
 // registers (the first registration must succeed), joins the tailnet
 // through the primary's coordinator, serves app traffic, terminals, DERP
-// and health, re-registers every 5 s, and on shutdown drains, deregisters
-// and leaves the tailnet.
+// and health, re-registers every 5 s, and on shutdown deregisters first,
+// then drains app and DERP connections and leaves the tailnet.
 func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if cfg.Primary == nil || cfg.Listener == nil || cfg.AccessURL == nil {
 		return errors.New("dialer: Primary, AccessURL and Listener are required")
@@ -105,10 +113,12 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: %s is a workspace proxy, not a Coder primary", cfg.Primary.URL())
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Every goroutine below stops on ctx; cancel runs before wg.Wait so a
+	// return on an error (or a failed listener) does not wait forever.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
@@ -165,13 +175,28 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		return fmt.Errorf("dialer: register with the primary: %w", err)
 	}
 	log.Info("registered with the primary", "replica_id", registrar.ReplicaID(), "derp_region_id", reg.DERPRegionID, "siblings", len(reg.SiblingReplicas))
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+
+	// Shutdown starts by deregistering, as Coder's proxy does: siblings and
+	// the primary stop offering this replica before its listener closes
+	// and its DERP and app connections drain. Only then is the app server
+	// told to stop (serveCtx).
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	reRegistering := make(chan struct{})
+	wg.Go(func() {
+		defer close(reRegistering)
+		_ = registrar.Run(ctx)
+	})
+	wg.Go(func() {
+		defer stopServing()
+		<-ctx.Done()
+		<-reRegistering // no re-registration may race the deregistration
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), deregisterTimeout)
 		defer dcancel()
 		if err := registrar.Deregister(dctx); err != nil {
 			log.Warn("deregister", "error", err)
 		}
-	}()
+	})
 
 	var derpHandler http.Handler
 	if cfg.DERPEnabled {
@@ -185,7 +210,6 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		registerCollectors(cfg.Registerer, log, d.Collector())
 		derpHandler = d
 	}
-	wg.Go(func() { _ = registrar.Run(ctx) })
 
 	node, err := tsnode.New(tsnode.Options{
 		Logger:             log,
@@ -204,12 +228,20 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		Name: "wsedge_tailnet_dial_handshake_retries_total",
 		Help: "TCP handshakes to agents abandoned without an answer and retried from a new source port (a SYN lost to the agent's TIME-WAIT, or a lossy path).",
 	}, func() float64 { return float64(node.DialRetries()) }))
+	// The app server, once built, drops pooled connections to agents the
+	// coordinator reports gone.
+	var appServer atomic.Pointer[dialer.Server]
 	coord, err := coordinate.New(ctx, coordinate.Options{
 		URL:        cfg.Primary.URL(),
 		ProxyToken: cfg.ProxyToken,
 		Node:       node,
 		Logger:     log,
 		HTTPClient: cfg.CoordinateHTTPClient,
+		AgentGone: func(agentID uuid.UUID) {
+			if s := appServer.Load(); s != nil {
+				s.AgentGone(agentID)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("dialer: coordination: %w", err)
@@ -231,6 +263,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		DERP:               derpHandler,
 		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),
 		DialTimeout:        cfg.DialTimeout,
+		ResponseTimeout:    cfg.ResponseTimeout,
 		Version:            cfg.Version,
 		Logger:             log,
 		ShutdownGrace:      cfg.Grace,
@@ -240,6 +273,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
 	}
+	appServer.Store(srv)
 	log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)
-	return srv.Serve(ctx, cfg.Listener)
+	return srv.Serve(serveCtx, cfg.Listener)
 }

@@ -17,7 +17,7 @@ import (
 )
 
 func healthChecks(cfg DialerConfig, r *primary.Registrar, c *coordinate.Client) []dialer.HealthCheck {
-	checks := []dialer.HealthCheck{primaryHealth{client: cfg.Primary}, registrationHealth{r}, coordinationHealth{c}}
+	checks := []dialer.HealthCheck{primaryHealth{client: cfg.Primary}, registrationHealth{r.Health}, coordinationHealth{c}}
 	if cfg.AuthzAddr != "" {
 		checks = append(checks, authzHealth{addr: cfg.AuthzAddr})
 	}
@@ -66,20 +66,34 @@ func (p primaryHealth) CheckHealth(ctx context.Context) (errs, warnings []string
 // registrationHealth reports the registration loop: unhealthy once more
 // than 10 re-registrations in a row have failed (where Coder's proxy would
 // exit), a warning before that, and an error when the primary changed the
-// mesh key or region (the proxy must be restarted).
-type registrationHealth struct{ r *primary.Registrar }
+// mesh key or region (the proxy must be restarted). Failures say since
+// when registration has been failing.
+type registrationHealth struct {
+	health func() primary.RegistrationHealth
+}
 
 func (h registrationHealth) CheckHealth(context.Context) (errs, warnings []string) {
-	s := h.r.Health()
+	s := h.health()
 	switch {
 	case s.Conflict != nil:
 		errs = append(errs, fmt.Sprintf("Registration changed on the primary; restart this proxy: %v", s.Conflict))
+	case s.Unhealthy && s.ConsecutiveFailures > 0:
+		errs = append(errs, fmt.Sprintf("Failed to re-register with the primary %d times in a row%s: %v", s.ConsecutiveFailures, failingFor(s), s.LastError))
 	case s.Unhealthy:
-		errs = append(errs, fmt.Sprintf("Failed to re-register with the primary %d times in a row: %v", s.ConsecutiveFailures, s.LastError))
+		errs = append(errs, "Not registered with the primary")
 	case s.ConsecutiveFailures > 0:
-		warnings = append(warnings, fmt.Sprintf("Last %d re-registrations with the primary failed: %v", s.ConsecutiveFailures, s.LastError))
+		warnings = append(warnings, fmt.Sprintf("Last %d re-registrations with the primary failed%s: %v", s.ConsecutiveFailures, failingFor(s), s.LastError))
 	}
 	return errs, warnings
+}
+
+// failingFor says how long registration has been failing, e.g.
+// " for 3m20s (since 2026-01-02T03:04:05Z)".
+func failingFor(s primary.RegistrationHealth) string {
+	if s.FailingSince.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(" for %s (since %s)", s.FailingFor.Round(time.Second), s.FailingSince.UTC().Format(time.RFC3339))
 }
 
 // coordinationHealth warns while the coordination stream is down: agents

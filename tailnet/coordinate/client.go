@@ -26,6 +26,12 @@ type Options struct {
 	Clock      Clock        // default RealClock{}
 	HTTPClient *http.Client // default http.DefaultClient
 
+	// AgentGone, if set, is called with an agent's ID when the coordinator
+	// reports it DISCONNECTED or LOST, after the update is applied and
+	// without locks held: connections already open to it may be dead (the
+	// dialer drops its pooled idle connections). It must not block.
+	AgentGone func(agentID uuid.UUID)
+
 	IdleTimeout   time.Duration // remove tunnels unused this long (30 min)
 	SweepInterval time.Duration // how often idle tunnels are looked for (5 min)
 	LostTimeout   time.Duration // keep LOST peers this long (15 min)
@@ -70,6 +76,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	header.Set(ProxyTokenHeader, opts.ProxyToken)
 	cfg := baseConfig(roleProxy, target, header, opts.Node, opts.Logger, opts.Clock, opts.HTTPClient,
 		opts.LostTimeout, opts.ReadyTimeout, opts.MinBackoff, opts.MaxBackoff)
+	cfg.peerGone = opts.AgentGone
 	cl := &Client{
 		idleTimeout:   orDefault(opts.IdleTimeout, DefaultIdleTimeout),
 		sweepInterval: orDefault(opts.SweepInterval, DefaultSweepInterval),

@@ -440,3 +440,46 @@ func TestConcurrentEnsureTunnelOpensOneTunnel(t *testing.T) {
 		t.Errorf("agent node installed %d times, want 1", up)
 	}
 }
+
+// TestAgentGoneCallback: the proxy hears at once when the coordinator
+// reports an agent DISCONNECTED or LOST, and may release that agent's
+// tunnel from the callback (as closing a pooled connection does).
+func TestAgentGoneCallback(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		leave func(*coordinate.AgentClient, context.CancelFunc)
+	}{
+		{"disconnected", func(a *coordinate.AgentClient, _ context.CancelFunc) { _ = a.Close() }},
+		// Cancelling the agent's context drops its stream without
+		// disconnect: the coordinator reports LOST.
+		{"lost", func(_ *coordinate.AgentClient, stop context.CancelFunc) { stop() }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPrimary(t, devcoord.Options{})
+			agentID := uuid.New()
+			agentCtx, stopAgent := context.WithCancel(context.Background())
+			a, err := coordinate.NewAgent(agentCtx, coordinate.AgentOptions{URL: p.url, AgentToken: p.addAgent(agentID), Node: newFakeNode(agentIP(agentID)), Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { stopAgent(); _ = a.Close() })
+			var release func()
+			gone := make(chan uuid.UUID, 4)
+			proxy := startProxy(t, p, newFakeNode(netip.MustParseAddr("fd7a:115c:a1e0::1")), coordinate.Options{AgentGone: func(id uuid.UUID) {
+				release() // would deadlock if called under the peer lock
+				gone <- id
+			}})
+			release = ensure(t, proxy, agentID)
+			tt.leave(a, stopAgent)
+			select {
+			case id := <-gone:
+				if id != agentID {
+					t.Errorf("AgentGone(%s), want %s", id, agentID)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("AgentGone not called")
+			}
+			eventually(t, "connection released", func() bool { return proxy.Stats().OpenConnections == 0 })
+		})
+	}
+}

@@ -53,6 +53,8 @@ type config struct {
 	readyTimeout time.Duration
 	minBackoff   time.Duration
 	maxBackoff   time.Duration
+	// peerGone, if set, hears of peers reported DISCONNECTED or LOST.
+	peerGone func(peerID uuid.UUID)
 }
 
 // peer is what we know about one remote peer: for the proxy, a tunnel
@@ -312,6 +314,14 @@ func (c *coordination) recvDERPMaps(stream tailnetproto.DRPCTailnet_StreamDERPMa
 }
 
 func (c *coordination) handleUpdates(s *session, ups []*tailnetproto.CoordinateResponse_PeerUpdate) {
+	var gone []uuid.UUID
+	defer func() {
+		// After peerMu is released: the callback may close connections,
+		// whose tunnel releases take peerMu.
+		for _, id := range gone {
+			c.cfg.peerGone(id)
+		}
+	}()
 	c.peerMu.Lock()
 	defer c.peerMu.Unlock()
 	var acks []*tailnetproto.CoordinateRequest_ReadyForHandshake
@@ -332,11 +342,17 @@ func (c *coordination) handleUpdates(s *session, ups []*tailnetproto.CoordinateR
 			if p := c.peers[id]; p != nil {
 				c.log.Debug("coordinate: peer disconnected", "peer_id", id, "reason", up.GetReason())
 				c.forgetLocked(p)
+				if c.cfg.peerGone != nil {
+					gone = append(gone, id)
+				}
 			}
 		case tailnetproto.CoordinateResponse_PeerUpdate_LOST:
 			if p := c.peers[id]; p != nil {
 				c.log.Debug("coordinate: peer lost", "peer_id", id, "reason", up.GetReason())
 				c.markLostLocked(p)
+				if c.cfg.peerGone != nil {
+					gone = append(gone, id)
+				}
 			}
 		default:
 			c.log.Warn("coordinate: unknown peer update kind", "peer_id", id, "kind", up.GetKind())
