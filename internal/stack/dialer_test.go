@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	devprimary "github.com/wsedge/wsedge/dev/primary"
 	"github.com/wsedge/wsedge/internal/stack"
 	"github.com/wsedge/wsedge/primary"
-	"github.com/wsedge/wsedge/primary/devprimary"
 )
 
 // eventLog records what happened, in order, across goroutines.
