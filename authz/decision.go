@@ -21,27 +21,12 @@ type Decision struct {
 	UpstreamHeader http.Header
 	UpstreamRemove []string
 	ResponseHeader http.Header
-	Metadata       map[string]string
+	// Metadata is the dynamic metadata of an allow, keyed by the
+	// edgewire.Meta* names.
+	Metadata map[string]string
 	// Outcome is a short, bounded label for metrics and logs.
 	Outcome string
 }
-
-// Metadata keys emitted on allow (namespace envoy.filters.http.ext_authz).
-const (
-	MetaUserID       = "user_id"
-	MetaWorkspaceID  = "workspace_id"
-	MetaAgentID      = "agent_id"
-	MetaApp          = "app"
-	MetaAccessMethod = "access_method"
-	MetaCORSBehavior = "cors_behavior"
-	// MetaRateLimitKey is the key Envoy's local rate limiter buckets by: the
-	// user ID, or the client IP for anonymous requests.
-	MetaRateLimitKey = "rate_limit_key"
-)
-
-// AppTokenHeader carries the verified signed app token from authz to the
-// dialer. Envoy removes any client-sent copy before ext_authz runs.
-const AppTokenHeader = "X-Wsedge-App-Token"
 
 func deny(status int, header http.Header, body []byte, outcome string) Decision {
 	if header == nil {

@@ -15,9 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// MetadataNamespace is where Envoy files the dynamic metadata of an allow.
-const MetadataNamespace = "envoy.filters.http.ext_authz"
-
 // grpcServer adapts the Service to Envoy's Authorization API.
 type grpcServer struct {
 	authv3.UnimplementedAuthorizationServer

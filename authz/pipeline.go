@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -149,7 +150,7 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 		ResponseHeader: http.Header{},
 		Outcome:        "allow_cookie",
 	}
-	d.UpstreamHeader.Set(AppTokenHeader, raw)
+	d.UpstreamHeader.Set(edgewire.AppTokenHeader, raw)
 	if lines := in.Header.Values("Cookie"); len(lines) > 0 {
 		stripped := tokens.StripCoderCookies(strings.Join(lines, "; "))
 		if stripped == "" {
@@ -168,13 +169,13 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 		cors = "simple"
 	}
 	d.Metadata = map[string]string{
-		MetaUserID:       tok.UserID.String(),
-		MetaWorkspaceID:  tok.WorkspaceID.String(),
-		MetaAgentID:      tok.AgentID.String(),
-		MetaApp:          app,
-		MetaAccessMethod: string(tok.Request.AccessMethod),
-		MetaCORSBehavior: cors,
-		MetaRateLimitKey: tok.UserID.String(),
+		edgewire.MetaUserID:       tok.UserID.String(),
+		edgewire.MetaWorkspaceID:  tok.WorkspaceID.String(),
+		edgewire.MetaAgentID:      tok.AgentID.String(),
+		edgewire.MetaApp:          app,
+		edgewire.MetaAccessMethod: string(tok.Request.AccessMethod),
+		edgewire.MetaCORSBehavior: cors,
+		edgewire.MetaRateLimitKey: tok.UserID.String(),
 	}
 	return d
 }

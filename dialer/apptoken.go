@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -22,7 +23,7 @@ var (
 // request. Only a token signed by a current key and issued for the very
 // request being served is accepted.
 func (s *Server) appToken(r *http.Request, rt appurl.Route) (tokens.SignedToken, error) {
-	vals := r.Header.Values(AppTokenHeader)
+	vals := r.Header.Values(edgewire.AppTokenHeader)
 	switch {
 	case len(vals) == 0 || vals[0] == "":
 		return tokens.SignedToken{}, ErrNoAppToken

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -29,9 +30,6 @@ var nonCanonicalHeaders = map[string]string{
 	"Sec-Websocket-Protocol":   "Sec-WebSocket-Protocol",
 	"Sec-Websocket-Version":    "Sec-WebSocket-Version",
 }
-
-// internalHeaderPrefix marks wsedge's own headers, which never reach apps.
-const internalHeaderPrefix = "X-Wsedge-"
 
 // visitorIdentityHeaders are the headers newer Coder releases declare as
 // injected by the workspace app proxy to tell an app who is visiting
@@ -193,8 +191,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 		out.Header.Set("X-Forwarded-Proto", s.accessURL.Scheme)
 	}
 
+	// wsedge's own headers never reach apps.
 	for k := range out.Header {
-		if strings.HasPrefix(k, internalHeaderPrefix) {
+		if edgewire.IsInternalHeader(k) {
 			delete(out.Header, k)
 		}
 	}

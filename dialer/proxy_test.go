@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // countingApp is an app that counts hits and echoes what it saw.
@@ -398,7 +400,7 @@ func TestWebsocketEchoThroughProxy(t *testing.T) {
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, "ws://"+host+"/ws", &websocket.DialOptions{
 		HTTPClient:   e.client,
-		HTTPHeader:   http.Header{AppTokenHeader: {tok}},
+		HTTPHeader:   http.Header{http.CanonicalHeaderKey(edgewire.AppTokenHeader): {tok}},
 		Subprotocols: []string{"echo"},
 	})
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // fakePTY is a reconnecting-PTY server on loopback: it records the init
@@ -94,7 +96,7 @@ func (e *testEnv) dialTerminal(ctx context.Context, q, origin, token string) (*w
 		h.Set("Origin", origin)
 	}
 	if token != "" {
-		h.Set(AppTokenHeader, token)
+		h.Set(edgewire.AppTokenHeader, token)
 	}
 	return websocket.Dial(ctx, terminalURL(q), &websocket.DialOptions{HTTPClient: e.client, HTTPHeader: h})
 }
