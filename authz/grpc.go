@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -20,6 +21,13 @@ type grpcServer struct {
 	authv3.UnimplementedAuthorizationServer
 	svc     *Service
 	metrics *metrics
+}
+
+// NewAuthorizationServer adapts svc to Envoy's Authorization gRPC service;
+// the composition root registers it on the gRPC server Envoy talks to.
+// Its metrics go to reg (nil: none).
+func NewAuthorizationServer(svc *Service, reg prometheus.Registerer) authv3.AuthorizationServer {
+	return &grpcServer{svc: svc, metrics: newMetrics(reg)}
 }
 
 // Check implements envoy.service.auth.v3.Authorization.

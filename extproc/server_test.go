@@ -6,22 +6,18 @@ import (
 	"net/http"
 	"slices"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 )
@@ -266,43 +262,6 @@ func TestNewErrors(t *testing.T) {
 	d := p.policy.beforeAuthzRequest(context.Background(), preflight(aliceOrigin, "GET", "", AppInfo{}), p.memory)
 	if d.Immediate != nil {
 		t.Error("answered without a wildcard")
-	}
-}
-
-// TestAuthzServerWithExtProc checks authz.NewServer serves the processor
-// beside Authorization and reports both healthy.
-func TestAuthzServerWithExtProc(t *testing.T) {
-	s := authz.NewServer(nil, nil, authz.WithExtProc(newTestProcessor(t, nil)))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l, time.Second) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for _, svc := range []string{extprocv3.ExternalProcessor_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName} {
-		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Errorf("health of %s: %v %v", svc, r, err)
-		}
-	}
-	r := exchange(t, extprocv3.NewExternalProcessorClient(conn), ctx, responseHeaders(authzMetadata("path", "simple", alice.String()), "via_upstream", ":status", "200"))[0]
-	if got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation())); got.Get(hdrContentTypeOpts) != "nosniff" {
-		t.Errorf("path app response through authz's server: %v", got)
-	}
-	if _, ok := authz.NewServer(nil, nil).GRPC.GetServiceInfo()[extprocv3.ExternalProcessor_ServiceDesc.ServiceName]; ok {
-		t.Error("ext_proc registered without WithExtProc")
 	}
 }
 
