@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // target is what a request asks for once classified.
@@ -30,7 +31,7 @@ func (s *Service) classify(in *Input) (*target, *Decision) {
 		if strings.HasPrefix(in.EscapedPath(), "/derp") {
 			return nil, &Decision{Allow: true, Outcome: "not_app"}
 		}
-		d := denyJSON(http.StatusBadRequest, jsonResponse{Message: "Could not determine request Host."}, "bad_host")
+		d := denyJSON(http.StatusBadRequest, coderhttp.Response{Message: "Could not determine request Host."}, "bad_host")
 		return nil, &d
 	case route.Kind == appurl.KindPathApp && s.cfg.PathAppsDisabled:
 		d := s.page(http.StatusForbidden, "Forbidden",
@@ -80,7 +81,7 @@ func (s *Service) peerTrusted(in *Input) bool {
 
 // page is one of wsedge's own HTML error pages, linking to the dashboard.
 func (s *Service) page(status int, title, description, outcome string) Decision {
-	return renderPage(errorPage{
+	return renderPage(coderhttp.Page{
 		Status:       status,
 		Title:        title,
 		Description:  description,

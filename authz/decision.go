@@ -1,8 +1,9 @@
 package authz
 
 import (
-	"encoding/json"
 	"net/http"
+
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // Decision is the outcome of one Check: either an allow, which forwards the
@@ -45,21 +46,15 @@ func redirect(location string, outcome string, cookies ...*http.Cookie) Decision
 	return deny(http.StatusSeeOther, h, nil, outcome)
 }
 
-// jsonResponse mirrors coderd's error shape: {"message", "detail"}.
-type jsonResponse struct {
-	Message     string           `json:"message"`
-	Detail      string           `json:"detail,omitempty"`
-	Validations []jsonValidation `json:"validations,omitempty"`
-}
-
-type jsonValidation struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
-
-func denyJSON(status int, resp jsonResponse, outcome string) Decision {
-	b, _ := json.Marshal(resp)
+// denyJSON answers with coderd's JSON error body.
+func denyJSON(status int, resp coderhttp.Response, outcome string) Decision {
+	b, err := coderhttp.EncodeJSON(resp)
+	if err != nil {
+		// A Response of strings always encodes; never answer with an
+		// empty body if it does not.
+		b = []byte(http.StatusText(status))
+	}
 	h := http.Header{}
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	return deny(status, h, append(b, '\n'), outcome)
+	h.Set("Content-Type", coderhttp.JSONContentType)
+	return deny(status, h, b, outcome)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -182,28 +183,28 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 
 func (s *Service) internalError(in *Input, detail, outcome string) Decision {
 	if !in.wantsHTML() {
-		return denyJSON(http.StatusInternalServerError, jsonResponse{Message: "Internal server error", Detail: detail}, outcome)
+		return denyJSON(http.StatusInternalServerError, coderhttp.Response{Message: "Internal server error", Detail: detail}, outcome)
 	}
-	return renderPage(errorPage{
+	return renderPage(coderhttp.Page{
 		Status:       http.StatusInternalServerError,
 		Title:        "Internal Server Error",
 		Description:  detail,
 		DashboardURL: s.cfg.DashboardURL.String(),
-		RetryEnabled: true,
+		Retry:        true,
 	}, outcome)
 }
 
 func (s *Service) badGateway(in *Input) Decision {
 	const detail = "The proxy could not reach the Coder primary to authorize this request. Try again shortly."
 	if !in.wantsHTML() {
-		return denyJSON(http.StatusBadGateway, jsonResponse{Message: "Bad Gateway", Detail: detail}, "primary_unreachable")
+		return denyJSON(http.StatusBadGateway, coderhttp.Response{Message: "Bad Gateway", Detail: detail}, "primary_unreachable")
 	}
-	return renderPage(errorPage{
+	return renderPage(coderhttp.Page{
 		Status:       http.StatusBadGateway,
 		Title:        "Bad Gateway",
 		Description:  detail,
 		DashboardURL: s.cfg.DashboardURL.String(),
-		RetryEnabled: true,
+		Retry:        true,
 	}, "primary_unreachable")
 }
 

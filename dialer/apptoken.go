@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -50,7 +51,7 @@ func (s *Server) refuseToken(w http.ResponseWriter, r *http.Request, err error) 
 	s.metrics.tokenRefused.WithLabelValues(tokenRefusalReason(err)).Inc()
 	s.log.Warn("dialer: refused app token", "reason", tokenRefusalReason(err), "err", err,
 		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", requestID(r.Context()))
-	writeJSON(w, http.StatusUnauthorized, apiResponse{
+	coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{
 		Message: appTokenRefusedTitle,
 		Detail:  tokenRefusalReason(err),
 	})

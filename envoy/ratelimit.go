@@ -1,7 +1,6 @@
 package envoy
 
 import (
-	"encoding/json"
 	"fmt"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
 )
 
@@ -225,13 +225,13 @@ func unlimited(c Config, r *routev3.Route) *routev3.Route {
 // RateLimitMessage is the JSON body of a 429, worded as Coder's own rate
 // limiter words it ("…more than 512 requests in 1m0s.").
 func RateLimitMessage(r RateLimit) string {
-	b, err := json.Marshal(struct {
-		Message string `json:"message"`
-	}{fmt.Sprintf("You've been rate limited for sending more than %d requests in %s.", r.Requests, r.Interval)})
+	b, err := coderhttp.EncodeJSON(coderhttp.Response{
+		Message: fmt.Sprintf("You've been rate limited for sending more than %d requests in %s.", r.Requests, r.Interval),
+	})
 	if err != nil {
 		panic("envoy: rate limit message: " + err.Error()) // a string field cannot fail
 	}
-	return string(b) + "\n"
+	return string(b)
 }
 
 // localReplyConfig gives rate-limited requests a JSON body instead of
