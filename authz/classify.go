@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -30,7 +31,7 @@ func (s *Service) classify(in *Input) (*target, *Decision) {
 		if strings.HasPrefix(in.EscapedPath(), "/derp") {
 			return nil, &Decision{Allow: true, Outcome: "not_app"}
 		}
-		d := denyJSON(http.StatusBadRequest, jsonResponse{Message: "Could not determine request Host."}, "bad_host")
+		d := missingHost()
 		return nil, &d
 	case route.Kind == appurl.KindPathApp && s.cfg.PathAppsDisabled:
 		d := s.page(http.StatusForbidden, "Forbidden",
@@ -78,12 +79,21 @@ func (s *Service) peerTrusted(in *Input) bool {
 	return false
 }
 
-// page is one of wsedge's own HTML error pages, linking to the dashboard.
-func (s *Service) page(status int, title, description, outcome string) Decision {
-	return renderPage(errorPage{
-		Status:       status,
-		Title:        title,
-		Description:  description,
-		DashboardURL: s.cfg.DashboardURL.String(),
-	}, outcome)
+// clientIP is the browser's address as far as trusted hops tell.
+func (s *Service) clientIP(in *Input) netip.Addr {
+	if v := in.Header.Get("X-Envoy-External-Address"); v != "" {
+		if a, err := netip.ParseAddr(strings.TrimSpace(v)); err == nil {
+			return a
+		}
+	}
+	if xff := in.Header.Get("X-Forwarded-For"); xff != "" {
+		parts := strings.Split(xff, ",")
+		i := len(parts) - 1 - s.cfg.XFFTrustedHops
+		if i >= 0 {
+			if a, err := netip.ParseAddr(strings.TrimSpace(parts[i])); err == nil {
+				return a
+			}
+		}
+	}
+	return in.Peer
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
 // Input is one request as Envoy describes it to the Check call, in our own
@@ -66,4 +68,51 @@ func (in *Input) RawQuery() string {
 func (in *Input) wantsHTML() bool {
 	accept := in.Header.Get("Accept")
 	return accept == "" || strings.Contains(accept, "text/html") || strings.Contains(accept, "*/*")
+}
+
+// inputFromCheck reads the parts of a CheckRequest the pipeline uses.
+func inputFromCheck(req *authv3.CheckRequest) *Input {
+	attrs := req.GetAttributes()
+	httpReq := attrs.GetRequest().GetHttp()
+	in := &Input{
+		Method:    httpReq.GetMethod(),
+		Host:      httpReq.GetHost(),
+		Path:      httpReq.GetPath(),
+		Scheme:    httpReq.GetScheme(),
+		RequestID: requestID(httpReq),
+		Header:    make(http.Header, len(httpReq.GetHeaders())),
+	}
+	for k, v := range httpReq.GetHeaders() {
+		if strings.HasPrefix(k, ":") {
+			continue
+		}
+		in.Header[http.CanonicalHeaderKey(k)] = []string{v}
+	}
+	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
+		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+			in.Peer = a
+		}
+	}
+	return in
+}
+
+// requestIDHeader is the ID Envoy gives every request: it logs it as
+// request_id in its access log and forwards it to the dialer, which logs it
+// too. The CheckRequest's own id field is Envoy's stream id, a number that
+// appears nowhere else, so it is only a fallback.
+const requestIDHeader = "x-request-id"
+
+// maxRequestIDLen bounds what a client-influenced header puts in a log
+// line (Envoy's IDs are UUIDs).
+const maxRequestIDLen = 128
+
+func requestID(httpReq *authv3.AttributeContext_HttpRequest) string {
+	id := httpReq.GetHeaders()[requestIDHeader]
+	if id == "" {
+		return httpReq.GetId()
+	}
+	if len(id) > maxRequestIDLen {
+		id = id[:maxRequestIDLen]
+	}
+	return id
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/tokens"
 )
 
 // IssueRequest is what authz asks the primary to authorise (coderd's
@@ -160,19 +161,63 @@ func flightKey(req IssueRequest) string {
 	return b.String()
 }
 
-// relayDecision turns the primary's non-201 answer into the client's
-// response, headers and body as they came, minus the framing headers that
-// Envoy recomputes.
-func relayDecision(r *RelayedResponse) Decision {
-	h := http.Header{}
-	for k, vs := range r.Header {
-		switch http.CanonicalHeaderKey(k) {
-		case "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Trailer", "Proxy-Connection":
-			continue
-		}
-		h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+var errNoIssuer = errors.New("authz: no issuer configured")
+
+// issueToken asks the primary for a token and checks what comes back.
+func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.SignedToken, string, *Decision) {
+	if err := t.req.Check(); err != nil {
+		d := s.internalError(in, "Invalid app request: "+err.Error(), "invalid_request")
+		return tokens.SignedToken{}, "", &d
 	}
-	return deny(r.Status, h, r.Body, "primary_relay")
+	ictx, cancel := beforeDeadline(ctx)
+	defer cancel()
+	res, err := s.issuer.issue(ictx, IssueRequest{
+		AppRequest:     t.req,
+		PathAppBaseURL: s.cfg.AccessURL.String(),
+		AppHostname:    s.cfg.WildcardHostname,
+		AppPath:        t.appPath,
+		AppQuery:       in.RawQuery(),
+		SessionToken:   s.sessionToken(in, t),
+		ClientIP:       s.clientIP(in).String(),
+	})
+	if err != nil {
+		s.log.Warn("issue signed app token failed", "request_id", in.RequestID, "error", err)
+		d := s.badGateway(in)
+		return tokens.SignedToken{}, "", &d
+	}
+	if res.Relay != nil {
+		d := relayDecision(res.Relay)
+		return tokens.SignedToken{}, "", &d
+	}
+	tok, err := s.verifier.VerifyToken(ctx, res.Token)
+	if err != nil {
+		s.log.Error("newly issued token does not verify", "request_id", in.RequestID, "error", err)
+		d := s.internalError(in, "Failed to verify newly generated signed token.", "issued_token_invalid")
+		return tokens.SignedToken{}, "", &d
+	}
+	if !tok.MatchesRequest(t.req) {
+		s.log.Error("newly issued token does not match the request", "request_id", in.RequestID)
+		d := s.internalError(in, "Newly generated signed token does not match the request.", "issued_token_mismatch")
+		return tokens.SignedToken{}, "", &d
+	}
+	return tok, res.Token, nil
 }
 
-var errNoIssuer = errors.New("authz: no issuer configured")
+// answerMargin is how long before the caller's deadline (Envoy's
+// ext_authz timeout, carried as the gRPC deadline) authz stops waiting for
+// the primary, so that a slow primary gets the browser the 502 page
+// rather than Envoy's empty status_on_error answer. The issue call itself
+// goes on (single-flight, issueTimeout) for whoever asks next.
+const answerMargin = 250 * time.Millisecond
+
+func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	margin := answerMargin
+	if left := time.Until(dl); left/4 < margin {
+		margin = left / 4
+	}
+	return context.WithDeadline(ctx, dl.Add(-margin))
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -294,7 +295,7 @@ func TestValidCookieAllowsWithoutThePrimary(t *testing.T) {
 	if f.issuer.calls.Load() != 0 {
 		t.Errorf("a valid cookie caused %d issue calls", f.issuer.calls.Load())
 	}
-	if d.UpstreamHeader.Get(AppTokenHeader) != tok {
+	if d.UpstreamHeader.Get(edgewire.AppTokenHeader) != tok {
 		t.Errorf("app token header not set")
 	}
 	if got := d.UpstreamHeader.Get("Cookie"); got != "theme=dark; z=1" {
@@ -303,7 +304,7 @@ func TestValidCookieAllowsWithoutThePrimary(t *testing.T) {
 	if d.ResponseHeader.Get("Set-Cookie") != "" {
 		t.Errorf("a cookie that was already valid was set again")
 	}
-	if d.Metadata[MetaUserID] != testOwnerID.String() || d.Metadata[MetaAgentID] != testAgentID.String() || d.Metadata[MetaApp] != "code" || d.Metadata[MetaAccessMethod] != "subdomain" {
+	if d.Metadata[edgewire.MetaUserID] != testOwnerID.String() || d.Metadata[edgewire.MetaAgentID] != testAgentID.String() || d.Metadata[edgewire.MetaApp] != "code" || d.Metadata[edgewire.MetaAccessMethod] != "subdomain" {
 		t.Errorf("metadata %v", d.Metadata)
 	}
 }
@@ -340,7 +341,7 @@ func TestTokensThatMustNotBeUsed(t *testing.T) {
 			if f.issuer.calls.Load() != 1 {
 				t.Fatalf("issue calls %d, want 1 (the bad token must be ignored)", f.issuer.calls.Load())
 			}
-			if !d.Allow || d.UpstreamHeader.Get(AppTokenHeader) == tok {
+			if !d.Allow || d.UpstreamHeader.Get(edgewire.AppTokenHeader) == tok {
 				t.Fatalf("the bad token was forwarded: %+v", d)
 			}
 		})
@@ -376,7 +377,7 @@ func TestIssueOnFirstVisit(t *testing.T) {
 	if c.Name != tokens.SignedAppTokenCookie || c.Path != "/@alice/dev.main/apps/code/" || !c.Expires.Equal(testNow.Add(time.Minute)) || !c.HttpOnly || c.Domain != "" {
 		t.Errorf("Set-Cookie %q", d.ResponseHeader.Get("Set-Cookie"))
 	}
-	if d.UpstreamHeader.Get(AppTokenHeader) != c.Value {
+	if d.UpstreamHeader.Get(edgewire.AppTokenHeader) != c.Value {
 		t.Errorf("the dialer did not get the token the browser got")
 	}
 }

@@ -47,17 +47,8 @@ func (s *Service) handleSmuggledKey(ctx context.Context, in *Input, t *target) *
 	if q := query.Encode(); q != "" {
 		location += "?" + q
 	}
-	d := redirect(location, "smuggle_cookie_set", s.sessionCookie(t, apiKey))
+	d := s.handOff(t, apiKey, location)
 	return &d
-}
-
-// sessionCookie is the app session cookie for the request's access method
-// (docs/protocol.md#cookies).
-func (s *Service) sessionCookie(t *target, apiKey string) *http.Cookie {
-	if t.req.AccessMethod == appurl.AccessMethodSubdomain {
-		return s.cfg.Cookies.SubdomainAppSessionCookie(s.cfg.WildcardHostname, apiKey)
-	}
-	return s.cfg.Cookies.PathAppSessionCookie(apiKey)
 }
 
 // sameOriginPath is the Location for the hand-off redirect. Like coderd

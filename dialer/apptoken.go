@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -22,7 +24,7 @@ var (
 // request. Only a token signed by a current key and issued for the very
 // request being served is accepted.
 func (s *Server) appToken(r *http.Request, rt appurl.Route) (tokens.SignedToken, error) {
-	vals := r.Header.Values(AppTokenHeader)
+	vals := r.Header.Values(edgewire.AppTokenHeader)
 	switch {
 	case len(vals) == 0 || vals[0] == "":
 		return tokens.SignedToken{}, ErrNoAppToken
@@ -49,7 +51,7 @@ func (s *Server) refuseToken(w http.ResponseWriter, r *http.Request, err error) 
 	s.metrics.tokenRefused.WithLabelValues(tokenRefusalReason(err)).Inc()
 	s.log.Warn("dialer: refused app token", "reason", tokenRefusalReason(err), "err", err,
 		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", requestID(r.Context()))
-	writeJSON(w, http.StatusUnauthorized, apiResponse{
+	coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{
 		Message: appTokenRefusedTitle,
 		Detail:  tokenRefusalReason(err),
 	})

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // BenchmarkProxyGET measures a small GET through the dialer to a loopback
@@ -19,7 +21,7 @@ func BenchmarkProxyGET(b *testing.B) {
 	e.agents.set(port, app.Listener.Addr().String())
 	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:"+itoa(port))
 	req, _ := http.NewRequest("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/", nil)
-	req.Header.Set(AppTokenHeader, tok)
+	req.Header.Set(edgewire.AppTokenHeader, tok)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		resp, err := e.client.Do(req)

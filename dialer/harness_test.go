@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -243,7 +244,7 @@ func (e *testEnv) do(method, rawURL, token string, hdr http.Header) *http.Respon
 		req.Header[k] = v
 	}
 	if token != "" {
-		req.Header.Set(AppTokenHeader, token)
+		req.Header.Set(edgewire.AppTokenHeader, token)
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {

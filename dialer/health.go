@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // HealthCheck contributes to /healthz-report. Errors make the primary
@@ -31,7 +33,7 @@ type healthReport struct {
 
 func (s *Server) serveHealthReport(w http.ResponseWriter, r *http.Request) {
 	if s.shuttingDown.Load() {
-		writeJSON(w, http.StatusInternalServerError, "workspace proxy in middle of shutting down")
+		coderhttp.WriteJSON(w, http.StatusInternalServerError, "workspace proxy in middle of shutting down")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), healthCheckTimeout)
@@ -42,7 +44,7 @@ func (s *Server) serveHealthReport(w http.ResponseWriter, r *http.Request) {
 		rep.Errors = append(rep.Errors, e...)
 		rep.Warnings = append(rep.Warnings, wn...)
 	}
-	writeJSON(w, http.StatusOK, rep)
+	coderhttp.WriteJSON(w, http.StatusOK, rep)
 }
 
 // buildInfo is the subset of Coder's BuildInfoResponse a proxy fills; the
@@ -65,7 +67,7 @@ type buildInfo struct {
 const ExternalURL = "https://github.com/wsedge/wsedge"
 
 func (s *Server) serveBuildInfo(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, buildInfo{
+	coderhttp.WriteJSON(w, http.StatusOK, buildInfo{
 		ExternalURL:     ExternalURL,
 		Version:         s.version,
 		DashboardURL:    s.dashboardURL.String(),

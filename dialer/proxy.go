@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -29,9 +31,6 @@ var nonCanonicalHeaders = map[string]string{
 	"Sec-Websocket-Protocol":   "Sec-WebSocket-Protocol",
 	"Sec-Websocket-Version":    "Sec-WebSocket-Version",
 }
-
-// internalHeaderPrefix marks wsedge's own headers, which never reach apps.
-const internalHeaderPrefix = "X-Wsedge-"
 
 // visitorIdentityHeaders are the headers newer Coder releases declare as
 // injected by the workspace app proxy to tell an app who is visiting
@@ -88,20 +87,20 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		if err != nil {
 			desc += ": " + err.Error()
 		}
-		s.renderPage(w, r, errorPage{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true, Dashboard: true})
+		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true})
 		return
 	}
 	if p := appURL.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiResponse{
+			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 				Message: fmt.Sprintf("App URL %q has an invalid port %q.", tok.AppURL, p),
 				Detail:  err.Error(),
 			})
 			return
 		}
 		if n < minimumAppPort {
-			writeJSON(w, http.StatusBadRequest, apiResponse{
+			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 				Message: fmt.Sprintf("Application port %d is not permitted. Coder reserves ports less than %d for internal use.", n, minimumAppPort),
 			})
 			return
@@ -124,7 +123,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 
 	target, err := s.upstreamURL(appURL, tok, rt)
 	if err != nil {
-		s.renderPage(w, r, errorPage{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true, Dashboard: true})
+		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
 		return
 	}
 	proxy := &httputil.ReverseProxy{
@@ -227,8 +226,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 		out.Header.Set("X-Forwarded-Proto", s.accessURL.Scheme)
 	}
 
+	// wsedge's own headers never reach apps.
 	for k := range out.Header {
-		if strings.HasPrefix(k, internalHeaderPrefix) {
+		if edgewire.IsInternalHeader(k) {
 			delete(out.Header, k)
 		}
 	}
@@ -263,20 +263,19 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 // HTTP/HTTPS mismatch it adds Coder's "Switch to HTTP(S)" action.
 func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt appurl.Route) {
 	s.log.Info("dialer: proxying to app failed", "err", err, "host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
-	page := errorPage{
+	page := coderhttp.Page{
 		Status:      http.StatusBadGateway,
 		Title:       "Bad Gateway",
 		Description: "Failed to proxy request to application: " + err.Error(),
 		Retry:       true,
-		Dashboard:   true,
 	}
 	if want, ok := schemeMismatch(err, target.Scheme); ok {
 		if u, ok := s.switchSchemeURL(rt, want); ok {
-			page.Extra = &pageAction{URL: u, Text: "Switch to " + strings.ToUpper(want)}
+			page.Action = &coderhttp.Action{URL: u, Text: "Switch to " + strings.ToUpper(want)}
 			page.AdditionalInfo = "This error seems to be due to an app protocol mismatch, try switching to " + strings.ToUpper(want) + "."
 		}
 	}
-	s.renderPage(w, r, page)
+	s.writePage(w, page)
 }
 
 // schemeMismatch guesses from a transport error that the agent port

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // countingApp is an app that counts hits and echoes what it saw.
@@ -73,7 +76,7 @@ func TestAppTokenRefused(t *testing.T) {
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401; body %s", resp.StatusCode, body)
 			}
-			var r apiResponse
+			var r coderhttp.Response
 			if err := json.Unmarshal(body, &r); err != nil || r.Message == "" {
 				t.Fatalf("body %q is not a JSON error: %v", body, err)
 			}
@@ -105,7 +108,7 @@ func TestAppPortBelowMinimum(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Fatalf("content type %q", ct)
 		}
-		var r apiResponse
+		var r coderhttp.Response
 		_ = json.Unmarshal(body, &r)
 		want := "Application port " + port + " is not permitted. Coder reserves ports less than 9 for internal use."
 		if r.Message != want {
@@ -398,7 +401,7 @@ func TestWebsocketEchoThroughProxy(t *testing.T) {
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, "ws://"+host+"/ws", &websocket.DialOptions{
 		HTTPClient:   e.client,
-		HTTPHeader:   http.Header{AppTokenHeader: {tok}},
+		HTTPHeader:   http.Header{http.CanonicalHeaderKey(edgewire.AppTokenHeader): {tok}},
 		Subprotocols: []string{"echo"},
 	})
 	if err != nil {

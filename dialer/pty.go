@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // terminalPingInterval is how often terminals are pinged; a ping without
@@ -30,7 +31,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	if err != nil {
 		var qe *ptyQueryError
 		errors.As(err, &qe)
-		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "Invalid query parameters.", Validations: qe.Validations})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Invalid query parameters.", Validations: qe.Validations})
 		return
 	}
 

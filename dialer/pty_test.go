@@ -17,6 +17,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // fakePTY is a reconnecting-PTY server on loopback: it records the init
@@ -94,7 +97,7 @@ func (e *testEnv) dialTerminal(ctx context.Context, q, origin, token string) (*w
 		h.Set("Origin", origin)
 	}
 	if token != "" {
-		h.Set(AppTokenHeader, token)
+		h.Set(edgewire.AppTokenHeader, token)
 	}
 	return websocket.Dial(ctx, terminalURL(q), &websocket.DialOptions{HTTPClient: e.client, HTTPHeader: h})
 }
@@ -211,20 +214,20 @@ func TestTerminalRefusals(t *testing.T) {
 		token   string
 		status  int
 		message string
-		valids  []validationError
+		valids  []coderhttp.ValidationError
 	}{
 		{name: "no token", q: "reconnect=" + rc, token: "", status: 401},
 		{name: "token for another agent", q: "reconnect=" + rc, token: e.token(terminalRequest(uuid.New()), ""), status: 401},
 		{name: "app token", q: "reconnect=" + rc, token: e.token(pathAppRequest("code"), "http://127.0.0.1:8080"), status: 401},
 		{name: "missing reconnect", q: "height=10", token: tok, status: 400, message: "Invalid query parameters.",
-			valids: []validationError{{"reconnect", `Query param "reconnect" is required`}}},
+			valids: []coderhttp.ValidationError{{Field: "reconnect", Detail: `Query param "reconnect" is required`}}},
 		{name: "empty reconnect", q: "reconnect=", token: tok, status: 400, message: "Invalid query parameters.",
-			valids: []validationError{{"reconnect", `Query param "reconnect" is required and cannot be empty`}}},
+			valids: []coderhttp.ValidationError{{Field: "reconnect", Detail: `Query param "reconnect" is required and cannot be empty`}}},
 		{name: "bad values", q: "reconnect=nope&height=-1&width=abc", token: tok, status: 400, message: "Invalid query parameters.",
-			valids: []validationError{
-				{"reconnect", `Query param "reconnect" must be a valid uuid`},
-				{"height", `Query param "height" must be a valid positive integer (strconv.ParseUint: parsing "-1": invalid syntax)`},
-				{"width", `Query param "width" must be a valid positive integer (strconv.ParseUint: parsing "abc": invalid syntax)`},
+			valids: []coderhttp.ValidationError{
+				{Field: "reconnect", Detail: `Query param "reconnect" must be a valid uuid`},
+				{Field: "height", Detail: `Query param "height" must be a valid positive integer (strconv.ParseUint: parsing "-1": invalid syntax)`},
+				{Field: "width", Detail: `Query param "width" must be a valid positive integer (strconv.ParseUint: parsing "abc": invalid syntax)`},
 			}},
 		{name: "foreign origin", q: "reconnect=" + rc, origin: "https://evil.example.net", token: tok, status: 403},
 	}
@@ -243,7 +246,7 @@ func TestTerminalRefusals(t *testing.T) {
 			if c.message == "" {
 				return
 			}
-			var r apiResponse
+			var r coderhttp.Response
 			body, _ := io.ReadAll(resp.Body)
 			if err := json.Unmarshal(body, &r); err != nil {
 				t.Fatalf("body %q: %v", body, err)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
+
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // ReconnectingPTYPort is the agent port of the reconnecting-PTY server.
@@ -45,7 +47,7 @@ func (p PTYInit) AppendFrame(dst []byte) ([]byte, error) {
 
 // ptyQueryError is the 400 answer to bad terminal query parameters.
 type ptyQueryError struct {
-	Validations []validationError
+	Validations []coderhttp.ValidationError
 }
 
 func (e *ptyQueryError) Error() string {
@@ -64,7 +66,7 @@ const defaultPTYSize = 80
 // does); command, container, container_user and backend_type are free
 // text. All problems are reported at once.
 func ParsePTYQuery(q url.Values) (PTYInit, error) {
-	var errs []validationError
+	var errs []coderhttp.ValidationError
 	init := PTYInit{
 		Height:        defaultPTYSize,
 		Width:         defaultPTYSize,
@@ -75,13 +77,13 @@ func ParsePTYQuery(q url.Values) (PTYInit, error) {
 	}
 	switch {
 	case !q.Has("reconnect"):
-		errs = append(errs, validationError{Field: "reconnect", Detail: `Query param "reconnect" is required`})
+		errs = append(errs, coderhttp.ValidationError{Field: "reconnect", Detail: `Query param "reconnect" is required`})
 	case q.Get("reconnect") == "":
-		errs = append(errs, validationError{Field: "reconnect", Detail: `Query param "reconnect" is required and cannot be empty`})
+		errs = append(errs, coderhttp.ValidationError{Field: "reconnect", Detail: `Query param "reconnect" is required and cannot be empty`})
 	default:
 		id, err := uuid.Parse(q.Get("reconnect"))
 		if err != nil {
-			errs = append(errs, validationError{Field: "reconnect", Detail: `Query param "reconnect" must be a valid uuid`})
+			errs = append(errs, coderhttp.ValidationError{Field: "reconnect", Detail: `Query param "reconnect" must be a valid uuid`})
 		}
 		init.ID = id
 	}
@@ -95,7 +97,7 @@ func ParsePTYQuery(q url.Values) (PTYInit, error) {
 		}
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			errs = append(errs, validationError{
+			errs = append(errs, coderhttp.ValidationError{
 				Field:  f.name,
 				Detail: fmt.Sprintf("Query param %q must be a valid positive integer (%s)", f.name, err.Error()),
 			})

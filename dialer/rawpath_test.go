@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // rawRequest sends target as the request target of a hand-written
@@ -22,7 +23,7 @@ func (e *testEnv) rawRequest(t *testing.T, host, target, token string) int {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + AppTokenHeader + ": " + token + "\r\nConnection: close\r\n\r\n"
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + edgewire.AppTokenHeader + ": " + token + "\r\nConnection: close\r\n\r\n"
 	if _, err := c.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // route dispatches a request. The dashboard's latency probe comes first:
@@ -60,12 +61,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.serveDERP(w, r)
 	default:
 		setRouteLabel(r, "unknown")
-		s.renderPage(w, r, errorPage{
+		s.writePage(w, coderhttp.Page{
 			Status:      http.StatusBadRequest,
 			Title:       "Head to the Dashboard",
 			HideStatus:  true,
 			Description: "Workspace proxies route traffic for terminals and apps directly to your workspace. This page must be opened from the dashboard.",
-			Dashboard:   true,
 		})
 	}
 }
@@ -82,34 +82,31 @@ func (s *Server) routeError(w http.ResponseWriter, r *http.Request, rt appurl.Ro
 			s.serveDERP(w, r)
 			return
 		}
-		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "Could not determine request Host."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Could not determine request Host."})
 	case errors.Is(err, appurl.ErrMeUsername):
-		s.renderPage(w, r, errorPage{
+		s.writePage(w, coderhttp.Page{
 			Status:      http.StatusNotFound,
 			Title:       "Application Not Found",
 			Description: "Applications must be accessed with the full username, not @me.",
-			Dashboard:   true,
 		})
 	case errors.As(err, &invalid) && rt.Kind == appurl.KindSubdomainApp:
-		s.renderPage(w, r, errorPage{
+		s.writePage(w, coderhttp.Page{
 			Status:      http.StatusBadRequest,
 			Title:       "Invalid Application URL",
 			Description: "Could not parse subdomain application URL: " + invalid.Err.Error(),
-			Dashboard:   true,
 		})
 	default:
-		s.renderPage(w, r, errorPage{
+		s.writePage(w, coderhttp.Page{
 			Status:      http.StatusBadRequest,
 			Title:       "Invalid Application URL",
 			Description: err.Error(),
-			Dashboard:   true,
 		})
 	}
 }
 
 func (s *Server) serveDERP(w http.ResponseWriter, r *http.Request) {
 	if s.derp == nil {
-		writeJSON(w, http.StatusBadRequest, apiResponse{Message: "DERP is disabled on this proxy."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "DERP is disabled on this proxy."})
 		return
 	}
 	if isUpgrade(r) {

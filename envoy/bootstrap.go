@@ -19,9 +19,6 @@ const (
 	// DialerCluster is the wsedge dialer upstream.
 	DialerCluster = "dialer"
 	routeConfig   = "edge"
-	// ExtAuthzFilter is the ext_authz filter name, also the namespace of the
-	// dynamic metadata authz emits.
-	ExtAuthzFilter = "envoy.filters.http.ext_authz"
 )
 
 // Bootstrap builds the static Envoy bootstrap for c.

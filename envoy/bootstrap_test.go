@@ -15,6 +15,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/internal/testutil"
 )
 
@@ -37,7 +38,7 @@ func TestFilterOrder(t *testing.T) {
 	for _, f := range m.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	want := []string{headerMutationFilterName, corsFilterName, ExtProcPreflightFilter, ExtAuthzFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, ExtProcPreflightFilter, edgewire.ExtAuthzFilter, ExtProcFilter, routerFilterName}
 	if !slices.Equal(names, want) {
 		t.Fatalf("filters = %v, want %v (internal headers must go before ext_authz, the app policy after it)", names, want)
 	}
@@ -58,7 +59,7 @@ func filterByName(t *testing.T, m *hcmv3.HttpConnectionManager, name string) *hc
 func TestExtAuthzFailsClosed(t *testing.T) {
 	m := hcmOf(t, DefaultConfig())
 	var az extauthzv3.ExtAuthz
-	if err := filterByName(t, m, ExtAuthzFilter).GetTypedConfig().UnmarshalTo(&az); err != nil {
+	if err := filterByName(t, m, edgewire.ExtAuthzFilter).GetTypedConfig().UnmarshalTo(&az); err != nil {
 		t.Fatal(err)
 	}
 	if az.GetFailureModeAllow() || az.GetIncludePeerCertificate() || az.GetWithRequestBody() != nil {
@@ -90,7 +91,7 @@ func uncheckedRoutes(t *testing.T, m *hcmv3.HttpConnectionManager) map[string][]
 	out := map[string][]string{}
 	for _, vh := range m.GetRouteConfig().GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			a, ok := r.GetTypedPerFilterConfig()[ExtAuthzFilter]
+			a, ok := r.GetTypedPerFilterConfig()[edgewire.ExtAuthzFilter]
 			if !ok {
 				continue
 			}

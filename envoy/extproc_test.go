@@ -8,6 +8,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 func extProcOf(t *testing.T, m *hcmv3.HttpConnectionManager, name string) (*hcmv3.HttpFilter, *extprocv3.ExternalProcessor) {
@@ -42,7 +44,7 @@ func TestExtProcFilters(t *testing.T) {
 		wantMetadata      []string
 		wantPhaseMetadata bool
 	}{
-		{ExtProcFilter, false, true, []string{ExtAuthzFilter}, false},
+		{ExtProcFilter, false, true, []string{edgewire.ExtAuthzFilter}, false},
 		{ExtProcPreflightFilter, true, false, nil, true},
 	} {
 		f, ep := extProcOf(t, m, tt.name)
@@ -68,13 +70,13 @@ func TestExtProcFilters(t *testing.T) {
 			t.Errorf("%s forwards metadata %v, want %v", tt.name, got, tt.wantMetadata)
 		}
 		md := ep.GetGrpcService().GetInitialMetadata()
-		hasPhase := len(md) == 1 && md[0].GetKey() == ExtProcPhaseKey && md[0].GetValue() == ExtProcPhaseBeforeAuthz
+		hasPhase := len(md) == 1 && md[0].GetKey() == edgewire.ExtProcPhaseKey && md[0].GetValue() == edgewire.ExtProcPhaseBeforeAuthz
 		if hasPhase != tt.wantPhaseMetadata {
 			t.Errorf("%s initial metadata %v", tt.name, md)
 		}
 		wantAttrs := []string(nil)
 		if tt.name == ExtProcFilter {
-			wantAttrs = []string{ExtProcCodeDetailsAttribute, ExtProcHostAttribute, ExtProcMethodAttribute, ExtProcOriginAttribute}
+			wantAttrs = []string{edgewire.CodeDetailsAttribute, edgewire.HostAttribute, edgewire.MethodAttribute, edgewire.OriginAttribute}
 		}
 		if got := ep.GetResponseAttributes(); !slices.Equal(got, wantAttrs) {
 			t.Errorf("%s response attributes %v, want %v", tt.name, got, wantAttrs)
@@ -161,7 +163,7 @@ func TestExtProcRoutes(t *testing.T) {
 			if want := []string{":method=OPTIONS", "origin=present", "access-control-request-method=present"}; !slices.Equal(hs, want) {
 				t.Errorf("preflight match %v, want %v", hs, want)
 			}
-			if _, off := r.GetTypedPerFilterConfig()[ExtAuthzFilter]; off {
+			if _, off := r.GetTypedPerFilterConfig()[edgewire.ExtAuthzFilter]; off {
 				t.Error("preflight route changes ext_authz")
 			}
 		}

@@ -13,11 +13,9 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-)
 
-// InternalHeaderPrefix starts the name of every header wsedge components pass
-// to each other (e.g. x-wsedge-app-token). Clients never get to send one.
-const InternalHeaderPrefix = "x-wsedge-"
+	"github.com/wsedge/wsedge/edgewire"
+)
 
 // Filter names.
 const (
@@ -40,7 +38,7 @@ func stripInternalHeadersFilter(Config) (*hcmv3.HttpFilter, error) {
 			RequestMutations: []*mutationrulesv3.HeaderMutation{{
 				Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{
 					KeyMatcher: &matcherv3.StringMatcher{
-						MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: InternalHeaderPrefix},
+						MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: edgewire.InternalHeaderPrefix},
 						IgnoreCase:   true,
 					},
 				}},
@@ -81,7 +79,7 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 	for _, h := range authzAllowedHeaders {
 		patterns = append(patterns, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h}, IgnoreCase: true})
 	}
-	return httpFilter(ExtAuthzFilter, &extauthzv3.ExtAuthz{
+	return httpFilter(edgewire.ExtAuthzFilter, &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
 			Timeout:         durationpb.New(c.AuthzTimeout),
@@ -94,7 +92,8 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 	}), nil
 }
 
-// Names and gRPC metadata of the two ext_proc filters (package extproc).
+// Names of the two ext_proc filters (package extproc); the names they
+// exchange with it are in package edgewire.
 const (
 	// ExtProcFilter runs after ext_authz on app routes: app CORS and
 	// response policy, reading authz's dynamic metadata.
@@ -102,21 +101,6 @@ const (
 	// ExtProcPreflightFilter runs before ext_authz on subdomain-app CORS
 	// preflights only, which carry no cookies and so cannot pass ext_authz.
 	ExtProcPreflightFilter = "wsedge.ext_proc.preflight"
-	// ExtProcPhaseKey and ExtProcPhaseBeforeAuthz mark the streams of
-	// ExtProcPreflightFilter (extproc.PhaseMetadataKey/PhaseBeforeAuthz).
-	ExtProcPhaseKey         = "x-wsedge-extproc-phase"
-	ExtProcPhaseBeforeAuthz = "before-authz"
-	// ExtProcCodeDetailsAttribute is sent with response headers so the
-	// app policy touches only responses that came from upstream (Envoy runs
-	// local replies, such as ext_authz denials, through every encoder).
-	ExtProcCodeDetailsAttribute = "response.code_details"
-	// ExtProcHostAttribute, ExtProcMethodAttribute and
-	// ExtProcOriginAttribute carry the request facts the response policy
-	// needs with the response headers, so ordinary app requests cost one
-	// ext_proc message instead of two (CEL expressions Envoy evaluates).
-	ExtProcHostAttribute   = "request.host"
-	ExtProcMethodAttribute = "request.method"
-	ExtProcOriginAttribute = "request.headers['origin']"
 )
 
 // headersMode is an ext_proc processing mode that sends request and/or
@@ -164,7 +148,7 @@ func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
 		return nil, nil
 	}
 	cfg := extProcConfig(c, headersMode(true, false), "app_preflight",
-		&corev3.HeaderValue{Key: ExtProcPhaseKey, Value: ExtProcPhaseBeforeAuthz})
+		&corev3.HeaderValue{Key: edgewire.ExtProcPhaseKey, Value: edgewire.ExtProcPhaseBeforeAuthz})
 	f := httpFilter(ExtProcPreflightFilter, cfg)
 	f.Disabled = true
 	return f, nil
@@ -177,9 +161,9 @@ func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
 // preflight route, where it answers preflights that ext_authz let through.
 func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 	cfg := extProcConfig(c, headersMode(false, true), "app_policy")
-	cfg.ResponseAttributes = []string{ExtProcCodeDetailsAttribute, ExtProcHostAttribute, ExtProcMethodAttribute, ExtProcOriginAttribute}
+	cfg.ResponseAttributes = []string{edgewire.CodeDetailsAttribute, edgewire.HostAttribute, edgewire.MethodAttribute, edgewire.OriginAttribute}
 	cfg.MetadataOptions = &extprocv3.MetadataOptions{
-		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{ExtAuthzFilter}},
+		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{edgewire.MetadataNamespace}},
 	}
 	f := httpFilter(ExtProcFilter, cfg)
 	f.Disabled = true

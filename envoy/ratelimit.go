@@ -1,7 +1,6 @@
 package envoy
 
 import (
-	"encoding/json"
 	"fmt"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -16,6 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // Per-user rate limiting (issue 5).
@@ -68,9 +70,6 @@ const (
 	// RateLimitClientKey is the descriptor key Envoy's
 	// masked_remote_address action emits (fixed by Envoy).
 	RateLimitClientKey = "masked_remote_address"
-	// RateLimitMetadataKey is the key of authz's metadata (namespace
-	// ExtAuthzFilter) that names the bucket (authz.MetaRateLimitKey).
-	RateLimitMetadataKey = "rate_limit_key"
 	// RateLimitDetails is the response code detail Envoy gives a request
 	// its local rate limit refused (access log field "details").
 	RateLimitDetails = "local_rate_limited"
@@ -191,8 +190,8 @@ func userAction(def string) *routev3.RateLimit_Action {
 	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
 		DescriptorKey: RateLimitUserKey,
 		MetadataKey: &metadatav3.MetadataKey{
-			Key:  ExtAuthzFilter,
-			Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: RateLimitMetadataKey}}},
+			Key:  edgewire.MetadataNamespace,
+			Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: edgewire.MetaRateLimitKey}}},
 		},
 		DefaultValue: def,
 		Source:       routev3.RateLimit_Action_MetaData_DYNAMIC,
@@ -226,13 +225,13 @@ func unlimited(c Config, r *routev3.Route) *routev3.Route {
 // RateLimitMessage is the JSON body of a 429, worded as Coder's own rate
 // limiter words it ("…more than 512 requests in 1m0s.").
 func RateLimitMessage(r RateLimit) string {
-	b, err := json.Marshal(struct {
-		Message string `json:"message"`
-	}{fmt.Sprintf("You've been rate limited for sending more than %d requests in %s.", r.Requests, r.Interval)})
+	b, err := coderhttp.EncodeJSON(coderhttp.Response{
+		Message: fmt.Sprintf("You've been rate limited for sending more than %d requests in %s.", r.Requests, r.Interval),
+	})
 	if err != nil {
 		panic("envoy: rate limit message: " + err.Error()) // a string field cannot fail
 	}
-	return string(b) + "\n"
+	return string(b)
 }
 
 // localReplyConfig gives rate-limited requests a JSON body instead of

@@ -11,6 +11,8 @@ import (
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 func rateLimited(edit func(*Config)) Config {
@@ -52,7 +54,7 @@ func TestRateLimitOffByDefault(t *testing.T) {
 }
 
 func TestRateLimitFilterOrder(t *testing.T) {
-	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
 	if got := filterNames(hcmOf(t, rateLimited(nil))); !slices.Equal(got, want) {
 		t.Errorf("filters = %v, want %v (the user limiter after ext_authz, the client limiter before the preflight ext_proc)", got, want)
 	}
@@ -148,7 +150,7 @@ func TestUserRateLimitFilter(t *testing.T) {
 			for i, def := range []string{"", RateLimitAnonymous} {
 				md := rls[i].GetActions()[0].GetMetadata()
 				path := md.GetMetadataKey().GetPath()
-				if md.GetSource() != routev3.RateLimit_Action_MetaData_DYNAMIC || md.GetMetadataKey().GetKey() != ExtAuthzFilter ||
+				if md.GetSource() != routev3.RateLimit_Action_MetaData_DYNAMIC || md.GetMetadataKey().GetKey() != edgewire.ExtAuthzFilter ||
 					len(path) != 1 || path[0].GetKey() != "rate_limit_key" || md.GetDescriptorKey() != RateLimitUserKey || md.GetDefaultValue() != def {
 					t.Errorf("rate_limits[%d] user action %v, want ext_authz's rate_limit_key, default %q", i, md, def)
 				}
@@ -256,7 +258,7 @@ func TestRateLimitReply(t *testing.T) {
 func TestClientRateLimitBeforeAuthz(t *testing.T) {
 	c := rateLimited(func(c *Config) { c.RateLimit.Burst, c.RateLimit.BeforeAuthz = 9, true })
 	m := hcmOf(t, c)
-	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ClientRateLimitFilter, ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ClientRateLimitFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
 	if got := filterNames(m); !slices.Equal(got, want) {
 		t.Fatalf("filters = %v, want %v", got, want)
 	}

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/wsedge/wsedge/edgewire"
 )
 
 // derpUpgrade is the Upgrade token of Tailscale's DERP-over-HTTP.
@@ -48,7 +50,7 @@ func routeConfiguration(c Config) (*routev3.RouteConfiguration, error) {
 		IgnorePortInHostMatching: true,
 		// The dialer's own responses are never to carry an internal header
 		// to the browser.
-		ResponseHeadersToRemove: []string{"x-wsedge-app-token"},
+		ResponseHeadersToRemove: []string{edgewire.AppTokenHeader},
 	}, nil
 }
 
@@ -272,7 +274,7 @@ func unchecked(r *routev3.Route) *routev3.Route {
 	if r.TypedPerFilterConfig == nil {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}
 	}
-	r.TypedPerFilterConfig[ExtAuthzFilter] = typed(&extauthzv3.ExtAuthzPerRoute{
+	r.TypedPerFilterConfig[edgewire.ExtAuthzFilter] = typed(&extauthzv3.ExtAuthzPerRoute{
 		Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true},
 	})
 	return r

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 )
 
@@ -51,9 +52,9 @@ func BenchmarkProcess(b *testing.B) {
 	md := authzMetadata("subdomain", "simple", alice.String())
 	msg := responseHeaders(md, "via_upstream", ":status", "200", "content-type", "text/html",
 		"access-control-allow-origin", "*", "vary", "Origin, Accept-Encoding", "set-cookie", "coder_signed_app_token=x", "set-cookie", "a=1")
-	msg.Attributes[envoyFilterName].Fields[HostAttribute] = structString(targetHost)
-	msg.Attributes[envoyFilterName].Fields[MethodAttribute] = structString("GET")
-	msg.Attributes[envoyFilterName].Fields[OriginAttribute] = structString(aliceOrigin)
+	msg.Attributes[envoyFilterName].Fields[edgewire.HostAttribute] = structString(targetHost)
+	msg.Attributes[envoyFilterName].Fields[edgewire.MethodAttribute] = structString("GET")
+	msg.Attributes[envoyFilterName].Fields[edgewire.OriginAttribute] = structString(aliceOrigin)
 	for _, bc := range []struct {
 		name string
 		srv  extprocv3.ExternalProcessorServer

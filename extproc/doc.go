@@ -29,5 +29,8 @@
 //     answered without the login flow (see preflight.go).
 //
 // Envoy fails a request closed (503) when the processor errors or misses
-// the message timeout.
+// the message timeout. The names the processor reads (authz's metadata
+// keys, the phase key, the attributes) are the edge contract of package
+// edgewire; the composition root (internal/stack) serves the processor on
+// the same gRPC server as authz.
 package extproc

@@ -22,35 +22,16 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/wsedge/wsedge/appurl"
-	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/edgewire"
 )
 
-// PhaseMetadataKey is the gRPC initial-metadata key with which the Envoy
-// filter placed before ext_authz identifies its streams; its value is
-// PhaseBeforeAuthz. Streams without it come from the filter after ext_authz.
-const (
-	PhaseMetadataKey = "x-wsedge-extproc-phase"
-	PhaseBeforeAuthz = "before-authz"
-)
-
-// CodeDetailsAttribute is the Envoy attribute the app-policy filter sends
-// with response headers. Envoy runs every local reply (an ext_authz denial
-// with its login redirect and cookies, an Envoy error, this processor's own
-// preflight answer) through every encoder filter, so the processor sees
-// those too; only a response whose details are "via_upstream" came from
-// the app (through the dialer), and only those get the app policy.
-const (
-	CodeDetailsAttribute = "response.code_details"
-	viaUpstream          = "via_upstream"
-)
-
-// Attributes with which Envoy sends the request facts along with the
-// response headers, sparing a request-headers message on most routes.
-const (
-	HostAttribute   = "request.host"
-	MethodAttribute = "request.method"
-	OriginAttribute = "request.headers['origin']"
-)
+// viaUpstream is the value of edgewire.CodeDetailsAttribute on a response
+// that came from the app (through the dialer). Envoy runs every local reply
+// (an ext_authz denial with its login redirect and cookies, an Envoy error,
+// this processor's own preflight answer) through every encoder filter, so
+// the processor sees those too; only responses via upstream get the app
+// policy.
+const viaUpstream = "via_upstream"
 
 // Phase labels of metrics.
 const (
@@ -143,7 +124,7 @@ func (p *Processor) Process(stream extprocv3.ExternalProcessor_ProcessServer) er
 	ctx := stream.Context()
 	before := false
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		before = slices.Contains(md.Get(PhaseMetadataKey), PhaseBeforeAuthz)
+		before = slices.Contains(md.Get(edgewire.ExtProcPhaseKey), edgewire.ExtProcPhaseBeforeAuthz)
 	}
 	var ex Exchange
 	for {
@@ -231,20 +212,20 @@ func (p *Processor) remember(ex *Exchange) {
 // appInfo reads authz's dynamic metadata forwarded by Envoy; prev is kept
 // when a message carries none (Envoy attaches it to every message).
 func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
-	s := req.GetMetadataContext().GetFilterMetadata()[authz.MetadataNamespace]
+	s := req.GetMetadataContext().GetFilterMetadata()[edgewire.MetadataNamespace]
 	if s == nil {
 		return prev
 	}
 	str := func(k string) string { return s.GetFields()[k].GetStringValue() }
-	access := appurl.AccessMethod(str(authz.MetaAccessMethod))
+	access := appurl.AccessMethod(str(edgewire.MetaAccessMethod))
 	if access == "" {
 		return prev
 	}
-	a := AppInfo{Known: true, AccessMethod: access, CORSBehavior: str(authz.MetaCORSBehavior)}
+	a := AppInfo{Known: true, AccessMethod: access, CORSBehavior: str(edgewire.MetaCORSBehavior)}
 	if a.CORSBehavior == "" {
 		a.CORSBehavior = corsBehaviorSimple
 	}
-	if id, err := uuid.Parse(str(authz.MetaUserID)); err == nil {
+	if id, err := uuid.Parse(str(edgewire.MetaUserID)); err == nil {
 		a.Owner = id
 	}
 	return a
@@ -255,13 +236,13 @@ func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
 func readAttributes(ex *Exchange, req *extprocv3.ProcessingRequest) {
 	for _, attrs := range req.GetAttributes() {
 		f := attrs.GetFields()
-		if v, ok := f[HostAttribute]; ok {
+		if v, ok := f[edgewire.HostAttribute]; ok {
 			ex.Host = v.GetStringValue()
 		}
-		if v, ok := f[MethodAttribute]; ok {
+		if v, ok := f[edgewire.MethodAttribute]; ok {
 			ex.Method = v.GetStringValue()
 		}
-		if v, ok := f[OriginAttribute]; ok {
+		if v, ok := f[edgewire.OriginAttribute]; ok {
 			ex.Origin = v.GetStringValue()
 		}
 	}
@@ -271,7 +252,7 @@ func readAttributes(ex *Exchange, req *extprocv3.ProcessingRequest) {
 // a response-headers message.
 func codeDetails(req *extprocv3.ProcessingRequest) (string, bool) {
 	for _, attrs := range req.GetAttributes() {
-		if v, ok := attrs.GetFields()[CodeDetailsAttribute]; ok {
+		if v, ok := attrs.GetFields()[edgewire.CodeDetailsAttribute]; ok {
 			return v.GetStringValue(), true
 		}
 	}

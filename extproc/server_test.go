@@ -6,22 +6,19 @@ import (
 	"net/http"
 	"slices"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 )
 
@@ -65,17 +62,17 @@ func headerMap(kv ...string) *corev3.HeaderMap {
 // authzMetadata is what Envoy forwards after an allow.
 func authzMetadata(access, cors, owner string) *corev3.Metadata {
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		authz.MetadataNamespace: {Fields: map[string]*structpb.Value{
-			authz.MetaAccessMethod: structpb.NewStringValue(access),
-			authz.MetaCORSBehavior: structpb.NewStringValue(cors),
-			authz.MetaUserID:       structpb.NewStringValue(owner),
+		edgewire.MetadataNamespace: {Fields: map[string]*structpb.Value{
+			edgewire.MetaAccessMethod: structpb.NewStringValue(access),
+			edgewire.MetaCORSBehavior: structpb.NewStringValue(cors),
+			edgewire.MetaUserID:       structpb.NewStringValue(owner),
 		}},
 	}}
 }
 
 func detailsAttr(details string) map[string]*structpb.Struct {
 	return map[string]*structpb.Struct{envoy.ExtProcFilter: {Fields: map[string]*structpb.Value{
-		CodeDetailsAttribute: structpb.NewStringValue(details),
+		edgewire.CodeDetailsAttribute: structpb.NewStringValue(details),
 	}}}
 }
 
@@ -167,16 +164,16 @@ func TestProcessResponseOnly(t *testing.T) {
 	md := authzMetadata("subdomain", "simple", alice.String())
 	msg := responseHeaders(md, "via_upstream", ":status", "200", "vary", "Origin")
 	attrs := msg.Attributes[envoy.ExtProcFilter].Fields
-	attrs[HostAttribute] = structpb.NewStringValue(targetHost)
-	attrs[MethodAttribute] = structpb.NewStringValue("DELETE")
-	attrs[OriginAttribute] = structpb.NewStringValue(aliceOrigin)
+	attrs[edgewire.HostAttribute] = structpb.NewStringValue(targetHost)
+	attrs[edgewire.MethodAttribute] = structpb.NewStringValue("DELETE")
+	attrs[edgewire.OriginAttribute] = structpb.NewStringValue(aliceOrigin)
 	r := exchange(t, c, context.Background(), msg)[0]
 	got := apply(http.Header{"Vary": {"Origin"}}, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation()))
 	if got.Get(hdrACAO) != aliceOrigin || got.Get(hdrACAC) != "true" || !slices.Equal(got.Values("Vary"), []string{"Origin"}) {
 		t.Errorf("headers %v", got)
 	}
 	// Without the Origin attribute (no Origin header) nothing is allowed.
-	delete(attrs, OriginAttribute)
+	delete(attrs, edgewire.OriginAttribute)
 	r = exchange(t, c, context.Background(), msg)[0]
 	if got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation())); got.Get(hdrACAO) != "" {
 		t.Errorf("ACAO %q without an Origin", got.Get(hdrACAO))
@@ -189,7 +186,7 @@ func TestProcessPreflightPhases(t *testing.T) {
 
 	// Before ext_authz (marked by Envoy's initial metadata), no metadata:
 	// answered from the owners alone.
-	before := metadata.AppendToOutgoingContext(context.Background(), PhaseMetadataKey, PhaseBeforeAuthz)
+	before := metadata.AppendToOutgoingContext(context.Background(), edgewire.ExtProcPhaseKey, edgewire.ExtProcPhaseBeforeAuthz)
 	im := exchange(t, c, before, requestHeaders(nil, pre...))[0].GetImmediateResponse()
 	if im == nil || im.GetStatus().GetCode() != http.StatusOK || im.GetDetails() != "wsedge_cors_preflight" {
 		t.Fatalf("before authz: %v, want an immediate 200", im)
@@ -265,54 +262,6 @@ func TestNewErrors(t *testing.T) {
 	d := p.policy.beforeAuthzRequest(context.Background(), preflight(aliceOrigin, "GET", "", AppInfo{}), p.memory)
 	if d.Immediate != nil {
 		t.Error("answered without a wildcard")
-	}
-}
-
-// TestEnvoyNames pins the names package envoy writes into the bootstrap to
-// the ones the processor reads.
-func TestEnvoyNames(t *testing.T) {
-	if PhaseMetadataKey != envoy.ExtProcPhaseKey || PhaseBeforeAuthz != envoy.ExtProcPhaseBeforeAuthz || CodeDetailsAttribute != envoy.ExtProcCodeDetailsAttribute {
-		t.Fatal("extproc and envoy disagree on the ext_proc wiring names")
-	}
-	if authz.MetadataNamespace != envoy.ExtAuthzFilter {
-		t.Fatal("authz metadata namespace is not the ext_authz filter name")
-	}
-}
-
-// TestAuthzServerWithExtProc checks authz.NewServer serves the processor
-// beside Authorization and reports both healthy.
-func TestAuthzServerWithExtProc(t *testing.T) {
-	s := authz.NewServer(nil, nil, authz.WithExtProc(newTestProcessor(t, nil)))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l, time.Second) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for _, svc := range []string{extprocv3.ExternalProcessor_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName} {
-		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
-		if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Errorf("health of %s: %v %v", svc, r, err)
-		}
-	}
-	r := exchange(t, extprocv3.NewExternalProcessorClient(conn), ctx, responseHeaders(authzMetadata("path", "simple", alice.String()), "via_upstream", ":status", "200"))[0]
-	if got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation())); got.Get(hdrContentTypeOpts) != "nosniff" {
-		t.Errorf("path app response through authz's server: %v", got)
-	}
-	if _, ok := authz.NewServer(nil, nil).GRPC.GetServiceInfo()[extprocv3.ExternalProcessor_ServiceDesc.ServiceName]; ok {
-		t.Error("ext_proc registered without WithExtProc")
 	}
 }
 

@@ -11,9 +11,7 @@ import (
 	"sync"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/extproc"
@@ -86,9 +84,8 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	}
 	// One gRPC server, both services: Envoy's ext_proc filters on app
 	// routes talk to the same address as ext_authz.
-	srv := authz.NewServer(svc, cfg.Registerer, authz.WithExtProc(proc))
-	srv.Health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	srv := newEdgeGRPC(authz.NewAuthorizationServer(svc, cfg.Registerer), proc)
+	srv.setAuthorizationServing(false)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -97,13 +94,12 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		if !primeKeys(ctx, keys, orDefault(cfg.KeyRetry, 5*time.Second), log) {
 			return
 		}
-		srv.Health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-		srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		srv.setAuthorizationServing(true)
 		_ = keys.Run(ctx)
 	})
 	log.Info("authz listening", "addr", cfg.Listener.Addr().String(), "primary", cfg.Primary.URL().String(),
 		"access_url", cfg.AccessURL.String(), "wildcard", cfg.WildcardHostname)
-	err = srv.Serve(ctx, cfg.Listener, cfg.Grace)
+	err = srv.serve(ctx, cfg.Listener, cfg.Grace)
 	cancel()
 	wg.Wait()
 	return err

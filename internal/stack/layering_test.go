@@ -87,3 +87,25 @@ func TestOnlyTSNodeImportsTheEngine(t *testing.T) {
 		t.Fatal("tailnet/tsnode imports no engine package: the check is looking at the wrong thing")
 	}
 }
+
+// The services behind Envoy share the edge contract through edgewire, not
+// through each other: authz, extproc, the dialer and envoy never depend on
+// one another (only the composition root puts them together).
+func TestEdgeServicesShareOnlyTheContract(t *testing.T) {
+	services := []string{"authz", "extproc", "dialer", "envoy"}
+	for _, p := range services {
+		deps := goList(t, "-deps", "-f", "{{.ImportPath}}", module+"/"+p)
+		sawContract := false
+		for _, dep := range deps {
+			sawContract = sawContract || dep == module+"/edgewire"
+			for _, other := range services {
+				if other != p && dep == module+"/"+other {
+					t.Errorf("%s depends on %s; share names through edgewire instead", p, other)
+				}
+			}
+		}
+		if !sawContract {
+			t.Errorf("%s does not import edgewire: the check is looking at the wrong thing", p)
+		}
+	}
+}

@@ -1,0 +1,246 @@
+package authz
+
+// All output shaping of the pipeline lives here: what an allow adds to the
+// request and the response (the token header, the signed token cookie, the
+// cookies the app never sees, dynamic metadata), what a denial answers
+// (Coder's error page or JSON, a redirect with the session cookie, the
+// primary's answer relayed), and the translation of a Decision into
+// Envoy's CheckResponse. The steps decide; this file spells the answer.
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// Allow: what the dialer and the browser get with a verified token.
+
+// allow forwards the request to the dialer with the verified token.
+func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bool) Decision {
+	d := Decision{
+		Allow:          true,
+		UpstreamHeader: http.Header{},
+		ResponseHeader: http.Header{},
+		Outcome:        "allow_cookie",
+	}
+	d.UpstreamHeader.Set(edgewire.AppTokenHeader, raw)
+	if lines := in.Header.Values("Cookie"); len(lines) > 0 {
+		stripped := tokens.StripCoderCookies(strings.Join(lines, "; "))
+		if stripped == "" {
+			d.UpstreamRemove = append(d.UpstreamRemove, "Cookie")
+		} else {
+			d.UpstreamHeader.Set("Cookie", stripped)
+		}
+	}
+	if issued {
+		d.Outcome = "allow_issued"
+		d.ResponseHeader.Add("Set-Cookie", s.cfg.Cookies.SignedTokenCookie(raw, tok.Request.BasePath, tok.Expiry).String())
+	}
+	app := tok.Request.AppSlugOrPort
+	cors := tok.CORSBehavior
+	if cors == "" {
+		cors = "simple"
+	}
+	d.Metadata = map[string]string{
+		edgewire.MetaUserID:       tok.UserID.String(),
+		edgewire.MetaWorkspaceID:  tok.WorkspaceID.String(),
+		edgewire.MetaAgentID:      tok.AgentID.String(),
+		edgewire.MetaApp:          app,
+		edgewire.MetaAccessMethod: string(tok.Request.AccessMethod),
+		edgewire.MetaCORSBehavior: cors,
+		edgewire.MetaRateLimitKey: tok.UserID.String(),
+	}
+	return d
+}
+
+// Redirects.
+
+// handOff answers a smuggled key that decrypted: the app session cookie
+// and a 303 to location, the same URL without the key.
+func (s *Service) handOff(t *target, apiKey, location string) Decision {
+	return redirect(location, "smuggle_cookie_set", s.sessionCookie(t, apiKey))
+}
+
+// sessionCookie is the app session cookie for the request's access method
+// (docs/protocol.md#cookies).
+func (s *Service) sessionCookie(t *target, apiKey string) *http.Cookie {
+	if t.req.AccessMethod == appurl.AccessMethodSubdomain {
+		return s.cfg.Cookies.SubdomainAppSessionCookie(s.cfg.WildcardHostname, apiKey)
+	}
+	return s.cfg.Cookies.PathAppSessionCookie(apiKey)
+}
+
+// redirect is a 303 See Other to location, optionally setting cookies.
+func redirect(location string, outcome string, cookies ...*http.Cookie) Decision {
+	h := http.Header{}
+	h.Set("Location", location)
+	for _, c := range cookies {
+		h.Add("Set-Cookie", c.String())
+	}
+	return deny(http.StatusSeeOther, h, nil, outcome)
+}
+
+// Refusals: Coder's error page for browsers, its JSON for others.
+
+// page is one of wsedge's own HTML error pages, linking to the dashboard.
+func (s *Service) page(status int, title, description, outcome string) Decision {
+	return renderPage(coderhttp.Page{
+		Status:       status,
+		Title:        title,
+		Description:  description,
+		DashboardURL: s.cfg.DashboardURL.String(),
+	}, outcome)
+}
+
+// internalError is a 500: the primary's answer could not be trusted.
+func (s *Service) internalError(in *Input, detail, outcome string) Decision {
+	return s.failure(in, http.StatusInternalServerError, "Internal Server Error", "Internal server error", detail, outcome)
+}
+
+// badGateway is a 502: the primary could not be reached in time.
+func (s *Service) badGateway(in *Input) Decision {
+	const detail = "The proxy could not reach the Coder primary to authorize this request. Try again shortly."
+	return s.failure(in, http.StatusBadGateway, "Bad Gateway", "Bad Gateway", detail, "primary_unreachable")
+}
+
+// failure answers a failure of the proxy itself, worth a retry: the page
+// with Retry for browsers, JSON for other clients.
+func (s *Service) failure(in *Input, status int, title, message, detail, outcome string) Decision {
+	if !in.wantsHTML() {
+		return denyJSON(status, coderhttp.Response{Message: message, Detail: detail}, outcome)
+	}
+	return renderPage(coderhttp.Page{
+		Status:       status,
+		Title:        title,
+		Description:  detail,
+		DashboardURL: s.cfg.DashboardURL.String(),
+		Retry:        true,
+	}, outcome)
+}
+
+// missingHost is coderd's JSON answer to a request whose Host cannot be
+// determined, whatever the client accepts.
+func missingHost() Decision {
+	return denyJSON(http.StatusBadRequest, coderhttp.Response{Message: "Could not determine request Host."}, "bad_host")
+}
+
+// renderPage returns an HTML deny decision: Coder's error page.
+func renderPage(p coderhttp.Page, outcome string) Decision {
+	return deny(p.Status, coderhttp.PageHeader(), p.HTML(), outcome)
+}
+
+// denyJSON answers with coderd's JSON error body.
+func denyJSON(status int, resp coderhttp.Response, outcome string) Decision {
+	b, err := coderhttp.EncodeJSON(resp)
+	if err != nil {
+		// A Response of strings always encodes; never answer with an
+		// empty body if it does not.
+		b = []byte(http.StatusText(status))
+	}
+	h := http.Header{}
+	h.Set("Content-Type", coderhttp.JSONContentType)
+	return deny(status, h, b, outcome)
+}
+
+// relayDecision turns the primary's non-201 answer into the client's
+// response, headers and body as they came, minus the framing headers that
+// Envoy recomputes.
+func relayDecision(r *RelayedResponse) Decision {
+	h := http.Header{}
+	for k, vs := range r.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "Trailer", "Proxy-Connection":
+			continue
+		}
+		h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	return deny(r.Status, h, r.Body, "primary_relay")
+}
+
+// deny answers the client in place of the upstream.
+func deny(status int, header http.Header, body []byte, outcome string) Decision {
+	if header == nil {
+		header = http.Header{}
+	}
+	return Decision{Status: status, Header: header, Body: body, Outcome: outcome}
+}
+
+// Envoy: a Decision as a CheckResponse.
+
+// checkResponse builds Envoy's answer from a decision.
+func checkResponse(d Decision) *authv3.CheckResponse {
+	if !d.Allow {
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+				Headers: headerOptions(d.Header, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
+				Body:    string(d.Body),
+			}},
+		}
+	}
+	ok := &authv3.OkHttpResponse{
+		Headers:              headerOptions(d.UpstreamHeader, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+		HeadersToRemove:      lower(d.UpstreamRemove),
+		ResponseHeadersToAdd: headerOptions(d.ResponseHeader, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
+	}
+	resp := &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(code.Code_OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}
+	if len(d.Metadata) > 0 {
+		fields := make(map[string]*structpb.Value, len(d.Metadata))
+		for k, v := range d.Metadata {
+			fields[k] = structpb.NewStringValue(v)
+		}
+		resp.DynamicMetadata = &structpb.Struct{Fields: fields}
+	}
+	return resp
+}
+
+// headerOptions converts headers in a stable order; repeated values (such
+// as several Set-Cookie lines) stay separate headers.
+func headerOptions(h http.Header, action corev3.HeaderValueOption_HeaderAppendAction) []*corev3.HeaderValueOption {
+	if len(h) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []*corev3.HeaderValueOption
+	for _, k := range keys {
+		for i, v := range h[k] {
+			a := action
+			if i > 0 {
+				a = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
+			out = append(out, &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: strings.ToLower(k), Value: v},
+				AppendAction: a,
+			})
+		}
+	}
+	return out
+}
+
+func lower(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.ToLower(s)
+	}
+	return out
+}

@@ -1,0 +1,60 @@
+package authz
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// Service runs the Check pipeline. It holds no per-user state: everything
+// it knows about a user comes from the request and the primary.
+type Service struct {
+	cfg      *compiled
+	verifier *tokens.Verifier
+	issuer   issuer
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// Options wires a Service to its collaborators.
+type Options struct {
+	Config Config
+	// Keys verifies app tokens and decrypts smuggled keys (the primary
+	// client's key cache).
+	Keys   tokens.KeySource
+	Issuer Issuer
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// New builds a Service.
+func New(opts Options) (*Service, error) {
+	cfg, err := compile(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Keys == nil {
+		return nil, errors.New("authz: a key source is required")
+	}
+	if opts.Issuer == nil {
+		return nil, errNoIssuer
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg:      cfg,
+		verifier: &tokens.Verifier{Keys: opts.Keys, Now: now},
+		issuer:   issuer{upstream: opts.Issuer, now: now},
+		log:      log,
+		now:      now,
+	}, nil
+}
