@@ -60,11 +60,13 @@ func redirect(location string, outcome string, cookies ...*http.Cookie) Decision
 	return deny(http.StatusSeeOther, h, nil, outcome)
 }
 
-// jsonResponse mirrors coderd's error shape: {"message", "detail"}.
+// jsonResponse mirrors coderd's error shape: {"message", "detail"}, plus
+// login_url on a sign-in request to a page's background request.
 type jsonResponse struct {
 	Message     string           `json:"message"`
 	Detail      string           `json:"detail,omitempty"`
 	Validations []jsonValidation `json:"validations,omitempty"`
+	LoginURL    string           `json:"login_url,omitempty"`
 }
 
 type jsonValidation struct {
