@@ -62,6 +62,9 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN %q, want h2", p)
 	}
+	// x/net's HTTP/2 client: net/http's own ClientConn refuses the
+	// :protocol pseudo-header an extended CONNECT needs.
+	//lint:ignore SA1019 net/http cannot send RFC 8441 extended CONNECT
 	cc, err := (&http2.Transport{}).NewClientConn(conn)
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +125,7 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 // h2EchoSocket opens one websocket as a browser does over HTTP/2 (no
 // Sec-WebSocket-Key: RFC 8441 has none), holds it open while the others
 // are opened, and checks a few messages come back unchanged.
+//lint:ignore SA1019 see TestWebsocketsOverOneHTTP2Connection
 func h2EchoSocket(ctx context.Context, cc *http2.ClientConn, session string, n int) error {
 	pr, pw := io.Pipe()
 	defer pw.Close()
