@@ -125,6 +125,7 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 // h2EchoSocket opens one websocket as a browser does over HTTP/2 (no
 // Sec-WebSocket-Key: RFC 8441 has none), holds it open while the others
 // are opened, and checks a few messages come back unchanged.
+//
 //lint:ignore SA1019 see TestWebsocketsOverOneHTTP2Connection
 func h2EchoSocket(ctx context.Context, cc *http2.ClientConn, session string, n int) error {
 	pr, pw := io.Pipe()
