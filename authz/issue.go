@@ -186,7 +186,7 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 		return tokens.SignedToken{}, "", &d
 	}
 	if res.Relay != nil {
-		d := relayDecision(res.Relay)
+		d := s.relay(in, res.Relay)
 		return tokens.SignedToken{}, "", &d
 	}
 	tok, err := s.verifier.VerifyToken(ctx, res.Token)

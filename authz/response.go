@@ -154,6 +154,33 @@ func denyJSON(status int, resp coderhttp.Response, outcome string) Decision {
 	return deny(status, h, b, outcome)
 }
 
+// loginRequired is the answer to a background request that needs a
+// sign-in: 401 in Coder's error shape plus the sign-in URL, never cached.
+func loginRequired(loginURL string, relayed http.Header) Decision {
+	b, err := coderhttp.EncodeJSON(struct {
+		coderhttp.Response
+		LoginURL string `json:"login_url"`
+	}{
+		Response: coderhttp.Response{
+			Message: "You must sign in to use this application.",
+			Detail:  "Your session has ended or this browser has none. Sign in at " + loginURL + " and retry.",
+		},
+		LoginURL: loginURL,
+	})
+	if err != nil {
+		b = []byte(http.StatusText(http.StatusUnauthorized))
+	}
+	h := http.Header{}
+	h.Set("Content-Type", coderhttp.JSONContentType)
+	h.Set("Cache-Control", "no-store")
+	// Cookies the primary set with its redirect (clearing a dead
+	// session, say) still apply.
+	for _, c := range relayed.Values("Set-Cookie") {
+		h.Add("Set-Cookie", c)
+	}
+	return deny(http.StatusUnauthorized, h, b, "login_required")
+}
+
 // relayDecision turns the primary's non-201 answer into the client's
 // response, headers and body as they came, minus the framing headers that
 // Envoy recomputes.

@@ -250,6 +250,8 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 		}
 	}
 
+	addMissingWebsocketKey(in, out)
+
 	for k, v := range out.Header {
 		if n, ok := nonCanonicalHeaders[k]; ok {
 			delete(out.Header, k)

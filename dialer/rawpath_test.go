@@ -88,3 +88,18 @@ func TestJoinRawPath(t *testing.T) {
 		}
 	}
 }
+
+// TestFixedRoutesMatchTheRawPath: /healthz, /api/v2/buildinfo and the
+// others are matched on the raw path, as Envoy matches its exact routes
+// (and as Coder's router does): an escaped spelling is not them.
+func TestFixedRoutesMatchTheRawPath(t *testing.T) {
+	e := newEnv(t, nil).start()
+	for _, target := range []string{"/health%7A", "/api/v2/build%69nfo", "/%68ealthz-report", "/latency%2Dcheck"} {
+		if status := e.rawRequest(t, testAccessHost, target, ""); status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want the 400 \"Head to the Dashboard\" page", target, status)
+		}
+	}
+	if status := e.rawRequest(t, testAccessHost, "/healthz", ""); status != http.StatusOK {
+		t.Errorf("/healthz: status %d", status)
+	}
+}

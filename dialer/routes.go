@@ -23,9 +23,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.serveLatencyCheck(w, r)
 		return
 	}
-	path := r.URL.Path
+	// Everything is routed on the raw path, as authz saw it (both must
+	// parse the same app) and as Envoy matched its exact routes.
+	path := raw
 	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
-	// The raw path, as authz saw it: both sides must parse the same app.
 	rt, err := s.router.Route(r.Host, raw)
 	if err != nil {
 		s.routeError(w, r, rt, err, isDERP)

@@ -46,12 +46,13 @@ func startFullPath(t *testing.T) *fullPath {
 	return startFullPathLogging(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
 }
 
-// startFullPathLogging is startFullPath with the services logging to log.
-func startFullPathLogging(t *testing.T, log *slog.Logger) *fullPath {
+// startFullPathLogging is startFullPath with the services logging to log;
+// edits change the deployment before it starts.
+func startFullPathLogging(t *testing.T, log *slog.Logger, edits ...func(*devstack.DevConfig)) *fullPath {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
+	cfg := devstack.DevConfig{
 		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname:   wildcardHost,
@@ -63,7 +64,11 @@ func startFullPathLogging(t *testing.T, log *slog.Logger) *fullPath {
 		StatsFlushInterval: 200 * time.Millisecond,
 		DialTimeout:        3 * time.Second,
 		Progress:           func(step string) { t.Logf("dev: starting %s", step) },
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	dev, err := devstack.StartDev(ctx, cfg)
 	if err != nil {
 		t.Fatalf("StartDev: %v", err)
 	}

@@ -54,7 +54,8 @@ func corsFilter(Config) (*hcmv3.HttpFilter, error) {
 }
 
 // authzAllowedHeaders are the request headers sent to authz: credentials,
-// content negotiation, origin and forwarding facts, and Envoy's
+// content negotiation, origin, whether the request is a navigation
+// (Sec-Fetch-Mode), forwarding facts, and Envoy's
 // x-request-id (authz logs it, as Envoy's access log and the dialer do).
 // Host, path, method and scheme travel in their own CheckRequest fields.
 var authzAllowedHeaders = []string{
@@ -64,6 +65,7 @@ var authzAllowedHeaders = []string{
 	"cookie",
 	"host",
 	"origin",
+	"sec-fetch-mode",
 	"sec-websocket-protocol",
 	"user-agent",
 	"x-envoy-external-address",

@@ -98,7 +98,10 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 		},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
 			// RFC 8441 websockets from HTTP/2 browsers, sent upstream as
-			// HTTP/1.1 upgrades.
+			// HTTP/1.1 upgrades. Envoy adds no Sec-WebSocket-Key to
+			// them (the 400s behind envoy#38645 / #8547); the dialer adds
+			// one for the app. Several such websockets on one connection
+			// are covered by e2e TestWebsocketsOverOneHTTP2Connection.
 			AllowConnect: true,
 		},
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// TestBackgroundRequestsAfterTokenExpiry: the one-minute signed token
+// expires under a long-lived page. Through real Envoy: with the session
+// still valid a page's fetch (Sec-Fetch-Mode: cors) gets the app and a new
+// token cookie, no redirect; once the session is gone it gets 401 JSON
+// naming the sign-in URL (a 303 to the dashboard would end in a CORS
+// error), while a navigation keeps Coder's 303.
+func TestBackgroundRequestsAfterTokenExpiry(t *testing.T) {
+	fp := startFullPath(t)
+	h := newHostile(t, fp)
+	session := fp.newSession(t)
+	appKey, err := fp.dev.Primary.SigningKey(tokens.FeatureAppToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm := h.do("GET", "http://"+codeHost+"/echo", http.Header{"Coder-Session-Token": {session}})
+	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
+	if warm.status != http.StatusOK || genuine == "" {
+		t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
+	}
+	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims.Expiry = time.Now().Add(-3 * time.Minute)
+	expired, err := tokens.SignToken(appKey, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredCookie := tokens.SignedAppTokenCookie + "=" + expired
+	sessionCookie := tokens.SubdomainAppSessionCookie(wildcardHost) + "=" + session
+	fetchHeaders := func(cookie string) http.Header {
+		return http.Header{"Cookie": {cookie}, "Sec-Fetch-Mode": {"cors"}, "Sec-Fetch-Dest": {"empty"}, "Accept": {"application/json"}}
+	}
+
+	t.Run("session alive: re-issued silently", func(t *testing.T) {
+		a := h.do("GET", "http://"+codeHost+"/echo", fetchHeaders(expiredCookie+"; "+sessionCookie))
+		fresh := setCookieValue(a.header, tokens.SignedAppTokenCookie)
+		if a.status != http.StatusOK || !reachedApp(a.body) {
+			t.Fatalf("status %d Location %q, want the app", a.status, a.header.Get("Location"))
+		}
+		if fresh == "" || fresh == expired {
+			t.Errorf("no new signed token cookie: %q", a.header.Values("Set-Cookie"))
+		}
+	})
+
+	t.Run("session gone: 401 JSON naming the sign-in URL", func(t *testing.T) {
+		for _, cookie := range []string{expiredCookie, expiredCookie + "; " + tokens.SubdomainAppSessionCookie(wildcardHost) + "=deleted-session"} {
+			a := h.do("GET", "http://"+codeHost+"/api/data", fetchHeaders(cookie))
+			if a.status != http.StatusUnauthorized || a.header.Get("Location") != "" || reachedApp(a.body) {
+				t.Fatalf("status %d Location %q, want 401 and no redirect", a.status, a.header.Get("Location"))
+			}
+			if !strings.HasPrefix(a.header.Get("Content-Type"), "application/json") || a.header.Get("Cache-Control") != "no-store" {
+				t.Errorf("Content-Type %q Cache-Control %q, want JSON, no-store", a.header.Get("Content-Type"), a.header.Get("Cache-Control"))
+			}
+			var body struct {
+				Message  string `json:"message"`
+				Detail   string `json:"detail"`
+				LoginURL string `json:"login_url"`
+			}
+			if err := json.Unmarshal([]byte(a.body), &body); err != nil {
+				t.Fatalf("body %q: %v", a.body, err)
+			}
+			if !strings.HasPrefix(body.LoginURL, "http://"+dashboardHost+"/api/v2/applications/auth-redirect?") || !strings.Contains(body.Detail, body.LoginURL) || body.Message == "" {
+				t.Errorf("body %+v, want the dashboard's auth-redirect URL in login_url and detail", body)
+			}
+		}
+	})
+
+	t.Run("navigations keep the 303", func(t *testing.T) {
+		for _, mode := range []string{"navigate", ""} {
+			hdr := http.Header{"Cookie": {expiredCookie}}
+			if mode != "" {
+				hdr.Set("Sec-Fetch-Mode", mode)
+			}
+			a := h.do("GET", "http://"+codeHost+"/api/data", hdr)
+			if a.status != http.StatusSeeOther || !strings.Contains(a.header.Get("Location"), "/api/v2/applications/auth-redirect") {
+				t.Errorf("Sec-Fetch-Mode %q: status %d Location %q, want Coder's 303", mode, a.status, a.header.Get("Location"))
+			}
+		}
+	})
+}
