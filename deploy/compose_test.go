@@ -378,14 +378,17 @@ func composeFlagUses(t *testing.T) []flagUse {
 	return uses
 }
 
-// TestWsedgeFlags: every flag and WSEDGE_ variable that compose.yaml and the
-// Kubernetes manifests set exists for the wsedge subcommand they run.
+// TestWsedgeFlags: every flag and WSEDGE_ variable that compose.yaml, the
+// Kubernetes manifests and the Helm chart set exists for the wsedge subcommand they run.
 // Subcommands this build does not have yet are skipped by name.
 func TestWsedgeFlags(t *testing.T) {
 	uses := composeFlagUses(t)
 	uses = append(uses, kubernetesFlagUses(t, baseFromFiles(t))...)
 	if _, err := exec.LookPath("kubectl"); err == nil {
 		uses = append(uses, kubernetesFlagUses(t, kustomizeBuild(t, filepath.Join(kubeDir, "overlays", "example")))...)
+	}
+	for _, hr := range helmRenderers(t) {
+		uses = append(uses, kubernetesFlagUses(t, hr.Render(t))...)
 	}
 	var cmds []string
 	for _, u := range uses {

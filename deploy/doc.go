@@ -1,5 +1,6 @@
 // Package deploy holds what it takes to run wsedge outside a laptop: the
-// container image (Dockerfile), a docker compose file and Kubernetes manifests
+// container image (Dockerfile, and Containerfile.local for the offline build
+// of `make image`), a docker compose file and Kubernetes manifests
 // (kustomize base and an example overlay), each with the Envoy bootstrap it
 // mounts. The package has no code of its own; its tests keep those files
 // honest: every manifest decodes strictly into the Kubernetes API types, every

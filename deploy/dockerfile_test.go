@@ -21,13 +21,22 @@ type dockerfile struct {
 	Text       string
 	User       string   // USER of the last stage
 	Entrypoint []string // ENTRYPOINT of the last stage (exec form)
+	Cmd        []string // CMD of the last stage (exec form)
+	Expose     []string // EXPOSE of the last stage, as "9001/tcp"
 	Builds     []string // packages the build stage compiles (go build … ./pkg)
 	VersionVar string   // the -X variable set to ${VERSION}
 }
 
 func readDockerfile(t *testing.T) dockerfile {
 	t.Helper()
-	b, err := os.ReadFile("Dockerfile")
+	return readContainerfile(t, "Dockerfile")
+}
+
+// readContainerfile reads the instructions the tests look at from a
+// Dockerfile-syntax file under deploy/.
+func readContainerfile(t *testing.T, name string) dockerfile {
+	t.Helper()
+	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +48,23 @@ func readDockerfile(t *testing.T) dockerfile {
 		line := strings.TrimSpace(sc.Text())
 		switch {
 		case strings.HasPrefix(line, "FROM "):
-			d.User, d.Entrypoint = "", nil
+			d.User, d.Entrypoint, d.Cmd, d.Expose = "", nil, nil, nil
+		case strings.HasPrefix(line, "EXPOSE "):
+			for _, p := range strings.Fields(strings.TrimPrefix(line, "EXPOSE ")) {
+				if !strings.Contains(p, "/") {
+					p += "/tcp"
+				}
+				d.Expose = append(d.Expose, p)
+			}
+		case strings.HasPrefix(line, "CMD "):
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "CMD ")), &d.Cmd); err != nil {
+				t.Errorf("%s: CMD is not in exec form: %v", name, err)
+			}
 		case strings.HasPrefix(line, "USER "):
 			d.User = strings.TrimSpace(strings.TrimPrefix(line, "USER "))
 		case strings.HasPrefix(line, "ENTRYPOINT "):
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "ENTRYPOINT ")), &d.Entrypoint); err != nil {
-				t.Errorf("ENTRYPOINT is not in exec form: %v", err)
+				t.Errorf("%s: ENTRYPOINT is not in exec form: %v", name, err)
 			}
 		}
 	}

@@ -41,6 +41,9 @@ type envoyConfigFile struct {
 	Args   []string
 	Config envoy.Config
 	Body   []byte // the whole file
+	// Rendered: written at pod start by `wsedge envoy-config` (an init
+	// container), not checked in; Body is what it writes.
+	Rendered bool
 }
 
 // findEnvoyConfigs returns every YAML file under deploy/ whose first line is

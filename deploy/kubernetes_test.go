@@ -33,6 +33,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/testutil"
 )
 
@@ -325,11 +326,18 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 }
 
-// rendering is one set of objects to check: the base read file by file, or a
-// kustomization built by kubectl kustomize.
+// rendering is one set of objects to check: the base read file by file, a
+// kustomization built by kubectl kustomize, or the Helm chart rendered with
+// a values file.
 type rendering struct {
 	Name string
 	Objs []runtime.Object
+	// HelmRelease: rendered by Helm, which leaves the Namespace to
+	// `helm install --create-namespace`.
+	HelmRelease bool
+	// ExternalSecrets are Secrets the operator creates besides
+	// externalSecrets (an existingSecret value).
+	ExternalSecrets []string
 }
 
 // baseFromFiles assembles the base the way kustomize would, minus name
@@ -430,7 +438,7 @@ func renderings(t *testing.T) []renderer {
 	for _, d := range kustomizationDirs(t) {
 		out = append(out, renderer{"kustomize " + filepath.ToSlash(d), func(t *testing.T) rendering { return kustomizeBuild(t, d) }})
 	}
-	return out
+	return append(out, helmRenderers(t)...)
 }
 
 // objects indexes a rendering by kind and name.
@@ -445,6 +453,12 @@ type objects struct {
 	namespaces   []*corev1.Namespace
 	netpols      []*networkingv1.NetworkPolicy
 	namespaceSet map[string]bool // namespaces of namespaced objects
+	external     []string        // Secrets created outside the rendering
+}
+
+// secretExists: the rendering defines the Secret, or the operator creates it.
+func (o objects) secretExists(name string) bool {
+	return o.secrets[name] != nil || slices.Contains(externalSecrets, name) || slices.Contains(o.external, name)
 }
 
 func index(t *testing.T, objs []runtime.Object) objects {
@@ -568,8 +582,10 @@ func containerEnv(t *testing.T, where string, o objects, c corev1.Container) map
 			case e.ValueFrom.SecretKeyRef != nil:
 				ref := e.ValueFrom.SecretKeyRef
 				s := o.secrets[ref.Name]
-				if s == nil {
+				if !o.secretExists(ref.Name) {
 					t.Errorf("%s: %s: Secret %q does not exist", where, e.Name, ref.Name)
+				} else if s == nil {
+					// Created by the operator: its keys are not known here.
 				} else if _, ok := s.Data[ref.Key]; !ok {
 					if _, ok := s.StringData[ref.Key]; !ok {
 						t.Errorf("%s: %s: Secret %q has no key %q", where, e.Name, ref.Name, ref.Key)
@@ -620,12 +636,17 @@ func TestKubernetesWorkloads(t *testing.T) {
 
 func checkRendering(t *testing.T, r rendering) {
 	o := index(t, r.Objs)
+	o.external = r.ExternalSecrets
 	for _, name := range []string{"wsedge-envoy", "wsedge-authz", "wsedge-dialer"} {
 		if o.deployments[name] == nil || o.services[name] == nil || o.accounts[name] == nil {
 			t.Fatalf("%s: Deployment, Service or ServiceAccount missing", name)
 		}
 	}
-	if len(o.namespaces) != 1 {
+	if r.HelmRelease {
+		if len(o.namespaces) != 0 {
+			t.Errorf("the chart renders %d Namespaces: the release's namespace belongs to helm install", len(o.namespaces))
+		}
+	} else if len(o.namespaces) != 1 {
 		t.Errorf("%d Namespaces, want 1", len(o.namespaces))
 	} else if strings.HasSuffix(r.Name, "(kubectl kustomize)") {
 		want := o.namespaces[0].Name
@@ -708,15 +729,22 @@ func checkPodSpec(t *testing.T, o objects, d *appsv1.Deployment) {
 				t.Errorf("%s: volume %s: ConfigMap %q does not exist", where, v.Name, v.ConfigMap.Name)
 			}
 		case v.Secret != nil:
-			if o.secrets[v.Secret.SecretName] == nil && !slices.Contains(externalSecrets, v.Secret.SecretName) {
+			if !o.secretExists(v.Secret.SecretName) {
 				t.Errorf("%s: volume %s: Secret %q does not exist", where, v.Name, v.Secret.SecretName)
 			}
 		}
 	}
-	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
+	if len(spec.Containers) != 1 {
 		t.Errorf("%s: %d containers, want 1", where, len(spec.Containers))
 	}
-	for _, c := range spec.Containers {
+	// The only init container there may be writes Envoy's bootstrap.
+	for _, c := range spec.InitContainers {
+		if imageName(c.Image) != "wsedge" || len(c.Args) == 0 || c.Args[0] != "envoy-config" {
+			t.Errorf("%s: init container %s is not wsedge envoy-config", where, c.Name)
+		}
+	}
+	for i, c := range slices.Concat(spec.Containers, spec.InitContainers) {
+		init := i >= len(spec.Containers)
 		cw := where + " container " + c.Name
 		sc := c.SecurityContext
 		switch {
@@ -743,6 +771,9 @@ func checkPodSpec(t *testing.T, o objects, d *appsv1.Deployment) {
 			if _, ok := c.Resources.Limits[res]; !ok {
 				t.Errorf("%s: no %s limit", cw, res)
 			}
+		}
+		if init {
+			continue
 		}
 		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
 			t.Errorf("%s: readiness and liveness probes are required", cw)
@@ -887,6 +918,9 @@ func envoyBootstrap(t *testing.T, o objects, d *appsv1.Deployment) (envoyConfigF
 			continue
 		}
 		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil {
+				return initContainerBootstrap(t, d, m.Name, file), file
+			}
 			if v.Name != m.Name || v.ConfigMap == nil {
 				continue
 			}
@@ -917,6 +951,38 @@ func envoyBootstrap(t *testing.T, o objects, d *appsv1.Deployment) (envoyConfigF
 	return envoyConfigFile{}, ""
 }
 
+// initContainerBootstrap is the bootstrap an init container of d writes
+// into the emptyDir volume with `wsedge envoy-config --output file`: what
+// package envoy generates from the init container's arguments.
+func initContainerBootstrap(t *testing.T, d *appsv1.Deployment, volume, file string) envoyConfigFile {
+	t.Helper()
+	for _, ic := range d.Spec.Template.Spec.InitContainers {
+		mounted := slices.ContainsFunc(ic.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == volume && m.MountPath == path.Dir(file) && !m.ReadOnly
+		})
+		if !mounted || len(ic.Args) == 0 || ic.Args[0] != "envoy-config" {
+			continue
+		}
+		args := slices.Clone(ic.Args[1:])
+		j := slices.Index(args, "--output")
+		if j < 0 || j+1 >= len(args) || args[j+1] != file {
+			t.Fatalf("%s: init container %s does not write %s (--output): %q", d.Name, ic.Name, file, ic.Args)
+		}
+		args = slices.Delete(args, j, j+2)
+		cfg, err := parseEnvoyConfigArgs(args)
+		if err != nil {
+			t.Fatalf("%s: init container %s: %v", d.Name, ic.Name, err)
+		}
+		body, err := envoy.YAML(cfg)
+		if err != nil {
+			t.Fatalf("%s: init container %s: envoy-config refuses its arguments: %v", d.Name, ic.Name, err)
+		}
+		return envoyConfigFile{Path: "init container " + ic.Name + " of " + d.Name, Args: args, Config: cfg, Body: body, Rendered: true}
+	}
+	t.Fatalf("%s: %s is in an emptyDir no envoy-config init container writes", d.Name, file)
+	return envoyConfigFile{}
+}
+
 func checkEnvoy(t *testing.T, o objects) envoyConfigFile {
 	d := o.deployments["wsedge-envoy"]
 	c := d.Spec.Template.Spec.Containers[0]
@@ -926,13 +992,16 @@ func checkEnvoy(t *testing.T, o objects) envoyConfigFile {
 	boot, _ := envoyBootstrap(t, o, d)
 	cfg := boot.Config
 
-	// The bootstrap must be current and acceptable to the real Envoy.
-	want, err := generatedEnvoyConfig(boot)
-	if err != nil {
-		t.Fatalf("%s: %v", boot.Path, err)
-	}
-	if !bytes.Equal(want, boot.Body) {
-		t.Errorf("%s: stale bootstrap: run go test ./deploy -run TestEnvoyConfigs -update", boot.Path)
+	// The bootstrap must be current and acceptable to the real Envoy (one
+	// rendered at pod start is current by construction).
+	if !boot.Rendered {
+		want, err := generatedEnvoyConfig(boot)
+		if err != nil {
+			t.Fatalf("%s: %v", boot.Path, err)
+		}
+		if !bytes.Equal(want, boot.Body) {
+			t.Errorf("%s: stale bootstrap: run go test ./deploy -run TestEnvoyConfigs -update", boot.Path)
+		}
 	}
 	body := boot.Body
 	if cfg.TLSCertFile == "" {
@@ -1033,13 +1102,20 @@ func metaSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 }
 
 // kubernetesFlagUses are the wsedge flags a rendering sets: the arguments
-// and WSEDGE_ variables of the wsedge containers, and the envoy-config
-// command of each Envoy bootstrap in a ConfigMap.
+// and WSEDGE_ variables of the wsedge containers (init containers
+// included), and the envoy-config command of each Envoy bootstrap in a
+// ConfigMap.
 func kubernetesFlagUses(t *testing.T, r rendering) []flagUse {
 	t.Helper()
 	o := index(t, r.Objs)
+	o.external = r.ExternalSecrets
 	var uses []flagUse
 	for _, d := range o.deployments {
+		for _, ic := range d.Spec.Template.Spec.InitContainers {
+			if imageName(ic.Image) == "wsedge" && len(ic.Args) > 0 {
+				uses = append(uses, flagUse{Where: r.Name + " Deployment " + d.Name + " init container " + ic.Name, Cmd: ic.Args[0], Flags: argFlags(ic.Args[1:])})
+			}
+		}
 		c := d.Spec.Template.Spec.Containers[0]
 		if imageName(c.Image) != "wsedge" || len(c.Args) == 0 {
 			continue

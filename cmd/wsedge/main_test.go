@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsedge/wsedge/envoy"
 )
 
 func TestParseWithEnv(t *testing.T) {
@@ -79,5 +83,34 @@ func TestVersion(t *testing.T) {
 	_ = context.Background()
 	if code := run([]string{"version", "extra"}, &out, &errb); code != 2 {
 		t.Fatalf("version with an extra argument exited %d", code)
+	}
+}
+
+// TestEnvoyConfigOutput: --output writes what envoy-config would print, so
+// an init container without a shell can produce the bootstrap.
+func TestEnvoyConfigOutput(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "envoy.yaml")
+	var out, errb bytes.Buffer
+	if code := run([]string{"envoy-config", "--output", file, "--access-url-host", "proxy.example.com"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := envoy.DefaultConfig()
+	cfg.AccessURLHost = "proxy.example.com"
+	want, err := envoy.YAML(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the file is not the bootstrap envoy-config generates")
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm()&0o004 == 0 {
+		t.Errorf("the file is not readable by Envoy's user: %v", fi.Mode())
+	}
+	if code := run([]string{"envoy-config", "--output", filepath.Join(t.TempDir(), "missing", "envoy.yaml")}, &out, &errb); code == 0 {
+		t.Error("an unwritable --output succeeded")
 	}
 }
