@@ -3,26 +3,28 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
+	"io"
 
+	"github.com/wsedge/wsedge/cmd/wsedge/envoyflags"
 	"github.com/wsedge/wsedge/envoy"
 )
 
-func init() {
-	register(command{
-		name:    "envoy-config",
-		summary: "Print the Envoy bootstrap YAML for the edge in front of wsedge authz and dialer.",
-		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
-			cfg := envoy.DefaultConfig()
-			cfg.RegisterFlags(fs)
-			return func(context.Context, []string) error {
-				out, err := envoy.YAML(cfg)
-				if err != nil {
-					return err
-				}
-				_, err = os.Stdout.Write(out)
-				return err
-			}
-		},
-	})
+// envoyConfigCmd is `wsedge envoy-config`: its flags are the fields of
+// envoy.Config (envoyflags), starting from envoy.DefaultConfig.
+type envoyConfigCmd struct {
+	cfg envoy.Config
+}
+
+func (c *envoyConfigCmd) flags(fs *flag.FlagSet) {
+	c.cfg = envoy.DefaultConfig()
+	envoyflags.Register(fs, &c.cfg)
+}
+
+func (c *envoyConfigCmd) run(_ context.Context, stdout, _ io.Writer) error {
+	out, err := envoy.YAML(c.cfg)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
 }
