@@ -39,7 +39,7 @@ func (f *devCmd) flags(fs *flag.FlagSet) {
 	fs.IntVar(&f.port, "port", 8080, "port of the edge (Envoy): access URL and subdomain apps")
 	fs.IntVar(&f.primaryPort, "primary-port", 3000, "port of the dev primary (the dashboard where you log in)")
 	fs.BoolVar(&f.tls, "tls", false, "terminate TLS at the edge with a self-signed certificate generated on the spot")
-	fs.StringVar(&f.envoyBin, "envoy", "", "Envoy binary (default: $WSEDGE_ENVOY_BIN, the repository's .tools/bin/envoy, or envoy on PATH)")
+	fs.StringVar(&f.envoyBin, "envoy-bin", "", "Envoy `binary` to run (default: .tools/bin/envoy of this repository, then envoy on PATH)")
 	fs.StringVar(&f.dir, "dir", "", "directory for logs and generated files (default: a new temporary directory)")
 	fs.StringVar(&f.authzMetrics, "authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
 	fs.StringVar(&f.dialerMetrics, "dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")

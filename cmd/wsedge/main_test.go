@@ -119,6 +119,22 @@ func TestEnvironmentReachesTheCommand(t *testing.T) {
 	}
 }
 
+// TestOneEnvoyBinaryFlag: the commands that run Envoy name its binary the
+// same way, --envoy-bin (WSEDGE_ENVOY_BIN, the variable the Envoy lookup
+// and the Makefile use too).
+func TestOneEnvoyBinaryFlag(t *testing.T) {
+	for _, e := range commands() {
+		fs := flag.NewFlagSet(e.name, flag.ContinueOnError)
+		e.cmd.flags(fs)
+		if fs.Lookup("envoy") != nil {
+			t.Errorf("%s has --envoy; the Envoy binary flag is --envoy-bin", e.name)
+		}
+		if (e.name == "dev" || e.name == "doctor") && fs.Lookup("envoy-bin") == nil {
+			t.Errorf("%s has no --envoy-bin", e.name)
+		}
+	}
+}
+
 func TestUnknownCommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
