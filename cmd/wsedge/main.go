@@ -97,7 +97,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := e.cmd.run(ctx, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "wsedge %s: %v\n", e.name, err)
+		// The package that failed names itself in err; when that is the
+		// command's namesake (authz, dialer), say it once.
+		fmt.Fprintf(stderr, "wsedge %s: %s\n", e.name, strings.TrimPrefix(err.Error(), e.name+": "))
 		return 1
 	}
 	return 0
