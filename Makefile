@@ -203,7 +203,7 @@ soak: setup
 ## everything. Extra flags: make run ARGS="--tls --port 8443".
 RUNDIR := $(TOOLS)/run
 run: setup build
-	exec $(WSEDGE) dev --envoy $(ENVOY) --dir $(RUNDIR) $(ARGS)
+	exec $(WSEDGE) dev --envoy-bin $(ENVOY) --dir $(RUNDIR) $(ARGS)
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 60s).
 FUZZTIME ?= 60s

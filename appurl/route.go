@@ -167,7 +167,7 @@ func NewRouter(accessURL, dashboardURL *url.URL, wildcardHostname string) (Route
 	if wildcardHostname != "" {
 		p, err := CompileHostnamePattern(wildcardHostname)
 		if err != nil {
-			return Router{}, fmt.Errorf("appurl: wildcard hostname: %w", err)
+			return Router{}, fmt.Errorf("appurl: %w", err)
 		}
 		rt.Wildcard = p
 	}

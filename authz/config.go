@@ -51,7 +51,7 @@ func compile(c Config) (*compiled, error) {
 	}
 	router, err := appurl.NewRouter(c.AccessURL, c.DashboardURL, c.WildcardHostname)
 	if err != nil {
-		return nil, fmt.Errorf("authz: %w", err)
+		return nil, err // appurl names itself
 	}
 	cc := &compiled{
 		Config:        c,

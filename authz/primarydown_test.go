@@ -43,7 +43,7 @@ func TestPrimaryUnreachableAnswer(t *testing.T) {
 			body := string(d.Body)
 			if tt.html {
 				if d.Header.Get("Content-Type") != "text/html; charset=utf-8" || d.Header.Get("Cache-Control") != "no-store" ||
-					!strings.Contains(body, "<title>Bad Gateway</title>") || !strings.Contains(body, primaryDownDetail) ||
+					!strings.Contains(body, "<title>502 - Bad Gateway</title>") || !strings.Contains(body, "<h1>Bad Gateway</h1>") || !strings.Contains(body, primaryDownDetail) ||
 					!strings.Contains(body, ">Retry</a>") || !strings.Contains(body, ">Back to site</a>") {
 					t.Errorf("page: %v\n%s", d.Header, body)
 				}
@@ -63,7 +63,7 @@ func TestPrimaryUnreachableAnswer(t *testing.T) {
 	text := strings.Join(strings.Fields(string(readme)), " ") // unwrap lines
 	for _, want := range []string{
 		"authz answers **502** with wsedge's own error page",
-		`titled "Bad Gateway" that says "` + primaryDownDetail + `"`,
+		`titled "502 - Bad Gateway", headed "Bad Gateway", that says "` + primaryDownDetail + `"`,
 		"`{\"message\":\"Bad Gateway\",\"detail\":\"" + primaryDownDetail + "\"}`",
 		"Coder's own proxy answers the same situation with **500** and JSON `{\"message\":\"Internal server error\",\"detail\":\"…\"}`",
 	} {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wsedge/wsedge/cmd/wsedge/envoyflags"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/testutil"
 )
@@ -81,12 +82,12 @@ func findEnvoyConfigs(t *testing.T) []envoyConfigFile {
 }
 
 // parseEnvoyConfigArgs parses arguments exactly as `wsedge envoy-config`
-// does (its flags are envoy.Config.RegisterFlags on envoy.DefaultConfig).
+// does (envoyflags.Register on envoy.DefaultConfig).
 func parseEnvoyConfigArgs(args []string) (envoy.Config, error) {
 	cfg := envoy.DefaultConfig()
 	fs := flag.NewFlagSet("wsedge envoy-config", flag.ContinueOnError)
 	fs.SetOutput(new(bytes.Buffer))
-	cfg.RegisterFlags(fs)
+	envoyflags.Register(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("envoy-config arguments: %w", err)
 	}

@@ -49,7 +49,7 @@ func (s *Server) appToken(r *http.Request, rt appurl.Route) (tokens.SignedToken,
 // attempt to reach the dialer directly: 401, nothing forwarded.
 func (s *Server) refuseToken(w http.ResponseWriter, r *http.Request, err error) {
 	s.metrics.tokenRefused.WithLabelValues(tokenRefusalReason(err)).Inc()
-	s.log.Warn("dialer: refused app token", "reason", tokenRefusalReason(err), "err", err,
+	s.log.Warn("dialer: refused app token", "reason", tokenRefusalReason(err), "error", err,
 		"host", r.Host, "path", r.URL.Path, "remote", r.RemoteAddr, "request_id", requestID(r.Context()))
 	coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{
 		Message: appTokenRefusedTitle,

@@ -264,7 +264,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 // the app fails to answer. On a port app whose failure looks like an
 // HTTP/HTTPS mismatch it adds Coder's "Switch to HTTP(S)" action.
 func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt appurl.Route) {
-	s.log.Info("dialer: proxying to app failed", "err", err, "host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
+	s.log.Info("dialer: proxying to app failed", "error", err, "host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
 	page := coderhttp.Page{
 		Status:      http.StatusBadGateway,
 		Title:       "Bad Gateway",

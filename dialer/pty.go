@@ -44,7 +44,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	})
 	if err != nil {
 		// Accept has answered (403 for a foreign origin, 4xx otherwise).
-		s.log.Info("dialer: terminal websocket refused", "err", err, "origin", r.Header.Get("Origin"), "request_id", requestID(r.Context()))
+		s.log.Info("dialer: terminal websocket refused", "error", err, "origin", r.Header.Get("Origin"), "request_id", requestID(r.Context()))
 		return
 	}
 	s.metrics.websockets.WithLabelValues("terminal").Inc()
@@ -129,7 +129,7 @@ func (s *Server) heartbeat(ctx context.Context, conn *websocket.Conn, cancel con
 		pcancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Info("dialer: terminal missed a heartbeat; closing", "err", err, "request_id", requestID(ctx))
+				s.log.Info("dialer: terminal missed a heartbeat; closing", "error", err, "request_id", requestID(ctx))
 				s.metrics.heartbeatClosed.Inc()
 			}
 			cancel()

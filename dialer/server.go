@@ -259,7 +259,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	graceCtx, graceCancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace)
 	defer graceCancel()
 	if err := srv.Shutdown(graceCtx); err != nil {
-		s.log.Warn("dialer shutdown: in-flight requests cut at the deadline", "err", err)
+		s.log.Warn("dialer shutdown: in-flight requests cut at the deadline", "error", err)
 	}
 	select {
 	case <-s.upgrades.drained():

@@ -321,12 +321,12 @@ func (c *StatsCollector) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			if err := c.flush(context.WithoutCancel(ctx), true); err != nil {
-				c.opts.Logger.Warn("dialer: final app stats flush failed", "err", err)
+				c.opts.Logger.Warn("dialer: final app stats flush failed", "error", err)
 			}
 			return
 		case <-t.C:
 			if err := c.Flush(ctx); err != nil {
-				c.opts.Logger.Warn("dialer: app stats flush failed", "err", err)
+				c.opts.Logger.Warn("dialer: app stats flush failed", "error", err)
 			}
 		}
 	}

@@ -666,7 +666,7 @@ func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error)
 	// that work.
 	d.cmd = exec.Command(bin, "dev",
 		"--port", strconv.Itoa(d.port), "--primary-port", strconv.Itoa(d.primaryPort),
-		"--dir", d.dir, "--envoy", envoy,
+		"--dir", d.dir, "--envoy-bin", envoy,
 		"--authz-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
 		"--dialer-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
 	// Its own process group, as a shell gives a foreground job: Ctrl-C

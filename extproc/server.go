@@ -84,7 +84,7 @@ func New(opts Options) (*Processor, error) {
 	if opts.WildcardHostname != "" {
 		p, err := appurl.CompileHostnamePattern(opts.WildcardHostname)
 		if err != nil {
-			return nil, fmt.Errorf("extproc: wildcard hostname: %w", err)
+			return nil, fmt.Errorf("extproc: %w", err)
 		}
 		pattern = p
 	}

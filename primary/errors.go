@@ -16,9 +16,9 @@ var (
 	// failure, TLS failure, timeout, cancelled context). The underlying
 	// error is wrapped too, so errors.Is(err, context.DeadlineExceeded)
 	// also works.
-	ErrUnavailable = errors.New("primary unavailable")
+	ErrUnavailable = errors.New("unavailable")
 	// ErrResponseTooLarge: the answer exceeded Options.MaxBodyBytes.
-	ErrResponseTooLarge = errors.New("primary response too large")
+	ErrResponseTooLarge = errors.New("response too large")
 	// ErrInvalidResponse: the primary answered with the expected status
 	// but a body that is not what coderd sends (bad JSON, HTML, missing
 	// fields, invalid keys). Such errors are also *Error values.

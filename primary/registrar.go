@@ -163,7 +163,7 @@ func (r *Registrar) ReplicaID() uuid.UUID { return r.req.ReplicaID }
 func (r *Registrar) Start(ctx context.Context) (RegisterResponse, error) {
 	res, err := r.attempt(ctx, true)
 	if err != nil {
-		return RegisterResponse{}, fmt.Errorf("register with primary: %w", err)
+		return RegisterResponse{}, err // "primary: POST …/register: …"
 	}
 	return res, nil
 }
@@ -370,7 +370,7 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.AttemptTimeout)
 	defer cancel()
 	if err := r.c.Deregister(ctx, r.req.ReplicaID); err != nil {
-		return fmt.Errorf("deregister from primary: %w", err)
+		return err // "primary: POST …/deregister: …"
 	}
 	r.log.Info("deregistered from the primary")
 	return nil

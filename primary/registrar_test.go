@@ -289,8 +289,13 @@ func TestRegistrarDeregisterOnShutdown(t *testing.T) {
 func TestRegistrarStartFailure(t *testing.T) {
 	h := newRegistrarHarness(t, nil)
 	h.setFail(true)
-	if _, err := h.r.Start(context.Background()); !IsStatus(err, http.StatusInternalServerError) {
+	_, err := h.r.Start(context.Background())
+	if !IsStatus(err, http.StatusInternalServerError) {
 		t.Errorf("Start: %v", err)
+	}
+	// The package names itself once; the request says what failed.
+	if msg := err.Error(); !strings.HasPrefix(msg, "primary: POST ") || strings.Count(msg, "primary") != 1 {
+		t.Errorf("Start error %q: want one \"primary: POST …\" prefix", msg)
 	}
 	if hl := h.r.Health(); hl.Registered || !hl.Unhealthy || hl.ConsecutiveFailures != 1 {
 		t.Errorf("health %+v", hl)

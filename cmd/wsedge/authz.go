@@ -4,63 +4,68 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/wsedge/wsedge/internal/stack"
 )
 
-func init() {
-	register(command{
-		name:    "authz",
-		summary: "Run the ext_authz (and ext_proc) gRPC service Envoy asks about every app and terminal request.",
-		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
-			var (
-				pf          primaryFlags
-				af          appFlags
-				lf          logFlags
-				listen      = fs.String("listen", "127.0.0.1:9001", "gRPC listen address for Envoy's ext_authz and ext_proc calls")
-				metricsAddr = fs.String("metrics-listen", "127.0.0.1:9101", "Prometheus /metrics listen address (empty disables)")
-				secure      = fs.String("secure-cookies", "auto", "mark cookies Secure: auto (when the access URL is https), true or false")
-				sameSite    = fs.String("cookie-samesite", "lax", "SameSite of the cookies authz sets: lax, strict, none or default")
-				trusted     = fs.String("trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
-				trustedHops = fs.Int("xff-trusted-hops", 0, "how many right-most X-Forwarded-For entries come from trusted proxies (match Envoy's xff_num_trusted_hops)")
-				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight Check calls may take to finish on shutdown")
-			)
-			pf.register(fs)
-			af.register(fs)
-			lf.register(fs)
-			return func(ctx context.Context, _ []string) error {
-				log, client, accessURL, err := openService(&lf, &pf, &af)
-				if err != nil {
-					return err
-				}
-				cookies, err := cookieConfig(*secure, *sameSite, accessURL)
-				if err != nil {
-					return err
-				}
-				prefixes, err := parsePrefixes(*trusted)
-				if err != nil {
-					return fmt.Errorf("--trusted-proxies: %w", err)
-				}
-				ln, reg, stopMetrics, err := listenWithMetrics(*listen, *metricsAddr, log)
-				if err != nil {
-					return err
-				}
-				defer stopMetrics()
-				return stack.ServeAuthz(ctx, stack.AuthzConfig{
-					Primary:          client,
-					AccessURL:        accessURL,
-					WildcardHostname: af.wildcardHostname,
-					PathAppsDisabled: af.disablePathApps,
-					Cookies:          cookies,
-					TrustedProxies:   prefixes,
-					XFFTrustedHops:   *trustedHops,
-					Listener:         ln,
-					Registerer:       reg,
-					Grace:            *grace,
-					Logger:           log,
-				})
-			}
-		},
+// authzCmd is `wsedge authz`.
+type authzCmd struct {
+	primary     primaryFlags
+	app         appFlags
+	logs        logFlags
+	listen      string
+	metrics     string
+	secure      string
+	sameSite    string
+	trusted     string
+	trustedHops int
+	grace       time.Duration
+}
+
+func (c *authzCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "gRPC listen address for Envoy's ext_authz and ext_proc calls")
+	fs.StringVar(&c.metrics, "metrics-listen", "127.0.0.1:9101", "Prometheus /metrics listen address (empty disables)")
+	fs.StringVar(&c.secure, "secure-cookies", "auto", "mark cookies Secure: auto (when the access URL is https), true or false")
+	fs.StringVar(&c.sameSite, "cookie-samesite", "lax", "SameSite of the cookies authz sets: lax, strict, none or default")
+	fs.StringVar(&c.trusted, "trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
+	fs.IntVar(&c.trustedHops, "xff-trusted-hops", 0, "how many right-most X-Forwarded-For entries come from trusted proxies (match Envoy's xff_num_trusted_hops)")
+	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight Check calls may take to finish on shutdown")
+	c.primary.register(fs)
+	c.app.register(fs)
+	c.logs.register(fs)
+}
+
+func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
+	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app)
+	if err != nil {
+		return err
+	}
+	cookies, err := cookieConfig(c.secure, c.sameSite, accessURL)
+	if err != nil {
+		return err
+	}
+	prefixes, err := parsePrefixes(c.trusted)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	ln, reg, stopMetrics, err := listenWithMetrics(c.listen, c.metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	return stack.ServeAuthz(ctx, stack.AuthzConfig{
+		Primary:          client,
+		AccessURL:        accessURL,
+		WildcardHostname: c.app.wildcardHostname,
+		PathAppsDisabled: c.app.disablePathApps,
+		Cookies:          cookies,
+		TrustedProxies:   prefixes,
+		XFFTrustedHops:   c.trustedHops,
+		Listener:         ln,
+		Registerer:       reg,
+		Grace:            c.grace,
+		Logger:           log,
 	})
 }

@@ -23,35 +23,8 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-func init() {
-	register(command{
-		name:    "dev",
-		summary: "Run the whole thing on this machine: real Envoy, authz, dialer, a dev primary and a dev agent over a real tailnet.",
-		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
-			var (
-				lf          logFlags
-				catalog     = fs.String("catalog", "", "YAML catalog of users, workspaces, agents and apps for the dev primary (default: the built-in demo)")
-				domain      = fs.String("domain", "localhost", "domain under which the demo hostnames live; *.localhost resolves to loopback in browsers and curl without /etc/hosts")
-				port        = fs.Int("port", 8080, "port of the edge (Envoy): access URL and subdomain apps")
-				primaryPort = fs.Int("primary-port", 3000, "port of the dev primary (the dashboard where you log in)")
-				useTLS      = fs.Bool("tls", false, "terminate TLS at the edge with a self-signed certificate generated on the spot")
-				envoyBin    = fs.String("envoy", "", "Envoy binary (default: $WSEDGE_ENVOY_BIN, the repository's .tools/bin/envoy, or envoy on PATH)")
-				dir         = fs.String("dir", "", "directory for logs and generated files (default: a new temporary directory)")
-				authzMetric = fs.String("authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
-				dialMetric  = fs.String("dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
-			)
-			lf.register(fs)
-			return func(ctx context.Context, _ []string) error {
-				return runDev(ctx, devFlags{
-					logs: lf, catalog: *catalog, domain: *domain, port: *port, primaryPort: *primaryPort,
-					tls: *useTLS, envoyBin: *envoyBin, dir: *dir, authzMetrics: *authzMetric, dialerMetrics: *dialMetric,
-				}, os.Stdout, os.Stderr)
-			}
-		},
-	})
-}
-
-type devFlags struct {
+// devCmd is `wsedge dev`.
+type devCmd struct {
 	logs                        logFlags
 	catalog, domain             string
 	port, primaryPort           int
@@ -60,7 +33,20 @@ type devFlags struct {
 	authzMetrics, dialerMetrics string
 }
 
-func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
+func (f *devCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&f.catalog, "catalog", "", "YAML catalog of users, workspaces, agents and apps for the dev primary (default: the built-in demo)")
+	fs.StringVar(&f.domain, "domain", "localhost", "domain under which the demo hostnames live; *.localhost resolves to loopback in browsers and curl without /etc/hosts")
+	fs.IntVar(&f.port, "port", 8080, "port of the edge (Envoy): access URL and subdomain apps")
+	fs.IntVar(&f.primaryPort, "primary-port", 3000, "port of the dev primary (the dashboard where you log in)")
+	fs.BoolVar(&f.tls, "tls", false, "terminate TLS at the edge with a self-signed certificate generated on the spot")
+	fs.StringVar(&f.envoyBin, "envoy-bin", "", "Envoy `binary` to run (default: .tools/bin/envoy of this repository, then envoy on PATH)")
+	fs.StringVar(&f.dir, "dir", "", "directory for logs and generated files (default: a new temporary directory)")
+	fs.StringVar(&f.authzMetrics, "authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
+	fs.StringVar(&f.dialerMetrics, "dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
+	f.logs.register(fs)
+}
+
+func (f *devCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 	cat := devprimary.DemoCatalog()
 	if f.catalog != "" {
 		c, err := devprimary.LoadCatalog(f.catalog)
@@ -184,7 +170,7 @@ func portFree(port int) error {
 	return ln.Close()
 }
 
-func printDevSummary(w io.Writer, cfg devstack.DevConfig, dev *devstack.Dev, f devFlags, dir string) {
+func printDevSummary(w io.Writer, cfg devstack.DevConfig, dev *devstack.Dev, f *devCmd, dir string) {
 	owner, ws, agent, app, agentID := demoTargets(cfg.Catalog)
 	session, _ := dev.Primary.SessionToken(owner)
 	base := cfg.AccessURL.String()

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"time"
@@ -13,77 +15,85 @@ import (
 	"github.com/wsedge/wsedge/internal/stack"
 )
 
-func init() {
-	register(command{
-		name:    "dialer",
-		summary: "Run the upstream Envoy forwards allowed app and terminal traffic to: into the tailnet, plus DERP, health and registration.",
-		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
-			var (
-				pf          primaryFlags
-				af          appFlags
-				lf          logFlags
-				listen      = fs.String("listen", "127.0.0.1:9002", "HTTP listen address for Envoy (HTTP/1.1 and h2c)")
-				metricsAddr = fs.String("metrics-listen", "127.0.0.1:9102", "Prometheus /metrics listen address (empty disables)")
-				derpOn      = fs.Bool("derp", true, "serve a DERP relay at /derp and offer this proxy as a DERP region")
-				derpOnly    = fs.Bool("derp-only", false, "serve only DERP (no apps or terminals); needs --derp")
-				relay       = fs.String("relay-address", "", "URL sibling replicas use to mesh DERP with this replica, e.g. http://10.0.0.5:9002 (default: http://<listen address>)")
-				udpPort     = fs.Uint("tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
-				authzAddr   = fs.String("authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
-				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
-				dialTimeout = fs.Duration("agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
-				respTimeout = fs.Duration("agent-response-timeout", dialer.DefaultResponseTimeout, "how long an app may take to send its response headers before the request gets a 502 (bodies, streams and websockets are not bounded); raise it for apps that hold headers back, e.g. long polling")
-			)
-			pf.register(fs)
-			af.registerHosts(fs)
-			lf.register(fs)
-			return func(ctx context.Context, _ []string) error {
-				if *derpOnly && !*derpOn {
-					return fmt.Errorf("--derp-only needs --derp")
-				}
-				if *dialTimeout <= 0 || *respTimeout <= 0 {
-					return fmt.Errorf("--agent-dial-timeout and --agent-response-timeout must be positive")
-				}
-				if *udpPort > 65535 {
-					return fmt.Errorf("--tailnet-udp-port %d is not a port", *udpPort)
-				}
-				log, client, accessURL, err := openService(&lf, &pf, &af)
-				if err != nil {
-					return err
-				}
-				ln, reg, stopMetrics, err := listenWithMetrics(*listen, *metricsAddr, log)
-				if err != nil {
-					return err
-				}
-				defer stopMetrics()
-				relayAddr := *relay
-				if relayAddr == "" {
-					relayAddr = "http://" + ln.Addr().String()
-				}
-				if u, err := url.Parse(relayAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					_ = ln.Close()
-					return fmt.Errorf("--relay-address %q: want an http(s) URL", relayAddr)
-				}
-				host, _ := os.Hostname()
-				return stack.ServeDialer(ctx, stack.DialerConfig{
-					Primary:          client,
-					ProxyToken:       pf.proxyToken,
-					AccessURL:        accessURL,
-					WildcardHostname: af.wildcardHostname,
-					DERPEnabled:      *derpOn,
-					DERPOnly:         *derpOnly,
-					RelayAddress:     relayAddr,
-					Hostname:         host,
-					Version:          buildinfo.Version(),
-					Listener:         ln,
-					Registerer:       reg,
-					Grace:            *grace,
-					Logger:           log,
-					Tailnet:          stack.TailnetConfig{ListenPort: uint16(*udpPort)},
-					AuthzAddr:        *authzAddr,
-					DialTimeout:      *dialTimeout,
-					ResponseTimeout:  *respTimeout,
-				})
-			}
-		},
+// dialerCmd is `wsedge dialer`.
+type dialerCmd struct {
+	primary   primaryFlags
+	app       appFlags
+	logs      logFlags
+	listen    string
+	metrics   string
+	derp      bool
+	derpOnly  bool
+	relay     string
+	udpPort   uint
+	authzAddr string
+	grace     time.Duration
+	// dialTimeout and respTimeout bound a dial to an agent and the wait for
+	// an app's response headers.
+	dialTimeout, respTimeout time.Duration
+}
+
+func (c *dialerCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9002", "HTTP listen address for Envoy (HTTP/1.1 and h2c)")
+	fs.StringVar(&c.metrics, "metrics-listen", "127.0.0.1:9102", "Prometheus /metrics listen address (empty disables)")
+	fs.BoolVar(&c.derp, "derp", true, "serve a DERP relay at /derp and offer this proxy as a DERP region")
+	fs.BoolVar(&c.derpOnly, "derp-only", false, "serve only DERP (no apps or terminals); needs --derp")
+	fs.StringVar(&c.relay, "relay-address", "", "URL sibling replicas use to mesh DERP with this replica, e.g. http://10.0.0.5:9002 (default: http://<listen address>)")
+	fs.UintVar(&c.udpPort, "tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
+	fs.StringVar(&c.authzAddr, "authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
+	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
+	fs.DurationVar(&c.dialTimeout, "agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
+	fs.DurationVar(&c.respTimeout, "agent-response-timeout", dialer.DefaultResponseTimeout, "how long an app may take to send its response headers before the request gets a 502 (bodies, streams and websockets are not bounded); raise it for apps that hold headers back, e.g. long polling")
+	c.primary.register(fs)
+	c.app.registerHosts(fs)
+	c.logs.register(fs)
+}
+
+func (c *dialerCmd) run(ctx context.Context, _, stderr io.Writer) error {
+	if c.derpOnly && !c.derp {
+		return errors.New("--derp-only needs --derp")
+	}
+	if c.dialTimeout <= 0 || c.respTimeout <= 0 {
+		return errors.New("--agent-dial-timeout and --agent-response-timeout must be positive")
+	}
+	if c.udpPort > 65535 {
+		return fmt.Errorf("--tailnet-udp-port %d is not a port", c.udpPort)
+	}
+	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app)
+	if err != nil {
+		return err
+	}
+	ln, reg, stopMetrics, err := listenWithMetrics(c.listen, c.metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	relayAddr := c.relay
+	if relayAddr == "" {
+		relayAddr = "http://" + ln.Addr().String()
+	}
+	if u, err := url.Parse(relayAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		_ = ln.Close()
+		return fmt.Errorf("--relay-address %q: want an http(s) URL", relayAddr)
+	}
+	host, _ := os.Hostname()
+	return stack.ServeDialer(ctx, stack.DialerConfig{
+		Primary:          client,
+		ProxyToken:       c.primary.proxyToken,
+		AccessURL:        accessURL,
+		WildcardHostname: c.app.wildcardHostname,
+		DERPEnabled:      c.derp,
+		DERPOnly:         c.derpOnly,
+		RelayAddress:     relayAddr,
+		Hostname:         host,
+		Version:          buildinfo.Version(),
+		Listener:         ln,
+		Registerer:       reg,
+		Grace:            c.grace,
+		Logger:           log,
+		Tailnet:          stack.TailnetConfig{ListenPort: uint16(c.udpPort)},
+		AuthzAddr:        c.authzAddr,
+		DialTimeout:      c.dialTimeout,
+		ResponseTimeout:  c.respTimeout,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/wsedge/wsedge/cmd/wsedge/envoyflags"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/doctor"
 	"github.com/wsedge/wsedge/primary"
@@ -18,11 +19,11 @@ import (
 // errChecksFailed makes `wsedge doctor` exit 1 after printing its report.
 var errChecksFailed = errors.New("some checks failed (see the hints above)")
 
-// doctorFlags are the settings `wsedge doctor` checks: the same flags as
-// authz and the dialer, plus the Envoy flags of `wsedge envoy-config`
-// (whose access host, wildcard and dashboard URL are derived from
-// --access-url, --wildcard-hostname and --primary-url).
-type doctorFlags struct {
+// doctorCmd is `wsedge doctor`. It checks the same settings as authz and
+// the dialer take, plus the Envoy flags of `wsedge envoy-config` (whose
+// access host, wildcard and dashboard URL are derived from --access-url,
+// --wildcard-hostname and --primary-url).
+type doctorCmd struct {
 	pf          primaryFlags
 	af          appFlags
 	envoy       envoy.Config
@@ -35,7 +36,7 @@ type doctorFlags struct {
 // derivedEnvoyFlags are Envoy flags doctor fills in itself.
 var derivedEnvoyFlags = map[string]bool{"access-url-host": true, "wildcard-hostname": true, "dashboard-url": true}
 
-func (d *doctorFlags) register(fs *flag.FlagSet) {
+func (d *doctorCmd) flags(fs *flag.FlagSet) {
 	d.pf.register(fs)
 	d.af.registerHosts(fs)
 	fs.BoolVar(&d.derp, "derp", true, "the dialer serves DERP: check <access-url>/derp/latency-check through the edge")
@@ -46,7 +47,7 @@ func (d *doctorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.envoyBinary, "envoy-bin", "", "Envoy `binary` to validate with (default: .tools/bin/envoy of this repository, then envoy on PATH)")
 	d.envoy = envoy.DefaultConfig()
 	efs := flag.NewFlagSet("envoy", flag.ContinueOnError)
-	d.envoy.RegisterFlags(efs)
+	envoyflags.Register(efs, &d.envoy)
 	efs.VisitAll(func(f *flag.Flag) {
 		if derivedEnvoyFlags[f.Name] || fs.Lookup(f.Name) != nil {
 			return
@@ -55,23 +56,9 @@ func (d *doctorFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-func init() {
-	register(command{
-		name:    "doctor",
-		summary: "Check a configuration before going live: primary, proxy token, keys, access URL, wildcard, Envoy config and DERP; exits 1 if a check fails.",
-		setup: func(fs *flag.FlagSet) func(context.Context, []string) error {
-			var d doctorFlags
-			d.register(fs)
-			return func(ctx context.Context, _ []string) error {
-				return runDoctor(ctx, d, os.Stdout)
-			}
-		},
-	})
-}
-
-// runDoctor runs the checks, prints one line per check and returns
+// run runs the checks, prints one line per check and returns
 // errChecksFailed if any failed.
-func runDoctor(ctx context.Context, d doctorFlags, stdout io.Writer) error {
+func (d *doctorCmd) run(ctx context.Context, stdout, _ io.Writer) error {
 	primaryURL, err := d.pf.parse()
 	if err != nil {
 		return err

@@ -53,12 +53,12 @@ func doctorWorld(t *testing.T) (primaryURL, token, edgeURL string) {
 
 // parseDoctor parses a doctor command line (and environment) the way
 // `wsedge doctor` does.
-func parseDoctor(t *testing.T, args []string, env map[string]string) doctorFlags {
+func parseDoctor(t *testing.T, args []string, env map[string]string) *doctorCmd {
 	t.Helper()
-	var d doctorFlags
+	d := &doctorCmd{}
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	d.register(fs)
+	d.flags(fs)
 	if err := parseWithEnv(fs, args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestDoctorCommandPassesAgainstTheDevPrimary(t *testing.T) {
 		"--wildcard-hostname", "*.apps.localhost:" + eu.Port(), "--check-edge", "--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
 		map[string]string{"WSEDGE_PROXY_TOKEN": token})
 	var out bytes.Buffer
-	if err := runDoctor(context.Background(), d, &out); err != nil {
+	if err := d.run(context.Background(), &out, io.Discard); err != nil {
 		t.Fatalf("doctor: %v\n%s", err, out.String())
 	}
 	for _, line := range []string{"✓ primary ", "✓ proxy token ", "✓ crypto keys ", "✓ access URL ", "✓ wildcard hostname ", "✓ derp ", "✓ edge "} {
@@ -92,7 +92,7 @@ func TestDoctorCommandWrongTokenExitsWithTheHint(t *testing.T) {
 	d := parseDoctor(t, []string{"--primary-url", pu, "--proxy-token", id + ":" + strings.Repeat("f", 64),
 		"--access-url", edge, "--check-envoy=false"}, nil)
 	var out bytes.Buffer
-	err := runDoctor(context.Background(), d, &out)
+	err := d.run(context.Background(), &out, io.Discard)
 	if !errors.Is(err, errChecksFailed) {
 		t.Fatalf("err = %v, want errChecksFailed\n%s", err, out.String())
 	}
@@ -103,9 +103,9 @@ func TestDoctorCommandWrongTokenExitsWithTheHint(t *testing.T) {
 }
 
 func TestDoctorEnvoyFlagsAreDerived(t *testing.T) {
-	var d doctorFlags
+	var d doctorCmd
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	d.register(fs)
+	d.flags(fs)
 	for name := range derivedEnvoyFlags {
 		if name == "wildcard-hostname" {
 			// The app flag of that name feeds Envoy too.
@@ -133,7 +133,7 @@ func TestDoctorEnvoyFlagsAreDerived(t *testing.T) {
 
 func TestDoctorNeedsThePrimaryFlags(t *testing.T) {
 	d := parseDoctor(t, []string{"--access-url", "https://eu.example.com"}, nil)
-	if err := runDoctor(context.Background(), d, io.Discard); err == nil || !strings.Contains(err.Error(), "--primary-url is required") {
+	if err := d.run(context.Background(), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--primary-url is required") {
 		t.Fatalf("err = %v", err)
 	}
 }

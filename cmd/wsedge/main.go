@@ -1,5 +1,10 @@
 // Command wsedge is the single binary of wsedge: the ext_authz/ext_proc
 // service, the dialer upstream, the one-command demo and the operator tools.
+//
+// Every subcommand is written the same way: a struct that holds its flag
+// values, with flags (register them on a FlagSet) and run (do the work once
+// they are parsed), listed once in commands below. Every flag can also be
+// set by its environment variable WSEDGE_<FLAG>.
 package main
 
 import (
@@ -10,25 +15,49 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 )
 
 // command is one subcommand of the binary.
-type command struct {
-	name    string
-	summary string
-	// takesArgs allows positional arguments after the flags.
-	takesArgs bool
-	// setup registers the subcommand's flags and returns the function that
-	// runs it once the flags are parsed.
-	setup func(fs *flag.FlagSet) func(ctx context.Context, args []string) error
+type command interface {
+	// flags registers the command's flags on fs, bound to its fields.
+	flags(fs *flag.FlagSet)
+	// run does the command's work once the flags are parsed. stdout and
+	// stderr are the process's; a returned error is printed once, as
+	// "wsedge <command>: <error>".
+	run(ctx context.Context, stdout, stderr io.Writer) error
 }
 
-var commands = map[string]command{}
+// entry is a command as `wsedge --help` lists it.
+type entry struct {
+	name    string
+	summary string
+	cmd     command
+}
 
-func register(c command) { commands[c.name] = c }
+// commands lists every subcommand, in the order `wsedge --help` shows them.
+// It returns new command values, so each run starts from the defaults.
+func commands() []entry {
+	return []entry{
+		{"authz", "Run the ext_authz (and ext_proc) gRPC service Envoy asks about every app and terminal request.", &authzCmd{}},
+		{"dev", "Run the whole thing on this machine: real Envoy, authz, dialer, a dev primary and a dev agent over a real tailnet.", &devCmd{}},
+		{"dialer", "Run the upstream Envoy forwards allowed app and terminal traffic to: into the tailnet, plus DERP, health and registration.", &dialerCmd{}},
+		{"doctor", "Check a configuration before going live: primary, proxy token, keys, access URL, wildcard, Envoy config and DERP; exits 1 if a check fails.", &doctorCmd{}},
+		{"envoy-config", "Print the Envoy bootstrap YAML for the edge in front of wsedge authz and dialer.", &envoyConfigCmd{}},
+		{"version", "Print the wsedge version and the Go runtime it was built with.", &versionCmd{}},
+	}
+}
+
+// lookupCommand finds a command by name.
+func lookupCommand(name string) (entry, bool) {
+	for _, e := range commands() {
+		if e.name == name {
+			return e, true
+		}
+	}
+	return entry{}, false
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -43,32 +72,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
-	cmd, ok := commands[args[0]]
+	e, ok := lookupCommand(args[0])
 	if !ok {
 		fmt.Fprintf(stderr, "wsedge: unknown command %q\n\n", args[0])
 		usage(stderr)
 		return 2
 	}
-	fs := flag.NewFlagSet("wsedge "+cmd.name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("wsedge "+e.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	runFn := cmd.setup(fs)
+	e.cmd.flags(fs)
 	fs.Usage = func() {} // printed below, once, to stdout
 	if err := parseWithEnv(fs, args[1:], os.LookupEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			commandUsage(stdout, cmd, fs)
+			commandUsage(stdout, e, fs)
 			return 0
 		}
-		fmt.Fprintf(stderr, "wsedge %s: %v\n(run 'wsedge %s --help' for usage)\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(stderr, "wsedge %s: %v\n(run 'wsedge %s --help' for usage)\n", e.name, err, e.name)
 		return 2
 	}
-	if fs.NArg() > 0 && !cmd.takesArgs {
-		fmt.Fprintf(stderr, "wsedge %s: unexpected arguments %q\n", cmd.name, fs.Args())
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "wsedge %s: unexpected arguments %q\n", e.name, fs.Args())
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runFn(ctx, fs.Args()); err != nil {
-		fmt.Fprintf(stderr, "wsedge %s: %v\n", cmd.name, err)
+	if err := e.cmd.run(ctx, stdout, stderr); err != nil {
+		// The package that failed names itself in err; when that is the
+		// command's namesake (authz, dialer), say it once.
+		fmt.Fprintf(stderr, "wsedge %s: %s\n", e.name, strings.TrimPrefix(err.Error(), e.name+": "))
 		return 1
 	}
 	return 0
@@ -80,13 +111,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: wsedge <command> [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
+	for _, e := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", e.name, e.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every flag can also be set by an environment variable WSEDGE_<FLAG>,")
@@ -96,8 +122,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Run 'wsedge <command> --help' for a command's flags.")
 }
 
-func commandUsage(w io.Writer, c command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: wsedge %s [flags]\n\n%s\n", c.name, c.summary)
+func commandUsage(w io.Writer, e entry, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: wsedge %s [flags]\n\n%s\n", e.name, e.summary)
 	var lines []string
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, help := flag.UnquoteUsage(f)

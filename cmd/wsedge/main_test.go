@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -49,24 +48,93 @@ func TestParseWithEnv(t *testing.T) {
 	}
 }
 
-func TestHelpListsEveryFlagWithItsEnvVar(t *testing.T) {
-	for name, c := range commands {
-		var out, errb bytes.Buffer
-		if code := run([]string{name, "--help"}, &out, &errb); code != 0 {
-			t.Fatalf("%s --help exited %d: %s", name, code, errb.String())
-		}
-		fs := flag.NewFlagSet(name, flag.ContinueOnError)
-		c.setup(fs)
-		fs.VisitAll(func(f *flag.Flag) {
-			if !strings.Contains(out.String(), "--"+f.Name) || !strings.Contains(out.String(), envName(f.Name)) {
-				t.Errorf("%s --help does not document --%s / %s", name, f.Name, envName(f.Name))
+// TestEveryCommandFollowsTheIdiom runs `wsedge <cmd> --help` for every
+// command listed in main.go: the command is in `wsedge --help`, its help
+// prints once and documents every flag with its WSEDGE_<FLAG> variable and
+// a help text, and the environment variable really sets the flag.
+func TestEveryCommandFollowsTheIdiom(t *testing.T) {
+	var top, topErr bytes.Buffer
+	if code := run([]string{"--help"}, &top, &topErr); code != 0 {
+		t.Fatalf("wsedge --help exited %d: %s", code, topErr.String())
+	}
+	seen := map[string]bool{}
+	for _, e := range commands() {
+		t.Run(e.name, func(t *testing.T) {
+			if seen[e.name] {
+				t.Fatalf("%s is listed twice", e.name)
 			}
-			if f.Usage == "" {
-				t.Errorf("%s --%s has no help text", name, f.Name)
+			seen[e.name] = true
+			if !strings.Contains(top.String(), "  "+e.name+" ") || !strings.Contains(top.String(), e.summary) {
+				t.Errorf("wsedge --help does not list %s with its summary", e.name)
 			}
+			var out, errb bytes.Buffer
+			if code := run([]string{e.name, "--help"}, &out, &errb); code != 0 {
+				t.Fatalf("%s --help exited %d: %s", e.name, code, errb.String())
+			}
+			if strings.Count(out.String(), "Usage:") != 1 {
+				t.Errorf("%s --help printed usage %d times", e.name, strings.Count(out.String(), "Usage:"))
+			}
+			fs := flag.NewFlagSet(e.name, flag.ContinueOnError)
+			e.cmd.flags(fs)
+			env := map[string]string{}
+			fs.VisitAll(func(f *flag.Flag) {
+				if !strings.Contains(out.String(), "  --"+f.Name+"\n") && !strings.Contains(out.String(), "  --"+f.Name+" ") {
+					t.Errorf("%s --help does not document --%s", e.name, f.Name)
+				}
+				if !strings.Contains(out.String(), "env "+envName(f.Name)) {
+					t.Errorf("%s --help does not name %s for --%s", e.name, envName(f.Name), f.Name)
+				}
+				if strings.TrimSpace(f.Usage) == "" {
+					t.Errorf("%s --%s has no help text", e.name, f.Name)
+				}
+				if f.Value.Set(f.DefValue) == nil { // a value the flag accepts
+					env[envName(f.Name)] = f.DefValue
+				}
+			})
+			// Every flag whose default it accepts back is set from its
+			// environment variable.
+			if err := parseWithEnv(fs, nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+				t.Fatal(err)
+			}
+			fs.VisitAll(func(f *flag.Flag) {
+				if _, ok := env[envName(f.Name)]; !ok {
+					return
+				}
+				set := false
+				fs.Visit(func(g *flag.Flag) { set = set || g.Name == f.Name })
+				if !set {
+					t.Errorf("%s: %s did not set --%s", e.name, envName(f.Name), f.Name)
+				}
+			})
 		})
-		if strings.Count(out.String(), "Usage:") != 1 {
-			t.Errorf("%s --help printed usage %d times", name, strings.Count(out.String(), "Usage:"))
+	}
+}
+
+// TestEnvironmentReachesTheCommand: a WSEDGE_<FLAG> variable is read when
+// the binary runs a command, not only by parseWithEnv in a test.
+func TestEnvironmentReachesTheCommand(t *testing.T) {
+	t.Setenv("WSEDGE_ACCESS_URL_HOST", "proxy.env.example.com")
+	var out, errb bytes.Buffer
+	if code := run([]string{"envoy-config", "--wildcard-hostname", "*.apps.env.example.com"}, &out, &errb); code != 0 {
+		t.Fatalf("envoy-config exited %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "proxy.env.example.com") || !strings.Contains(out.String(), "apps.env.example.com") {
+		t.Fatalf("the generated config ignores WSEDGE_ACCESS_URL_HOST or --wildcard-hostname:\n%.2000s", out.String())
+	}
+}
+
+// TestOneEnvoyBinaryFlag: the commands that run Envoy name its binary the
+// same way, --envoy-bin (WSEDGE_ENVOY_BIN, the variable the Envoy lookup
+// and the Makefile use too).
+func TestOneEnvoyBinaryFlag(t *testing.T) {
+	for _, e := range commands() {
+		fs := flag.NewFlagSet(e.name, flag.ContinueOnError)
+		e.cmd.flags(fs)
+		if fs.Lookup("envoy") != nil {
+			t.Errorf("%s has --envoy; the Envoy binary flag is --envoy-bin", e.name)
+		}
+		if (e.name == "dev" || e.name == "doctor") && fs.Lookup("envoy-bin") == nil {
+			t.Errorf("%s has no --envoy-bin", e.name)
 		}
 	}
 }
@@ -80,7 +148,6 @@ func TestUnknownCommand(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	var out, errb bytes.Buffer
-	_ = context.Background()
 	if code := run([]string{"version", "extra"}, &out, &errb); code != 2 {
 		t.Fatalf("version with an extra argument exited %d", code)
 	}
@@ -112,5 +179,12 @@ func TestEnvoyConfigOutput(t *testing.T) {
 	}
 	if code := run([]string{"envoy-config", "--output", filepath.Join(t.TempDir(), "missing", "envoy.yaml")}, &out, &errb); code == 0 {
 		t.Error("an unwritable --output succeeded")
+	}
+}
+
+func TestVersionPrints(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "wsedge ") {
+		t.Fatalf("version exited %d, printed %q", code, out.String())
 	}
 }

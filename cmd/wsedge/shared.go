@@ -4,12 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -133,10 +133,10 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// openService is how authz and the dialer start: a logger from the log
-// flags, the primary client and the access URL.
-func openService(lf *logFlags, pf *primaryFlags, af *appFlags) (*slog.Logger, *primary.Client, *url.URL, error) {
-	log, err := lf.logger(os.Stderr)
+// openService is how authz and the dialer start: a logger (to stderr) from
+// the log flags, the primary client and the access URL.
+func openService(stderr io.Writer, lf *logFlags, pf *primaryFlags, af *appFlags) (*slog.Logger, *primary.Client, *url.URL, error) {
+	log, err := lf.logger(stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}

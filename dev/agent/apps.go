@@ -217,7 +217,7 @@ func WebsocketEchoApp(logger *slog.Logger) http.Handler {
 		// fine here, as for most real workspace apps.
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
-			logger.Debug("websocket echo: accept failed", "err", err)
+			logger.Debug("websocket echo: accept failed", "error", err)
 			return
 		}
 		defer c.CloseNow()
@@ -227,7 +227,7 @@ func WebsocketEchoApp(logger *slog.Logger) http.Handler {
 			typ, msg, err := c.Read(ctx)
 			if err != nil {
 				if websocket.CloseStatus(err) == -1 && !errors.Is(err, ctx.Err()) {
-					logger.Debug("websocket echo: read", "err", err)
+					logger.Debug("websocket echo: read", "error", err)
 				}
 				return
 			}

@@ -221,7 +221,7 @@ func (s *PTYServer) handle(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	init, err := ReadInitFrame(c)
 	if err != nil {
-		log.Info("reconnecting pty: bad init frame", "err", err)
+		log.Info("reconnecting pty: bad init frame", "error", err)
 		refuse(c, "bad init frame: "+err.Error())
 		return
 	}
@@ -235,7 +235,7 @@ func (s *PTYServer) handle(c net.Conn) {
 
 	ss, created, err := s.join(init, c, log)
 	if err != nil {
-		log.Warn("reconnecting pty: start failed", "err", err)
+		log.Warn("reconnecting pty: start failed", "error", err)
 		refuse(c, "start session: "+err.Error())
 		return
 	}
@@ -421,7 +421,7 @@ func (ss *ptySession) broadcast(p []byte) {
 	ss.screen.Write(p)
 	for c := range ss.conns {
 		if err := ss.writeTo(c, p); err != nil {
-			ss.srv.log.Debug("reconnecting pty: dropping slow or gone client", "id", ss.id, "err", err)
+			ss.srv.log.Debug("reconnecting pty: dropping slow or gone client", "id", ss.id, "error", err)
 			_ = c.Close()
 			delete(ss.conns, c)
 			ss.armIdleLocked()
@@ -532,7 +532,7 @@ func sessionMembers(sid int) []int {
 
 func (ss *ptySession) resize(h, w uint16) {
 	if err := setWinsize(ss.ptmx, h, w); err != nil {
-		ss.srv.log.Debug("reconnecting pty: resize", "id", ss.id, "err", err)
+		ss.srv.log.Debug("reconnecting pty: resize", "id", ss.id, "error", err)
 	}
 }
 
@@ -555,7 +555,7 @@ func (ss *ptySession) readInput(c net.Conn, log *slog.Logger) {
 		in.n = 0
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				log.Debug("reconnecting pty: client input ended", "err", err)
+				log.Debug("reconnecting pty: client input ended", "error", err)
 			}
 			return
 		}

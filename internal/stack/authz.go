@@ -3,7 +3,6 @@ package stack
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,7 +46,7 @@ type AuthzConfig struct {
 // checks keep traffic away from a replica that could only refuse it.
 func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if cfg.Primary == nil || cfg.Listener == nil {
-		return errors.New("authz: Primary and Listener are required")
+		return errors.New("ServeAuthz needs Primary and Listener")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -70,7 +69,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("authz: %w", err)
+		return err // authz names itself
 	}
 	owners := primary.NewOwnerCache(cfg.Primary, primary.OwnerCacheOptions{})
 	proc, err := extproc.New(extproc.Options{
@@ -80,7 +79,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		Registerer:       cfg.Registerer,
 	})
 	if err != nil {
-		return fmt.Errorf("extproc: %w", err)
+		return err // extproc names itself
 	}
 	// One gRPC server, both services: Envoy's ext_proc filters on app
 	// routes talk to the same address as ext_authz.

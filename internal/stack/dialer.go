@@ -98,7 +98,7 @@ const deregisterTimeout = 5 * time.Second
 // then drains app and DERP connections and leaves the tailnet.
 func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if cfg.Primary == nil || cfg.Listener == nil || cfg.AccessURL == nil {
-		return errors.New("dialer: Primary, AccessURL and Listener are required")
+		return errors.New("ServeDialer needs Primary, AccessURL and Listener")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -107,10 +107,10 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 
 	bi, err := cfg.Primary.BuildInfo(ctx)
 	if err != nil {
-		return fmt.Errorf("dialer: fetch the primary's build info: %w", err)
+		return fmt.Errorf("fetch the primary's build info: %w", err)
 	}
 	if bi.WorkspaceProxy {
-		return fmt.Errorf("dialer: %s is a workspace proxy, not a Coder primary", cfg.Primary.URL())
+		return fmt.Errorf("%s is a workspace proxy, not a Coder primary", cfg.Primary.URL())
 	}
 
 	// Every goroutine below stops on ctx; cancel runs before wg.Wait so a
@@ -172,7 +172,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	})
 	reg, err := registrar.Start(ctx)
 	if err != nil {
-		return fmt.Errorf("dialer: register with the primary: %w", err)
+		return fmt.Errorf("register: %w", err)
 	}
 	log.Info("registered with the primary", "replica_id", registrar.ReplicaID(), "derp_region_id", reg.DERPRegionID, "siblings", len(reg.SiblingReplicas))
 
@@ -202,7 +202,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if cfg.DERPEnabled {
 		d, err := derp.New(derp.Options{Logger: log, MeshKey: reg.DERPMeshKey, MeshTLSConfig: cfg.MeshTLSConfig})
 		if err != nil {
-			return fmt.Errorf("dialer: derp: %w", err)
+			return err // derp names itself
 		}
 		defer d.Close()
 		mesh.Store(d)
@@ -221,7 +221,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		ExtraRootCAs:       cfg.Tailnet.ExtraRootCAs,
 	})
 	if err != nil {
-		return fmt.Errorf("dialer: tailnet node: %w", err)
+		return err // tsnode names itself
 	}
 	defer node.Close()
 	registerCollectors(cfg.Registerer, log, prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -244,14 +244,14 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("dialer: coordination: %w", err)
+		return err // coordinate names itself
 	}
 	defer coord.Close()
 	registerCollectors(cfg.Registerer, log, coord.Collector())
 
 	router, err := appurl.NewRouter(cfg.AccessURL, cfg.Primary.URL(), cfg.WildcardHostname)
 	if err != nil {
-		return fmt.Errorf("dialer: %w", err)
+		return err // appurl and dialer name themselves
 	}
 	srv, err := dialer.New(dialer.Options{
 		AccessURL:          cfg.AccessURL,
@@ -271,7 +271,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		StatsFlushInterval: cfg.StatsFlushInterval,
 	})
 	if err != nil {
-		return fmt.Errorf("dialer: %w", err)
+		return err // dialer names itself
 	}
 	appServer.Store(srv)
 	log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)

@@ -5,4 +5,9 @@
 // (grpc.go); neither service package knows the other. Each Serve function owns every goroutine it
 // starts and returns once they have all stopped. It never imports a
 // stand-in (dev/...); the dev harness is internal/devstack.
+//
+// Errors: the package that fails names itself ("primary: GET …",
+// "appurl: …"); stack adds at most the step that failed ("register: …")
+// and no prefix of its own, since the command that runs it already prints
+// "wsedge dialer: ".
 package stack

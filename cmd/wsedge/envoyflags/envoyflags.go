@@ -1,0 +1,41 @@
+// Package envoyflags is the command line of `wsedge envoy-config`: one flag
+// per field of envoy.Config. The generator library knows nothing of flags;
+// the command registers them. It is a package of its own, beside the
+// command, only so that the deploy tests parse the checked-in envoy-config
+// command lines exactly as the command does.
+package envoyflags
+
+import (
+	"flag"
+
+	"github.com/wsedge/wsedge/envoy"
+)
+
+// Register binds one flag per field of c to fs; the current values of c are
+// the defaults (start from envoy.DefaultConfig).
+func Register(fs *flag.FlagSet, c *envoy.Config) {
+	fs.TextVar(&c.ListenAddr, "listen", c.ListenAddr, "`addr:port` of the edge listener (port 0: kernel-chosen)")
+	fs.TextVar(&c.RedirectListenAddr, "http-redirect-listen", c.RedirectListenAddr, "`addr:port` of a plain-HTTP listener that answers every request with a 301 to https (needs --tls-cert; empty: none)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "PEM certificate `file` for TLS termination (empty with -tls-key: plain HTTP)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", c.TLSKeyFile, "PEM private key `file` for TLS termination")
+	fs.StringVar(&c.AccessURLHost, "access-url-host", c.AccessURLHost, "`host[:port]` of the proxy's access URL")
+	fs.StringVar(&c.WildcardHostname, "wildcard-hostname", c.WildcardHostname, "subdomain app `pattern`, e.g. *.apps.example.com or *--apps.example.com (empty: no subdomain apps)")
+	fs.StringVar(&c.DashboardURL, "dashboard-url", c.DashboardURL, "`URL` of the Coder dashboard; its origin is allowed by the static CORS policy (empty: no CORS)")
+	fs.StringVar(&c.AuthzAddr, "authz-addr", c.AuthzAddr, "`host:port` of wsedge authz (gRPC ext_authz)")
+	fs.StringVar(&c.DialerAddr, "dialer-addr", c.DialerAddr, "`host:port` of wsedge dialer (HTTP)")
+	fs.TextVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`addr:port` of Envoy's admin endpoint (keep on loopback)")
+	fs.DurationVar(&c.AuthzTimeout, "authz-timeout", c.AuthzTimeout, "timeout of one ext_authz check (failure answers 503)")
+	fs.DurationVar(&c.ExtProcTimeout, "ext-proc-timeout", c.ExtProcTimeout, "timeout of one ext_proc message")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "timeout connecting to authz and the dialer")
+	fs.DurationVar(&c.RequestHeadersTimeout, "request-headers-timeout", c.RequestHeadersTimeout, "timeout for a client to send request headers")
+	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "idle timeout of streams on ordinary routes")
+	fs.DurationVar(&c.UpgradeIdleTimeout, "upgrade-idle-timeout", c.UpgradeIdleTimeout, "idle timeout of app, terminal and DERP streams (no total timeout)")
+	fs.DurationVar(&c.RouteTimeout, "route-timeout", c.RouteTimeout, "total timeout of health, build info and catch-all requests")
+	fs.UintVar(&c.XFFNumTrustedHops, "xff-num-trusted-hops", c.XFFNumTrustedHops, "number of trusted proxies in front of Envoy (X-Forwarded-For hops)")
+	fs.UintVar(&c.RateLimit.Requests, "rate-limit", c.RateLimit.Requests, "requests per -rate-limit-interval allowed to each user (to each client IP when no user is known); 0 disables rate limiting")
+	fs.UintVar(&c.RateLimit.Burst, "rate-limit-burst", c.RateLimit.Burst, "requests a user or client IP may make at once after being idle (0: same as -rate-limit)")
+	fs.DurationVar(&c.RateLimit.Interval, "rate-limit-interval", c.RateLimit.Interval, "period of -rate-limit (tokens refill continuously; at least 50ms)")
+	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
+	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
+	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+}
