@@ -53,6 +53,14 @@ type Config struct {
 	AuthzAddr, DialerAddr string
 	// AdminAddr is Envoy's admin listener; keep it on loopback.
 	AdminAddr netip.AddrPort
+	// FastPath lets Envoy verify signed app token cookies itself and skip
+	// ext_authz (and, without Origin, ext_proc) for requests whose token
+	// verified (see fastpath.go). On by default.
+	FastPath bool
+	// AuthzJWKSAddr is host:port of wsedge authz's internal JWKS listener
+	// (`wsedge authz --jwks-listen`), which only Envoy may reach. Used
+	// with FastPath.
+	AuthzJWKSAddr string
 
 	// AuthzTimeout bounds one ext_authz Check call.
 	AuthzTimeout time.Duration
@@ -129,6 +137,8 @@ func DefaultConfig() Config {
 		DashboardURL:          "http://localhost:3000",
 		AuthzAddr:             "127.0.0.1:9001",
 		DialerAddr:            "127.0.0.1:9002",
+		FastPath:              true,
+		AuthzJWKSAddr:         "127.0.0.1:9003",
 		AdminAddr:             netip.MustParseAddrPort("127.0.0.1:9901"),
 		AuthzTimeout:          2 * time.Second,
 		ExtProcTimeout:        2 * time.Second,
@@ -153,6 +163,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DashboardURL, "dashboard-url", c.DashboardURL, "`URL` of the Coder dashboard; its origin is allowed by the static CORS policy (empty: no CORS)")
 	fs.StringVar(&c.AuthzAddr, "authz-addr", c.AuthzAddr, "`host:port` of wsedge authz (gRPC ext_authz)")
 	fs.StringVar(&c.DialerAddr, "dialer-addr", c.DialerAddr, "`host:port` of wsedge dialer (HTTP)")
+	fs.BoolVar(&c.FastPath, "fast-path", c.FastPath, "let Envoy verify signed app token cookies (keys from authz's JWKS) and skip ext_authz for them; the dialer enforces the token (false: every app request meets ext_authz)")
+	fs.StringVar(&c.AuthzJWKSAddr, "authz-jwks-addr", c.AuthzJWKSAddr, "`host:port` of wsedge authz's internal JWKS listener (authz --jwks-listen; with -fast-path)")
 	fs.TextVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`addr:port` of Envoy's admin endpoint (keep on loopback)")
 	fs.DurationVar(&c.AuthzTimeout, "authz-timeout", c.AuthzTimeout, "timeout of one ext_authz check (failure answers 503)")
 	fs.DurationVar(&c.ExtProcTimeout, "ext-proc-timeout", c.ExtProcTimeout, "timeout of one ext_proc message")
@@ -207,6 +219,13 @@ func (c Config) Validate() error {
 			return bad(a.field, "%w", err)
 		} else if port == 0 {
 			return bad(a.field, "%q needs a port", a.v)
+		}
+	}
+	if c.FastPath {
+		if _, port, err := splitHostPort(c.AuthzJWKSAddr); err != nil {
+			return bad("authz-jwks-addr", "%w", err)
+		} else if port == 0 {
+			return bad("authz-jwks-addr", "%q needs a port", c.AuthzJWKSAddr)
 		}
 	}
 	if !c.AdminAddr.IsValid() {

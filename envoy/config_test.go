@@ -36,6 +36,8 @@ func TestValidateRejects(t *testing.T) {
 		{"dashboard not absolute", func(c *Config) { c.DashboardURL = "coder.example.com" }, "dashboard-url"},
 		{"dashboard ftp", func(c *Config) { c.DashboardURL = "ftp://coder.example.com" }, "dashboard-url"},
 		{"authz no port", func(c *Config) { c.AuthzAddr = "authz" }, "authz-addr"},
+		{"jwks no port", func(c *Config) { c.AuthzJWKSAddr = "authz" }, "authz-jwks-addr"},
+		{"jwks empty", func(c *Config) { c.AuthzJWKSAddr = "" }, "authz-jwks-addr"},
 		{"dialer empty", func(c *Config) { c.DialerAddr = "" }, "dialer-addr"},
 		{"no admin", func(c *Config) { c.AdminAddr = netip.AddrPort{} }, "admin-addr"},
 		{"zero authz timeout", func(c *Config) { c.AuthzTimeout = 0 }, "authz-timeout"},
@@ -116,6 +118,7 @@ func TestRegisterFlags(t *testing.T) {
 		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
 		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
+		"-fast-path=false", "-authz-jwks-addr", "authz:3",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +130,7 @@ func TestRegisterFlags(t *testing.T) {
 		AdminAddr: netip.MustParseAddrPort("127.0.0.1:9000"), AuthzTimeout: 750 * time.Millisecond,
 		ExtProcTimeout: 3 * time.Second, ConnectTimeout: 4 * time.Second, RequestHeadersTimeout: 5 * time.Second,
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
-		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
+		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json", FastPath: false, AuthzJWKSAddr: "authz:3",
 		RateLimit: RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
 	}
 	if c != want {
