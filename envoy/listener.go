@@ -118,8 +118,8 @@ func httpFilters(c Config) ([]*hcmv3.HttpFilter, error) {
 		clientRateLimitFilter,    // by client, every checked request (RateLimit.BeforeAuthz)
 		jwtAuthnFilter,           // fast path: verifies the token cookie, never refuses
 		extAuthzFilter,           // skipped when jwt_authn verified (fast path)
-		localRateLimitFilter, // issue 5: by user from ext_authz metadata, else client
-		extProcFilter,        // issue 8: app CORS and response policy
+		localRateLimitFilter,     // issue 5: by user from ext_authz metadata, else client
+		extProcFilter,            // issue 8: app CORS and response policy
 		routerFilter,
 	}
 	var out []*hcmv3.HttpFilter
