@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/wsedge/wsedge/internal/stack"
@@ -20,6 +21,7 @@ func init() {
 				lf          logFlags
 				listen      = fs.String("listen", "127.0.0.1:9001", "gRPC listen address for Envoy's ext_authz and ext_proc calls")
 				metricsAddr = fs.String("metrics-listen", "127.0.0.1:9101", "Prometheus /metrics listen address (empty disables)")
+				jwksAddr    = fs.String("jwks-listen", "127.0.0.1:9003", "internal listen address of the app-token JWKS for Envoy's fast path (envoy-config --authz-jwks-addr); it holds signing secrets: only Envoy may reach it, never route it through the edge (empty disables)")
 				secure      = fs.String("secure-cookies", "auto", "mark cookies Secure: auto (when the access URL is https), true or false")
 				sameSite    = fs.String("cookie-samesite", "lax", "SameSite of the cookies authz sets: lax, strict, none or default")
 				trusted     = fs.String("trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
@@ -47,6 +49,13 @@ func init() {
 					return err
 				}
 				defer stopMetrics()
+				var jwksLn net.Listener
+				if *jwksAddr != "" {
+					if jwksLn, err = net.Listen("tcp", *jwksAddr); err != nil {
+						_ = ln.Close()
+						return fmt.Errorf("--jwks-listen: %w", err)
+					}
+				}
 				return stack.ServeAuthz(ctx, stack.AuthzConfig{
 					Primary:          client,
 					AccessURL:        accessURL,
@@ -56,6 +65,7 @@ func init() {
 					TrustedProxies:   prefixes,
 					XFFTrustedHops:   *trustedHops,
 					Listener:         ln,
+					JWKSListener:     jwksLn,
 					Registerer:       reg,
 					Grace:            *grace,
 					Logger:           log,

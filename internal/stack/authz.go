@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -34,6 +35,10 @@ type AuthzConfig struct {
 	XFFTrustedHops   int
 	// Listener receives Envoy's gRPC calls.
 	Listener net.Listener
+	// JWKSListener, if set, serves the app-token keys as a JWKS for
+	// Envoy's fast path (authz.JWKSHandler). It holds the signing
+	// secrets: only Envoy may reach it, never the edge.
+	JWKSListener net.Listener
 	// Registerer receives the service's metrics; nil: none.
 	Registerer prometheus.Registerer
 	// Grace bounds in-flight calls at shutdown.
@@ -101,6 +106,23 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		srv.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		_ = keys.Run(ctx)
 	})
+	if cfg.JWKSListener != nil {
+		jwks := &http.Server{
+			Handler:           authz.JWKSHandler(keys, nil, log),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		wg.Go(func() {
+			<-ctx.Done()
+			_ = jwks.Close()
+		})
+		wg.Go(func() {
+			if err := jwks.Serve(cfg.JWKSListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("authz: JWKS listener failed", "error", err)
+			}
+		})
+		log.Info("authz JWKS listening (internal: Envoy only)", "addr", cfg.JWKSListener.Addr().String())
+	}
 	log.Info("authz listening", "addr", cfg.Listener.Addr().String(), "primary", cfg.Primary.URL().String(),
 		"access_url", cfg.AccessURL.String(), "wildcard", cfg.WildcardHostname)
 	err = srv.Serve(ctx, cfg.Listener, cfg.Grace)
