@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -44,9 +45,21 @@ var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
+	if cold, ok := errors.AsType[*errColdPath](err); ok {
+		s.toColdPath(w, r, rt, cold)
+		return
+	}
 	if err != nil {
 		s.refuseToken(w, r, err)
 		return
+	}
+	if len(r.Header.Values("Origin")) == 0 {
+		// Envoy's ext_proc runs only for requests with Origin (fast
+		// path): the same response policy applies here to the others.
+		w = &policyWriter{ResponseWriter: w, ex: extproc.Exchange{
+			Method: r.Method, Host: r.Host,
+			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
+		}}
 	}
 
 	appURL, err := url.Parse(tok.AppURL)
@@ -205,7 +218,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
 		out.Header.Del("Cookie")
 		for _, c := range cookies {
-			if kept := tokens.StripCoderCookies(c); kept != "" {
+			if kept := stripColdPathCookie(tokens.StripCoderCookies(c)); kept != "" {
 				out.Header.Add("Cookie", kept)
 			}
 		}
@@ -284,3 +297,34 @@ func (s *Server) switchSchemeURL(rt appurl.Route, want string) (string, bool) {
 	u := url.URL{Scheme: s.dashboardURL.Scheme, Host: app.Hostname(s.router.Wildcard.String())}
 	return u.String(), true
 }
+
+// policyWriter applies the app response policy (extproc.ApplyResponsePolicy)
+// to the headers of every response it writes: the app's, and the dialer's
+// own pages for the app, as ext_proc would have.
+type policyWriter struct {
+	http.ResponseWriter
+	ex      extproc.Exchange
+	written bool
+}
+
+func (p *policyWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		if p.written {
+			return
+		}
+		p.written = true
+		extproc.ApplyResponsePolicy(&p.ex, p.Header())
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *policyWriter) Write(b []byte) (int, error) {
+	if !p.written {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack (streaming
+// responses, websocket upgrades).
+func (p *policyWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }

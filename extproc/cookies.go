@@ -6,15 +6,21 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-// setCookieName is the cookie name a Set-Cookie line sets: the text before
-// the first '=' with surrounding white space removed, as browsers read it
-// (RFC 6265 §5.2). A line without '=' sets no named cookie.
+// setCookieName is the name a Set-Cookie line's cookie has when the
+// browser sends it back: the text before the first '=' with surrounding
+// white space removed (RFC 6265 §5.2). A nameless cookie is sent back as
+// its bare value, so "Set-Cookie: =coder_session_token=x" comes back as
+// "coder_session_token=x" and "Set-Cookie: coder_session_token" as
+// "coder_session_token": for those the name is read from the value.
 func setCookieName(line string) string {
-	name, _, ok := strings.Cut(line, "=")
-	if !ok {
-		return ""
+	pair, _, _ := strings.Cut(line, ";")
+	name, value, ok := strings.Cut(pair, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name != "" {
+		return name
 	}
-	return strings.TrimSpace(name)
+	shadow, _, _ := strings.Cut(value, "=")
+	return strings.TrimSpace(shadow)
 }
 
 // filterSetCookies drops every Set-Cookie line of an app response that sets

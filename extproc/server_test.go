@@ -183,6 +183,33 @@ func TestProcessResponseOnly(t *testing.T) {
 	}
 }
 
+// TestProcessJWTMetadata checks that on Envoy's fast path (no ext_authz
+// call) the app facts come from the claims jwt_authn verified.
+func TestProcessJWTMetadata(t *testing.T) {
+	c := serve(t, newTestProcessor(t, nil))
+	claims, err := structpb.NewStruct(map[string]any{
+		"request":       map[string]any{"access_method": "subdomain", "base_path": "/"},
+		"cors_behavior": "simple",
+		"user_id":       alice.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		envoy.JWTAuthnFilter: {Fields: map[string]*structpb.Value{envoy.JWTPayloadKey: structpb.NewStructValue(claims)}},
+	}}
+	msg := responseHeaders(md, "via_upstream", ":status", "200")
+	attrs := msg.Attributes[envoy.ExtProcFilter].Fields
+	attrs[HostAttribute] = structpb.NewStringValue(targetHost)
+	attrs[MethodAttribute] = structpb.NewStringValue("GET")
+	attrs[OriginAttribute] = structpb.NewStringValue(aliceOrigin)
+	r := exchange(t, c, context.Background(), msg)[0]
+	got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation()))
+	if got.Get(hdrACAO) != aliceOrigin || got.Get(hdrACAC) != "true" {
+		t.Errorf("headers %v: want the token owner's origin allowed", got)
+	}
+}
+
 func TestProcessPreflightPhases(t *testing.T) {
 	c := serve(t, newTestProcessor(t, nil))
 	pre := []string{":method", "OPTIONS", ":authority", targetHost, "origin", aliceOrigin, "access-control-request-method", "PATCH", "access-control-request-headers", "x-a", "access-control-request-headers", "x-b"}
@@ -273,6 +300,9 @@ func TestNewErrors(t *testing.T) {
 func TestEnvoyNames(t *testing.T) {
 	if PhaseMetadataKey != envoy.ExtProcPhaseKey || PhaseBeforeAuthz != envoy.ExtProcPhaseBeforeAuthz || CodeDetailsAttribute != envoy.ExtProcCodeDetailsAttribute {
 		t.Fatal("extproc and envoy disagree on the ext_proc wiring names")
+	}
+	if JWTNamespace != envoy.JWTAuthnFilter || JWTPayloadKey != envoy.JWTPayloadKey {
+		t.Fatal("extproc and envoy disagree on the jwt_authn metadata names")
 	}
 	if authz.MetadataNamespace != envoy.ExtAuthzFilter {
 		t.Fatal("authz metadata namespace is not the ext_authz filter name")
