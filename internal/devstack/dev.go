@@ -72,6 +72,9 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// NoFastPath generates the edge without Envoy's fast path (every app
+	// request meets ext_authz), as `envoy-config --fast-path=false`.
+	NoFastPath bool
 }
 
 // Dev is a running DevConfig.
@@ -108,6 +111,10 @@ type wiring struct {
 	derpMap              func() *tailcfg.DERPMap
 	client               *primary.Client
 	authzLn, dialerLn    net.Listener
+	// jwksLn is authz's internal JWKS listener until authz first takes
+	// it; jwksAddr is where a restarted authz listens again.
+	jwksLn   net.Listener
+	jwksAddr string
 }
 
 // StartDev starts everything and returns once a request has gone through
@@ -232,8 +239,19 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	if d.w.dialerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return err
 	}
+	if d.w.jwksLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	d.w.jwksAddr = d.w.jwksLn.Addr().String()
+	d.onStop(func() {
+		if ln := d.takeJWKSListener(); ln != nil {
+			_ = ln.Close()
+		}
+	})
 	d.DialerAddr = netip.MustParseAddrPort(d.w.dialerLn.Addr().String())
 	ecfg := envoy.DefaultConfig()
+	ecfg.FastPath = !cfg.NoFastPath
+	ecfg.AuthzJWKSAddr = d.w.jwksAddr
 	ecfg.ListenAddr = cfg.EdgeListen
 	ecfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
 	ecfg.AccessURLHost = cfg.AccessURL.Host
@@ -260,7 +278,15 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 func (d *Dev) startAuthz(context.Context) error {
 	cfg := d.cfg
 	d.faults.authz = &service{name: "authz", addr: d.w.authzLn.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
+		jwks := d.takeJWKSListener()
+		if jwks == nil { // a restart: listen again where Envoy fetches
+			var err error
+			if jwks, err = net.Listen("tcp", d.w.jwksAddr); err != nil {
+				return fmt.Errorf("authz jwks: %w", err)
+			}
+		}
 		return stack.ServeAuthz(ctx, stack.AuthzConfig{
+			JWKSListener: jwks,
 			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
@@ -269,6 +295,16 @@ func (d *Dev) startAuthz(context.Context) error {
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
 	return nil
+}
+
+// takeJWKSListener hands the reserved JWKS listener to authz's first
+// start (nil afterwards); at Close an untaken one is closed.
+func (d *Dev) takeJWKSListener() net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ln := d.w.jwksLn
+	d.w.jwksLn = nil
+	return ln
 }
 
 // startDialer runs the dialer and its tailnet node as production runs them,

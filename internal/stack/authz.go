@@ -53,6 +53,9 @@ type AuthzConfig struct {
 // primary's keys have been fetched once, so probes and Envoy health
 // checks keep traffic away from a replica that could only refuse it.
 func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
+	if cfg.JWKSListener != nil {
+		defer cfg.JWKSListener.Close() // also when returning before serving it
+	}
 	if cfg.Primary == nil || cfg.Listener == nil {
 		return errors.New("authz: Primary and Listener are required")
 	}
