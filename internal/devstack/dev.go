@@ -287,7 +287,7 @@ func (d *Dev) startAuthz(context.Context) error {
 		}
 		return stack.ServeAuthz(ctx, stack.AuthzConfig{
 			JWKSListener: jwks,
-			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+			Primary:      d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
 			Registerer: cfg.AuthzRegisterer,
