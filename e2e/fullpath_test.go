@@ -39,13 +39,20 @@ type fullPath struct {
 
 func startFullPath(t *testing.T) *fullPath {
 	t.Helper()
+	return startFullPathWith(t, nil)
+}
+
+// startFullPathWith is startFullPath with the configuration adjusted by
+// edit (nil: none).
+func startFullPathWith(t *testing.T, edit func(*devstack.DevConfig)) *fullPath {
+	t.Helper()
 	lvl := slog.LevelWarn
 	if os.Getenv("E2E_LOG") == "debug" {
 		lvl = slog.LevelDebug
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
+	cfg := devstack.DevConfig{
 		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname:   wildcardHost,
@@ -57,7 +64,11 @@ func startFullPath(t *testing.T) *fullPath {
 		StatsFlushInterval: 200 * time.Millisecond,
 		DialTimeout:        3 * time.Second,
 		Progress:           func(step string) { t.Logf("dev: starting %s", step) },
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	dev, err := devstack.StartDev(ctx, cfg)
 	if err != nil {
 		t.Fatalf("StartDev: %v", err)
 	}
