@@ -141,7 +141,8 @@ func firstTokenCookie(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// toColdPath answers a fast-path request the dialer would not serve: a
+// toColdPath answers a fast-path request the dialer would not serve and
+// cannot ask authz about (no authz client, or an Origin header): a
 // 307 to the same URL that expires the app's token cookie (host-only, on
 // the app's base path, as authz sets it) and sets ColdPathCookie on the
 // same path. The browser's retry carries the marker, so Envoy does not
@@ -150,10 +151,7 @@ func firstTokenCookie(r *http.Request) (string, bool) {
 // is what keeps this from looping even when the refused cookie is one
 // the dialer cannot expire (another Domain or Path). Nothing reaches the
 // app.
-func (s *Server) toColdPath(w http.ResponseWriter, r *http.Request, rt appurl.Route, cold *errColdPath) {
-	s.metrics.fastPath.WithLabelValues(cold.reason).Inc()
-	s.log.Info("dialer: fast path refused, back to ext_authz", "reason", cold.reason, "error", cold.err,
-		"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
+func (s *Server) toColdPath(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	path := rt.Request.BasePath
 	if path == "" {
 		path = "/"

@@ -2,6 +2,7 @@ package dialer
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
@@ -209,5 +215,100 @@ func TestFastPathNotForTerminals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("status %d, want 401", resp.StatusCode)
+	}
+}
+
+// fakeAuthz answers Check with a fixed response and records the request.
+type fakeAuthz struct {
+	mu   sync.Mutex
+	got  []*authv3.CheckRequest
+	resp func(*authv3.CheckRequest) (*authv3.CheckResponse, error)
+}
+
+func (f *fakeAuthz) Check(_ context.Context, in *authv3.CheckRequest, _ ...grpc.CallOption) (*authv3.CheckResponse, error) {
+	f.mu.Lock()
+	f.got = append(f.got, in)
+	f.mu.Unlock()
+	return f.resp(in)
+}
+
+func (f *fakeAuthz) calls() []*authv3.CheckRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*authv3.CheckRequest(nil), f.got...)
+}
+
+// TestFastPathAsksAuthz checks a refused fast-path token gets authz's
+// answer in the same round trip: a denial exactly as Envoy writes it, an
+// allow served with the token authz attached and its Set-Cookie kept past
+// the response policy; a failing authz is a 503; a request with Origin is
+// never answered this way (its CORS would follow the wrong claims).
+func TestFastPathAsksAuthz(t *testing.T) {
+	az := &fakeAuthz{}
+	e := newEnv(t, func(o *Options) { o.Authz = az }).start()
+	var hits atomic.Int32
+	e.agents.set(8080, policyApp(t, &hits).Listener.Addr().String())
+	const base = "/@alice/dev.main/apps/code/"
+	stale := e.token(pathAppRequest("other"), "http://127.0.0.1:8080")
+	fresh := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	hdr := http.Header{"X-Forwarded-For": {"203.0.113.7"}, "Accept": {"text/html"}, "X-Request-Id": {"rid-1"}}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
+			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "location", Value: "https://dash.example.com/login"}}},
+			Body:    "see other",
+		}}}, nil
+	}
+	resp := e.doCookies("http://"+testAccessHost+base+"x?q=1", "coder_signed_app_token="+stale+"; theme=dark", hdr)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "https://dash.example.com/login" || string(body) != "see other" {
+		t.Errorf("denial: %d %q %q", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	calls := az.calls()
+	if len(calls) != 1 {
+		t.Fatalf("%d Check calls", len(calls))
+	}
+	h := calls[0].GetAttributes().GetRequest().GetHttp()
+	if h.GetHost() != testAccessHost || h.GetPath() != base+"x?q=1" || h.GetMethod() != "GET" || h.GetId() != "rid-1" ||
+		h.GetHeaders()["cookie"] != "coder_signed_app_token="+stale+"; theme=dark" || h.GetHeaders()["accept"] != "text/html" ||
+		calls[0].GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress() != "203.0.113.7" {
+		t.Errorf("Check request %v", calls[0])
+	}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-wsedge-app-token", Value: fresh}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+				{Header: &corev3.HeaderValue{Key: "cookie", Value: "theme=dark"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+			},
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "set-cookie", Value: "coder_signed_app_token=" + fresh + "; Path=" + base}}},
+		}}}, nil
+	}
+	resp = e.doCookies("http://"+testAccessHost+base+"x", "coder_signed_app_token="+stale+"; theme=dark", hdr)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-App-Cookie") != "theme=dark" {
+		t.Errorf("allow: status %d, app saw cookies %q", resp.StatusCode, resp.Header.Get("X-App-Cookie"))
+	}
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1", "coder_signed_app_token=" + fresh + "; Path=" + base}) {
+		t.Errorf("allow: Set-Cookie %q, want the app's own and authz's issued token", got)
+	}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return nil, errors.New("unavailable") }
+	resp = e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+stale, nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("authz down: status %d, want 503", resp.StatusCode)
+	}
+
+	n := len(az.calls())
+	resp = e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+stale, http.Header{"Origin": {"https://x.example"}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || len(az.calls()) != n {
+		t.Errorf("with Origin: status %d, %d Check calls, want a redirect through Envoy", resp.StatusCode, len(az.calls())-n)
+	}
+	if hits.Load() != 1 {
+		t.Errorf("app hits %d, want only the allowed one", hits.Load())
 	}
 }

@@ -45,9 +45,29 @@ var visitorIdentityHeaders = []string{"X-Coder-User-Id", "X-Coder-Username", "X-
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
+	var authzResponse http.Header
 	if cold, ok := errors.AsType[*errColdPath](err); ok {
-		s.toColdPath(w, r, rt, cold)
-		return
+		s.metrics.fastPath.WithLabelValues(cold.reason).Inc()
+		s.log.Info("dialer: fast-path token refused, asking authz", "reason", cold.reason, "error", cold.err,
+			"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
+		if s.authz == nil || len(r.Header.Values("Origin")) > 0 {
+			// With Origin, Envoy's ext_proc decides CORS from the claims
+			// Envoy verified, which are not this request's: only a
+			// request that meets ext_authz may be answered.
+			s.toColdPath(w, r, rt)
+			return
+		}
+		var done bool
+		authzResponse, done, err = s.consultAuthz(w, r)
+		if err != nil {
+			s.log.Warn("dialer: asking authz failed", "error", err, "request_id", requestID(r.Context()))
+			w.WriteHeader(http.StatusServiceUnavailable) // as Envoy's ext_authz on error
+			return
+		}
+		if done {
+			return
+		}
+		tok, err = s.appToken(r, rt)
 	}
 	if err != nil {
 		s.refuseToken(w, r, err)
@@ -56,7 +76,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	if len(r.Header.Values("Origin")) == 0 {
 		// Envoy's ext_proc runs only for requests with Origin (fast
 		// path): the same response policy applies here to the others.
-		w = &policyWriter{ResponseWriter: w, ex: extproc.Exchange{
+		w = &policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
 			Method: r.Method, Host: r.Host,
 			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
 		}}
@@ -303,7 +323,10 @@ func (s *Server) switchSchemeURL(rt appurl.Route, want string) (string, bool) {
 // own pages for the app, as ext_proc would have.
 type policyWriter struct {
 	http.ResponseWriter
-	ex      extproc.Exchange
+	ex extproc.Exchange
+	// after are headers added once the policy ran, as Envoy's ext_authz
+	// adds its response headers after ext_proc (an issued token's cookie).
+	after   http.Header
 	written bool
 }
 
@@ -313,7 +336,13 @@ func (p *policyWriter) WriteHeader(code int) {
 			return
 		}
 		p.written = true
-		extproc.ApplyResponsePolicy(&p.ex, p.Header())
+		h := p.Header()
+		extproc.ApplyResponsePolicy(&p.ex, h)
+		for k, vs := range p.after {
+			for _, v := range vs {
+				h.Add(k, v)
+			}
+		}
 	}
 	p.ResponseWriter.WriteHeader(code)
 }

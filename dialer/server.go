@@ -82,6 +82,11 @@ type Options struct {
 	// Registerer additionally receives the dialer's metrics (they are
 	// always served by MetricsHandler).
 	Registerer prometheus.Registerer
+	// Authz, if set, is asked (as Envoy's ext_authz would ask) about a
+	// request that came by Envoy's fast path with a token the dialer does
+	// not accept, so the browser gets the cold path's answer at once;
+	// without it such a request is sent back through Envoy (a redirect).
+	Authz AuthzClient
 	// StatsFlushInterval is how often app stats are uploaded; zero means
 	// StatsFlushInterval (30 s, as Coder's proxy).
 	StatsFlushInterval time.Duration
@@ -92,6 +97,7 @@ type Server struct {
 	accessURL, dashboardURL *url.URL
 	router                  appurl.Router
 	verifier                *tokens.Verifier
+	authz                   AuthzClient
 	agents                  AgentDialer
 	derp                    http.Handler
 	health                  []HealthCheck
@@ -139,6 +145,7 @@ func New(o Options) (*Server, error) {
 		dashboardURL: o.DashboardURL,
 		router:       o.Router,
 		verifier:     o.Verifier,
+		authz:        o.Authz,
 		agents:       o.Agents,
 		derp:         o.DERP,
 		health:       o.Health,

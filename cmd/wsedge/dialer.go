@@ -27,7 +27,7 @@ func init() {
 				derpOnly    = fs.Bool("derp-only", false, "serve only DERP (no apps or terminals); needs --derp")
 				relay       = fs.String("relay-address", "", "URL sibling replicas use to mesh DERP with this replica, e.g. http://10.0.0.5:9002 (default: http://<listen address>)")
 				udpPort     = fs.Uint("tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
-				authzAddr   = fs.String("authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
+				authzAddr   = fs.String("authz-addr", "", "authz gRPC address (as Envoy's --authz-addr), checked for /healthz-report and asked about fast-path requests whose token the dialer refuses, e.g. wsedge-authz:9001 (empty: not checked; such requests are redirected back through Envoy)")
 				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
 			)
 			pf.register(fs)

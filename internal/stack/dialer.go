@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,8 +69,10 @@ type DialerConfig struct {
 	// DialTimeout bounds dialling an agent (default 15 s).
 	DialTimeout time.Duration
 	// AuthzAddr, if set, is checked with the gRPC health protocol for
-	// /healthz-report: the dialer is useless to browsers when Envoy's
-	// authz is down.
+	// /healthz-report (the dialer is useless to browsers when Envoy's
+	// authz is down), and asked about fast-path requests whose token the
+	// dialer refuses, so they get the cold path's answer at once
+	// (dialer.Options.Authz).
 	AuthzAddr string
 }
 
@@ -221,7 +226,17 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
 	}
+	var authzClient dialer.AuthzClient
+	if cfg.AuthzAddr != "" {
+		cc, err := grpc.NewClient(cfg.AuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("dialer: authz client: %w", err)
+		}
+		defer cc.Close()
+		authzClient = authv3.NewAuthorizationClient(cc)
+	}
 	srv, err := dialer.New(dialer.Options{
+		Authz:              authzClient,
 		AccessURL:          cfg.AccessURL,
 		DashboardURL:       cfg.Primary.URL(),
 		Router:             router,
