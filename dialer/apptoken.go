@@ -98,15 +98,21 @@ func (e *errColdPath) Unwrap() error { return e.err }
 // the keys the dialer holds now (a key the primary withdrew fails at
 // once, whatever Envoy's JWKS cache still says) and match this exact
 // request; a request carrying the smuggled key or the token query
-// parameter never takes this path. Any failure sends the browser back to
+// parameter, or several token cookies, never takes this path. Any failure sends the browser back to
 // ext_authz (errColdPath), never to the app. Only the first cookie counts
 // — the one Envoy verified, whose claims Envoy's ext_proc and rate
 // limiter used — so a planted cookie for another app cannot lend its
 // owner to this request's CORS decision.
 func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedToken, error) {
-	raw, ok := firstTokenCookie(r)
-	if !ok {
+	raw, n := firstTokenCookie(r)
+	if raw == "" {
 		return tokens.SignedToken{}, ErrNoAppToken
+	}
+	if n > 1 {
+		// Only a planted cookie makes two (the app's own is host-only on
+		// its base path). Which one Envoy verified, and so whose claims
+		// its ext_proc and rate limiter used, is not certain here.
+		return tokens.SignedToken{}, &errColdPath{reason: "several", err: errors.New("several token cookies")}
 	}
 	q := r.URL.Query()
 	if q.Get(tokens.SmuggledAPIKeyQueryParam) != "" || q.Get(tokens.SignedAppTokenQueryParam) != "" {
@@ -131,14 +137,17 @@ func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedT
 }
 
 // firstTokenCookie is the first coder_signed_app_token cookie, the one
-// Envoy's jwt_authn reads; ok is false without one or when it is empty.
-func firstTokenCookie(r *http.Request) (string, bool) {
+// Envoy's jwt_authn reads ("" without one), and how many there are.
+func firstTokenCookie(r *http.Request) (first string, n int) {
 	for _, c := range r.Cookies() {
 		if c.Name == tokens.SignedAppTokenCookie {
-			return c.Value, c.Value != ""
+			if n == 0 {
+				first = c.Value
+			}
+			n++
 		}
 	}
-	return "", false
+	return first, n
 }
 
 // toColdPath answers a fast-path request the dialer would not serve and

@@ -162,6 +162,7 @@ func TestFastPathFallsBackToAuthz(t *testing.T) {
 		{"withdrawn key", "", "coder_signed_app_token=" + byWithdrawn},
 		{"other app", "", "coder_signed_app_token=" + e.token(pathAppRequest("other"), appURL)},
 		{"first cookie for another app", "", "coder_signed_app_token=" + e.token(pathAppRequest("other"), appURL) + "; coder_signed_app_token=" + valid},
+		{"two valid cookies", "", "coder_signed_app_token=" + valid + "; coder_signed_app_token=" + valid},
 		{"smuggled key", "?coder_application_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
 		{"smuggled key, escaped name", "?coder%5Fapplication_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
 		{"token query parameter", "?coder_signed_app_token_23db1dde=" + valid, "coder_signed_app_token=" + valid},

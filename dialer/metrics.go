@@ -51,7 +51,7 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		fastPath: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsedge_dialer_fast_path_total",
-			Help: "App requests that came by Envoy's fast path (no ext_authz call), by result: served, or sent back to ext_authz because the token cookie was expired, invalid (withdrawn key included), for another request, or the query carried a key or token.",
+			Help: "App requests that came by Envoy's fast path (no ext_authz call), by result: served, or sent back to ext_authz because the token cookie was expired, invalid (withdrawn key included), for another request, one of several, or the query carried a key or token.",
 		}, []string{"result"}),
 		heartbeatClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wsedge_dialer_terminal_heartbeat_closed_total",
