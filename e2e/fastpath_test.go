@@ -27,6 +27,9 @@ func startFastPath(t *testing.T) *fastPathEnv {
 	e := &fastPathEnv{authz: prometheus.NewRegistry(), dialer: prometheus.NewRegistry()}
 	e.fullPath = startFullPathWith(t, func(c *devstack.DevConfig) {
 		c.AuthzRegisterer, c.DialerRegisterer = e.authz, e.dialer
+		// Far below Envoy's 5 s JWKS cache: a withdrawn key is gone
+		// from the services while Envoy may still verify with it.
+		c.KeyRefresh = 100 * time.Millisecond
 	})
 	return e
 }
@@ -253,6 +256,83 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("authz asked again after a fresh token was issued")
 		}
 	})
+}
+
+// TestFastPathWithdrawnKey: a key the primary withdraws stops its tokens
+// at once on the fast path — while Envoy's JWKS (cached 5 s) still lists
+// it, the dialer, which verifies with the keys it holds, refuses the token
+// and the browser gets the cold path's answer; the app is never reached.
+func TestFastPathWithdrawnKey(t *testing.T) {
+	e := startFastPath(t)
+	appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo"
+	u, _ := url.Parse(appURL)
+	received(t, e.login(t, appURL))
+	var tokenCookie *http.Cookie
+	for _, c := range e.browser.Jar.Cookies(u) {
+		if c.Name == tokens.SignedAppTokenCookie {
+			tokenCookie = c
+		}
+	}
+	key, err := e.dev.Primary.SigningKey(tokens.FeatureAppToken)
+	if err != nil || tokenCookie == nil {
+		t.Fatalf("key %v, token cookie %v", err, tokenCookie)
+	}
+	real, err := (&tokens.Verifier{Keys: tokens.NewKeySet(key).Source(time.Now)}).VerifyToken(context.Background(), tokenCookie.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline, _ := e.client(t, u).Get(appURL)
+	readAll(t, baseline)
+
+	for attempt := 1; ; attempt++ {
+		// A fresh key signs; its token is warm (Envoy learns the key
+		// within its JWKS cache period).
+		if err := e.dev.Primary.RotateKeys(); err != nil {
+			t.Fatal(err)
+		}
+		key, err := e.dev.Primary.SigningKey(tokens.FeatureAppToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(time.Minute) })
+		c := e.client(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tok, Path: "/"})
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			before := e.checks(t)
+			res := mustGet(t, c, appURL)
+			body := readAll(t, res)
+			if res.StatusCode == http.StatusOK && strings.Contains(body, `"raw_query"`) && e.checks(t) == before {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a token of the new key never took the warm path: %d", res.StatusCode)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+
+		if err := e.dev.Primary.WithdrawKey(tokens.FeatureAppToken, key.Sequence); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // authz and the dialer refresh every 100 ms
+		refused := counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid")
+		res := mustGet(t, c, appURL)
+		body := readAll(t, res)
+		if strings.Contains(body, `"raw_query"`) {
+			t.Fatalf("a token of a withdrawn key reached the app (%d)", res.StatusCode)
+		}
+		if res.StatusCode != baseline.StatusCode || res.Header.Get("Location") != baseline.Header.Get("Location") {
+			t.Errorf("withdrawn key: %d %q, want the no-token answer %d %q", res.StatusCode, res.Header.Get("Location"), baseline.StatusCode, baseline.Header.Get("Location"))
+		}
+		if counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid") > refused {
+			return // Envoy still verified it; the dialer refused it
+		}
+		// Envoy's JWKS refresh happened to fall in the 500 ms window:
+		// Envoy itself sent it to ext_authz. Try again with a new key.
+		if attempt == 3 {
+			t.Fatal("Envoy dropped the withdrawn key before the dialer three times in a row")
+		}
+		t.Logf("attempt %d: Envoy refreshed its JWKS first; again", attempt)
+	}
 }
 
 func mustGet(t *testing.T, c *http.Client, rawURL string) *http.Response {

@@ -72,6 +72,9 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// KeyRefresh overrides how often authz and the dialer refresh the
+	// primary's keys (default 10 min).
+	KeyRefresh time.Duration
 	// NoFastPath generates the edge without Envoy's fast path (every app
 	// request meets ext_authz), as `envoy-config --fast-path=false`.
 	NoFastPath bool
@@ -286,8 +289,8 @@ func (d *Dev) startAuthz(context.Context) error {
 			}
 		}
 		return stack.ServeAuthz(ctx, stack.AuthzConfig{
-			JWKSListener: jwks,
-			Primary:      d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
+			JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh,
+			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
 			Registerer: cfg.AuthzRegisterer,
@@ -324,6 +327,7 @@ func (d *Dev) startDialer(context.Context) error {
 			Registerer:           cfg.DialerRegisterer,
 			AuthzAddr:            d.w.authzLn.Addr().String(),
 			DialTimeout:          cfg.DialTimeout,
+			KeyRefresh:           cfg.KeyRefresh,
 		})
 	}}
 	d.startService(d.faults.dialer, d.w.dialerLn)

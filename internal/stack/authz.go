@@ -46,6 +46,9 @@ type AuthzConfig struct {
 	Logger *slog.Logger
 	// KeyRetry is how soon a failed first key fetch is retried (5 s).
 	KeyRetry time.Duration
+	// KeyRefresh overrides the 10 min refresh of the primary's keys
+	// (tests: a withdrawn key).
+	KeyRefresh time.Duration
 }
 
 // ServeAuthz runs the ext_authz and ext_proc gRPC services until ctx ends. The gRPC
@@ -63,7 +66,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	svc, err := authz.New(authz.Options{
 		Config: authz.Config{

@@ -74,6 +74,9 @@ type DialerConfig struct {
 	// dialer refuses, so they get the cold path's answer at once
 	// (dialer.Options.Authz).
 	AuthzAddr string
+	// KeyRefresh overrides the 10 min refresh of the primary's keys
+	// (tests: a withdrawn key).
+	KeyRefresh time.Duration
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -115,7 +118,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	wg.Go(func() {
 		if primeKeys(ctx, keys, 5*time.Second, log) {
