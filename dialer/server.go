@@ -1,7 +1,11 @@
 // Package dialer is wsedge's upstream HTTP server: Envoy routes every
 // allowed app request, web terminal, DERP and health probe to it. It
 // re-verifies the signed app token that authz handed over in an internal
-// header (it never trusts a bare header), then reverse-proxies HTTP and
+// header (it never trusts a bare header) or, on Envoy's fast path (no
+// ext_authz call), the token cookie Envoy verified — the dialer is that
+// path's enforcement point: current keys, this very request, no smuggled
+// key, the app response policy; anything it refuses gets authz's answer
+// (see fastPathToken) — then reverse-proxies HTTP and
 // websockets to workspace agents, or bridges web terminals to the agent's
 // reconnecting-PTY port, through an AgentDialer (the tailnet node in
 // production, loopback in tests). It records one stats session per
