@@ -182,6 +182,18 @@ func TestCompose(t *testing.T) {
 		t.Errorf("Envoy sends ext_authz to %s, authz is wsedge-authz:%d", envoyCfg.AuthzAddr, authzPort)
 	}
 
+	// The fast path's JWKS: served by authz where Envoy fetches it, never
+	// published (it holds the token signing secrets).
+	if envoyCfg.FastPath {
+		_, jwksPort := listenPort(t, "wsedge-authz WSEDGE_JWKS_LISTEN", authz.Environment["WSEDGE_JWKS_LISTEN"])
+		if host, port := listenPort(t, "envoy --authz-jwks-addr", envoyCfg.AuthzJWKSAddr); host != "wsedge-authz" || port != jwksPort {
+			t.Errorf("Envoy fetches the JWKS from %s, authz serves it on wsedge-authz:%d", envoyCfg.AuthzJWKSAddr, jwksPort)
+		}
+		if len(authz.Ports) != 0 {
+			t.Errorf("wsedge-authz publishes ports %q: its JWKS must stay inside", authz.Ports)
+		}
+	}
+
 	dialerHost, dialerPort := listenPort(t, "envoy --dialer-addr", envoyCfg.DialerAddr)
 	relays := map[string]bool{}
 	for _, name := range []string{"wsedge-dialer-1", "wsedge-dialer-2"} {

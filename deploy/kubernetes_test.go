@@ -674,6 +674,7 @@ func checkRendering(t *testing.T, r rendering) {
 		}
 	}
 	checkAuthz(t, o)
+	checkJWKS(t, o, boot.Config)
 	checkDialer(t, o)
 
 	for _, s := range o.services {
@@ -1141,4 +1142,69 @@ func kubernetesFlagUses(t *testing.T, r rendering) []flagUse {
 		}
 	}
 	return uses
+}
+
+// checkJWKS checks the fast path's JWKS: Envoy fetches it from the authz
+// Service on the port authz serves it on, and the NetworkPolicy lets only
+// Envoy reach that port (it holds the token signing secrets).
+func checkJWKS(t *testing.T, o objects, cfg envoy.Config) {
+	t.Helper()
+	if !cfg.FastPath {
+		return
+	}
+	host, port := listenPort(t, "envoy --authz-jwks-addr", cfg.AuthzJWKSAddr)
+	s := o.services[host]
+	if host != "wsedge-authz" || s == nil {
+		t.Errorf("Envoy fetches the JWKS from %q, want the Service wsedge-authz", cfg.AuthzJWKSAddr)
+		return
+	}
+	c := o.deployments["wsedge-authz"].Spec.Template.Spec.Containers[0]
+	_, listen := listenPort(t, "wsedge-authz WSEDGE_JWKS_LISTEN", containerEnv(t, "wsedge-authz", o, c)["WSEDGE_JWKS_LISTEN"])
+	// The Service is headless: its name resolves to the pods, and Envoy
+	// connects to the port it names there.
+	if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(o.deployments["wsedge-authz"].Spec.Template.Labels)) || s.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service wsedge-authz does not resolve to the authz pods")
+	}
+	if port != listen {
+		t.Errorf("Envoy fetches the JWKS on port %d, authz serves it on %d", port, listen)
+	}
+	var portName string
+	for _, p := range c.Ports {
+		if p.ContainerPort == listen {
+			portName = p.Name
+		}
+	}
+	if portName == "" {
+		t.Errorf("authz's JWKS port %d is not a named container port", listen)
+	}
+	found := false
+	for _, np := range o.netpols {
+		if np.Name != "wsedge-authz" {
+			continue
+		}
+		for _, rule := range np.Spec.Ingress {
+			opens := len(rule.Ports) == 0
+			for _, p := range rule.Ports {
+				if p.Port == nil || p.Port.StrVal == portName || p.Port.IntVal == listen {
+					opens = true
+				}
+			}
+			if !opens {
+				continue
+			}
+			found = true
+			if len(rule.From) == 0 {
+				t.Errorf("NetworkPolicy wsedge-authz opens the JWKS port to everyone")
+			}
+			for _, peer := range rule.From {
+				if peer.NamespaceSelector != nil || peer.IPBlock != nil || peer.PodSelector == nil ||
+					len(peer.PodSelector.MatchLabels) != 1 || peer.PodSelector.MatchLabels["app.kubernetes.io/name"] != "wsedge-envoy" {
+					t.Errorf("NetworkPolicy wsedge-authz lets %v reach the JWKS; only Envoy may", peer)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("NetworkPolicy wsedge-authz does not let Envoy fetch the JWKS")
+	}
 }

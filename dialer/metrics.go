@@ -19,6 +19,7 @@ type metrics struct {
 	dialDuration    *prometheus.HistogramVec
 	websockets      *prometheus.GaugeVec
 	tokenRefused    *prometheus.CounterVec
+	fastPath        *prometheus.CounterVec
 	heartbeatClosed prometheus.Counter
 	statsFlushes    *prometheus.CounterVec
 	statsBacklog    prometheus.Gauge
@@ -48,6 +49,10 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name: "wsedge_dialer_app_token_refused_total",
 			Help: "Requests refused because their app token was missing, invalid, expired or for another request.",
 		}, []string{"reason"}),
+		fastPath: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_fast_path_total",
+			Help: "App requests that came by Envoy's fast path (no ext_authz call), by result: served, or sent back to ext_authz because the token cookie was expired, invalid (withdrawn key included), for another request, one of several, or the query carried a key or token.",
+		}, []string{"result"}),
 		heartbeatClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wsedge_dialer_terminal_heartbeat_closed_total",
 			Help: "Terminals closed because the client stopped answering pings.",
@@ -61,7 +66,7 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Help: "App stats reports kept after failed uploads.",
 		}),
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
+	cs := []prometheus.Collector{m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.fastPath, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
 	for _, reg := range regs {
 		if reg == nil {
 			continue

@@ -15,6 +15,7 @@ import (
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -76,9 +77,41 @@ func isUnderscoreSpelling(name string) bool {
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
+	var authzResponse http.Header
+	if cold, ok := errors.AsType[*errColdPath](err); ok {
+		s.metrics.fastPath.WithLabelValues(cold.reason).Inc()
+		s.log.Info("dialer: fast-path token refused, asking authz", "reason", cold.reason, "error", cold.err,
+			"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
+		if s.authz == nil || len(r.Header.Values("Origin")) > 0 {
+			// With Origin, Envoy's ext_proc decides CORS from the claims
+			// Envoy verified, which are not this request's: only a
+			// request that meets ext_authz may be answered.
+			s.toColdPath(w, r, rt)
+			return
+		}
+		var done bool
+		authzResponse, done, err = s.consultAuthz(w, r)
+		if err != nil {
+			s.log.Warn("dialer: asking authz failed", "error", err, "request_id", requestID(r.Context()))
+			w.WriteHeader(http.StatusServiceUnavailable) // as Envoy's ext_authz on error
+			return
+		}
+		if done {
+			return
+		}
+		tok, err = s.appToken(r, rt)
+	}
 	if err != nil {
 		s.refuseToken(w, r, err)
 		return
+	}
+	if len(r.Header.Values("Origin")) == 0 {
+		// Envoy's ext_proc runs only for requests with Origin (fast
+		// path): the same response policy applies here to the others.
+		w = &policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
+			Method: r.Method, Host: r.Host,
+			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
+		}}
 	}
 
 	appURL, err := url.Parse(tok.AppURL)
@@ -244,7 +277,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
 		out.Header.Del("Cookie")
 		for _, c := range cookies {
-			if kept := tokens.StripCoderCookies(c); kept != "" {
+			if kept := stripColdPathCookie(tokens.StripCoderCookies(c)); kept != "" {
 				out.Header.Add("Cookie", kept)
 			}
 		}
@@ -324,3 +357,43 @@ func (s *Server) switchSchemeURL(rt appurl.Route, want string) (string, bool) {
 	u := url.URL{Scheme: s.dashboardURL.Scheme, Host: app.Hostname(s.router.Wildcard.String())}
 	return u.String(), true
 }
+
+// policyWriter applies the app response policy (extproc.ApplyResponsePolicy)
+// to the headers of every response it writes: the app's, and the dialer's
+// own pages for the app, as ext_proc would have.
+type policyWriter struct {
+	http.ResponseWriter
+	ex extproc.Exchange
+	// after are headers added once the policy ran, as Envoy's ext_authz
+	// adds its response headers after ext_proc (an issued token's cookie).
+	after   http.Header
+	written bool
+}
+
+func (p *policyWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		if p.written {
+			return
+		}
+		p.written = true
+		h := p.Header()
+		extproc.ApplyResponsePolicy(&p.ex, h)
+		for k, vs := range p.after {
+			for _, v := range vs {
+				h.Add(k, v)
+			}
+		}
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *policyWriter) Write(b []byte) (int, error) {
+	if !p.written {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack (streaming
+// responses, websocket upgrades).
+func (p *policyWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }

@@ -1,7 +1,11 @@
 // Package dialer is wsedge's upstream HTTP server: Envoy routes every
 // allowed app request, web terminal, DERP and health probe to it. It
 // re-verifies the signed app token that authz handed over in an internal
-// header (it never trusts a bare header), then reverse-proxies HTTP and
+// header (it never trusts a bare header) or, on Envoy's fast path (no
+// ext_authz call), the token cookie Envoy verified — the dialer is that
+// path's enforcement point: current keys, this very request, no smuggled
+// key, the app response policy; anything it refuses gets authz's answer
+// (see fastPathToken) — then reverse-proxies HTTP and
 // websockets to workspace agents, or bridges web terminals to the agent's
 // reconnecting-PTY port, through an AgentDialer (the tailnet node in
 // production, loopback in tests). It records one stats session per
@@ -86,6 +90,11 @@ type Options struct {
 	// Registerer additionally receives the dialer's metrics (they are
 	// always served by MetricsHandler).
 	Registerer prometheus.Registerer
+	// Authz, if set, is asked (as Envoy's ext_authz would ask) about a
+	// request that came by Envoy's fast path with a token the dialer does
+	// not accept, so the browser gets the cold path's answer at once;
+	// without it such a request is sent back through Envoy (a redirect).
+	Authz AuthzClient
 	// StatsFlushInterval is how often app stats are uploaded; zero means
 	// StatsFlushInterval (30 s, as Coder's proxy).
 	StatsFlushInterval time.Duration
@@ -96,6 +105,7 @@ type Server struct {
 	accessURL, dashboardURL *url.URL
 	router                  appurl.Router
 	verifier                *tokens.Verifier
+	authz                   AuthzClient
 	agents                  AgentDialer
 	derp                    http.Handler
 	health                  []HealthCheck
@@ -144,6 +154,7 @@ func New(o Options) (*Server, error) {
 		dashboardURL:    o.DashboardURL,
 		router:          o.Router,
 		verifier:        o.Verifier,
+		authz:           o.Authz,
 		agents:          o.Agents,
 		derp:            o.DERP,
 		health:          o.Health,

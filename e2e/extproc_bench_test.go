@@ -60,7 +60,7 @@ func withoutExtProc(b testing.TB, cfg envoy.Config) []byte {
 // two real Envoys sharing authz, the processor and the app. Reported: the
 // p50 of each and the p50 added by ext_proc, absolute and relative.
 func BenchmarkExtProcHop(b *testing.B) {
-	st := startCORSStack(b, nil)
+	st := startCORSStack(b, noFastPath)
 	plain := testutil.StartEnvoy(b, withoutExtProc(b, st.cfg))
 	plainClient := edgeClient(b, plain.ListenerAddr(b, envoy.ListenerName).String())
 

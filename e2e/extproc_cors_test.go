@@ -311,10 +311,34 @@ func corsHeaders(h http.Header) map[string][]string {
 	return out
 }
 
+// noFastPath generates the edge without the fast path: ext_proc then
+// processes every app response, which is what these tests exercise (with
+// the fast path the dialer applies the same policy to requests without
+// Origin; TestExtProcOnlyWithOrigin).
+func noFastPath(c *envoy.Config) { c.FastPath = false }
+
+// TestExtProcOnlyWithOrigin checks, through real Envoy, that with the
+// fast path the app-policy ext_proc is skipped for a request without
+// Origin (the upstream's answer passes as sent: here a bare upstream, in
+// production the dialer, which applies the policy itself) and still runs
+// for one with Origin.
+func TestExtProcOnlyWithOrigin(t *testing.T) {
+	st := startCORSStack(t, nil)
+	pathApp := "http://" + accessHost + "/@alice/dev.main/apps/code/"
+	resp, _ := roundTrip(t, st.client, "GET", pathApp, nil)
+	if resp.StatusCode != http.StatusOK || len(corsHeaders(resp.Header)) == 0 {
+		t.Errorf("no Origin: status %d CORS %v, want the upstream's headers untouched (ext_proc skipped)", resp.StatusCode, corsHeaders(resp.Header))
+	}
+	resp, _ = roundTrip(t, st.client, "GET", pathApp, http.Header{"Origin": {aliceWeb}})
+	if resp.StatusCode != http.StatusOK || len(corsHeaders(resp.Header)) != 0 || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("with Origin: status %d CORS %v nosniff %q, want the app policy applied", resp.StatusCode, corsHeaders(resp.Header), resp.Header.Get("X-Content-Type-Options"))
+	}
+}
+
 // TestExtProcCORS runs the browser's view of app CORS through real Envoy
 // 1.40 with the generated config.
 func TestExtProcCORS(t *testing.T) {
-	st := startCORSStack(t, nil)
+	st := startCORSStack(t, noFastPath)
 	do := func(t *testing.T, method, url string, h http.Header) (*http.Response, string) {
 		t.Helper()
 		return roundTrip(t, st.client, method, url, h)

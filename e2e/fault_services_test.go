@@ -19,7 +19,10 @@ import (
 )
 
 // TestFaultAuthzDown: with authz gone Envoy fails closed (503 on app
-// routes for warm and new users alike, never an allow), health probes
+// routes for every request that needs authz, never an allow), while a
+// warm browser whose token cookie still verifies is served by the fast
+// path (Envoy and the dialer verify it without authz, as Coder's own
+// proxy would), health probes
 // still answer and say why, open websockets are not cut; authz started
 // again on the same address serves again without touching Envoy.
 func TestFaultAuthzDown(t *testing.T) {
@@ -37,10 +40,12 @@ func TestFaultAuthzDown(t *testing.T) {
 	if err := fp.dev.StopAuthz(); err != nil {
 		t.Fatal(err)
 	}
+	if a := fetch(fp.browser, "http://"+codeHost+"/echo", nil); a.status != http.StatusOK || !isEcho(a.body) {
+		t.Errorf("warm browser, authz down: %v; want the fast path to serve its valid token", a)
+	}
 	for name, try := range map[string]func() answer{
-		"warm browser": func() answer { return fetch(fp.browser, "http://"+codeHost+"/echo", nil) },
-		"new session":  func() answer { return fetch(plain, sessionApp, withSession(session)) },
-		"anonymous":    func() answer { return fetch(plain, "http://"+codeHost+"/", nil) },
+		"new session": func() answer { return fetch(plain, sessionApp, withSession(session)) },
+		"anonymous":   func() answer { return fetch(plain, "http://"+codeHost+"/", nil) },
 		"terminal route": func() answer {
 			return fetch(plain, "http://"+accessHost+"/api/v2/workspaceagents/"+demoAgent.String()+"/pty", nil)
 		},

@@ -39,6 +39,13 @@ type fullPath struct {
 
 func startFullPath(t *testing.T) *fullPath {
 	t.Helper()
+	return startFullPathWith(t, nil)
+}
+
+// startFullPathWith is startFullPath with the configuration adjusted by
+// edit (nil: none).
+func startFullPathWith(t *testing.T, edit func(*devstack.DevConfig)) *fullPath {
+	t.Helper()
 	lvl := slog.LevelWarn
 	if os.Getenv("E2E_LOG") == "debug" {
 		lvl = slog.LevelDebug

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -23,11 +24,37 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/extproc"
 	"github.com/wsedge/wsedge/internal/testutil"
+	"github.com/wsedge/wsedge/tokens"
 )
+
+// rlKeys is the stack's one app-token key, for its JWKS.
+type rlKeys []tokens.Key
+
+func (k rlKeys) Keys(tokens.Feature) []tokens.Key { return k }
+
+// rlUserID is the user ID the stack's authz emits for a user name.
+func rlUserID(name string) uuid.UUID { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)) }
+
+// warmCookie is a token cookie for alice's path app code owned by user,
+// which Envoy's fast path verifies.
+func (st *rlStack) warmCookie(t *testing.T, user string) http.Header {
+	t.Helper()
+	raw, err := tokens.SignToken(st.tokenKey, tokens.SignedToken{
+		Request: appurl.Request{AccessMethod: appurl.AccessMethodPath, BasePath: "/@alice/dev.main/apps/code/",
+			UsernameOrID: "alice", WorkspaceNameOrID: "dev", AgentNameOrID: "main", AppSlugOrPort: "code"},
+		UserID: rlUserID(user), AgentID: uuid.New(), WorkspaceID: uuid.New(), AppURL: "http://127.0.0.1:8080",
+		Expiry: time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return http.Header{"Cookie": {tokens.SignedAppTokenCookie + "=" + raw}}
+}
 
 // rlUserHeader names the user the rate-limit test's authz allows as; it is
 // one of the headers Envoy sends to ext_authz. Without it the request is
@@ -77,7 +104,7 @@ func (a *rlAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.Ch
 		}},
 	}
 	if name := req.GetAttributes().GetRequest().GetHttp().GetHeaders()[strings.ToLower(rlUserHeader)]; name != "" {
-		id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
+		id := rlUserID(name).String()
 		ok.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
 			edgewire.MetaUserID:       structpb.NewStringValue(id),
 			edgewire.MetaRateLimitKey: structpb.NewStringValue(id),
@@ -104,6 +131,9 @@ type rlStack struct {
 	az     *rlAuthz
 	owners *countingOwners
 	client *http.Client
+	// tokenKey signs app tokens Envoy's fast path verifies (the JWKS
+	// the stack serves).
+	tokenKey tokens.Key
 }
 
 func startRateLimitStack(t *testing.T, rl envoy.RateLimit) *rlStack {
@@ -120,6 +150,14 @@ func startRateLimitStack(t *testing.T, rl envoy.RateLimit) *rlStack {
 	go func() { _ = gs.Serve(azl) }()
 	t.Cleanup(gs.Stop)
 
+	secret := make([]byte, 64)
+	_, _ = rand.Read(secret)
+	st.tokenKey = tokens.Key{Feature: tokens.FeatureAppToken, Secret: secret, Sequence: 1, StartsAt: time.Now().Add(-time.Hour)}
+	jl := listen(t)
+	jwks := &http.Server{Handler: authz.JWKSHandler(rlKeys{st.tokenKey}, nil, nil), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = jwks.Serve(jl) }()
+	t.Cleanup(func() { _ = jwks.Close() })
+
 	upl := listen(t)
 	up := &http.Server{Handler: smokeUpstream(t), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = up.Serve(upl) }()
@@ -134,6 +172,7 @@ func startRateLimitStack(t *testing.T, rl envoy.RateLimit) *rlStack {
 	cfg.AuthzAddr = azl.Addr().String()
 	cfg.DialerAddr = upl.Addr().String()
 	cfg.XFFNumTrustedHops = 1
+	cfg.AuthzJWKSAddr = jl.Addr().String()
 	cfg.RateLimit = rl
 	bootstrap, err := envoy.YAML(cfg)
 	if err != nil {
@@ -343,6 +382,41 @@ func TestRateLimit(t *testing.T) {
 		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
 		wantStatus(t, "preflight from another address", resp, body, http.StatusOK)
 	})
+}
+
+// TestRateLimitFastPath: a request Envoy's fast path verified (no
+// ext_authz) draws from its user's bucket, the one authz's rate_limit_key
+// names on the cold path, and not from its client address's bucket.
+func TestRateLimitFastPath(t *testing.T) {
+	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100}
+	st := startRateLimitStack(t, rl)
+
+	// Alice: one cold request (authz names her), two warm ones, then
+	// her bucket is empty whichever path the next takes.
+	resp, body := st.do(t, "GET", rlPathApp, "198.51.100.50", "alice", nil)
+	wantStatus(t, "cold", resp, body, http.StatusOK)
+	before := st.az.checks.Load()
+	for i := range 2 {
+		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.50", "", st.warmCookie(t, "alice"))
+		wantStatus(t, "warm "+strconv.Itoa(i), resp, body, http.StatusOK)
+	}
+	if st.az.checks.Load() != before {
+		t.Fatalf("warm requests reached authz (%d checks)", st.az.checks.Load()-before)
+	}
+	resp, body = st.do(t, "GET", rlPathApp, "198.51.100.51", "", st.warmCookie(t, "alice"))
+	assertLimited(t, resp, body, rl)
+	resp, body = st.do(t, "GET", rlPathApp, "198.51.100.52", "alice", nil)
+	assertLimited(t, resp, body, rl)
+
+	// Carol's warm requests leave her address's anonymous bucket full.
+	for i := range 3 {
+		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.60", "", st.warmCookie(t, "carol"))
+		wantStatus(t, "carol warm "+strconv.Itoa(i), resp, body, http.StatusOK)
+	}
+	for i := range 3 {
+		resp, body := st.do(t, "GET", rlCatchAll, "198.51.100.60", "", nil)
+		wantStatus(t, "anonymous after carol "+strconv.Itoa(i), resp, body, http.StatusOK)
+	}
 }
 
 // TestRateLimitBeforeAuthz runs real Envoy with the per-client limiter in

@@ -86,3 +86,19 @@ const (
 	MethodAttribute = "request.method"
 	OriginAttribute = "request.headers['origin']"
 )
+
+// The warm path (Envoy's fast path): envoy writes a jwt_authn filter whose
+// verified claims land in dynamic metadata, extproc reads them there when
+// ext_authz did not run, and the dialer sets ColdPathCookie to send a
+// browser back through ext_authz.
+const (
+	// JWTAuthnFilter is the jwt_authn filter name, also the namespace of
+	// the verified token's claims in dynamic metadata.
+	JWTAuthnFilter = "envoy.filters.http.jwt_authn"
+	// JWTPayloadKey is the metadata key of the verified token's claims.
+	JWTPayloadKey = "verified_token"
+	// ColdPathCookie, when a request carries it, keeps jwt_authn from
+	// verifying, so ext_authz decides. The dialer sets it briefly when it
+	// sends a browser back to the cold path; it never reaches an app.
+	ColdPathCookie = "wsedge_cold_path"
+)

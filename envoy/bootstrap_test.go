@@ -38,9 +38,9 @@ func TestFilterOrder(t *testing.T) {
 	for _, f := range m.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	want := []string{headerMutationFilterName, corsFilterName, ExtProcPreflightFilter, edgewire.ExtAuthzFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, ExtProcPreflightFilter, edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, ExtProcFilter, routerFilterName}
 	if !slices.Equal(names, want) {
-		t.Fatalf("filters = %v, want %v (internal headers must go before ext_authz, the app policy after it)", names, want)
+		t.Fatalf("filters = %v, want %v (internal headers must go before ext_authz, jwt_authn just before it, the app policy after it)", names, want)
 	}
 }
 
@@ -243,6 +243,9 @@ func TestEnvoyValidates(t *testing.T) {
 			c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
 			c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:8081")
 		},
+		"no-fast-path":            func(c *Config) { c.FastPath = false },
+		"no-fast-path-rate-limit": func(c *Config) { c.FastPath, c.RateLimit.Requests, c.RateLimit.BeforeAuthz = false, 10, true },
+		"fast-path-jwks-by-name":  func(c *Config) { c.AuthzJWKSAddr = "localhost:9003" },
 		"rate-limit-no-wildcard": func(c *Config) {
 			c.RateLimit.Requests, c.RateLimit.Burst, c.RateLimit.Interval, c.WildcardHostname = 1, 3, 50*time.Millisecond, ""
 		},

@@ -53,6 +53,14 @@ type Config struct {
 	AuthzAddr, DialerAddr string
 	// AdminAddr is Envoy's admin listener; keep it on loopback.
 	AdminAddr netip.AddrPort
+	// FastPath lets Envoy verify signed app token cookies itself and skip
+	// ext_authz (and, without Origin, ext_proc) for requests whose token
+	// verified (see fastpath.go). On by default.
+	FastPath bool
+	// AuthzJWKSAddr is host:port of wsedge authz's internal JWKS listener
+	// (`wsedge authz --jwks-listen`), which only Envoy may reach. Used
+	// with FastPath.
+	AuthzJWKSAddr string
 
 	// AuthzTimeout bounds one ext_authz Check call.
 	AuthzTimeout time.Duration
@@ -129,6 +137,8 @@ func DefaultConfig() Config {
 		DashboardURL:          "http://localhost:3000",
 		AuthzAddr:             "127.0.0.1:9001",
 		DialerAddr:            "127.0.0.1:9002",
+		FastPath:              true,
+		AuthzJWKSAddr:         "127.0.0.1:9003",
 		AdminAddr:             netip.MustParseAddrPort("127.0.0.1:9901"),
 		AuthzTimeout:          2 * time.Second,
 		ExtProcTimeout:        2 * time.Second,
@@ -178,6 +188,13 @@ func (c Config) Validate() error {
 			return bad(a.field, "%w", err)
 		} else if port == 0 {
 			return bad(a.field, "%q needs a port", a.v)
+		}
+	}
+	if c.FastPath {
+		if _, port, err := splitHostPort(c.AuthzJWKSAddr); err != nil {
+			return bad("authz-jwks-addr", "%w", err)
+		} else if port == 0 {
+			return bad("authz-jwks-addr", "%q needs a port", c.AuthzJWKSAddr)
 		}
 	}
 	if !c.AdminAddr.IsValid() {

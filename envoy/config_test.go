@@ -34,6 +34,8 @@ func TestValidateRejects(t *testing.T) {
 		{"dashboard not absolute", func(c *Config) { c.DashboardURL = "coder.example.com" }, "dashboard-url"},
 		{"dashboard ftp", func(c *Config) { c.DashboardURL = "ftp://coder.example.com" }, "dashboard-url"},
 		{"authz no port", func(c *Config) { c.AuthzAddr = "authz" }, "authz-addr"},
+		{"jwks no port", func(c *Config) { c.AuthzJWKSAddr = "authz" }, "authz-jwks-addr"},
+		{"jwks empty", func(c *Config) { c.AuthzJWKSAddr = "" }, "authz-jwks-addr"},
 		{"dialer empty", func(c *Config) { c.DialerAddr = "" }, "dialer-addr"},
 		{"no admin", func(c *Config) { c.AdminAddr = netip.AddrPort{} }, "admin-addr"},
 		{"zero authz timeout", func(c *Config) { c.AuthzTimeout = 0 }, "authz-timeout"},

@@ -14,6 +14,12 @@
 //   - ext_authz fails closed (failure_mode_allow false, 503 on error);
 //   - only health, build info, latency and DERP routes skip ext_authz, and they
 //     match exact paths so that no other path can reach the dialer unchecked;
+//   - with the fast path (on by default, see fastpath.go) a jwt_authn filter
+//     just before ext_authz verifies the signed app token cookie on app
+//     routes, never refusing by itself; ext_authz is skipped only when it
+//     verified, and the dialer then enforces the token itself. Smuggled
+//     keys, token query parameters, preflights, logout hosts and every
+//     non-app route are never verified, so they always meet ext_authz;
 //   - the app-policy ext_proc (package extproc) runs after ext_authz on app
 //     routes only (off by default, switched on per route), on response headers
 //     with authz's metadata and the request facts as attributes, and fails

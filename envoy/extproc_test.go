@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -15,8 +16,16 @@ import (
 func extProcOf(t *testing.T, m *hcmv3.HttpConnectionManager, name string) (*hcmv3.HttpFilter, *extprocv3.ExternalProcessor) {
 	t.Helper()
 	f := filterByName(t, m, name)
+	cfg := f.GetTypedConfig()
+	var wrapped matchingv3.ExtensionWithMatcher
+	if cfg.MessageIs(&wrapped) { // the fast path's Origin matcher
+		if err := cfg.UnmarshalTo(&wrapped); err != nil {
+			t.Fatal(err)
+		}
+		cfg = wrapped.GetExtensionConfig().GetTypedConfig()
+	}
 	var ep extprocv3.ExternalProcessor
-	if err := f.GetTypedConfig().UnmarshalTo(&ep); err != nil {
+	if err := cfg.UnmarshalTo(&ep); err != nil {
 		t.Fatal(err)
 	}
 	return f, &ep
@@ -44,7 +53,7 @@ func TestExtProcFilters(t *testing.T) {
 		wantMetadata      []string
 		wantPhaseMetadata bool
 	}{
-		{ExtProcFilter, false, true, []string{edgewire.ExtAuthzFilter}, false},
+		{ExtProcFilter, false, true, []string{edgewire.ExtAuthzFilter, edgewire.JWTAuthnFilter}, false},
 		{ExtProcPreflightFilter, true, false, nil, true},
 	} {
 		f, ep := extProcOf(t, m, tt.name)

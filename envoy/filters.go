@@ -91,7 +91,21 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		IncludePeerCertificate: false,
 		AllowedHeaders:         &matcherv3.ListStringMatcher{Patterns: patterns},
+		// Fast path: run unless jwt_authn verified the token cookie
+		// (deny_at_disable stays false: a skipped request goes on).
+		FilterEnabledMetadata: extAuthzEnabled(c),
 	}), nil
+}
+
+// extAuthzEnabled is nil (always run) without the fast path, else "no
+// verified token".
+func extAuthzEnabled(c Config) *matcherv3.MetadataMatcher {
+	if !c.FastPath {
+		return nil
+	}
+	m := verifiedTokenMatcher()
+	m.Invert = true
+	return m
 }
 
 // Names of the two ext_proc filters (package extproc); the names they
@@ -164,10 +178,22 @@ func extProcPreflightFilter(c Config) (*hcmv3.HttpFilter, error) {
 func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 	cfg := extProcConfig(c, headersMode(false, true), "app_policy")
 	cfg.ResponseAttributes = []string{edgewire.CodeDetailsAttribute, edgewire.HostAttribute, edgewire.MethodAttribute, edgewire.OriginAttribute}
-	cfg.MetadataOptions = &extprocv3.MetadataOptions{
-		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{edgewire.MetadataNamespace}},
+	namespaces := []string{edgewire.MetadataNamespace}
+	if c.FastPath {
+		// On the fast path the app facts come from the verified token.
+		namespaces = append(namespaces, edgewire.JWTAuthnFilter)
 	}
-	f := httpFilter(ExtProcFilter, cfg)
+	cfg.MetadataOptions = &extprocv3.MetadataOptions{
+		ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: namespaces},
+	}
+	var f *hcmv3.HttpFilter
+	if c.FastPath {
+		// Only requests with Origin (preflights included) need it; the
+		// dialer applies the same response policy to the others.
+		f = httpFilter(ExtProcFilter, onlyWithOrigin(ExtProcFilter, cfg))
+	} else {
+		f = httpFilter(ExtProcFilter, cfg)
+	}
 	f.Disabled = true
 	return f, nil
 }

@@ -129,9 +129,10 @@ func httpFilters(c Config) ([]*hcmv3.HttpFilter, error) {
 		preflightRateLimitFilter, // issue 5: by client, guards the preflight ext_proc
 		extProcPreflightFilter,   // issue 8: same-owner preflights, before ext_authz
 		clientRateLimitFilter,    // by client, every checked request (RateLimit.BeforeAuthz)
-		extAuthzFilter,
-		localRateLimitFilter, // issue 5: by user from ext_authz metadata, else client
-		extProcFilter,        // issue 8: app CORS and response policy
+		jwtAuthnFilter,           // fast path: verifies the token cookie, never refuses
+		extAuthzFilter,           // skipped when jwt_authn verified (fast path)
+		localRateLimitFilter,     // issue 5: by user from ext_authz metadata, else client
+		extProcFilter,            // issue 8: app CORS and response policy
 		routerFilter,
 	}
 	var out []*hcmv3.HttpFilter

@@ -89,9 +89,23 @@ func localRateLimitFilter(c Config) (*hcmv3.HttpFilter, error) {
 		return nil, nil
 	}
 	cfg := rateLimitBase(c, "rate_limit")
+	anonymous := []*routev3.RateLimit_Action{userAction(RateLimitAnonymous)}
+	anonymousEntries := []*ratelimitv3.RateLimitDescriptor_Entry{{Key: RateLimitUserKey, Value: RateLimitAnonymous}}
+	if c.FastPath {
+		// A fast-path request has no authz metadata: without this entry
+		// it would also match the client bucket's descriptor.
+		anonymous = append(anonymous, jwtUserAction(RateLimitTokenUserKey, RateLimitAnonymous))
+		anonymousEntries = append(anonymousEntries, &ratelimitv3.RateLimitDescriptor_Entry{Key: RateLimitTokenUserKey, Value: RateLimitAnonymous})
+	}
 	cfg.RateLimits = []*routev3.RateLimit{
 		{Actions: []*routev3.RateLimit_Action{userAction("")}},
-		{Actions: []*routev3.RateLimit_Action{userAction(RateLimitAnonymous), clientAction()}},
+		{Actions: append(anonymous, clientAction())},
+	}
+	if c.FastPath {
+		// The verified token's user_id is what authz emits as
+		// rate_limit_key: the same bucket on both paths (a request has
+		// one of the two, never both).
+		cfg.RateLimits = append(cfg.RateLimits, &routev3.RateLimit{Actions: []*routev3.RateLimit_Action{jwtUserAction(RateLimitUserKey, "")}})
 	}
 	cfg.Descriptors = []*ratelimitv3.LocalRateLimitDescriptor{
 		{
@@ -99,10 +113,7 @@ func localRateLimitFilter(c Config) (*hcmv3.HttpFilter, error) {
 			TokenBucket: tokenBucket(c.RateLimit),
 		},
 		{
-			Entries: []*ratelimitv3.RateLimitDescriptor_Entry{
-				{Key: RateLimitUserKey, Value: RateLimitAnonymous},
-				{Key: RateLimitClientKey},
-			},
+			Entries:     append(anonymousEntries, &ratelimitv3.RateLimitDescriptor_Entry{Key: RateLimitClientKey}),
 			TokenBucket: tokenBucket(c.RateLimit),
 		},
 	}

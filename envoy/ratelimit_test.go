@@ -54,7 +54,7 @@ func TestRateLimitOffByDefault(t *testing.T) {
 }
 
 func TestRateLimitFilterOrder(t *testing.T) {
-	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
 	if got := filterNames(hcmOf(t, rateLimited(nil))); !slices.Equal(got, want) {
 		t.Errorf("filters = %v, want %v (the user limiter after ext_authz, the client limiter before the preflight ext_proc)", got, want)
 	}
@@ -115,7 +115,14 @@ func TestUserRateLimitFilter(t *testing.T) {
 		}, 20, 120, 10 * time.Second, 50},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			m := hcmOf(t, rateLimited(tt.edit))
+			// The descriptors without the fast path (TestFastPathRateLimit
+			// checks what it adds).
+			m := hcmOf(t, rateLimited(func(c *Config) {
+				c.FastPath = false
+				if tt.edit != nil {
+					tt.edit(c)
+				}
+			}))
 			f, rl := localRateLimitOf(t, m, LocalRateLimitFilter)
 			if f.GetDisabled() {
 				t.Fatal("the user limiter must be on by default (routes opt out)")
@@ -258,7 +265,7 @@ func TestRateLimitReply(t *testing.T) {
 func TestClientRateLimitBeforeAuthz(t *testing.T) {
 	c := rateLimited(func(c *Config) { c.RateLimit.Burst, c.RateLimit.BeforeAuthz = 9, true })
 	m := hcmOf(t, c)
-	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ClientRateLimitFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
+	want := []string{headerMutationFilterName, corsFilterName, PreflightRateLimitFilter, ExtProcPreflightFilter, ClientRateLimitFilter, edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, LocalRateLimitFilter, ExtProcFilter, routerFilterName}
 	if got := filterNames(m); !slices.Equal(got, want) {
 		t.Fatalf("filters = %v, want %v", got, want)
 	}

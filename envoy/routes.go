@@ -153,7 +153,7 @@ func appPolicy(r *routev3.Route, requestHeaders bool) *routev3.Route {
 // balancer checking the pod address) and refuses the rest.
 func fallbackVirtualHost(c Config) *routev3.VirtualHost {
 	routes := probeRoutes(c)
-	routes = append(routes, unchecked(&routev3.Route{
+	routes = append(routes, unchecked(c, &routev3.Route{
 		Name:  "unknown-host",
 		Match: prefixMatch("/"),
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
@@ -173,7 +173,7 @@ func probeRoutes(c Config) []*routev3.Route {
 		{"healthz-report", "/healthz-report"},
 		{"buildinfo", "/api/v2/buildinfo"},
 	} {
-		out = append(out, unlimited(c, unchecked(&routev3.Route{Name: p.name, Match: exactMatch(p.path), Action: toDialer(short(c))})))
+		out = append(out, unlimited(c, unchecked(c, &routev3.Route{Name: p.name, Match: exactMatch(p.path), Action: toDialer(short(c))})))
 	}
 	return append(out, latencyCheckRoute(c))
 }
@@ -181,7 +181,7 @@ func probeRoutes(c Config) []*routev3.Route {
 // latencyCheckRoute is the dashboard's latency probe. The dialer answers it
 // with wildcard CORS itself, as Coder mounts it outside its CORS middleware.
 func latencyCheckRoute(c Config) *routev3.Route {
-	r := unlimited(c, unchecked(&routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))}))
+	r := unlimited(c, unchecked(c, &routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))}))
 	r.TypedPerFilterConfig[corsFilterName] = typed(&routev3.FilterConfig{Disabled: true})
 	return r
 }
@@ -199,21 +199,21 @@ func derpRoutes(c Config) []*routev3.Route {
 		return a
 	}
 	return []*routev3.Route{
-		unlimited(c, unchecked(&routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp()})),
-		unlimited(c, unchecked(&routev3.Route{Name: "derp-slash", Match: exactMatch("/derp/"), Action: derp()})),
-		unlimited(c, unchecked(&routev3.Route{Name: "derp-latency-check", Match: exactMatch("/derp/latency-check"), Action: toDialer(short(c))})),
+		unlimited(c, unchecked(c, &routev3.Route{Name: "derp", Match: exactMatch("/derp"), Action: derp()})),
+		unlimited(c, unchecked(c, &routev3.Route{Name: "derp-slash", Match: exactMatch("/derp/"), Action: derp()})),
+		unlimited(c, unchecked(c, &routev3.Route{Name: "derp-latency-check", Match: exactMatch("/derp/latency-check"), Action: toDialer(short(c))})),
 	}
 }
 
 // terminalRoute is the web terminal websocket (docs/protocol.md#web-terminal); ext_authz on.
 func terminalRoute(c Config) *routev3.Route {
-	return &routev3.Route{
+	return noFastPath(c, &routev3.Route{
 		Name: "terminal",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{
 			SafeRegex: &matcherv3.RegexMatcher{Regex: TerminalPathRegex},
 		}},
 		Action: toDialer(longLived(c)),
-	}
+	})
 }
 
 // pathAppRoutes are /@user/... and its mis-encoded twin /%40user/... (docs/protocol.md#path-apps);
@@ -229,7 +229,7 @@ func pathAppRoutes(c Config) []*routev3.Route {
 // allows what is not an app request untouched and the dialer shows Coder's
 // 400 "Head to the Dashboard" page, so the edge needs no copy of that page.
 func catchAllRoute(c Config) *routev3.Route {
-	return &routev3.Route{Name: "catch-all", Match: prefixMatch("/"), Action: toDialer(short(c))}
+	return noFastPath(c, &routev3.Route{Name: "catch-all", Match: prefixMatch("/"), Action: toDialer(short(c))})
 }
 
 // dashboardCORSPolicy is Coder's CORS for non-subdomain routes (docs/protocol.md#cors):
@@ -269,8 +269,9 @@ func toDialer(t routeTimeouts) *routev3.Route_Route {
 	}}
 }
 
-// unchecked turns ext_authz off for r.
-func unchecked(r *routev3.Route) *routev3.Route {
+// unchecked turns ext_authz (and the fast path's jwt_authn) off for r.
+func unchecked(c Config, r *routev3.Route) *routev3.Route {
+	r = noFastPath(c, r)
 	if r.TypedPerFilterConfig == nil {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{}
 	}

@@ -94,6 +94,21 @@ type Mutation struct {
 	Set    []HeaderOp
 }
 
+// Apply makes the changes to h as Envoy does: every removal, then the
+// sets in order (a set replaces, an append adds a line).
+func (m Mutation) Apply(h http.Header) {
+	for _, k := range m.Remove {
+		h.Del(k)
+	}
+	for _, op := range m.Set {
+		if op.Append {
+			h.Add(op.Key, op.Value)
+		} else {
+			h.Set(op.Key, op.Value)
+		}
+	}
+}
+
 func (m *Mutation) empty() bool { return len(m.Remove) == 0 && len(m.Set) == 0 }
 
 func (m *Mutation) set(key, value string) {
@@ -257,4 +272,28 @@ func (p *policy) response(ctx context.Context, e *Exchange, h http.Header) Respo
 		m.set(hdrContentTypeOpts, "nosniff")
 	}
 	return d
+}
+
+// ApplyResponsePolicy applies the app response policy to the headers h of
+// an app's response to a request without an Origin header, in place, and
+// returns what it did. It is the policy the processor applies (the same
+// code): Coder Set-Cookie lines dropped, the app's CORS headers and CORS
+// Vary values removed and Vary: Origin added unless passthru, nosniff
+// except on subdomain apps. With Envoy's fast path the processor only
+// sees requests with Origin, so the dialer applies this to the others.
+// No origin is ever allowed here (no owner lookup is made).
+func ApplyResponsePolicy(e *Exchange, h http.Header) ResponseDecision {
+	var none policy
+	d := none.response(context.Background(), e, h)
+	d.Mutation.Apply(h)
+	return d
+}
+
+// TokenAppInfo is what a verified token says about its app, as authz's
+// metadata would say it.
+func TokenAppInfo(method appurl.AccessMethod, corsBehavior string, owner uuid.UUID) AppInfo {
+	if corsBehavior == "" {
+		corsBehavior = corsBehaviorSimple
+	}
+	return AppInfo{Known: method != "", AccessMethod: method, CORSBehavior: corsBehavior, Owner: owner}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -371,7 +372,7 @@ func TestResponseCoderCookies(t *testing.T) {
 			t.Errorf("%+v: removed %d, want 11", app, d.CoderCookiesRemoved)
 		}
 		got := apply(in, d.Mutation).Values("Set-Cookie")
-		if want := []string{"session=app; Path=/", "theme=dark"}; !slices.Equal(got, want) {
+		if want := []string{"session=app; Path=/", "theme=dark", "=other=fine"}; !slices.Equal(got, want) {
 			t.Errorf("%+v: Set-Cookie %q, want %q", app, got, want)
 		}
 	}
@@ -442,5 +443,42 @@ func TestBehaviorMemory(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if m.passthru(app("b")) {
 		t.Fatal("expired entry still passthru")
+	}
+}
+
+// TestApplyResponsePolicy checks the dialer's entry point makes exactly
+// the processor's changes for a request without Origin, in place, and
+// that applying it twice (dialer, then ext_proc when both run) changes
+// nothing more.
+func TestApplyResponsePolicy(t *testing.T) {
+	in := http.Header{
+		"Set-Cookie":                  {"coder_session_token=x", "a=1"},
+		"Vary":                        {"Accept-Encoding, origin", "Access-Control-Request-Headers"},
+		"Access-Control-Allow-Origin": {"*"},
+		"X-Content-Type-Options":      {"sniff"},
+	}
+	for _, app := range []AppInfo{simpleApp, passthruApp, pathApp, {}} {
+		e := &Exchange{Method: "GET", Host: targetHost, App: app}
+		p, _ := testPolicy(t)
+		want := apply(in, p.response(context.Background(), e, in).Mutation)
+		got := in.Clone()
+		ApplyResponsePolicy(e, got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v: got %v, want %v", app, got, want)
+		}
+		again := got.Clone()
+		ApplyResponsePolicy(e, again)
+		if !reflect.DeepEqual(again, got) {
+			t.Errorf("%+v: second pass %v, first %v", app, again, got)
+		}
+	}
+}
+
+func TestTokenAppInfo(t *testing.T) {
+	if got := TokenAppInfo(appurl.AccessMethodSubdomain, "", alice); got != simpleApp {
+		t.Errorf("%+v, want %+v (no cors_behavior is simple)", got, simpleApp)
+	}
+	if got := TokenAppInfo("", "simple", alice); got.Known {
+		t.Errorf("%+v known without an access method", got)
 	}
 }

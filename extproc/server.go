@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -209,12 +210,15 @@ func (p *Processor) remember(ex *Exchange) {
 	}
 }
 
-// appInfo reads authz's dynamic metadata forwarded by Envoy; prev is kept
-// when a message carries none (Envoy attaches it to every message).
+// appInfo reads authz's dynamic metadata forwarded by Envoy or, on the
+// fast path (no ext_authz call), the claims of the token Envoy's jwt_authn
+// verified; prev is kept when a message carries neither (Envoy attaches
+// metadata to every message).
 func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
-	s := req.GetMetadataContext().GetFilterMetadata()[edgewire.MetadataNamespace]
+	md := req.GetMetadataContext().GetFilterMetadata()
+	s := md[edgewire.MetadataNamespace]
 	if s == nil {
-		return prev
+		return tokenInfo(md[edgewire.JWTAuthnFilter], prev)
 	}
 	str := func(k string) string { return s.GetFields()[k].GetStringValue() }
 	access := appurl.AccessMethod(str(edgewire.MetaAccessMethod))
@@ -229,6 +233,25 @@ func appInfo(req *extprocv3.ProcessingRequest, prev AppInfo) AppInfo {
 		a.Owner = id
 	}
 	return a
+}
+
+// tokenInfo reads the verified token's claims (request.access_method,
+// cors_behavior, user_id) from jwt_authn's metadata.
+func tokenInfo(s *structpb.Struct, prev AppInfo) AppInfo {
+	claims := s.GetFields()[edgewire.JWTPayloadKey].GetStructValue()
+	if claims == nil {
+		return prev
+	}
+	f := claims.GetFields()
+	method := appurl.AccessMethod(f["request"].GetStructValue().GetFields()["access_method"].GetStringValue())
+	if method == "" {
+		return prev
+	}
+	owner, err := uuid.Parse(f["user_id"].GetStringValue())
+	if err != nil {
+		owner = uuid.Nil
+	}
+	return TokenAppInfo(method, f["cors_behavior"].GetStringValue(), owner)
 }
 
 // readAttributes fills the request facts Envoy sent as attributes with

@@ -180,6 +180,33 @@ func TestProcessResponseOnly(t *testing.T) {
 	}
 }
 
+// TestProcessJWTMetadata checks that on Envoy's fast path (no ext_authz
+// call) the app facts come from the claims jwt_authn verified.
+func TestProcessJWTMetadata(t *testing.T) {
+	c := serve(t, newTestProcessor(t, nil))
+	claims, err := structpb.NewStruct(map[string]any{
+		"request":       map[string]any{"access_method": "subdomain", "base_path": "/"},
+		"cors_behavior": "simple",
+		"user_id":       alice.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		edgewire.JWTAuthnFilter: {Fields: map[string]*structpb.Value{edgewire.JWTPayloadKey: structpb.NewStructValue(claims)}},
+	}}
+	msg := responseHeaders(md, "via_upstream", ":status", "200")
+	attrs := msg.Attributes[envoy.ExtProcFilter].Fields
+	attrs[edgewire.HostAttribute] = structpb.NewStringValue(targetHost)
+	attrs[edgewire.MethodAttribute] = structpb.NewStringValue("GET")
+	attrs[edgewire.OriginAttribute] = structpb.NewStringValue(aliceOrigin)
+	r := exchange(t, c, context.Background(), msg)[0]
+	got := apply(nil, mutationOf(r.GetResponseHeaders().GetResponse().GetHeaderMutation()))
+	if got.Get(hdrACAO) != aliceOrigin || got.Get(hdrACAC) != "true" {
+		t.Errorf("headers %v: want the token owner's origin allowed", got)
+	}
+}
+
 func TestProcessPreflightPhases(t *testing.T) {
 	c := serve(t, newTestProcessor(t, nil))
 	pre := []string{":method", "OPTIONS", ":authority", targetHost, "origin", aliceOrigin, "access-control-request-method", "PATCH", "access-control-request-headers", "x-a", "access-control-request-headers", "x-b"}

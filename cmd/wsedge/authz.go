@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/wsedge/wsedge/internal/stack"
@@ -17,6 +18,7 @@ type authzCmd struct {
 	logs        logFlags
 	listen      string
 	metrics     string
+	jwks        string
 	secure      string
 	sameSite    string
 	trusted     string
@@ -27,6 +29,7 @@ type authzCmd struct {
 func (c *authzCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "gRPC listen address for Envoy's ext_authz and ext_proc calls")
 	fs.StringVar(&c.metrics, "metrics-listen", "127.0.0.1:9101", "Prometheus /metrics listen address (empty disables)")
+	fs.StringVar(&c.jwks, "jwks-listen", "127.0.0.1:9003", "internal listen address of the app-token JWKS for Envoy's fast path (envoy-config --authz-jwks-addr); it holds signing secrets: only Envoy may reach it, never route it through the edge (empty disables)")
 	fs.StringVar(&c.secure, "secure-cookies", "auto", "mark cookies Secure: auto (when the access URL is https), true or false")
 	fs.StringVar(&c.sameSite, "cookie-samesite", "lax", "SameSite of the cookies authz sets: lax, strict, none or default")
 	fs.StringVar(&c.trusted, "trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
@@ -55,6 +58,13 @@ func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		return err
 	}
 	defer stopMetrics()
+	var jwksLn net.Listener
+	if c.jwks != "" {
+		if jwksLn, err = net.Listen("tcp", c.jwks); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("--jwks-listen: %w", err)
+		}
+	}
 	return stack.ServeAuthz(ctx, stack.AuthzConfig{
 		Primary:          client,
 		AccessURL:        accessURL,
@@ -64,6 +74,7 @@ func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		TrustedProxies:   prefixes,
 		XFFTrustedHops:   c.trustedHops,
 		Listener:         ln,
+		JWKSListener:     jwksLn,
 		Registerer:       reg,
 		Grace:            c.grace,
 		Logger:           log,

@@ -31,6 +31,7 @@ type devCmd struct {
 	tls                         bool
 	envoyBin, dir               string
 	authzMetrics, dialerMetrics string
+	fastPath                    bool
 }
 
 func (f *devCmd) flags(fs *flag.FlagSet) {
@@ -43,6 +44,7 @@ func (f *devCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "dir", "", "directory for logs and generated files (default: a new temporary directory)")
 	fs.StringVar(&f.authzMetrics, "authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
 	fs.StringVar(&f.dialerMetrics, "dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
+	fs.BoolVar(&f.fastPath, "fast-path", true, "let Envoy verify signed app token cookies and skip ext_authz for them (envoy-config --fast-path)")
 	f.logs.register(fs)
 }
 
@@ -120,6 +122,7 @@ func (f *devCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 		Dir:              dir,
 		Logger:           log,
 		Progress:         func(step string) { fmt.Fprintf(stderr, "wsedge dev: starting %s…\n", step) },
+		NoFastPath:       !f.fastPath,
 	}
 	authzReg, dialerReg := newRegistry(), newRegistry()
 	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg

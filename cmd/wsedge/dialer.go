@@ -40,7 +40,7 @@ func (c *dialerCmd) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.derpOnly, "derp-only", false, "serve only DERP (no apps or terminals); needs --derp")
 	fs.StringVar(&c.relay, "relay-address", "", "URL sibling replicas use to mesh DERP with this replica, e.g. http://10.0.0.5:9002 (default: http://<listen address>)")
 	fs.UintVar(&c.udpPort, "tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
-	fs.StringVar(&c.authzAddr, "authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
+	fs.StringVar(&c.authzAddr, "authz-addr", "", "authz gRPC address (as Envoy's --authz-addr), checked for /healthz-report and asked about fast-path requests whose token the dialer refuses, e.g. wsedge-authz:9001 (empty: not checked; such requests are redirected back through Envoy)")
 	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
 	fs.DurationVar(&c.dialTimeout, "agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
 	fs.DurationVar(&c.respTimeout, "agent-response-timeout", dialer.DefaultResponseTimeout, "how long an app may take to send its response headers before the request gets a 502 (bodies, streams and websockets are not bounded); raise it for apps that hold headers back, e.g. long polling")

@@ -144,6 +144,21 @@ func (k *keyring) rotateNow(now time.Time) error {
 	return nil
 }
 
+// withdraw drops a key at once, as an operator deleting it would: it is
+// no longer served, so proxies stop verifying with it at their next fetch.
+func (k *keyring) withdraw(f tokens.Feature, seq int32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := k.keys[f]
+	for i, key := range keys {
+		if key.Sequence == seq {
+			k.keys[f] = append(keys[:i:i], keys[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("devprimary: no %s key %d", f, seq)
+}
+
 // list returns a feature's live keys, highest sequence first.
 func (k *keyring) list(f tokens.Feature, now time.Time) ([]tokens.Key, error) {
 	k.mu.Lock()

@@ -372,6 +372,10 @@ func (s *Server) Keys(f tokens.Feature) ([]tokens.Key, error) {
 // once; old keys verify until their deletes_at.
 func (s *Server) RotateKeys() error { return s.keys.rotateNow(s.now()) }
 
+// WithdrawKey drops a key at once (fault tests: a key the primary
+// withdrew before its deletes_at).
+func (s *Server) WithdrawKey(f tokens.Feature, seq int32) error { return s.keys.withdraw(f, seq) }
+
 // SessionToken returns a full-scope session token of a user (by username
 // or ID): the first catalog token, else a freshly minted one.
 func (s *Server) SessionToken(userNameOrID string) (string, error) {

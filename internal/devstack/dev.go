@@ -80,6 +80,12 @@ type DevConfig struct {
 	// must serve until ctx ends. Benchmarks use it to run each service in
 	// a process of its own, so that CPU time and memory are its own.
 	ServeElsewhere func(ctx context.Context, service string, ln net.Listener, spec ServiceSpec) error
+	// KeyRefresh overrides how often authz and the dialer refresh the
+	// primary's keys (default 10 min).
+	KeyRefresh time.Duration
+	// NoFastPath generates the edge without Envoy's fast path (every app
+	// request meets ext_authz), as `envoy-config --fast-path=false`.
+	NoFastPath bool
 }
 
 // Dev is a running DevConfig.
@@ -120,6 +126,10 @@ type wiring struct {
 	derpMap              func() *tailcfg.DERPMap
 	client               *primary.Client
 	authzLn, dialerLn    net.Listener
+	// jwksLn is authz's internal JWKS listener until authz first takes
+	// it; jwksAddr is where a restarted authz listens again.
+	jwksLn   net.Listener
+	jwksAddr string
 }
 
 // StartDev starts everything and returns once a request has gone through
@@ -240,8 +250,19 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	if d.w.dialerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return err
 	}
+	if d.w.jwksLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	d.w.jwksAddr = d.w.jwksLn.Addr().String()
+	d.onStop(func() {
+		if ln := d.takeJWKSListener(); ln != nil {
+			_ = ln.Close()
+		}
+	})
 	d.DialerAddr = netip.MustParseAddrPort(d.w.dialerLn.Addr().String())
 	ecfg := envoy.DefaultConfig()
+	ecfg.FastPath = !cfg.NoFastPath
+	ecfg.AuthzJWKSAddr = d.w.jwksAddr
 	ecfg.ListenAddr = cfg.EdgeListen
 	ecfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
 	ecfg.AccessURLHost = cfg.AccessURL.Host
@@ -268,23 +289,43 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 // in this process or, with DevConfig.ServeElsewhere, in another one.
 func (d *Dev) startAuthz(context.Context) error {
 	d.faults.authz = &service{name: "authz", addr: d.w.authzLn.Addr().String(), serve: func(ctx context.Context, ln net.Listener) error {
+		jwks := d.takeJWKSListener()
+		if jwks == nil { // a restart: listen again where Envoy fetches
+			var err error
+			if jwks, err = net.Listen("tcp", d.w.jwksAddr); err != nil {
+				return fmt.Errorf("authz jwks: %w", err)
+			}
+		}
 		if d.cfg.ServeElsewhere != nil {
+			// The other process listens for the JWKS itself, where
+			// Envoy fetches it (ServiceSpec.JWKSAddr).
+			_ = jwks.Close()
 			return d.cfg.ServeElsewhere(ctx, ServiceAuthz, ln, d.serviceSpec())
 		}
-		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, d.log))
+		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, d.log))
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
 	return nil
 }
 
 // authzConfig is how a Dev runs authz.
-func authzConfig(cfg DevConfig, client *primary.Client, ln net.Listener, log *slog.Logger) stack.AuthzConfig {
+func authzConfig(cfg DevConfig, client *primary.Client, ln, jwks net.Listener, log *slog.Logger) stack.AuthzConfig {
 	return stack.AuthzConfig{
 		Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 		Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-		Registerer: cfg.AuthzRegisterer,
+		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh,
 	}
+}
+
+// takeJWKSListener hands the reserved JWKS listener to authz's first
+// start (nil afterwards); at Close an untaken one is closed.
+func (d *Dev) takeJWKSListener() net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ln := d.w.jwksLn
+	d.w.jwksLn = nil
+	return ln
 }
 
 // startDialer runs the dialer and its tailnet node as production runs them,
@@ -295,14 +336,14 @@ func (d *Dev) startDialer(context.Context) error {
 		if d.cfg.ServeElsewhere != nil {
 			return d.cfg.ServeElsewhere(ctx, ServiceDialer, ln, d.serviceSpec())
 		}
-		return stack.ServeDialer(ctx, dialerConfig(d.cfg, d.w, d.Primary.ProxyToken(), d.w.authzLn.Addr().String(), ln, d.log))
+		return stack.ServeDialer(ctx, dialerConfig(d.cfg, &d.w, d.Primary.ProxyToken(), d.w.authzLn.Addr().String(), ln, d.log))
 	}}
 	d.startService(d.faults.dialer, d.w.dialerLn)
 	return nil
 }
 
 // dialerConfig is how a Dev runs the dialer.
-func dialerConfig(cfg DevConfig, w wiring, proxyToken, authzAddr string, ln net.Listener, log *slog.Logger) stack.DialerConfig {
+func dialerConfig(cfg DevConfig, w *wiring, proxyToken, authzAddr string, ln net.Listener, log *slog.Logger) stack.DialerConfig {
 	host, _ := os.Hostname()
 	return stack.DialerConfig{
 		Primary: w.client, ProxyToken: proxyToken,
@@ -315,6 +356,7 @@ func dialerConfig(cfg DevConfig, w wiring, proxyToken, authzAddr string, ln net.
 		Registerer:           cfg.DialerRegisterer,
 		AuthzAddr:            authzAddr,
 		DialTimeout:          cfg.DialTimeout,
+		KeyRefresh:           cfg.KeyRefresh,
 	}
 }
 

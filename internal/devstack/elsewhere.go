@@ -35,7 +35,10 @@ type ServiceSpec struct {
 	// DERPCertPEM is the dev relay's self-signed certificate.
 	DERPCertPEM []byte
 	// AuthzAddr is authz's listener (the dialer's health report checks it).
-	AuthzAddr          string
+	AuthzAddr string
+	// JWKSAddr is where authz serves Envoy the app-token keys.
+	JWKSAddr           string
+	KeyRefresh         time.Duration
 	DialTimeout        time.Duration
 	StatsFlushInterval time.Duration
 }
@@ -51,6 +54,8 @@ func (d *Dev) serviceSpec() ServiceSpec {
 		ProxyToken:         d.Primary.ProxyToken(),
 		DERPCertPEM:        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.derpCert.Raw}),
 		AuthzAddr:          d.w.authzLn.Addr().String(),
+		JWKSAddr:           d.w.jwksAddr,
+		KeyRefresh:         d.cfg.KeyRefresh,
 		DialTimeout:        d.cfg.DialTimeout,
 		StatsFlushInterval: d.cfg.StatsFlushInterval,
 	}
@@ -83,6 +88,7 @@ func (s ServiceSpec) dev(log *slog.Logger) (*Dev, error) {
 		cfg: DevConfig{
 			DashboardURL: dash, AccessURL: access, WildcardHostname: s.WildcardHostname,
 			DialTimeout: s.DialTimeout, StatsFlushInterval: s.StatsFlushInterval, Logger: log,
+			KeyRefresh: s.KeyRefresh,
 		},
 		PrimaryAddr: s.PrimaryAddr, EdgeAddr: s.EdgeAddr, log: log,
 	}
@@ -117,9 +123,13 @@ func ServeService(ctx context.Context, service string, ln net.Listener, spec Ser
 	}
 	switch service {
 	case ServiceAuthz:
-		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, log))
+		jwks, err := net.Listen("tcp", spec.JWKSAddr)
+		if err != nil {
+			return fmt.Errorf("devstack: authz jwks: %w", err)
+		}
+		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, log))
 	case ServiceDialer:
-		return stack.ServeDialer(ctx, dialerConfig(d.cfg, d.w, spec.ProxyToken, spec.AuthzAddr, ln, log))
+		return stack.ServeDialer(ctx, dialerConfig(d.cfg, &d.w, spec.ProxyToken, spec.AuthzAddr, ln, log))
 	}
 	return fmt.Errorf("devstack: no service %q", service)
 }

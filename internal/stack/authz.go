@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -31,6 +32,10 @@ type AuthzConfig struct {
 	XFFTrustedHops   int
 	// Listener receives Envoy's gRPC calls.
 	Listener net.Listener
+	// JWKSListener, if set, serves the app-token keys as a JWKS for
+	// Envoy's fast path (authz.JWKSHandler). It holds the signing
+	// secrets: only Envoy may reach it, never the edge.
+	JWKSListener net.Listener
 	// Registerer receives the service's metrics; nil: none.
 	Registerer prometheus.Registerer
 	// Grace bounds in-flight calls at shutdown.
@@ -38,6 +43,9 @@ type AuthzConfig struct {
 	Logger *slog.Logger
 	// KeyRetry is how soon a failed first key fetch is retried (5 s).
 	KeyRetry time.Duration
+	// KeyRefresh overrides the 10 min refresh of the primary's keys
+	// (tests: a withdrawn key).
+	KeyRefresh time.Duration
 }
 
 // ServeAuthz runs the ext_authz and ext_proc gRPC services until ctx ends. The gRPC
@@ -45,6 +53,9 @@ type AuthzConfig struct {
 // primary's keys have been fetched once, so probes and Envoy health
 // checks keep traffic away from a replica that could only refuse it.
 func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
+	if cfg.JWKSListener != nil {
+		defer cfg.JWKSListener.Close() // also when returning before serving it
+	}
 	if cfg.Primary == nil || cfg.Listener == nil {
 		return errors.New("ServeAuthz needs Primary and Listener")
 	}
@@ -52,7 +63,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	svc, err := authz.New(authz.Options{
 		Config: authz.Config{
@@ -96,6 +107,23 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		srv.setAuthorizationServing(true)
 		_ = keys.Run(ctx)
 	})
+	if cfg.JWKSListener != nil {
+		jwks := &http.Server{
+			Handler:           authz.JWKSHandler(keys, nil, log),
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		wg.Go(func() {
+			<-ctx.Done()
+			_ = jwks.Close()
+		})
+		wg.Go(func() {
+			if err := jwks.Serve(cfg.JWKSListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("authz: JWKS listener failed", "error", err)
+			}
+		})
+		log.Info("authz JWKS listening (internal: Envoy only)", "addr", cfg.JWKSListener.Addr().String())
+	}
 	log.Info("authz listening", "addr", cfg.Listener.Addr().String(), "primary", cfg.Primary.URL().String(),
 		"access_url", cfg.AccessURL.String(), "wildcard", cfg.WildcardHostname)
 	err = srv.serve(ctx, cfg.Listener, cfg.Grace)

@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,9 +73,14 @@ type DialerConfig struct {
 	// (default 10 s); bodies and websockets are not bounded.
 	ResponseTimeout time.Duration
 	// AuthzAddr, if set, is checked with the gRPC health protocol for
-	// /healthz-report: the dialer is useless to browsers when Envoy's
-	// authz is down.
+	// /healthz-report (the dialer is useless to browsers when Envoy's
+	// authz is down), and asked about fast-path requests whose token the
+	// dialer refuses, so they get the cold path's answer at once
+	// (dialer.Options.Authz).
 	AuthzAddr string
+	// KeyRefresh overrides the 10 min refresh of the primary's keys
+	// (tests: a withdrawn key).
+	KeyRefresh time.Duration
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -120,7 +128,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer})
+	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
 	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
 	wg.Go(func() {
 		if primeKeys(ctx, keys, 5*time.Second, log) {
@@ -253,7 +261,17 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if err != nil {
 		return err // appurl and dialer name themselves
 	}
+	var authzClient dialer.AuthzClient
+	if cfg.AuthzAddr != "" {
+		cc, err := grpc.NewClient(cfg.AuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("dialer: authz client: %w", err)
+		}
+		defer cc.Close()
+		authzClient = authv3.NewAuthorizationClient(cc)
+	}
 	srv, err := dialer.New(dialer.Options{
+		Authz:              authzClient,
 		AccessURL:          cfg.AccessURL,
 		DashboardURL:       cfg.Primary.URL(),
 		Router:             router,

@@ -23,6 +23,8 @@ func Register(fs *flag.FlagSet, c *envoy.Config) {
 	fs.StringVar(&c.DashboardURL, "dashboard-url", c.DashboardURL, "`URL` of the Coder dashboard; its origin is allowed by the static CORS policy (empty: no CORS)")
 	fs.StringVar(&c.AuthzAddr, "authz-addr", c.AuthzAddr, "`host:port` of wsedge authz (gRPC ext_authz)")
 	fs.StringVar(&c.DialerAddr, "dialer-addr", c.DialerAddr, "`host:port` of wsedge dialer (HTTP)")
+	fs.BoolVar(&c.FastPath, "fast-path", c.FastPath, "let Envoy verify signed app token cookies (keys from authz's JWKS) and skip ext_authz for them; the dialer enforces the token (false: every app request meets ext_authz)")
+	fs.StringVar(&c.AuthzJWKSAddr, "authz-jwks-addr", c.AuthzJWKSAddr, "`host:port` of wsedge authz's internal JWKS listener (authz --jwks-listen; with -fast-path)")
 	fs.TextVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`addr:port` of Envoy's admin endpoint (keep on loopback)")
 	fs.DurationVar(&c.AuthzTimeout, "authz-timeout", c.AuthzTimeout, "timeout of one ext_authz check (failure answers 503)")
 	fs.DurationVar(&c.ExtProcTimeout, "ext-proc-timeout", c.ExtProcTimeout, "timeout of one ext_proc message")

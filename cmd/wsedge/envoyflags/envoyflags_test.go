@@ -23,6 +23,7 @@ func TestRegister(t *testing.T) {
 		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
 		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
+		"-fast-path=false", "-authz-jwks-addr", "authz:3",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestRegister(t *testing.T) {
 		AdminAddr: netip.MustParseAddrPort("127.0.0.1:9000"), AuthzTimeout: 750 * time.Millisecond,
 		ExtProcTimeout: 3 * time.Second, ConnectTimeout: 4 * time.Second, RequestHeadersTimeout: 5 * time.Second,
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
-		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
+		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json", FastPath: false, AuthzJWKSAddr: "authz:3",
 		RateLimit: envoy.RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
 	}
 	if c != want {

@@ -1,0 +1,316 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
+
+	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// swappableKeys is a key source whose set a test replaces (the primary
+// withdrawing a key).
+type swappableKeys struct {
+	mu  sync.Mutex
+	set *tokens.KeySet
+}
+
+func (s *swappableKeys) VerifyingKey(ctx context.Context, f tokens.Feature, kid string) (tokens.Key, error) {
+	s.mu.Lock()
+	set := s.set
+	s.mu.Unlock()
+	return set.Lookup(f, kid, time.Now())
+}
+
+func (s *swappableKeys) replace(keys ...tokens.Key) {
+	s.mu.Lock()
+	s.set = tokens.NewKeySet(keys...)
+	s.mu.Unlock()
+}
+
+// policyApp answers like a careless app: Coder cookies (one nameless),
+// its own CORS headers and Vary values, and echoes what it received.
+func policyApp(t *testing.T, hits *atomic.Int32) *httptest.Server {
+	t.Helper()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		h := w.Header()
+		h.Set("X-App-Cookie", strings.Join(r.Header.Values("Cookie"), " | "))
+		h.Set("X-App-Query", r.URL.RawQuery)
+		h.Add("Set-Cookie", "coder_session_token=planted; Path=/")
+		h.Add("Set-Cookie", "=coder_signed_app_token=planted")
+		h.Add("Set-Cookie", "app=1")
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Vary", "Accept-Encoding, Origin")
+		_, _ = io.WriteString(w, "hello from app")
+	}))
+	t.Cleanup(app.Close)
+	return app
+}
+
+func (e *testEnv) doCookies(rawURL string, cookies string, hdr http.Header) *http.Response {
+	e.t.Helper()
+	h := http.Header{"Cookie": {cookies}}
+	for k, v := range hdr {
+		h[k] = v
+	}
+	return e.do("GET", rawURL, "", h)
+}
+
+// TestFastPathServes checks a request Envoy let through on a verified
+// cookie (no authz header): served, Coder cookies and the cold-path marker
+// stripped from the upstream request, and the app response policy applied
+// (Coder Set-Cookie lines, nameless shadow included, dropped; the app's
+// CORS headers gone, Vary: Origin first; nosniff on path apps only).
+func TestFastPathServes(t *testing.T) {
+	e := newEnv(t, nil).start()
+	var hits atomic.Int32
+	e.agents.set(8080, policyApp(t, &hits).Listener.Addr().String())
+	for _, tt := range []struct {
+		name, url   string
+		req         appurl.Request
+		wantNosniff bool
+	}{
+		{"path app", "http://" + testAccessHost + "/@alice/dev.main/apps/code/x?a=1", pathAppRequest("code"), true},
+		{"subdomain app", "http://code--main--dev--alice.apps.example.com/x?a=1", subdomainAppRequest("code"), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := e.token(tt.req, "http://127.0.0.1:8080")
+			resp := e.doCookies(tt.url, "coder_signed_app_token="+tok+"; coder_session_token=secret; theme=dark; "+edgewire.ColdPathCookie+"=1", nil)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(body) != "hello from app" {
+				t.Fatalf("status %d body %q", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("X-App-Cookie"); got != "theme=dark" {
+				t.Errorf("app saw cookies %q, want only theme=dark", got)
+			}
+			if got := resp.Header.Get("X-App-Query"); got != "a=1" {
+				t.Errorf("app saw query %q", got)
+			}
+			if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1"}) {
+				t.Errorf("Set-Cookie %q, want only the app's own", got)
+			}
+			if got := resp.Header.Values("Vary"); !slices.Equal(got, []string{"Origin", "Accept-Encoding"}) {
+				t.Errorf("Vary %q", got)
+			}
+			if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+				t.Error("the app's CORS header reached the browser")
+			}
+			if got := resp.Header.Get("X-Content-Type-Options") == "nosniff"; got != tt.wantNosniff {
+				t.Errorf("nosniff %v, want %v", got, tt.wantNosniff)
+			}
+		})
+	}
+	if hits.Load() != 2 {
+		t.Errorf("app hits %d, want 2", hits.Load())
+	}
+	// With Origin, Envoy's ext_proc applies the policy: the dialer
+	// leaves the response alone.
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	resp := e.doCookies("http://"+testAccessHost+"/@alice/dev.main/apps/code/", "coder_signed_app_token="+tok, http.Header{"Origin": {"https://x.example"}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("with Origin: status %d ACAO %q, want the app's response untouched", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestFastPathFallsBackToAuthz checks every fast-path token the dialer
+// does not accept sends the browser back to ext_authz: a 307 to the same
+// URL expiring the app's token cookie and setting the cold-path marker,
+// nothing sent to the app.
+func TestFastPathFallsBackToAuthz(t *testing.T) {
+	keys := &swappableKeys{}
+	e := newEnv(t, func(o *Options) { o.Verifier = &tokens.Verifier{Keys: keys} }).start()
+	withdrawn := randomKey(t, 9)
+	keys.replace(e.key, withdrawn)
+	var hits atomic.Int32
+	e.agents.set(8080, policyApp(t, &hits).Listener.Addr().String())
+	appURL := "http://127.0.0.1:8080"
+	good := pathAppRequest("code")
+	const base = "/@alice/dev.main/apps/code/"
+	valid := e.token(good, appURL)
+	byWithdrawn := e.tokenWith(withdrawn, good, appURL, time.Now().Add(time.Minute))
+	// Verified once while its key was current (the dialer caches tokens).
+	resp := e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+byWithdrawn, nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("token of a current key: %d", resp.StatusCode)
+	}
+	keys.replace(e.key)
+	hits.Store(0)
+
+	for _, tt := range []struct{ name, query, cookies string }{
+		{"expired", "", "coder_signed_app_token=" + e.tokenWith(e.key, good, appURL, time.Now().Add(-3*time.Minute))},
+		{"forged", "", "coder_signed_app_token=" + e.tokenWith(randomKey(t, 7), good, appURL, time.Now().Add(time.Minute))},
+		{"unknown kid", "", "coder_signed_app_token=" + e.tokenWith(randomKey(t, 8), good, appURL, time.Now().Add(time.Minute))},
+		{"withdrawn key", "", "coder_signed_app_token=" + byWithdrawn},
+		{"other app", "", "coder_signed_app_token=" + e.token(pathAppRequest("other"), appURL)},
+		{"first cookie for another app", "", "coder_signed_app_token=" + e.token(pathAppRequest("other"), appURL) + "; coder_signed_app_token=" + valid},
+		{"two valid cookies", "", "coder_signed_app_token=" + valid + "; coder_signed_app_token=" + valid},
+		{"smuggled key", "?coder_application_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
+		{"smuggled key, escaped name", "?coder%5Fapplication_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
+		{"token query parameter", "?coder_signed_app_token_23db1dde=" + valid, "coder_signed_app_token=" + valid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.doCookies("http://"+testAccessHost+base+"x"+tt.query, tt.cookies, nil)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusTemporaryRedirect {
+				t.Fatalf("status %d, want 307", resp.StatusCode)
+			}
+			if loc := resp.Header.Get("Location"); loc != base+"x"+tt.query {
+				t.Errorf("Location %q, want the same URL", loc)
+			}
+			var expired, marker *http.Cookie
+			for _, c := range resp.Cookies() {
+				switch c.Name {
+				case tokens.SignedAppTokenCookie:
+					expired = c
+				case edgewire.ColdPathCookie:
+					marker = c
+				}
+			}
+			if expired == nil || expired.MaxAge >= 0 || expired.Path != base || expired.Domain != "" || !expired.HttpOnly || !expired.Secure {
+				t.Errorf("token cookie not expired where authz sets it: %v", resp.Header.Values("Set-Cookie"))
+			}
+			if marker == nil || marker.MaxAge <= 0 || marker.Path != base {
+				t.Errorf("no cold-path marker: %v", resp.Header.Values("Set-Cookie"))
+			}
+		})
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the app was reached %d times", hits.Load())
+	}
+	// The cold retry (authz's header, marker cookie) is served, the
+	// marker never reaching the app.
+	h := http.Header{"Cookie": {edgewire.ColdPathCookie + "=1; theme=dark"}}
+	resp = e.do("GET", "http://"+testAccessHost+base+"x", valid, h)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-App-Cookie") != "theme=dark" {
+		t.Errorf("cold retry: status %d, app saw cookies %q", resp.StatusCode, resp.Header.Get("X-App-Cookie"))
+	}
+}
+
+// TestFastPathNotForTerminals: a terminal request without authz's header
+// is refused as before, whatever cookie it carries.
+func TestFastPathNotForTerminals(t *testing.T) {
+	e := newEnv(t, nil).start()
+	tok := e.token(terminalRequest(testAgentID), "")
+	u := "http://" + testAccessHost + "/api/v2/workspaceagents/" + testAgentID.String() + "/pty?reconnect=" + url.QueryEscape(testAgentID.String())
+	resp := e.doCookies(u, "coder_signed_app_token="+tok, nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("status %d, want 401", resp.StatusCode)
+	}
+}
+
+// fakeAuthz answers Check with a fixed response and records the request.
+type fakeAuthz struct {
+	mu   sync.Mutex
+	got  []*authv3.CheckRequest
+	resp func(*authv3.CheckRequest) (*authv3.CheckResponse, error)
+}
+
+func (f *fakeAuthz) Check(_ context.Context, in *authv3.CheckRequest, _ ...grpc.CallOption) (*authv3.CheckResponse, error) {
+	f.mu.Lock()
+	f.got = append(f.got, in)
+	f.mu.Unlock()
+	return f.resp(in)
+}
+
+func (f *fakeAuthz) calls() []*authv3.CheckRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*authv3.CheckRequest(nil), f.got...)
+}
+
+// TestFastPathAsksAuthz checks a refused fast-path token gets authz's
+// answer in the same round trip: a denial exactly as Envoy writes it, an
+// allow served with the token authz attached and its Set-Cookie kept past
+// the response policy; a failing authz is a 503; a request with Origin is
+// never answered this way (its CORS would follow the wrong claims).
+func TestFastPathAsksAuthz(t *testing.T) {
+	az := &fakeAuthz{}
+	e := newEnv(t, func(o *Options) { o.Authz = az }).start()
+	var hits atomic.Int32
+	e.agents.set(8080, policyApp(t, &hits).Listener.Addr().String())
+	const base = "/@alice/dev.main/apps/code/"
+	stale := e.token(pathAppRequest("other"), "http://127.0.0.1:8080")
+	fresh := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	hdr := http.Header{"X-Forwarded-For": {"203.0.113.7"}, "Accept": {"text/html"}, "X-Request-Id": {"rid-1"}}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
+			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "location", Value: "https://dash.example.com/login"}}},
+			Body:    "see other",
+		}}}, nil
+	}
+	resp := e.doCookies("http://"+testAccessHost+base+"x?q=1", "coder_signed_app_token="+stale+"; theme=dark", hdr)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "https://dash.example.com/login" || string(body) != "see other" {
+		t.Errorf("denial: %d %q %q", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	calls := az.calls()
+	if len(calls) != 1 {
+		t.Fatalf("%d Check calls", len(calls))
+	}
+	h := calls[0].GetAttributes().GetRequest().GetHttp()
+	if h.GetHost() != testAccessHost || h.GetPath() != base+"x?q=1" || h.GetMethod() != "GET" || h.GetId() != "rid-1" ||
+		h.GetHeaders()["cookie"] != "coder_signed_app_token="+stale+"; theme=dark" || h.GetHeaders()["accept"] != "text/html" ||
+		calls[0].GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress() != "203.0.113.7" {
+		t.Errorf("Check request %v", calls[0])
+	}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-wsedge-app-token", Value: fresh}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+				{Header: &corev3.HeaderValue{Key: "cookie", Value: "theme=dark"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+			},
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "set-cookie", Value: "coder_signed_app_token=" + fresh + "; Path=" + base}}},
+		}}}, nil
+	}
+	resp = e.doCookies("http://"+testAccessHost+base+"x", "coder_signed_app_token="+stale+"; theme=dark", hdr)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-App-Cookie") != "theme=dark" {
+		t.Errorf("allow: status %d, app saw cookies %q", resp.StatusCode, resp.Header.Get("X-App-Cookie"))
+	}
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1", "coder_signed_app_token=" + fresh + "; Path=" + base}) {
+		t.Errorf("allow: Set-Cookie %q, want the app's own and authz's issued token", got)
+	}
+
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return nil, errors.New("unavailable") }
+	resp = e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+stale, nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("authz down: status %d, want 503", resp.StatusCode)
+	}
+
+	n := len(az.calls())
+	resp = e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+stale, http.Header{"Origin": {"https://x.example"}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || len(az.calls()) != n {
+		t.Errorf("with Origin: status %d, %d Check calls, want a redirect through Envoy", resp.StatusCode, len(az.calls())-n)
+	}
+	if hits.Load() != 1 {
+		t.Errorf("app hits %d, want only the allowed one", hits.Load())
+	}
+}

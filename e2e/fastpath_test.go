@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsedge/wsedge/internal/devstack"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+// fastPathEnv is the dev deployment (fast path on, as shipped) with
+// authz's and the dialer's metrics.
+type fastPathEnv struct {
+	*fullPath
+	authz, dialer *prometheus.Registry
+}
+
+func startFastPath(t *testing.T) *fastPathEnv {
+	t.Helper()
+	e := &fastPathEnv{authz: prometheus.NewRegistry(), dialer: prometheus.NewRegistry()}
+	e.fullPath = startFullPathWith(t, func(c *devstack.DevConfig) {
+		c.AuthzRegisterer, c.DialerRegisterer = e.authz, e.dialer
+		// Far below Envoy's 5 s JWKS cache: a withdrawn key is gone
+		// from the services while Envoy may still verify with it.
+		c.KeyRefresh = 100 * time.Millisecond
+	})
+	return e
+}
+
+// counter sums a counter family, over the label value given (empty:
+// every series).
+func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					match = true
+				}
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func (e *fastPathEnv) checks(t *testing.T) float64 {
+	return counter(t, e.authz, "wsedge_authz_checks_total", "", "")
+}
+
+// client is a browser with its own cookie jar holding cookies for the
+// proxy host; it follows redirects on the proxy and stops at the
+// dashboard.
+func (e *fastPathEnv) client(t *testing.T, u *url.URL, cookies ...*http.Cookie) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, cookies)
+	tr := &http.Transport{DialContext: e.dial}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Host == dashboardHost || len(via) > 5 {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+}
+
+// signedLike re-signs the claims of a real token after edit, with key.
+func signedLike(t *testing.T, key tokens.Key, base tokens.SignedToken, edit func(*tokens.SignedToken)) string {
+	t.Helper()
+	tok := base
+	edit(&tok)
+	s, err := tokens.SignToken(key, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestFastPath checks Envoy's fast path through real Envoy: a warm request
+// (a browser holding a valid token cookie) reaches the app without authz
+// being asked and without Coder cookies; every token Envoy or the dialer
+// must not trust meets ext_authz and is answered exactly as a request
+// without any token is (the login redirect); a smuggled key never rides
+// the fast path.
+func TestFastPath(t *testing.T) {
+	e := startFastPath(t)
+	appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo?x=1"
+	r := received(t, e.login(t, appURL))
+	if r.Path != "/echo" {
+		t.Fatalf("login hand-off ended at %s", r.Path)
+	}
+	u, _ := url.Parse(appURL)
+	var session, token *http.Cookie
+	for _, c := range e.browser.Jar.Cookies(u) {
+		switch c.Name {
+		case tokens.SignedAppTokenCookie:
+			token = c
+		case tokens.PathAppSessionCookie:
+			session = c
+		}
+	}
+	if token == nil || session == nil {
+		t.Fatalf("after login the browser holds %v", e.browser.Jar.Cookies(u))
+	}
+	key, err := e.dev.Primary.SigningKey(tokens.FeatureAppToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := (&tokens.Verifier{Keys: tokens.NewKeySet(key).Source(time.Now)}).VerifyToken(context.Background(), token.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("warm requests never reach authz", func(t *testing.T) {
+		before, served := e.checks(t), counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "served")
+		for i := range 5 {
+			res, err := e.browser.Get(appURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := received(t, res)
+			for _, c := range r.CookieNames {
+				if tokens.IsCoderCookie(c) || c == "wsedge_cold_path" {
+					t.Errorf("request %d: the app received cookie %s", i, c)
+				}
+			}
+			if res.Header.Get("X-Content-Type-Options") != "nosniff" || res.Header.Get("Vary") == "" {
+				t.Errorf("request %d: response policy missing: nosniff %q Vary %q", i, res.Header.Get("X-Content-Type-Options"), res.Header.Get("Vary"))
+			}
+		}
+		if got := e.checks(t) - before; got != 0 {
+			t.Errorf("authz was asked %v times for 5 warm requests", got)
+		}
+		if got := counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "served") - served; got != 5 {
+			t.Errorf("dialer served %v requests by the fast path, want 5", got)
+		}
+	})
+
+	// The answer to a request without any token and without a session:
+	// ext_authz sends the browser to the dashboard's login.
+	cold := func(t *testing.T, c *http.Client, rawURL string) (*http.Response, float64) {
+		t.Helper()
+		before := e.checks(t)
+		res, err := c.Get(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, res)
+		if strings.Contains(body, `"raw_query"`) {
+			t.Errorf("%s reached the app: %s", rawURL, body)
+		}
+		return res, e.checks(t) - before
+	}
+	baseline, n := cold(t, e.client(t, u), appURL)
+	if baseline.StatusCode/100 != 3 || !strings.Contains(baseline.Header.Get("Location"), dashboardHost) || n != 1 {
+		t.Fatalf("no token: status %d Location %q, %v checks", baseline.StatusCode, baseline.Header.Get("Location"), n)
+	}
+	otherKey := key
+	otherKey.Secret = append([]byte(nil), key.Secret...)
+	otherKey.Secret[0] ^= 0xff
+	unknownKey := otherKey
+	unknownKey.Sequence = key.Sequence + 100
+	otherApp := real.Request
+	otherApp.AppSlugOrPort = "other"
+	for _, tt := range []struct {
+		name  string
+		token string
+		// dialer is the dialer's fast-path result when Envoy verified
+		// the token (empty: Envoy itself sent it to ext_authz).
+		dialer string
+	}{
+		{"expired", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(-3 * time.Minute) }), ""},
+		{"forged", signedLike(t, otherKey, real, func(*tokens.SignedToken) {}), ""},
+		{"unknown kid", signedLike(t, unknownKey, real, func(*tokens.SignedToken) {}), ""},
+		// Envoy verifies this one (a genuine token); the dialer sends it
+		// to authz (one Check, same answer) because it names another app.
+		{"another app's token", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), "mismatch"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fastPath := func() float64 { return counter(t, e.dialer, "wsedge_dialer_fast_path_total", "", "") }
+			dialerBefore := fastPath()
+			c := e.client(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tt.token, Path: "/"})
+			res, n := cold(t, c, appURL)
+			if got := fastPath() - dialerBefore; (tt.dialer != "") != (got == 1) {
+				t.Errorf("dialer saw %v fast-path requests, want it to see one only when Envoy verified", got)
+			}
+			if res.StatusCode != baseline.StatusCode || res.Header.Get("Location") != baseline.Header.Get("Location") {
+				t.Errorf("status %d Location %q, want %d %q as without a token", res.StatusCode, res.Header.Get("Location"), baseline.StatusCode, baseline.Header.Get("Location"))
+			}
+			if n != 1 {
+				t.Errorf("authz asked %v times, want once (the cold path)", n)
+			}
+		})
+	}
+
+	t.Run("smuggled key never rides the fast path", func(t *testing.T) {
+		// A valid token and a bad smuggled key: authz handles the key
+		// hand-off (Coder's 400 page), and the app never sees it.
+		for _, q := range []string{"coder_application_connect_api_key_35e783=bogus", "coder%5Fapplication_connect_api_key_35e783=bogus"} {
+			before := e.checks(t)
+			res, err := e.browser.Get("http://" + accessHost + "/@alice/dev.main/apps/code/echo?" + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readAll(t, res)
+			if res.StatusCode != http.StatusBadRequest || strings.Contains(body, "bogus") {
+				t.Errorf("%s: status %d body %.200s", q, res.StatusCode, body)
+			}
+			if e.checks(t)-before != 1 {
+				t.Errorf("%s: authz not asked", q)
+			}
+		}
+	})
+
+	t.Run("a session with a stale token goes cold and comes back warm", func(t *testing.T) {
+		// Another app's token in the cookie and a valid session: the
+		// dialer asks authz, which issues a fresh token (one Check, the
+		// app served), and the next request is warm again.
+		c := e.client(t, u, session, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), Path: real.Request.BasePath})
+		before := e.checks(t)
+		res, err := c.Get(appURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := received(t, res); r.Path != "/echo" {
+			t.Fatalf("app saw %s", r.Path)
+		}
+		if e.checks(t)-before != 1 {
+			t.Errorf("authz asked %v times, want once", e.checks(t)-before)
+		}
+		before = e.checks(t)
+		if r := received(t, mustGet(t, c, appURL)); r.Path != "/echo" {
+			t.Fatalf("app saw %s", r.Path)
+		}
+		if e.checks(t)-before != 0 {
+			t.Errorf("authz asked again after a fresh token was issued")
+		}
+	})
+}
+
+// TestFastPathWithdrawnKey: a key the primary withdraws stops its tokens
+// at once on the fast path — while Envoy's JWKS (cached 5 s) still lists
+// it, the dialer, which verifies with the keys it holds, refuses the token
+// and the browser gets the cold path's answer; the app is never reached.
+func TestFastPathWithdrawnKey(t *testing.T) {
+	e := startFastPath(t)
+	appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo"
+	u, _ := url.Parse(appURL)
+	received(t, e.login(t, appURL))
+	var tokenCookie *http.Cookie
+	for _, c := range e.browser.Jar.Cookies(u) {
+		if c.Name == tokens.SignedAppTokenCookie {
+			tokenCookie = c
+		}
+	}
+	key, err := e.dev.Primary.SigningKey(tokens.FeatureAppToken)
+	if err != nil || tokenCookie == nil {
+		t.Fatalf("key %v, token cookie %v", err, tokenCookie)
+	}
+	real, err := (&tokens.Verifier{Keys: tokens.NewKeySet(key).Source(time.Now)}).VerifyToken(context.Background(), tokenCookie.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline, _ := e.client(t, u).Get(appURL)
+	readAll(t, baseline)
+
+	for attempt := 1; ; attempt++ {
+		// A fresh key signs; its token is warm (Envoy learns the key
+		// within its JWKS cache period).
+		if err := e.dev.Primary.RotateKeys(); err != nil {
+			t.Fatal(err)
+		}
+		key, err := e.dev.Primary.SigningKey(tokens.FeatureAppToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(time.Minute) })
+		c := e.client(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tok, Path: "/"})
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			before := e.checks(t)
+			res := mustGet(t, c, appURL)
+			body := readAll(t, res)
+			if res.StatusCode == http.StatusOK && strings.Contains(body, `"raw_query"`) && e.checks(t) == before {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a token of the new key never took the warm path: %d", res.StatusCode)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+
+		if err := e.dev.Primary.WithdrawKey(tokens.FeatureAppToken, key.Sequence); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // authz and the dialer refresh every 100 ms
+		refused := counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid")
+		res := mustGet(t, c, appURL)
+		body := readAll(t, res)
+		if strings.Contains(body, `"raw_query"`) {
+			t.Fatalf("a token of a withdrawn key reached the app (%d)", res.StatusCode)
+		}
+		if res.StatusCode != baseline.StatusCode || res.Header.Get("Location") != baseline.Header.Get("Location") {
+			t.Errorf("withdrawn key: %d %q, want the no-token answer %d %q", res.StatusCode, res.Header.Get("Location"), baseline.StatusCode, baseline.Header.Get("Location"))
+		}
+		if counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid") > refused {
+			return // Envoy still verified it; the dialer refused it
+		}
+		// Envoy's JWKS refresh happened to fall in the 500 ms window:
+		// Envoy itself sent it to ext_authz. Try again with a new key.
+		if attempt == 3 {
+			t.Fatal("Envoy dropped the withdrawn key before the dialer three times in a row")
+		}
+		t.Logf("attempt %d: Envoy refreshed its JWKS first; again", attempt)
+	}
+}
+
+func mustGet(t *testing.T, c *http.Client, rawURL string) *http.Response {
+	t.Helper()
+	res, err := c.Get(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}

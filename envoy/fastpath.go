@@ -1,0 +1,243 @@
+package envoy
+
+import (
+	"time"
+
+	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
+	actionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
+	"github.com/wsedge/wsedge/edgewire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// The warm fast path (Config.FastPath).
+//
+// Envoy verifies the coder_signed_app_token cookie itself with jwt_authn
+// (HS512, keys from the JWKS that wsedge authz serves on an internal
+// listener). A verified payload lands in dynamic metadata, and:
+//
+//   - ext_authz is skipped (filter_enabled_metadata, inverted): a request
+//     whose cookie did not verify — missing, expired, forged, signed by a
+//     key Envoy does not know yet — meets ext_authz exactly as before;
+//     jwt_authn never rejects a request by itself (allow_missing_or_failed);
+//   - requests today's pipeline treats specially are never verified, so they
+//     always take ext_authz: the smuggled-key and token query parameters
+//     (and any query key with a %-escape, which Go decodes and Envoy's
+//     matcher does not), CORS preflights and coder-logout hosts by rule;
+//     the terminal, DERP, probes and the catch-all by route;
+//   - the app-policy ext_proc runs only for requests with an Origin header
+//     (ExtensionWithMatcher + SkipFilter); the dialer applies the same
+//     response policy to the others (see package extproc);
+//   - the per-user rate limit reads the token's user_id, the value authz
+//     emits as rate_limit_key, so a user has one bucket on both paths.
+//
+// The dialer is the enforcement point: it re-verifies the cookie, matches
+// it to the request, strips Coder cookies and refuses withdrawn keys
+// (docs/architecture.md#two-paths-through-envoy).
+
+// Names of the fast path's parts.
+const (
+	// JWTProvider is the one jwt_authn provider.
+	JWTProvider = "wsedge"
+	// JWTFailureKey is the metadata key of the reason a token failed
+	// (logs only).
+	JWTFailureKey = "jwt_failure"
+	// JWKSCluster is wsedge authz's internal JWKS listener. No route
+	// targets it: only jwt_authn's fetches reach it.
+	JWKSCluster = "authz_jwks"
+	// JWKSPath is where authz serves the JWKS.
+	JWKSPath = "/jwks.json"
+	// SignedAppTokenCookie and the query parameters the rules look at
+	// (tokens.SignedAppTokenCookie, SignedAppTokenQueryParam,
+	// SmuggledAPIKeyQueryParam).
+	signedAppTokenCookie     = "coder_signed_app_token"
+	signedAppTokenQueryParam = "coder_signed_app_token_23db1dde"
+	smuggledAPIKeyQueryParam = "coder_application_connect_api_key_35e783"
+	// logoutHostPrefix starts Coder's logout hosts (appurl.KindLogout).
+	logoutHostPrefix = "coder-logout."
+)
+
+// Fast path timing.
+const (
+	// jwksCacheDuration bounds how long Envoy lags a key rotation or
+	// withdrawal (the dialer refuses withdrawn keys at once).
+	jwksCacheDuration = 5 * time.Second
+	// jwksRetry is how soon a failed JWKS fetch is retried; Envoy keeps
+	// the last good key set meanwhile.
+	jwksRetry = time.Second
+	// jwksFetchTimeout bounds one JWKS fetch.
+	jwksFetchTimeout = time.Second
+	// jwtClockSkew matches the tokens package's leeway (one minute).
+	jwtClockSkew = 60
+)
+
+// queryKeyEscapedRegex matches a :path whose query has a key with a
+// %-escape (Go decodes escapes in keys, Envoy's query matcher does not).
+// Envoy's safe_regex is a full match.
+const queryKeyEscapedRegex = `^[^?]*\?([^&]*&)*[^=&]*%.*`
+
+// coldPathCookieRegex matches a Cookie header holding edgewire.ColdPathCookie
+// (HTTP/2 cookie crumbs are joined with ", " when matched).
+const coldPathCookieRegex = `(.*[;,] *)?` + edgewire.ColdPathCookie + `=.*`
+
+// jwtAuthnFilter verifies the signed app token cookie on app routes,
+// never refusing a request itself.
+func jwtAuthnFilter(c Config) (*hcmv3.HttpFilter, error) {
+	if !c.FastPath {
+		return nil, nil
+	}
+	prefix := &routev3.RouteMatch_Prefix{Prefix: "/"}
+	skip := func(m *routev3.RouteMatch) *jwtauthnv3.RequirementRule {
+		m.PathSpecifier = prefix
+		return &jwtauthnv3.RequirementRule{Match: m}
+	}
+	queryPresent := func(name string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{QueryParameters: []*routev3.QueryParameterMatcher{{
+			Name: name, QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true},
+		}}}
+	}
+	header := func(name string, m *matcherv3.StringMatcher) *routev3.HeaderMatcher {
+		return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: m}}
+	}
+	regex := func(re string) *matcherv3.StringMatcher {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}
+	}
+	return httpFilter(edgewire.JWTAuthnFilter, &jwtauthnv3.JwtAuthentication{
+		Providers: map[string]*jwtauthnv3.JwtProvider{JWTProvider: {
+			FromCookies: []string{signedAppTokenCookie},
+			// Envoy leaves cookies in place whatever this says; the
+			// dialer strips Coder cookies from upstream requests.
+			Forward:                true,
+			RequireExpiration:      true,
+			ClockSkewSeconds:       jwtClockSkew,
+			PayloadInMetadata:      edgewire.JWTPayloadKey,
+			FailedStatusInMetadata: JWTFailureKey,
+			JwksSourceSpecifier: &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtauthnv3.RemoteJwks{
+				HttpUri: &corev3.HttpUri{
+					Uri:              "http://" + c.AuthzJWKSAddr + JWKSPath,
+					HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: JWKSCluster},
+					Timeout:          durationpb.New(jwksFetchTimeout),
+				},
+				CacheDuration: durationpb.New(jwksCacheDuration),
+				AsyncFetch:    &jwtauthnv3.JwksAsyncFetch{FailedRefetchDuration: durationpb.New(jwksRetry)},
+			}},
+		}},
+		// First match wins; a rule without requirement verifies nothing.
+		Rules: []*jwtauthnv3.RequirementRule{
+			skip(queryPresent(smuggledAPIKeyQueryParam)),
+			skip(queryPresent(signedAppTokenQueryParam)),
+			skip(&routev3.RouteMatch{Headers: []*routev3.HeaderMatcher{header(":path", regex(queryKeyEscapedRegex))}}),
+			skip(&routev3.RouteMatch{Headers: []*routev3.HeaderMatcher{
+				header(":method", &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "OPTIONS"}}),
+				{Name: "access-control-request-method", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+			}}),
+			skip(&routev3.RouteMatch{Headers: []*routev3.HeaderMatcher{
+				header(":authority", &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: logoutHostPrefix}, IgnoreCase: true}),
+			}}),
+			skip(&routev3.RouteMatch{Headers: []*routev3.HeaderMatcher{header("cookie", regex(coldPathCookieRegex))}}),
+			{
+				Match: &routev3.RouteMatch{PathSpecifier: prefix},
+				RequirementType: &jwtauthnv3.RequirementRule_Requires{Requires: &jwtauthnv3.JwtRequirement{
+					RequiresType: &jwtauthnv3.JwtRequirement_RequiresAny{RequiresAny: &jwtauthnv3.JwtRequirementOrList{
+						Requirements: []*jwtauthnv3.JwtRequirement{
+							{RequiresType: &jwtauthnv3.JwtRequirement_ProviderName{ProviderName: JWTProvider}},
+							{RequiresType: &jwtauthnv3.JwtRequirement_AllowMissingOrFailed{AllowMissingOrFailed: &emptypb.Empty{}}},
+						},
+					}},
+				}},
+			},
+		},
+	}), nil
+}
+
+// jwksCluster is authz's internal JWKS listener (plain HTTP/1.1).
+func jwksCluster(c Config) *clusterv3.Cluster {
+	return staticOrDNSCluster(JWKSCluster, c.AuthzJWKSAddr, c.ConnectTimeout)
+}
+
+// verifiedTokenMatcher matches requests whose token jwt_authn verified.
+func verifiedTokenMatcher() *matcherv3.MetadataMatcher {
+	return &matcherv3.MetadataMatcher{
+		Filter: edgewire.JWTAuthnFilter,
+		Path:   []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: edgewire.JWTPayloadKey}}},
+		Value:  &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}},
+	}
+}
+
+// onlyWithOrigin wraps a filter so that Envoy skips it (both directions)
+// for requests without an Origin header. Per-route settings still address
+// the filter by its HCM name.
+func onlyWithOrigin(name string, inner proto.Message) *matchingv3.ExtensionWithMatcher {
+	hasOrigin := &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_{
+		SinglePredicate: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate{
+			Input: &xdscorev3.TypedExtensionConfig{Name: "origin", TypedConfig: typed(&matcherv3.HttpRequestHeaderMatchInput{HeaderName: "origin"})},
+			Matcher: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_ValueMatch{ValueMatch: &xdsmatcherv3.StringMatcher{
+				// A prefix "" is refused (min length): any value, empty too.
+				MatchPattern: &xdsmatcherv3.StringMatcher_SafeRegex{SafeRegex: &xdsmatcherv3.RegexMatcher{
+					EngineType: &xdsmatcherv3.RegexMatcher_GoogleRe2{GoogleRe2: &xdsmatcherv3.RegexMatcher_GoogleRE2{}},
+					Regex:      ".*",
+				}},
+			}},
+		},
+	}}
+	return &matchingv3.ExtensionWithMatcher{
+		XdsMatcher: &xdsmatcherv3.Matcher{MatcherType: &xdsmatcherv3.Matcher_MatcherList_{MatcherList: &xdsmatcherv3.Matcher_MatcherList{
+			Matchers: []*xdsmatcherv3.Matcher_MatcherList_FieldMatcher{{
+				Predicate: &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_NotMatcher{NotMatcher: hasOrigin}},
+				OnMatch: &xdsmatcherv3.Matcher_OnMatch{OnMatch: &xdsmatcherv3.Matcher_OnMatch_Action{Action: &xdscorev3.TypedExtensionConfig{
+					Name: "skip-without-origin", TypedConfig: typed(&actionv3.SkipFilter{}),
+				}}},
+			}},
+		}}},
+		ExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: typed(inner)},
+	}
+}
+
+// jwtUserAction reads the verified token's user_id into key; without a
+// verified token it yields def, or skips the descriptor when def is empty.
+func jwtUserAction(key, def string) *routev3.RateLimit_Action {
+	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+		DescriptorKey: key,
+		MetadataKey: &metadatav3.MetadataKey{
+			Key: edgewire.JWTAuthnFilter,
+			Path: []*metadatav3.MetadataKey_PathSegment{
+				{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: edgewire.JWTPayloadKey}},
+				{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: "user_id"}},
+			},
+		},
+		DefaultValue: def,
+		Source:       routev3.RateLimit_Action_MetaData_DYNAMIC,
+	}}}
+}
+
+// RateLimitTokenUserKey is the descriptor key of the client bucket's
+// descriptor that holds the verified token's user (RateLimitAnonymous
+// without one), so fast-path requests of a user never draw from their
+// client's bucket.
+const RateLimitTokenUserKey = "token_user"
+
+// noFastPath turns jwt_authn off for r (every route that is not an app
+// route), so its requests always meet ext_authz (or skip it, as before).
+func noFastPath(c Config, r *routev3.Route) *routev3.Route {
+	if !c.FastPath {
+		return r
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[edgewire.JWTAuthnFilter] = typed(&jwtauthnv3.PerRouteConfig{
+		RequirementSpecifier: &jwtauthnv3.PerRouteConfig_Disabled{Disabled: true},
+	})
+	return r
+}

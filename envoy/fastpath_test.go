@@ -1,0 +1,295 @@
+package envoy
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
+	actionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/wsedge/wsedge/dialer"
+	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tokens"
+)
+
+func jwtAuthnOf(t *testing.T, c Config) *jwtauthnv3.JwtAuthentication {
+	t.Helper()
+	var ja jwtauthnv3.JwtAuthentication
+	if err := filterByName(t, hcmOf(t, c), edgewire.JWTAuthnFilter).GetTypedConfig().UnmarshalTo(&ja); err != nil {
+		t.Fatal(err)
+	}
+	return &ja
+}
+
+// TestFastPathNames pins the names the rules copy from package tokens.
+func TestFastPathNames(t *testing.T) {
+	if signedAppTokenCookie != tokens.SignedAppTokenCookie || signedAppTokenQueryParam != tokens.SignedAppTokenQueryParam ||
+		smuggledAPIKeyQueryParam != tokens.SmuggledAPIKeyQueryParam {
+		t.Fatal("fast path names drifted from package tokens")
+	}
+	if edgewire.ColdPathCookie != edgewire.ColdPathCookie {
+		t.Fatal("the dialer's cold-path marker is not the cookie the rules look for")
+	}
+	// The dialer asks authz about refused fast-path requests with the
+	// headers ext_authz sends.
+	if !slices.Equal(dialer.AuthzCheckHeaders, authzAllowedHeaders) {
+		t.Fatalf("dialer sends authz %v, ext_authz %v", dialer.AuthzCheckHeaders, authzAllowedHeaders)
+	}
+}
+
+// TestJWTAuthnProvider checks the provider verifies the token cookie with
+// expiry required, coderd's leeway, keys from authz's JWKS through the
+// internal cluster (short cache, async fetch), and the payload in metadata.
+func TestJWTAuthnProvider(t *testing.T) {
+	c := DefaultConfig()
+	c.AuthzJWKSAddr = "authz:7003"
+	ja := jwtAuthnOf(t, c)
+	if len(ja.GetProviders()) != 1 {
+		t.Fatalf("providers %v", ja.GetProviders())
+	}
+	p := ja.GetProviders()[JWTProvider]
+	if !slices.Equal(p.GetFromCookies(), []string{"coder_signed_app_token"}) || len(p.GetFromHeaders()) != 0 || len(p.GetFromParams()) != 0 {
+		t.Errorf("token sources: cookies %v headers %v params %v", p.GetFromCookies(), p.GetFromHeaders(), p.GetFromParams())
+	}
+	if !p.GetRequireExpiration() || p.GetClockSkewSeconds() != 60 || p.GetPayloadInMetadata() != edgewire.JWTPayloadKey {
+		t.Errorf("require_expiration %v clock skew %d payload %q", p.GetRequireExpiration(), p.GetClockSkewSeconds(), p.GetPayloadInMetadata())
+	}
+	if len(p.GetIssuer()) != 0 || len(p.GetAudiences()) != 0 {
+		t.Errorf("issuer %q audiences %v: coderd's tokens carry neither", p.GetIssuer(), p.GetAudiences())
+	}
+	rj := p.GetRemoteJwks()
+	if rj.GetHttpUri().GetUri() != "http://authz:7003/jwks.json" || rj.GetHttpUri().GetCluster() != JWKSCluster {
+		t.Errorf("jwks uri %v", rj.GetHttpUri())
+	}
+	if d := rj.GetCacheDuration().AsDuration(); d <= 0 || d > 10*time.Second {
+		t.Errorf("jwks cache %s: a withdrawn key would verify in Envoy for that long", d)
+	}
+	if rj.GetAsyncFetch() == nil || rj.GetAsyncFetch().GetFastListener() {
+		t.Errorf("async fetch %v: want async, listener waiting for the first fetch", rj.GetAsyncFetch())
+	}
+	if p.GetJwtCacheConfig() != nil {
+		t.Error("jwt token cache on: it keeps tokens of withdrawn keys passing until their exp")
+	}
+}
+
+// TestJWTAuthnRules checks the requests that are never verified (and so
+// always meet ext_authz), in order, and that the last rule never rejects.
+func TestJWTAuthnRules(t *testing.T) {
+	rules := jwtAuthnOf(t, DefaultConfig()).GetRules()
+	if len(rules) != 7 {
+		t.Fatalf("%d rules: %v", len(rules), rules)
+	}
+	for i, r := range rules {
+		if r.GetMatch().GetPrefix() != "/" {
+			t.Errorf("rule %d prefix %q, want every path", i, r.GetMatch().GetPrefix())
+		}
+		if i < len(rules)-1 && r.GetRequires() != nil {
+			t.Errorf("rule %d verifies: %v", i, r)
+		}
+	}
+	query := func(i int) string { return rules[i].GetMatch().GetQueryParameters()[0].GetName() }
+	if query(0) != tokens.SmuggledAPIKeyQueryParam || query(1) != tokens.SignedAppTokenQueryParam {
+		t.Errorf("query rules %q %q", query(0), query(1))
+	}
+	hdr := func(i, j int) (string, *matcherv3.StringMatcher) {
+		h := rules[i].GetMatch().GetHeaders()[j]
+		return h.GetName(), h.GetStringMatch()
+	}
+	if n, m := hdr(2, 0); n != ":path" || m.GetSafeRegex().GetRegex() != queryKeyEscapedRegex {
+		t.Errorf("escaped query key rule %s %v", n, m)
+	}
+	if n, m := hdr(3, 0); n != ":method" || m.GetExact() != "OPTIONS" || rules[3].GetMatch().GetHeaders()[1].GetName() != "access-control-request-method" {
+		t.Errorf("preflight rule %s %v", n, m)
+	}
+	if n, m := hdr(4, 0); n != ":authority" || m.GetPrefix() != "coder-logout." || !m.GetIgnoreCase() {
+		t.Errorf("logout rule %s %v", n, m)
+	}
+	if n, m := hdr(5, 0); n != "cookie" || m.GetSafeRegex().GetRegex() != coldPathCookieRegex {
+		t.Errorf("cold path cookie rule %s %v", n, m)
+	}
+	any := rules[6].GetRequires().GetRequiresAny().GetRequirements()
+	if len(any) != 2 || any[0].GetProviderName() != JWTProvider || any[1].GetAllowMissingOrFailed() == nil {
+		t.Errorf("last rule %v: want provider or allow_missing_or_failed", rules[6])
+	}
+}
+
+// TestExtAuthzSkippedOnlyWhenVerified checks ext_authz runs unless the
+// jwt_authn payload is present, and a skipped request is not denied.
+func TestExtAuthzSkippedOnlyWhenVerified(t *testing.T) {
+	var ea extauthzv3.ExtAuthz
+	if err := filterByName(t, hcmOf(t, DefaultConfig()), edgewire.ExtAuthzFilter).GetTypedConfig().UnmarshalTo(&ea); err != nil {
+		t.Fatal(err)
+	}
+	m := ea.GetFilterEnabledMetadata()
+	path := m.GetPath()
+	if m.GetFilter() != edgewire.JWTAuthnFilter || len(path) != 1 || path[0].GetKey() != edgewire.JWTPayloadKey || !m.GetValue().GetPresentMatch() || !m.GetInvert() {
+		t.Errorf("filter_enabled_metadata %v", m)
+	}
+	if ea.GetDenyAtDisable() != nil {
+		t.Errorf("deny_at_disable %v: skipped requests would be denied", ea.GetDenyAtDisable())
+	}
+}
+
+// TestExtProcOnlyWithOrigin checks the app-policy ext_proc is skipped for
+// requests without an Origin header.
+func TestExtProcOnlyWithOrigin(t *testing.T) {
+	f := filterByName(t, hcmOf(t, DefaultConfig()), ExtProcFilter)
+	var w matchingv3.ExtensionWithMatcher
+	if err := f.GetTypedConfig().UnmarshalTo(&w); err != nil {
+		t.Fatal(err)
+	}
+	ms := w.GetXdsMatcher().GetMatcherList().GetMatchers()
+	if len(ms) != 1 {
+		t.Fatalf("matchers %v", ms)
+	}
+	single := ms[0].GetPredicate().GetNotMatcher().GetSinglePredicate()
+	var in matcherv3.HttpRequestHeaderMatchInput
+	if err := single.GetInput().GetTypedConfig().UnmarshalTo(&in); err != nil || in.GetHeaderName() != "origin" {
+		t.Errorf("input %v (%v)", single.GetInput(), err)
+	}
+	if single.GetValueMatch().GetSafeRegex().GetRegex() != ".*" {
+		t.Errorf("value match %v: want any value", single.GetValueMatch())
+	}
+	if !ms[0].GetOnMatch().GetAction().GetTypedConfig().MessageIs(&actionv3.SkipFilter{}) {
+		t.Errorf("action %v, want SkipFilter", ms[0].GetOnMatch().GetAction())
+	}
+	if w.GetExtensionConfig().GetName() != ExtProcFilter {
+		t.Errorf("wrapped %q", w.GetExtensionConfig().GetName())
+	}
+	if !f.GetDisabled() {
+		t.Error("enabled by default; app routes must opt in")
+	}
+}
+
+// TestFastPathRoutes checks jwt_authn runs on app routes only: every other
+// route (terminal, catch-all, probes, DERP, latency checks, unknown hosts)
+// always meets ext_authz or skips it as before.
+func TestFastPathRoutes(t *testing.T) {
+	m := hcmOf(t, DefaultConfig())
+	apps := []string{"subdomain-app", "subdomain-app-preflight", "path-app", "path-app-encoded"}
+	for _, vh := range m.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a, ok := r.GetTypedPerFilterConfig()[edgewire.JWTAuthnFilter]
+			off := false
+			if ok {
+				var per jwtauthnv3.PerRouteConfig
+				if err := a.UnmarshalTo(&per); err != nil {
+					t.Fatal(err)
+				}
+				off = per.GetDisabled()
+			}
+			if want := !slices.Contains(apps, r.GetName()); off != want {
+				t.Errorf("%s/%s: jwt_authn disabled %v, want %v", vh.GetName(), r.GetName(), off, want)
+			}
+		}
+	}
+}
+
+// TestJWKSCluster checks the internal JWKS cluster and that no route
+// targets it.
+func TestJWKSCluster(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		kind clusterv3.Cluster_DiscoveryType
+	}{{"127.0.0.1:9003", clusterv3.Cluster_STATIC}, {"authz:9003", clusterv3.Cluster_STRICT_DNS}} {
+		c := DefaultConfig()
+		c.AuthzJWKSAddr = tt.addr
+		b, err := Bootstrap(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var jwks *clusterv3.Cluster
+		for _, cl := range b.GetStaticResources().GetClusters() {
+			if cl.GetName() == JWKSCluster {
+				jwks = cl
+			}
+		}
+		if jwks == nil || jwks.GetType() != tt.kind {
+			t.Fatalf("%s: cluster %v", tt.addr, jwks)
+		}
+		if jwks.GetTypedExtensionProtocolOptions() != nil {
+			t.Errorf("%s: protocol options %v: the JWKS is plain HTTP/1.1", tt.addr, jwks.GetTypedExtensionProtocolOptions())
+		}
+		for _, vh := range hcmOf(t, c).GetRouteConfig().GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				if r.GetRoute().GetCluster() == JWKSCluster {
+					t.Errorf("route %s reaches the JWKS", r.GetName())
+				}
+			}
+		}
+	}
+}
+
+// TestFastPathRateLimit checks a verified token's user draws from the
+// same bucket as authz's rate_limit_key, and that fast-path requests do
+// not also match the client bucket's descriptor.
+func TestFastPathRateLimit(t *testing.T) {
+	_, rl := localRateLimitOf(t, hcmOf(t, rateLimited(nil)), LocalRateLimitFilter)
+	var descs [][]string
+	for _, d := range rl.GetDescriptors() {
+		var es []string
+		for _, e := range d.GetEntries() {
+			es = append(es, e.GetKey()+"="+e.GetValue())
+		}
+		descs = append(descs, es)
+	}
+	want := [][]string{{"user="}, {"user=anonymous", "token_user=anonymous", "masked_remote_address="}}
+	if !slices.EqualFunc(descs, want, slices.Equal) {
+		t.Errorf("descriptors %v, want %v", descs, want)
+	}
+	jwtUser := jwtUserAction(RateLimitUserKey, "")
+	tokenUser := jwtUserAction(RateLimitTokenUserKey, RateLimitAnonymous)
+	rls := rl.GetRateLimits()
+	if len(rls) != 3 || len(rls[1].GetActions()) != 3 ||
+		!proto.Equal(rls[1].GetActions()[1], tokenUser) || len(rls[2].GetActions()) != 1 || !proto.Equal(rls[2].GetActions()[0], jwtUser) {
+		t.Fatalf("rate_limits %v", rls)
+	}
+	path := jwtUser.GetMetadata().GetMetadataKey().GetPath()
+	if jwtUser.GetMetadata().GetMetadataKey().GetKey() != edgewire.JWTAuthnFilter || len(path) != 2 || path[0].GetKey() != edgewire.JWTPayloadKey || path[1].GetKey() != "user_id" {
+		t.Errorf("jwt user action %v", jwtUser)
+	}
+}
+
+// TestFastPathOff checks --fast-path=false gives today's edge: no
+// jwt_authn, no JWKS cluster, ext_authz always on, ext_proc unwrapped.
+func TestFastPathOff(t *testing.T) {
+	c := DefaultConfig()
+	c.FastPath = false
+	c.AuthzJWKSAddr = "" // not needed without the fast path
+	b, err := Bootstrap(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range b.GetStaticResources().GetClusters() {
+		if cl.GetName() == JWKSCluster {
+			t.Error("JWKS cluster without the fast path")
+		}
+	}
+	m := hcmOf(t, c)
+	if slices.Contains(filterNames(m), edgewire.JWTAuthnFilter) {
+		t.Error("jwt_authn without the fast path")
+	}
+	var ea extauthzv3.ExtAuthz
+	if err := filterByName(t, m, edgewire.ExtAuthzFilter).GetTypedConfig().UnmarshalTo(&ea); err != nil {
+		t.Fatal(err)
+	}
+	if ea.GetFilterEnabledMetadata() != nil {
+		t.Errorf("ext_authz switchable: %v", ea.GetFilterEnabledMetadata())
+	}
+	if filterByName(t, m, ExtProcFilter).GetTypedConfig().MessageIs(&matchingv3.ExtensionWithMatcher{}) {
+		t.Error("ext_proc behind a matcher without the fast path")
+	}
+	for _, vh := range m.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			if _, ok := r.GetTypedPerFilterConfig()[edgewire.JWTAuthnFilter]; ok {
+				t.Errorf("route %s configures jwt_authn", r.GetName())
+			}
+		}
+	}
+}
