@@ -1197,8 +1197,19 @@ func checkJWKS(t *testing.T, o objects, cfg envoy.Config) {
 				t.Errorf("NetworkPolicy wsedge-authz opens the JWKS port to everyone")
 			}
 			for _, peer := range rule.From {
-				if peer.NamespaceSelector != nil || peer.IPBlock != nil || peer.PodSelector == nil ||
-					len(peer.PodSelector.MatchLabels) != 1 || peer.PodSelector.MatchLabels["app.kubernetes.io/name"] != "wsedge-envoy" {
+				// Only Envoy's pods: the selector picks them and no other
+				// workload of the deployment, and no namespace or address
+				// block widens it.
+				onlyEnvoy := peer.NamespaceSelector == nil && peer.IPBlock == nil && peer.PodSelector != nil && len(peer.PodSelector.MatchExpressions) == 0
+				if onlyEnvoy {
+					sel := labels.SelectorFromSet(peer.PodSelector.MatchLabels)
+					for name, d := range o.deployments {
+						if sel.Matches(labels.Set(d.Spec.Template.Labels)) != (name == "wsedge-envoy") {
+							onlyEnvoy = false
+						}
+					}
+				}
+				if !onlyEnvoy {
 					t.Errorf("NetworkPolicy wsedge-authz lets %v reach the JWKS; only Envoy may", peer)
 				}
 			}

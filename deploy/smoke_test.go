@@ -133,6 +133,9 @@ func loopbackSettings(t *testing.T, env map[string]string, primaryURL, token, ac
 	newPort := testutil.FreePort(t)
 	out["WSEDGE_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", newPort)
 	out["WSEDGE_METRICS_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	if _, ok := env["WSEDGE_JWKS_LISTEN"]; ok {
+		out["WSEDGE_JWKS_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	}
 	out["WSEDGE_PRIMARY_URL"] = primaryURL
 	out["WSEDGE_PROXY_TOKEN"] = token
 	out["WSEDGE_ACCESS_URL"] = accessURL

@@ -91,7 +91,7 @@ writes. Ports here are the ones envoy.yaml's container ports name. */}}
 {{- $args = concat $args (list "--tls-cert" "/etc/wsedge/tls/tls.crt" "--tls-key" "/etc/wsedge/tls/tls.key") -}}
 {{- $args = concat $args (list "--access-url-host" $access.host "--wildcard-hostname" .Values.wildcardHostname) -}}
 {{- $args = concat $args (list "--dashboard-url" (include "wsedge.primaryURL" .)) -}}
-{{- $args = concat $args (list "--authz-addr" (printf "%s-authz:9001" $fn) "--dialer-addr" (printf "%s-dialer:9002" $fn)) -}}
+{{- $args = concat $args (list "--authz-addr" (printf "%s-authz:9001" $fn) "--authz-jwks-addr" (printf "%s-authz:9003" $fn) "--dialer-addr" (printf "%s-dialer:9002" $fn)) -}}
 {{- $args = concat $args (list "--admin-addr" "0.0.0.0:9901") -}}
 {{- with .Values.envoy.timeouts -}}
 {{- if .authz }}{{ $args = concat $args (list "--authz-timeout" .authz) }}{{ end -}}
