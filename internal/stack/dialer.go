@@ -6,9 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,8 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/derp"
@@ -108,54 +108,127 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if cfg.Primary == nil || cfg.Listener == nil || cfg.AccessURL == nil {
 		return errors.New("ServeDialer needs Primary, AccessURL and Listener")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	r := &dialerRun{cfg: cfg, log: cfg.Logger}
+	if r.log == nil {
+		r.log = slog.Default()
 	}
 
-	bi, err := cfg.Primary.BuildInfo(ctx)
+	// 1. The primary must be a Coder primary, not another proxy.
+	if err := r.checkPrimary(ctx); err != nil {
+		return err
+	}
+	// Every goroutine below stops on ctx; cancel runs before wg.Wait so a
+	// return on an error (or a failed listener) does not wait forever, and
+	// what the steps opened closes, newest first, before either.
+	defer r.wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer r.closeAll()
+
+	// 2. Keep the primary's app-token keys fresh: every request's token is
+	// verified with them.
+	r.startKeys(ctx)
+	// 3. Register with the primary and keep re-registering; a shutdown
+	// deregisters first and only then ends serveCtx.
+	serveCtx, err := r.register(ctx)
+	if err != nil {
+		return err
+	}
+	// 4. Serve DERP, meshed with the sibling replicas.
+	if err := r.startDERP(); err != nil {
+		return err
+	}
+	// 5. Join the tailnet through the primary's coordinator.
+	if err := r.joinTailnet(ctx); err != nil {
+		return err
+	}
+	// 6. Serve apps, terminals, DERP and health until the shutdown.
+	srv, err := r.appServer()
+	if err != nil {
+		return err
+	}
+	r.log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)
+	return srv.Serve(serveCtx, cfg.Listener)
+}
+
+// dialerRun is one ServeDialer: what each start-up step hands the next.
+type dialerRun struct {
+	cfg DialerConfig
+	log *slog.Logger
+	wg  sync.WaitGroup
+	// closers undo the steps, newest first (closeAll).
+	closers []func()
+
+	keys      *primary.KeyCache
+	registrar *primary.Registrar
+	reg       primary.RegisterResponse
+	// mesh is the DERP server once it runs; meshErr the last check of the
+	// sibling replicas, also a /healthz-report warning as in Coder's proxy.
+	mesh    atomic.Pointer[derp.Server]
+	meshErr atomic.Pointer[string]
+	derp    http.Handler
+	node    *tsnode.Node
+	coord   *coordinate.Client
+	// app is the app server once built: the coordinator's agent-gone
+	// callback drops its pooled connections to that agent.
+	app atomic.Pointer[dialer.Server]
+}
+
+func (r *dialerRun) onClose(f func()) { r.closers = append(r.closers, f) }
+
+func (r *dialerRun) closeAll() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+func (r *dialerRun) checkPrimary(ctx context.Context) error {
+	bi, err := r.cfg.Primary.BuildInfo(ctx)
 	if err != nil {
 		return fmt.Errorf("fetch the primary's build info: %w", err)
 	}
 	if bi.WorkspaceProxy {
-		return fmt.Errorf("%s is a workspace proxy, not a Coder primary", cfg.Primary.URL())
+		return fmt.Errorf("%s is a workspace proxy, not a Coder primary", r.cfg.Primary.URL())
 	}
+	return nil
+}
 
-	// Every goroutine below stops on ctx; cancel runs before wg.Wait so a
-	// return on an error (or a failed listener) does not wait forever.
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	keys := primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
-	registerCollectors(cfg.Registerer, log, cfg.Primary.Collector())
-	wg.Go(func() {
-		if primeKeys(ctx, keys, 5*time.Second, log) {
-			_ = keys.Run(ctx)
+func (r *dialerRun) startKeys(ctx context.Context) {
+	cfg := r.cfg
+	r.keys = primary.NewKeyCache(cfg.Primary, primary.KeyCacheOptions{Logger: r.log, Registerer: cfg.Registerer, RefreshInterval: cfg.KeyRefresh})
+	registerCollectors(cfg.Registerer, r.log, cfg.Primary.Collector())
+	r.wg.Go(func() {
+		if primeKeys(ctx, r.keys, 5*time.Second, r.log) {
+			_ = r.keys.Run(ctx)
 		}
 	})
+}
 
-	// DERP mesh peers follow the sibling replicas of every registration;
-	// the DERP server itself needs the mesh key of the first one.
-	var mesh atomic.Pointer[derp.Server]
-	// meshErr is the last sibling check, also a /healthz-report warning
-	// as in Coder's proxy.
-	var meshErr atomic.Pointer[string]
-	setSiblings := func(resp primary.RegisterResponse) {
-		d := mesh.Load()
-		if d == nil {
-			return
-		}
-		sibs := make([]derp.Sibling, 0, len(resp.SiblingReplicas))
-		for _, r := range resp.SiblingReplicas {
-			sibs = append(sibs, derp.Sibling{Hostname: r.Hostname, RelayAddress: r.RelayAddress})
-		}
-		if err := d.SetSiblings(sibs); err != nil {
-			log.Warn("derp mesh peers", "error", err)
-		}
+// setSiblings points the DERP mesh at the sibling replicas of a
+// registration (the DERP server needs the mesh key of the first one, so
+// it starts after it).
+func (r *dialerRun) setSiblings(resp primary.RegisterResponse) {
+	d := r.mesh.Load()
+	if d == nil {
+		return
 	}
-	registrar := primary.NewRegistrar(cfg.Primary, primary.RegistrarOptions{
+	sibs := make([]derp.Sibling, 0, len(resp.SiblingReplicas))
+	for _, s := range resp.SiblingReplicas {
+		sibs = append(sibs, derp.Sibling{Hostname: s.Hostname, RelayAddress: s.RelayAddress})
+	}
+	if err := d.SetSiblings(sibs); err != nil {
+		r.log.Warn("derp mesh peers", "error", err)
+	}
+}
+
+// register registers (the first registration must succeed) and keeps
+// re-registering until ctx ends. Shutdown starts by deregistering, as
+// Coder's proxy does: siblings and the primary stop offering this replica
+// before its listener closes and its DERP and app connections drain. The
+// returned context, which the app server serves on, ends only then.
+func (r *dialerRun) register(ctx context.Context) (context.Context, error) {
+	cfg := r.cfg
+	r.registrar = primary.NewRegistrar(cfg.Primary, primary.RegistrarOptions{
 		Request: primary.RegisterRequest{
 			AccessURL:           cfg.AccessURL.String(),
 			WildcardHostname:    cfg.WildcardHostname,
@@ -166,87 +239,90 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 			Version:             cfg.Version,
 		},
 		Interval:     cfg.RegisterInterval,
-		OnRegistered: setSiblings,
+		OnRegistered: r.setSiblings,
 		ReplicaError: func() string {
-			if d := mesh.Load(); d != nil {
+			if d := r.mesh.Load(); d != nil {
 				e := d.CheckPeers(ctx)
-				meshErr.Store(&e)
+				r.meshErr.Store(&e)
 				return e
 			}
 			return ""
 		},
-		Logger:     log,
+		Logger:     r.log,
 		Registerer: cfg.Registerer,
 	})
-	reg, err := registrar.Start(ctx)
+	reg, err := r.registrar.Start(ctx)
 	if err != nil {
-		return fmt.Errorf("register: %w", err)
+		return nil, fmt.Errorf("register: %w", err)
 	}
-	log.Info("registered with the primary", "replica_id", registrar.ReplicaID(), "derp_region_id", reg.DERPRegionID, "siblings", len(reg.SiblingReplicas))
+	r.reg = reg
+	r.log.Info("registered with the primary", "replica_id", r.registrar.ReplicaID(), "derp_region_id", reg.DERPRegionID, "siblings", len(reg.SiblingReplicas))
 
-	// Shutdown starts by deregistering, as Coder's proxy does: siblings and
-	// the primary stop offering this replica before its listener closes
-	// and its DERP and app connections drain. Only then is the app server
-	// told to stop (serveCtx).
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServing()
+	r.onClose(stopServing)
 	reRegistering := make(chan struct{})
-	wg.Go(func() {
+	r.wg.Go(func() {
 		defer close(reRegistering)
-		_ = registrar.Run(ctx)
+		_ = r.registrar.Run(ctx)
 	})
-	wg.Go(func() {
+	r.wg.Go(func() {
 		defer stopServing()
 		<-ctx.Done()
 		<-reRegistering // no re-registration may race the deregistration
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), deregisterTimeout)
 		defer dcancel()
-		if err := registrar.Deregister(dctx); err != nil {
-			log.Warn("deregister", "error", err)
+		if err := r.registrar.Deregister(dctx); err != nil {
+			r.log.Warn("deregister", "error", err)
 		}
 	})
+	return serveCtx, nil
+}
 
-	var derpHandler http.Handler
-	if cfg.DERPEnabled {
-		d, err := derp.New(derp.Options{Logger: log, MeshKey: reg.DERPMeshKey, MeshTLSConfig: cfg.MeshTLSConfig})
-		if err != nil {
-			return err // derp names itself
-		}
-		defer d.Close()
-		mesh.Store(d)
-		setSiblings(reg)
-		registerCollectors(cfg.Registerer, log, d.Collector())
-		derpHandler = d
+func (r *dialerRun) startDERP() error {
+	if !r.cfg.DERPEnabled {
+		return nil
 	}
+	d, err := derp.New(derp.Options{Logger: r.log, MeshKey: r.reg.DERPMeshKey, MeshTLSConfig: r.cfg.MeshTLSConfig})
+	if err != nil {
+		return err // derp names itself
+	}
+	r.onClose(func() { d.Close() })
+	r.mesh.Store(d)
+	r.setSiblings(r.reg)
+	registerCollectors(r.cfg.Registerer, r.log, d.Collector())
+	r.derp = d
+	return nil
+}
 
+// joinTailnet starts the tailnet node and coordination with the primary.
+func (r *dialerRun) joinTailnet(ctx context.Context) error {
+	cfg := r.cfg
 	node, err := tsnode.New(tsnode.Options{
-		Logger:             log,
-		DERPMap:            reg.DERPMap,
+		Logger:             r.log,
+		DERPMap:            r.reg.DERPMap,
 		ListenPort:         cfg.Tailnet.ListenPort,
 		DERPOnly:           cfg.Tailnet.DERPOnly,
-		ForceWebsocketDERP: reg.DERPForceWebSockets,
+		ForceWebsocketDERP: r.reg.DERPForceWebSockets,
 		LoopbackOnly:       cfg.Tailnet.LoopbackOnly,
 		ExtraRootCAs:       cfg.Tailnet.ExtraRootCAs,
 	})
 	if err != nil {
 		return err // tsnode names itself
 	}
-	defer node.Close()
-	registerCollectors(cfg.Registerer, log, prometheus.NewCounterFunc(prometheus.CounterOpts{
+	r.onClose(func() { node.Close() })
+	r.node = node
+	registerCollectors(cfg.Registerer, r.log, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "wsedge_tailnet_dial_handshake_retries_total",
 		Help: "TCP handshakes to agents abandoned without an answer and retried from a new source port (a SYN lost to the agent's TIME-WAIT, or a lossy path).",
 	}, func() float64 { return float64(node.DialRetries()) }))
-	// The app server, once built, drops pooled connections to agents the
-	// coordinator reports gone.
-	var appServer atomic.Pointer[dialer.Server]
 	coord, err := coordinate.New(ctx, coordinate.Options{
 		URL:        cfg.Primary.URL(),
 		ProxyToken: cfg.ProxyToken,
 		Node:       node,
-		Logger:     log,
+		Logger:     r.log,
 		HTTPClient: cfg.CoordinateHTTPClient,
 		AgentGone: func(agentID uuid.UUID) {
-			if s := appServer.Load(); s != nil {
+			if s := r.app.Load(); s != nil {
 				s.AgentGone(agentID)
 			}
 		},
@@ -254,20 +330,28 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 	if err != nil {
 		return err // coordinate names itself
 	}
-	defer coord.Close()
-	registerCollectors(cfg.Registerer, log, coord.Collector())
+	r.onClose(func() { coord.Close() })
+	r.coord = coord
+	registerCollectors(cfg.Registerer, r.log, coord.Collector())
+	return nil
+}
 
+// appServer builds the HTTP server Envoy forwards to: token enforcement
+// (with authz to ask about fast-path tokens it refuses), the proxy into the
+// tailnet, terminals, DERP and health.
+func (r *dialerRun) appServer() (*dialer.Server, error) {
+	cfg := r.cfg
 	router, err := appurl.NewRouter(cfg.AccessURL, cfg.Primary.URL(), cfg.WildcardHostname)
 	if err != nil {
-		return err // appurl and dialer name themselves
+		return nil, err // appurl names itself
 	}
 	var authzClient dialer.AuthzClient
 	if cfg.AuthzAddr != "" {
 		cc, err := grpc.NewClient(cfg.AuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return fmt.Errorf("dialer: authz client: %w", err)
+			return nil, fmt.Errorf("authz client: %w", err)
 		}
-		defer cc.Close()
+		r.onClose(func() { cc.Close() })
 		authzClient = authv3.NewAuthorizationClient(cc)
 	}
 	srv, err := dialer.New(dialer.Options{
@@ -275,23 +359,22 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		AccessURL:          cfg.AccessURL,
 		DashboardURL:       cfg.Primary.URL(),
 		Router:             router,
-		Verifier:           &tokens.Verifier{Keys: keys},
-		Agents:             tailnet.Dialer{Tunnels: coord, Node: node},
+		Verifier:           &tokens.Verifier{Keys: r.keys},
+		Agents:             tailnet.Dialer{Tunnels: r.coord, Node: r.node},
 		Stats:              cfg.Primary, // uploads to app-stats itself
-		DERP:               derpHandler,
-		Health:             append(healthChecks(cfg, registrar, coord), meshHealth{&meshErr}),
+		DERP:               r.derp,
+		Health:             append(healthChecks(cfg, r.registrar, r.coord), meshHealth{&r.meshErr}),
 		DialTimeout:        cfg.DialTimeout,
 		ResponseTimeout:    cfg.ResponseTimeout,
 		Version:            cfg.Version,
-		Logger:             log,
+		Logger:             r.log,
 		ShutdownGrace:      cfg.Grace,
 		Registerer:         cfg.Registerer,
 		StatsFlushInterval: cfg.StatsFlushInterval,
 	})
 	if err != nil {
-		return err // dialer names itself
+		return nil, err // dialer names itself
 	}
-	appServer.Store(srv)
-	log.Info("dialer listening", "addr", cfg.Listener.Addr().String(), "access_url", cfg.AccessURL.String(), "derp", cfg.DERPEnabled)
-	return srv.Serve(serveCtx, cfg.Listener)
+	r.app.Store(srv)
+	return srv, nil
 }
