@@ -37,11 +37,15 @@ func Bootstrap(c Config) (*bootstrapv3.Bootstrap, error) {
 	if c.RedirectListenAddr.IsValid() {
 		listeners = append(listeners, redirectListener(c))
 	}
+	clusters := []*clusterv3.Cluster{authzCluster(c), dialerCluster(c)}
+	if cl := otlpCluster(c); cl != nil {
+		clusters = append(clusters, cl)
+	}
 	return &bootstrapv3.Bootstrap{
 		Admin: admin(c),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Listeners: listeners,
-			Clusters:  []*clusterv3.Cluster{authzCluster(c), dialerCluster(c)},
+			Clusters:  clusters,
 		},
 	}, nil
 }

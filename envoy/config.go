@@ -78,6 +78,9 @@ type Config struct {
 	RateLimit RateLimit
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
+	// Tracing exports Envoy's spans over OTLP; off unless
+	// Tracing.OTLPEndpoint is set.
+	Tracing Tracing
 }
 
 // RateLimit is Envoy's local (per Envoy process) rate limit of checked
@@ -138,6 +141,7 @@ func DefaultConfig() Config {
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
+		Tracing:               Tracing{SamplePercent: 100, ServiceName: DefaultTraceServiceName},
 	}
 }
 
@@ -168,6 +172,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
 	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+	fs.StringVar(&c.Tracing.OTLPEndpoint, "otlp-endpoint", c.Tracing.OTLPEndpoint, "`host:port` of an OTLP/gRPC collector for Envoy's OpenTelemetry traces (W3C traceparent); empty: no tracing")
+	fs.Float64Var(&c.Tracing.SamplePercent, "trace-sample-percent", c.Tracing.SamplePercent, "`percent` of requests without a traceparent that Envoy traces (a sampled traceparent is always continued); needs -otlp-endpoint")
+	fs.StringVar(&c.Tracing.ServiceName, "trace-service-name", c.Tracing.ServiceName, "service.name of Envoy's spans")
 }
 
 // Validate reports the first invalid field as a *ConfigError.
@@ -234,7 +241,7 @@ func (c Config) Validate() error {
 	if err := c.RateLimit.validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.Tracing.validate()
 }
 
 // validate checks the rate limit settings when the limit is on; a burst

@@ -116,6 +116,7 @@ func TestRegisterFlags(t *testing.T) {
 		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
 		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
+		"-otlp-endpoint", "otel-collector:4317", "-trace-sample-percent", "2.5", "-trace-service-name", "edge-eu",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +130,7 @@ func TestRegisterFlags(t *testing.T) {
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
 		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
 		RateLimit: RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
+		Tracing:   Tracing{OTLPEndpoint: "otel-collector:4317", SamplePercent: 2.5, ServiceName: "edge-eu"},
 	}
 	if c != want {
 		t.Fatalf("flags gave\n%+v\nwant\n%+v", c, want)
