@@ -43,7 +43,7 @@ func NewServer(svc *Service, reg prometheus.Registerer, opts ...ServerOption) *S
 	for _, opt := range opts {
 		opt(&o)
 	}
-	g := grpc.NewServer(
+	gopts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second,
 			Timeout: 10 * time.Second,
@@ -53,7 +53,11 @@ func NewServer(svc *Service, reg prometheus.Registerer, opts ...ServerOption) *S
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxConcurrentStreams(10000),
-	)
+	}
+	if svc.tp != nil {
+		gopts = append(gopts, statsHandler(svc.tp))
+	}
+	g := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(g, &grpcServer{svc: svc, metrics: newMetrics(reg)})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)

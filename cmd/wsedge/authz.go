@@ -30,10 +30,16 @@ func init() {
 			af.register(fs)
 			lf.register(fs)
 			return func(ctx context.Context, _ []string) error {
-				log, client, accessURL, err := openService(&lf, &pf, &af)
+				tp, stopTracing, err := openTracing(ctx, "wsedge-authz")
 				if err != nil {
 					return err
 				}
+				log, client, accessURL, err := openService(&lf, &pf, &af, tp)
+				if err != nil {
+					return err
+				}
+				defer stopTracing(log)
+				reportTracingErrors(log, "wsedge-authz", tp)
 				cookies, err := cookieConfig(*secure, *sameSite, accessURL)
 				if err != nil {
 					return err
@@ -59,6 +65,7 @@ func init() {
 					Registerer:       reg,
 					Grace:            *grace,
 					Logger:           log,
+					TracerProvider:   tp,
 				})
 			}
 		},

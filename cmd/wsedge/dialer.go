@@ -40,10 +40,16 @@ func init() {
 				if *udpPort > 65535 {
 					return fmt.Errorf("--tailnet-udp-port %d is not a port", *udpPort)
 				}
-				log, client, accessURL, err := openService(&lf, &pf, &af)
+				tp, stopTracing, err := openTracing(ctx, "wsedge-dialer")
 				if err != nil {
 					return err
 				}
+				log, client, accessURL, err := openService(&lf, &pf, &af, tp)
+				if err != nil {
+					return err
+				}
+				defer stopTracing(log)
+				reportTracingErrors(log, "wsedge-dialer", tp)
 				ln, reg, stopMetrics, err := listenWithMetrics(*listen, *metricsAddr, log)
 				if err != nil {
 					return err

@@ -13,6 +13,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wsedge/wsedge/authz"
@@ -41,6 +42,10 @@ type AuthzConfig struct {
 	Logger *slog.Logger
 	// KeyRetry is how soon a failed first key fetch is retried (5 s).
 	KeyRetry time.Duration
+	// TracerProvider, if set, traces Checks and ext_proc streams
+	// (continuing Envoy's trace) and their steps; the Primary client is
+	// traced by its own option. nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // ServeAuthz runs the ext_authz and ext_proc gRPC services until ctx ends. The gRPC
@@ -67,9 +72,10 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 			TrustedProxies:   cfg.TrustedProxies,
 			XFFTrustedHops:   cfg.XFFTrustedHops,
 		},
-		Keys:   keys,
-		Issuer: PrimaryIssuer{Client: cfg.Primary},
-		Logger: log,
+		Keys:           keys,
+		Issuer:         PrimaryIssuer{Client: cfg.Primary},
+		Logger:         log,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("authz: %w", err)
