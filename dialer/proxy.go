@@ -256,6 +256,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 			out.Header[n] = v
 		}
 	}
+	s.injectTrace(out)
 }
 
 // badGateway renders Coder's 502 page when the agent cannot be reached or

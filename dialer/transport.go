@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Upstream connection pool settings, as Coder's proxy uses for agents.
@@ -38,6 +40,8 @@ type transportCache struct {
 	dialTimeout time.Duration
 	now         func() time.Time
 	metrics     *metrics
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 
 	mu sync.Mutex
 	m  map[uuid.UUID]*agentTransport
@@ -91,8 +95,12 @@ func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
 	}
 }
 
-// dial opens a connection to an agent port within the dial timeout.
-func (c *transportCache) dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+// dial opens a connection to an agent port within the dial timeout. The
+// span (a child of the request that needed a new connection) covers the
+// tunnel set-up and the TCP handshake through the tailnet.
+func (c *transportCache) dial(ctx context.Context, agentID uuid.UUID, port uint16) (_ net.Conn, err error) {
+	ctx, span := startSpan(c.tracer, ctx, spanDialAgent, attribute.String("wsedge.agent_id", agentID.String()), attribute.Int("wsedge.agent_port", int(port)))
+	defer func() { endSpan(span, err) }()
 	ctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
 	start := time.Now()

@@ -80,6 +80,7 @@ func init() {
 					Logger:           log,
 					Tailnet:          stack.TailnetConfig{ListenPort: uint16(*udpPort)},
 					AuthzAddr:        *authzAddr,
+					TracerProvider:   tp,
 				})
 			}
 		},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/derp"
@@ -69,6 +70,9 @@ type DialerConfig struct {
 	// /healthz-report: the dialer is useless to browsers when Envoy's
 	// authz is down.
 	AuthzAddr string
+	// TracerProvider, if set, traces requests (continuing Envoy's trace),
+	// agent dials and terminal set-up; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -236,6 +240,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		ShutdownGrace:      cfg.Grace,
 		Registerer:         cfg.Registerer,
 		StatsFlushInterval: cfg.StatsFlushInterval,
+		TracerProvider:     cfg.TracerProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
