@@ -49,9 +49,16 @@ func startFullPath(t *testing.T) *fullPath {
 // startFullPathLogging is startFullPath with the services logging to log.
 func startFullPathLogging(t *testing.T, log *slog.Logger) *fullPath {
 	t.Helper()
+	return startFullPathConfig(t, log, nil)
+}
+
+// startFullPathConfig is startFullPathLogging with mod adjusting the
+// deployment's config before it starts.
+func startFullPathConfig(t *testing.T, log *slog.Logger, mod func(*devstack.DevConfig)) *fullPath {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
+	cfg := devstack.DevConfig{
 		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
 		WildcardHostname:   wildcardHost,
@@ -63,7 +70,11 @@ func startFullPathLogging(t *testing.T, log *slog.Logger) *fullPath {
 		StatsFlushInterval: 200 * time.Millisecond,
 		DialTimeout:        3 * time.Second,
 		Progress:           func(step string) { t.Logf("dev: starting %s", step) },
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	dev, err := devstack.StartDev(ctx, cfg)
 	if err != nil {
 		t.Fatalf("StartDev: %v", err)
 	}

@@ -23,6 +23,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/trace"
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -33,6 +35,7 @@ import (
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/envoyrun"
 	"github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/tracing"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tailnet/tsnode"
 	"github.com/wsedge/wsedge/tokens"
@@ -72,6 +75,12 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// OTLPEndpoint, if set, is host:port of an OTLP/gRPC collector
+	// (plain gRPC): Envoy's tracer (--otlp-endpoint, every request
+	// sampled), authz (service wsedge-authz, its primary client included)
+	// and the dialer (wsedge-dialer) send their spans there, exported
+	// every 100 ms. Empty: no tracing, as in production by default.
+	OTLPEndpoint string
 }
 
 // Dev is a running DevConfig.
@@ -108,6 +117,8 @@ type wiring struct {
 	derpMap              func() *tailcfg.DERPMap
 	client               *primary.Client
 	authzLn, dialerLn    net.Listener
+	// authzTracing and dialerTracing are nil without OTLPEndpoint.
+	authzTracing, dialerTracing trace.TracerProvider
 }
 
 // StartDev starts everything and returns once a request has gone through
@@ -216,8 +227,43 @@ func (d *Dev) startPrimary(context.Context) error {
 		primaryHandler = cfg.PrimaryMiddleware(primaryHandler)
 	}
 	d.serveHTTP("dev primary", pl, primaryHandler)
-	d.w.client, err = primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: d.w.httpClient, Timeout: 10 * time.Second, Logger: d.log})
+	if err := d.startTracing(); err != nil {
+		return err
+	}
+	// authz and the dialer share this client; its traced calls are the
+	// ones made inside authz's Checks.
+	d.w.client, err = primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: d.w.httpClient, Timeout: 10 * time.Second, Logger: d.log, TracerProvider: d.w.authzTracing})
 	return err
+}
+
+// startTracing builds the tracer providers of authz and the dialer when
+// the config names a collector. They are shut down (flushing the last
+// spans) after the services have stopped.
+func (d *Dev) startTracing() error {
+	if d.cfg.OTLPEndpoint == "" {
+		return nil
+	}
+	for _, svc := range []struct {
+		name string
+		into *trace.TracerProvider
+	}{{"wsedge-authz", &d.w.authzTracing}, {"wsedge-dialer", &d.w.dialerTracing}} {
+		tp, err := tracing.New(context.Background(), tracing.Options{
+			Service:      svc.name,
+			Version:      buildinfo.Version(),
+			Exporter:     []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(d.cfg.OTLPEndpoint), otlptracegrpc.WithInsecure()},
+			BatchTimeout: 100 * time.Millisecond,
+		})
+		if err != nil {
+			return err
+		}
+		*svc.into = tp
+		d.onStop(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(ctx)
+		})
+	}
+	return nil
 }
 
 // startEnvoy reserves the addresses of authz and the dialer (Envoy's static
@@ -242,6 +288,7 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	ecfg.AuthzAddr = d.w.authzLn.Addr().String()
 	ecfg.DialerAddr = d.w.dialerLn.Addr().String()
 	ecfg.TLSCertFile, ecfg.TLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
+	ecfg.Tracing.OTLPEndpoint = cfg.OTLPEndpoint
 	bootstrap, err := envoy.YAML(ecfg)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -264,7 +311,7 @@ func (d *Dev) startAuthz(context.Context) error {
 			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-			Registerer: cfg.AuthzRegisterer,
+			Registerer: cfg.AuthzRegisterer, TracerProvider: d.w.authzTracing,
 		})
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
@@ -288,6 +335,7 @@ func (d *Dev) startDialer(context.Context) error {
 			Registerer:           cfg.DialerRegisterer,
 			AuthzAddr:            d.w.authzLn.Addr().String(),
 			DialTimeout:          cfg.DialTimeout,
+			TracerProvider:       d.w.dialerTracing,
 		})
 	}}
 	d.startService(d.faults.dialer, d.w.dialerLn)
