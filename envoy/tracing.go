@@ -8,6 +8,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpupstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -71,6 +72,14 @@ func connectionManagerTracing(c Config) *hcmv3.HttpConnectionManager_Tracing {
 	return &hcmv3.HttpConnectionManager_Tracing{
 		RandomSampling:    &typev3.Percent{Value: t.SamplePercent},
 		SpawnUpstreamSpan: wrapperspb.Bool(true),
+		// Envoy's own http.url carries the query string, which can hold
+		// credentials (the signed app token of a terminal URL, the
+		// encrypted API key of the login hand-off): replace it with the
+		// URL without the query, as the access log does.
+		CustomTags: []*tracingv3.CustomTag{{
+			Tag:  "http.url",
+			Type: &tracingv3.CustomTag_Value{Value: urlWithoutQuery},
+		}},
 		Provider: &tracev3.Tracing_Http{
 			Name: "envoy.tracers.opentelemetry",
 			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: typed(&tracev3.OpenTelemetryConfig{
@@ -82,6 +91,11 @@ func connectionManagerTracing(c Config) *hcmv3.HttpConnectionManager_Tracing {
 		},
 	}
 }
+
+// urlWithoutQuery is the request URL as Envoy's http.url tag spells it
+// (scheme from X-Forwarded-Proto, which Envoy sets at the edge), without
+// the query string.
+const urlWithoutQuery = "%REQ(X-FORWARDED-PROTO)%://%REQ(:AUTHORITY)%%PATH(NQ)%"
 
 // otlpCluster is the collector, spoken to over HTTP/2 (gRPC); nil when
 // tracing is off.

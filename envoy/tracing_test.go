@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -33,6 +34,11 @@ func TestTracingConfig(t *testing.T) {
 	tr := hcmOf(t, c).GetTracing()
 	if tr.GetProvider().GetName() != "envoy.tracers.opentelemetry" || !tr.GetSpawnUpstreamSpan().GetValue() || tr.GetRandomSampling().GetValue() != 25 {
 		t.Fatalf("tracing block: %v", tr)
+	}
+	// http.url is replaced by the URL without its query string (the e2e
+	// test shows Envoy otherwise exports it).
+	if tags := tr.GetCustomTags(); len(tags) != 1 || tags[0].GetTag() != "http.url" || !strings.Contains(tags[0].GetValue(), "%PATH(NQ)%") {
+		t.Fatalf("custom tags %v, want http.url without the query", tags)
 	}
 	found := false
 	for _, cl := range b.GetStaticResources().GetClusters() {
