@@ -2,6 +2,7 @@ package dialer
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -111,5 +112,44 @@ func TestNoTracingPassesTraceparent(t *testing.T) {
 	resp.Body.Close()
 	if got := <-appSaw; got != tp {
 		t.Fatalf("app saw %q, want %q", got, tp)
+	}
+}
+
+// A web terminal's request span ends with the 101, and the bridge's
+// set-up (dial and init frame) is its own short span with the dial
+// inside, while the terminal itself stays open.
+func TestTerminalSpansEndWhileTheSessionRuns(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	e := newEnv(t, func(o *Options) { o.TracerProvider = tp }).start()
+	_, addr := startFakePTY(t, 0)
+	e.agents.set(ReconnectingPTYPort, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := e.dialTerminal(ctx, "reconnect="+testAgentID.String(), "https://"+testDashboardHost, e.token(terminalRequest(testAgentID), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if got := readN(ctx, t, c, 2); string(got) != "$ " {
+		t.Fatalf("greeting %q", got)
+	}
+
+	// The websocket is open; every span must already have ended.
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		byName[s.Name()] = s
+	}
+	request, bridge, dial := byName[spanRequestPrefix+"terminal"], byName[spanPTYBridge], byName[spanDialAgent]
+	if request == nil || bridge == nil || dial == nil {
+		t.Fatalf("ended spans %v, want the request, bridge and dial spans while the terminal is open", spanNames(rec.Ended()))
+	}
+	if bridge.Parent().SpanID() != request.SpanContext().SpanID() || dial.Parent().SpanID() != bridge.SpanContext().SpanID() {
+		t.Fatalf("parents: bridge %s dial %s; request %s bridge %s", bridge.Parent().SpanID(), dial.Parent().SpanID(), request.SpanContext().SpanID(), bridge.SpanContext().SpanID())
+	}
+	for _, a := range request.Attributes() {
+		if a.Key == "http.response.status_code" && a.Value.AsInt64() != http.StatusSwitchingProtocols {
+			t.Fatalf("request span status %d, want 101", a.Value.AsInt64())
+		}
 	}
 }
