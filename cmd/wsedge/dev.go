@@ -39,12 +39,14 @@ func init() {
 				dir         = fs.String("dir", "", "directory for logs and generated files (default: a new temporary directory)")
 				authzMetric = fs.String("authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
 				dialMetric  = fs.String("dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
+				otlp        = fs.String("otlp-endpoint", "", "host:port of an OTLP/gRPC collector (plain gRPC, e.g. 127.0.0.1:4317) that Envoy, authz and the dialer send every request's trace to (empty: no tracing)")
 			)
 			lf.register(fs)
 			return func(ctx context.Context, _ []string) error {
 				return runDev(ctx, devFlags{
 					logs: lf, catalog: *catalog, domain: *domain, port: *port, primaryPort: *primaryPort,
 					tls: *useTLS, envoyBin: *envoyBin, dir: *dir, authzMetrics: *authzMetric, dialerMetrics: *dialMetric,
+					otlpEndpoint: *otlp,
 				}, os.Stdout, os.Stderr)
 			}
 		},
@@ -58,6 +60,7 @@ type devFlags struct {
 	tls                         bool
 	envoyBin, dir               string
 	authzMetrics, dialerMetrics string
+	otlpEndpoint                string
 }
 
 func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
@@ -134,6 +137,7 @@ func runDev(ctx context.Context, f devFlags, stdout, stderr io.Writer) error {
 		Dir:              dir,
 		Logger:           log,
 		Progress:         func(step string) { fmt.Fprintf(stderr, "wsedge dev: starting %s…\n", step) },
+		OTLPEndpoint:     f.otlpEndpoint,
 	}
 	authzReg, dialerReg := newRegistry(), newRegistry()
 	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg
