@@ -26,9 +26,8 @@ type Tracing struct {
 	// OTLPEndpoint is host:port of an OTLP/gRPC collector (plain HTTP/2,
 	// as a node-local collector or sidecar listens).
 	OTLPEndpoint string
-	// SamplePercent is the share of requests arriving without a trace
-	// decision that are traced (0–100). A request carrying a traceparent
-	// keeps the caller's decision.
+	// SamplePercent is Envoy's random sampling of requests (0–100). A
+	// request carrying a traceparent continues that trace.
 	SamplePercent float64
 	// ServiceName is the service.name of Envoy's spans.
 	ServiceName string
