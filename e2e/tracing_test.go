@@ -204,6 +204,30 @@ func TestOneTraceThroughEnvoyAuthzAndDialer(t *testing.T) {
 	if dial := one("wsedge-dialer", "tailnet.dial"); spanID(dial.GetParentSpanId()) != spanID(request.GetSpanId()) {
 		t.Errorf("tailnet.dial is not a child of the dialer's request span:\n%s", describe(trace))
 	}
+
+	// A request that arrives with a traceparent (a traced client, or a
+	// proxy in front of Envoy) is continued in that trace.
+	const clientTrace, clientSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	a = fetch(fp.plainClient(t), "http://"+echoHost+"/client-traced", http.Header{
+		"Coder-Session-Token": {session},
+		"Traceparent":         {"00-" + clientTrace + "-" + clientSpan + "-01"},
+	})
+	if a.status != http.StatusOK {
+		t.Fatalf("client-traced request: %s", a)
+	}
+	waitFor(t, 30*time.Second, "the client's trace continued by Envoy and the dialer", func() (bool, string) {
+		var edge, dialer bool
+		var in []receivedSpan
+		for _, s := range recv.snapshot() {
+			if hex.EncodeToString(s.GetTraceId()) != clientTrace {
+				continue
+			}
+			in = append(in, s)
+			edge = edge || (s.service == "wsedge-edge" && spanID(s.GetParentSpanId()) == clientSpan)
+			dialer = dialer || s.service == "wsedge-dialer"
+		}
+		return edge && dialer, describe(in)
+	})
 }
 
 func hasName(spans []receivedSpan, name string) bool {
