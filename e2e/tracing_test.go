@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
@@ -247,4 +248,56 @@ func describe(spans []receivedSpan) string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestWebsocketSpansEndWhileItIsOpen: an app websocket through Envoy does
+// not keep wsedge's spans open: while the socket is still open, authz's
+// Check and the dialer's request span (ended at the 101) have been
+// exported.
+func TestWebsocketSpansEndWhileItIsOpen(t *testing.T) {
+	recv, endpoint := startOTLPReceiver(t)
+	fp := startFullPathConfig(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), func(c *devstack.DevConfig) {
+		c.OTLPEndpoint = endpoint
+	})
+	session := fp.newSession(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, res, err := websocket.Dial(ctx, "ws://"+echoHost+"/ws-traced", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}},
+		HTTPHeader: http.Header{"Coder-Session-Token": {session}},
+	})
+	if err != nil {
+		status := 0
+		if res != nil {
+			status = res.StatusCode
+		}
+		t.Fatalf("echo websocket: %v (status %d)", err, status)
+	}
+	defer c.CloseNow()
+	s := &appSocket{c: c}
+	if err := s.echo(ctx, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "authz's and the dialer's spans of the open websocket", func() (bool, string) {
+		var request receivedSpan
+		all := recv.snapshot()
+		for _, s := range all {
+			if s.service == "wsedge-dialer" && s.GetName() == "dialer subdomain" {
+				request = s
+			}
+		}
+		if request.Span == nil {
+			return false, describe(all)
+		}
+		var in []receivedSpan
+		for _, s := range all {
+			if string(s.GetTraceId()) == string(request.GetTraceId()) {
+				in = append(in, s)
+			}
+		}
+		return hasName(in, "envoy.service.auth.v3.Authorization/Check") && hasName(in, "envoy.service.ext_proc.v3.ExternalProcessor/Process"), describe(in)
+	})
+	if err := s.echo(ctx, "still open"); err != nil {
+		t.Fatalf("the websocket closed: %v", err)
+	}
 }
