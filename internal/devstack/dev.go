@@ -230,8 +230,9 @@ func (d *Dev) startPrimary(context.Context) error {
 	if err := d.startTracing(); err != nil {
 		return err
 	}
-	// authz and the dialer share this client; its traced calls are the
-	// ones made inside authz's Checks.
+	// authz and the dialer share this client (in production each has its
+	// own): its spans, the dialer's /healthz-report calls included, are
+	// reported as wsedge-authz's.
 	d.w.client, err = primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: d.w.httpClient, Timeout: 10 * time.Second, Logger: d.log, TracerProvider: d.w.authzTracing})
 	return err
 }
