@@ -169,6 +169,19 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 		d := s.internalError(in, "Invalid app request: "+err.Error(), "invalid_request")
 		return tokens.SignedToken{}, "", &d
 	}
+	ctx, span := s.startSpan(ctx, spanIssueToken)
+	tok, raw, d, err := s.issueAndVerify(ctx, in, t)
+	outcome := "issued"
+	if d != nil {
+		outcome = d.Outcome
+	}
+	endSpan(span, outcome, err)
+	return tok, raw, d
+}
+
+// issueAndVerify is issueToken's work; err is the failure behind a 5xx
+// decision, for the span.
+func (s *Service) issueAndVerify(ctx context.Context, in *Input, t *target) (tokens.SignedToken, string, *Decision, error) {
 	ictx, cancel := beforeDeadline(ctx)
 	defer cancel()
 	res, err := s.issuer.issue(ictx, IssueRequest{
@@ -183,25 +196,27 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 	if err != nil {
 		s.log.Warn("issue signed app token failed", "request_id", in.RequestID, "error", err)
 		d := s.badGateway(in)
-		return tokens.SignedToken{}, "", &d
+		return tokens.SignedToken{}, "", &d, err
 	}
 	if res.Relay != nil {
 		d := s.relay(in, res.Relay)
-		return tokens.SignedToken{}, "", &d
+		return tokens.SignedToken{}, "", &d, nil
 	}
 	tok, err := s.verifier.VerifyToken(ctx, res.Token)
 	if err != nil {
 		s.log.Error("newly issued token does not verify", "request_id", in.RequestID, "error", err)
 		d := s.internalError(in, "Failed to verify newly generated signed token.", "issued_token_invalid")
-		return tokens.SignedToken{}, "", &d
+		return tokens.SignedToken{}, "", &d, err
 	}
 	if !tok.MatchesRequest(t.req) {
 		s.log.Error("newly issued token does not match the request", "request_id", in.RequestID)
 		d := s.internalError(in, "Newly generated signed token does not match the request.", "issued_token_mismatch")
-		return tokens.SignedToken{}, "", &d
+		return tokens.SignedToken{}, "", &d, errIssuedMismatch
 	}
-	return tok, res.Token, nil
+	return tok, res.Token, nil, nil
 }
+
+var errIssuedMismatch = errors.New("authz: newly issued token does not match the request")
 
 // answerMargin is how long before the caller's deadline (Envoy's
 // ext_authz timeout, carried as the gRPC deadline) authz stops waiting for

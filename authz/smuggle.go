@@ -29,14 +29,17 @@ func (s *Service) handleSmuggledKey(ctx context.Context, in *Input, t *target) *
 			"smuggle_on_dashboard")
 		return &d
 	}
-	apiKey, err := s.verifier.DecryptAPIKey(ctx, encrypted)
+	dctx, span := s.startSpan(ctx, spanDecryptSmuggledKey)
+	apiKey, err := s.verifier.DecryptAPIKey(dctx, encrypted)
 	if err != nil {
+		endSpan(span, "smuggle_bad_key", err)
 		s.log.Info("smuggled api key rejected", "request_id", in.RequestID, "error", err)
 		d := s.page(http.StatusBadRequest, "Bad Request",
 			"Could not decrypt API key. Please remove the query parameter and try again.",
 			"smuggle_bad_key")
 		return &d
 	}
+	endSpan(span, "smuggle_cookie_set", nil)
 	query := url.Values{}
 	for k, v := range in.Query() {
 		if k != tokens.SmuggledAPIKeyQueryParam {

@@ -11,7 +11,14 @@ import (
 // findToken returns a signed app token from the request that verifies and
 // matches it (docs/protocol.md#token-lookup-and-matching).
 func (s *Service) findToken(ctx context.Context, in *Input, t *target) (tokens.SignedToken, string, bool) {
-	return s.verifier.FindToken(ctx, in.Query(), in.Cookies(), t.req)
+	ctx, span := s.startSpan(ctx, spanVerifyToken)
+	tok, raw, ok := s.verifier.FindToken(ctx, in.Query(), in.Cookies(), t.req)
+	outcome := "none_valid"
+	if ok {
+		outcome = "valid"
+	}
+	endSpan(span, outcome, nil)
+	return tok, raw, ok
 }
 
 // sessionToken finds the user's Coder session token (docs/protocol.md#session-token-sources).

@@ -12,29 +12,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/wsedge/wsedge/edgewire"
 	"google.golang.org/grpc"
 )
 
 // AuthzClient is wsedge authz's ext_authz service (authv3's client).
 type AuthzClient interface {
 	Check(ctx context.Context, in *authv3.CheckRequest, opts ...grpc.CallOption) (*authv3.CheckResponse, error)
-}
-
-// AuthzCheckHeaders are the request headers Envoy's ext_authz filter
-// sends authz (envoy's allowed headers; a test keeps the two equal).
-var AuthzCheckHeaders = []string{
-	"accept",
-	"authorization",
-	"coder-session-token",
-	"cookie",
-	"host",
-	"origin",
-	"sec-websocket-protocol",
-	"user-agent",
-	"x-envoy-external-address",
-	"x-forwarded-for",
-	"x-forwarded-host",
-	"x-forwarded-proto",
 }
 
 // consultTimeout bounds one Check the dialer makes (Envoy's default
@@ -108,8 +92,8 @@ func setOption(h http.Header, o *corev3.HeaderValueOption) {
 // headers (lower-case, multiple values joined as Envoy joins them), the
 // request ID, and the client address Envoy appended to X-Forwarded-For.
 func checkRequest(r *http.Request, defaultScheme string) *authv3.CheckRequest {
-	headers := make(map[string]string, len(AuthzCheckHeaders))
-	for _, k := range AuthzCheckHeaders {
+	headers := make(map[string]string, len(edgewire.AuthzCheckHeaders))
+	for _, k := range edgewire.AuthzCheckHeaders {
 		if k == "host" {
 			headers[k] = r.Host
 			continue

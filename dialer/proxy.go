@@ -16,6 +16,7 @@ import (
 	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/extproc"
+	"github.com/wsedge/wsedge/tailnet"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -228,7 +229,7 @@ func (s *Server) upstreamURL(appURL *url.URL, tok tokens.SignedToken, rt appurl.
 	default:
 		return nil, fmt.Errorf("application URL %q has unsupported scheme %q", tok.AppURL, u.Scheme)
 	}
-	u.Host = net.JoinHostPort(AgentIP(tok.AgentID).String(), port)
+	u.Host = net.JoinHostPort(tailnet.AgentAddr(tok.AgentID).String(), port)
 	return &u, nil
 }
 
@@ -291,6 +292,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 			out.Header[n] = v
 		}
 	}
+	s.injectTrace(out)
 }
 
 // badGateway renders Coder's 502 page when the agent cannot be reached or

@@ -54,8 +54,12 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
-	agentConn, err := s.transports.dial(ctx, tok.AgentID, ReconnectingPTYPort)
+	// The span covers setting the bridge up (agent dial, init frame), not
+	// the terminal session, which may last hours.
+	sctx, span := startSpan(s.tracer, ctx, spanPTYBridge)
+	agentConn, err := s.transports.dial(sctx, tok.AgentID, ReconnectingPTYPort)
 	if err != nil {
+		endSpan(span, err)
 		_ = conn.Close(websocket.StatusInternalError, closeReason("dial workspace agent: %s", err))
 		return
 	}
@@ -64,6 +68,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	if err == nil {
 		_, err = agentConn.Write(frame)
 	}
+	endSpan(span, err)
 	if err != nil {
 		_ = conn.Close(websocket.StatusInternalError, closeReason("dial: %s", err))
 		return

@@ -29,6 +29,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
@@ -98,6 +99,9 @@ type Options struct {
 	// StatsFlushInterval is how often app stats are uploaded; zero means
 	// StatsFlushInterval (30 s, as Coder's proxy).
 	StatsFlushInterval time.Duration
+	// TracerProvider, if set, traces requests (continuing Envoy's
+	// traceparent), agent dials and terminal set-up; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the dialer's HTTP server.
@@ -130,6 +134,8 @@ type Server struct {
 	upgrades activeSet
 
 	handler http.Handler
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 
 	// testPingInterval overrides terminalPingInterval in tests.
 	testPingInterval time.Duration
@@ -190,7 +196,11 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("dialer: metrics: %w", err)
 	}
 	s.metrics = m
+	if o.TracerProvider != nil {
+		s.tracer = o.TracerProvider.Tracer(tracerName)
+	}
 	s.transports = newTransportCache(s.agents, s.dialTimeout, s.responseTimeout, s.now, m)
+	s.transports.tracer = s.tracer
 	s.stats = NewStatsCollector(StatsCollectorOptions{
 		Reporter:      o.Stats,
 		Now:           s.now,
@@ -198,7 +208,15 @@ func New(o Options) (*Server, error) {
 		OnFlush:       m.observeFlush,
 		FlushInterval: o.StatsFlushInterval,
 	})
-	s.handler = s.instrument(http.HandlerFunc(s.route))
+	var h http.Handler = http.HandlerFunc(s.route)
+	if o.TracerProvider != nil {
+		h = endAtHeaders(h)
+	}
+	h = s.instrument(h)
+	if o.TracerProvider != nil {
+		h = traced(h, o.TracerProvider)
+	}
+	s.handler = h
 	return s, nil
 }
 

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Upstream connection pool settings, as Coder's proxy uses for agents.
@@ -23,14 +24,6 @@ const (
 	sweepInterval      = 5 * time.Minute
 )
 
-// AgentIP is an agent's tailnet address: the agent UUID with its first six
-// bytes replaced by Tailscale's service prefix fd7a:115c:a1e0::/48.
-func AgentIP(agentID uuid.UUID) netip.Addr {
-	b := [16]byte(agentID)
-	copy(b[:6], []byte{0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0})
-	return netip.AddrFrom16(b)
-}
-
 // transportCache keeps one http.Transport per agent so connections to an
 // agent are reused across requests.
 type transportCache struct {
@@ -39,6 +32,8 @@ type transportCache struct {
 	responseTimeout time.Duration
 	now             func() time.Time
 	metrics         *metrics
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 
 	mu sync.Mutex
 	m  map[uuid.UUID]*agentTransport
@@ -96,8 +91,12 @@ func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
 	}
 }
 
-// dial opens a connection to an agent port within the dial timeout.
-func (c *transportCache) dial(ctx context.Context, agentID uuid.UUID, port uint16) (net.Conn, error) {
+// dial opens a connection to an agent port within the dial timeout. The
+// span (a child of the request that needed a new connection) covers the
+// tunnel set-up and the TCP handshake through the tailnet.
+func (c *transportCache) dial(ctx context.Context, agentID uuid.UUID, port uint16) (_ net.Conn, err error) {
+	ctx, span := startSpan(c.tracer, ctx, spanDialAgent, attribute.String("wsedge.agent_id", agentID.String()), attribute.Int("wsedge.agent_port", int(port)))
+	defer func() { endSpan(span, err) }()
 	ctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
 	start := time.Now()

@@ -11,14 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-func TestAgentIP(t *testing.T) {
-	// The example of docs/protocol.md#agent-address.
-	got := AgentIP(uuid.MustParse("123e4567-e89b-12d3-a456-426614174000")).String()
-	if got != "fd7a:115c:a1e0:12d3:a456:4266:1417:4000" {
-		t.Fatalf("got %s", got)
-	}
-}
-
 func TestTransportPerAgentAndEviction(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }

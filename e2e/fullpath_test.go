@@ -50,7 +50,11 @@ func startFullPathWith(t *testing.T, edit func(*devstack.DevConfig)) *fullPath {
 	if os.Getenv("E2E_LOG") == "debug" {
 		lvl = slog.LevelDebug
 	}
-	return startFullPathLogging(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if edit == nil {
+		return startFullPathLogging(t, log)
+	}
+	return startFullPathLogging(t, log, edit)
 }
 
 // startFullPathLogging is startFullPath with the services logging to log;

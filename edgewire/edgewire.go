@@ -102,3 +102,27 @@ const (
 	// sends a browser back to the cold path; it never reaches an app.
 	ColdPathCookie = "wsedge_cold_path"
 )
+
+// AuthzCheckHeaders are the request headers Envoy's ext_authz filter sends
+// authz (envoy writes them as its allowed headers), and those the dialer
+// copies into the Check it makes for a fast-path token it refuses: credentials,
+// content negotiation, origin, whether the request is a navigation
+// (Sec-Fetch-Mode), forwarding facts, and Envoy's
+// x-request-id (authz logs it, as Envoy's access log and the dialer do).
+// Host, path, method and scheme travel in their own CheckRequest fields.
+var AuthzCheckHeaders = []string{
+	"accept",
+	"authorization",
+	"coder-session-token",
+	"cookie",
+	"host",
+	"origin",
+	"sec-fetch-mode",
+	"sec-websocket-protocol",
+	"user-agent",
+	"x-envoy-external-address",
+	"x-forwarded-for",
+	"x-forwarded-host",
+	"x-forwarded-proto",
+	"x-request-id",
+}

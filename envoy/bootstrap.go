@@ -38,6 +38,9 @@ func Bootstrap(c Config) (*bootstrapv3.Bootstrap, error) {
 	if c.FastPath {
 		clusters = append(clusters, jwksCluster(c))
 	}
+	if cl := otlpCluster(c); cl != nil {
+		clusters = append(clusters, cl)
+	}
 	return &bootstrapv3.Bootstrap{
 		Admin: admin(c),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{

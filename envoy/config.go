@@ -86,6 +86,9 @@ type Config struct {
 	RateLimit RateLimit
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
+	// Tracing exports Envoy's spans over OTLP; off unless
+	// Tracing.OTLPEndpoint is set.
+	Tracing Tracing
 }
 
 // RateLimit is Envoy's local (per Envoy process) rate limit of checked
@@ -148,6 +151,7 @@ func DefaultConfig() Config {
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
+		Tracing:               Tracing{SamplePercent: 100, ServiceName: DefaultTraceServiceName},
 	}
 }
 
@@ -222,7 +226,7 @@ func (c Config) Validate() error {
 	if err := c.RateLimit.validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.Tracing.validate()
 }
 
 // validate checks the rate limit settings when the limit is on; a burst

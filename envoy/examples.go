@@ -10,7 +10,8 @@ type Example struct {
 
 // Examples are the bootstraps `go generate` writes to examples/: plain HTTP
 // for a local run, TLS for a deployment, and the TLS deployment with
-// per-user rate limiting on (600 requests a minute, bursts of 100).
+// per-user rate limiting on (600 requests a minute, bursts of 100), and
+// the TLS deployment tracing 10% of requests to an OTLP collector.
 func Examples() []Example {
 	plain := DefaultConfig()
 
@@ -29,9 +30,14 @@ func Examples() []Example {
 	limited.RateLimit.Burst = 100
 	limited.RateLimit.BeforeAuthz = true
 
+	traced := tls
+	traced.Tracing.OTLPEndpoint = "otel-collector:4317"
+	traced.Tracing.SamplePercent = 10
+
 	return []Example{
 		{File: "plain.yaml", Config: plain},
 		{File: "tls.yaml", Config: tls},
 		{File: "ratelimit.yaml", Config: limited},
+		{File: "tracing.yaml", Config: traced},
 	}
 }

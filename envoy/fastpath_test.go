@@ -13,7 +13,6 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -32,14 +31,6 @@ func TestFastPathNames(t *testing.T) {
 	if signedAppTokenCookie != tokens.SignedAppTokenCookie || signedAppTokenQueryParam != tokens.SignedAppTokenQueryParam ||
 		smuggledAPIKeyQueryParam != tokens.SmuggledAPIKeyQueryParam {
 		t.Fatal("fast path names drifted from package tokens")
-	}
-	if edgewire.ColdPathCookie != edgewire.ColdPathCookie {
-		t.Fatal("the dialer's cold-path marker is not the cookie the rules look for")
-	}
-	// The dialer asks authz about refused fast-path requests with the
-	// headers ext_authz sends.
-	if !slices.Equal(dialer.AuthzCheckHeaders, authzAllowedHeaders) {
-		t.Fatalf("dialer sends authz %v, ext_authz %v", dialer.AuthzCheckHeaders, authzAllowedHeaders)
 	}
 }
 

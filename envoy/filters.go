@@ -53,32 +53,10 @@ func corsFilter(Config) (*hcmv3.HttpFilter, error) {
 	return httpFilter(corsFilterName, &corsv3.Cors{}), nil
 }
 
-// authzAllowedHeaders are the request headers sent to authz: credentials,
-// content negotiation, origin, whether the request is a navigation
-// (Sec-Fetch-Mode), forwarding facts, and Envoy's
-// x-request-id (authz logs it, as Envoy's access log and the dialer do).
-// Host, path, method and scheme travel in their own CheckRequest fields.
-var authzAllowedHeaders = []string{
-	"accept",
-	"authorization",
-	"coder-session-token",
-	"cookie",
-	"host",
-	"origin",
-	"sec-fetch-mode",
-	"sec-websocket-protocol",
-	"user-agent",
-	"x-envoy-external-address",
-	"x-forwarded-for",
-	"x-forwarded-host",
-	"x-forwarded-proto",
-	"x-request-id",
-}
-
 // extAuthzFilter calls wsedge authz over gRPC and fails closed.
 func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
-	patterns := make([]*matcherv3.StringMatcher, 0, len(authzAllowedHeaders))
-	for _, h := range authzAllowedHeaders {
+	patterns := make([]*matcherv3.StringMatcher, 0, len(edgewire.AuthzCheckHeaders))
+	for _, h := range edgewire.AuthzCheckHeaders {
 		patterns = append(patterns, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h}, IgnoreCase: true})
 	}
 	return httpFilter(edgewire.ExtAuthzFilter, &extauthzv3.ExtAuthz{

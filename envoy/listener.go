@@ -113,6 +113,7 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 		HttpFilters:      filters,
 		LocalReplyConfig: localReplyConfig(c),
 		AccessLog:        accessLogs(c),
+		Tracing:          connectionManagerTracing(c),
 	}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/tokens"
@@ -46,6 +47,9 @@ type Options struct {
 	// Registerer, if set, receives wsedge_primary_request_duration_seconds
 	// (see also Collector).
 	Registerer prometheus.Registerer
+	// TracerProvider, if set, traces calls made within a traced request
+	// and sends their trace context to the primary; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Client calls the primary's workspace-proxy API. It is safe for
@@ -109,6 +113,9 @@ func New(opts Options) (*Client, error) {
 	// following a redirect would send the proxy token to another host.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.instrument(&hc, opts.Registerer)
+	if opts.TracerProvider != nil {
+		hc.Transport = traceTransport(hc.Transport, opts.TracerProvider)
+	}
 	c.http = &hc
 	return c, nil
 }

@@ -41,10 +41,16 @@ func (c *authzCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
-	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app)
+	tp, stopTracing, err := openTracing(ctx, "wsedge-authz")
 	if err != nil {
 		return err
 	}
+	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app, tp)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(log)
+	reportTracingErrors(log, "wsedge-authz", tp)
 	cookies, err := cookieConfig(c.secure, c.sameSite, accessURL)
 	if err != nil {
 		return err
@@ -78,5 +84,6 @@ func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		Registerer:       reg,
 		Grace:            c.grace,
 		Logger:           log,
+		TracerProvider:   tp,
 	})
 }

@@ -32,6 +32,7 @@ type devCmd struct {
 	envoyBin, dir               string
 	authzMetrics, dialerMetrics string
 	fastPath                    bool
+	otlpEndpoint                string
 }
 
 func (f *devCmd) flags(fs *flag.FlagSet) {
@@ -44,6 +45,7 @@ func (f *devCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "dir", "", "directory for logs and generated files (default: a new temporary directory)")
 	fs.StringVar(&f.authzMetrics, "authz-metrics-listen", "127.0.0.1:9101", "authz Prometheus /metrics address (empty disables)")
 	fs.StringVar(&f.dialerMetrics, "dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC collector (plain gRPC, e.g. 127.0.0.1:4317) that Envoy, authz and the dialer send every request's trace to (empty: no tracing)")
 	fs.BoolVar(&f.fastPath, "fast-path", true, "let Envoy verify signed app token cookies and skip ext_authz for them (envoy-config --fast-path)")
 	f.logs.register(fs)
 }
@@ -123,6 +125,7 @@ func (f *devCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 		Logger:           log,
 		Progress:         func(step string) { fmt.Fprintf(stderr, "wsedge dev: starting %s…\n", step) },
 		NoFastPath:       !f.fastPath,
+		OTLPEndpoint:     f.otlpEndpoint,
 	}
 	authzReg, dialerReg := newRegistry(), newRegistry()
 	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg

@@ -59,10 +59,16 @@ func (c *dialerCmd) run(ctx context.Context, _, stderr io.Writer) error {
 	if c.udpPort > 65535 {
 		return fmt.Errorf("--tailnet-udp-port %d is not a port", c.udpPort)
 	}
-	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app)
+	tp, stopTracing, err := openTracing(ctx, "wsedge-dialer")
 	if err != nil {
 		return err
 	}
+	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app, tp)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(log)
+	reportTracingErrors(log, "wsedge-dialer", tp)
 	ln, reg, stopMetrics, err := listenWithMetrics(c.listen, c.metrics, log)
 	if err != nil {
 		return err
@@ -91,6 +97,7 @@ func (c *dialerCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		Registerer:       reg,
 		Grace:            c.grace,
 		Logger:           log,
+		TracerProvider:   tp,
 		Tailnet:          stack.TailnetConfig{ListenPort: uint16(c.udpPort)},
 		AuthzAddr:        c.authzAddr,
 		DialTimeout:      c.dialTimeout,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
@@ -133,9 +134,10 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// openService is how authz and the dialer start: a logger (to stderr) from
+// openService is how authz and the dialer start (the primary client traced
+// with tp, when not nil): a logger (to stderr) from
 // the log flags, the primary client and the access URL.
-func openService(stderr io.Writer, lf *logFlags, pf *primaryFlags, af *appFlags) (*slog.Logger, *primary.Client, *url.URL, error) {
+func openService(stderr io.Writer, lf *logFlags, pf *primaryFlags, af *appFlags, tp trace.TracerProvider) (*slog.Logger, *primary.Client, *url.URL, error) {
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return nil, nil, nil, err
@@ -148,7 +150,7 @@ func openService(stderr io.Writer, lf *logFlags, pf *primaryFlags, af *appFlags)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log})
+	client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log, TracerProvider: tp})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -24,6 +24,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/trace"
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -34,6 +36,7 @@ import (
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/envoyrun"
 	"github.com/wsedge/wsedge/internal/stack"
+	"github.com/wsedge/wsedge/internal/tracing"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tailnet/tsnode"
 	"github.com/wsedge/wsedge/tokens"
@@ -73,6 +76,12 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// OTLPEndpoint, if set, is host:port of an OTLP/gRPC collector
+	// (plain gRPC): Envoy's tracer (--otlp-endpoint, every request
+	// sampled), authz (service wsedge-authz, its primary client included)
+	// and the dialer (wsedge-dialer) send their spans there, exported
+	// every 100 ms. Empty: no tracing, as in production by default.
+	OTLPEndpoint string
 	// ServeElsewhere, if set, runs authz and the dialer instead of this
 	// process: called with ServiceAuthz or ServiceDialer, the listener
 	// Envoy sends the service's traffic to, and what the service needs
@@ -126,6 +135,8 @@ type wiring struct {
 	derpMap              func() *tailcfg.DERPMap
 	client               *primary.Client
 	authzLn, dialerLn    net.Listener
+	// authzTracing and dialerTracing are nil without OTLPEndpoint.
+	authzTracing, dialerTracing trace.TracerProvider
 	// jwksLn is authz's internal JWKS listener until authz first takes
 	// it; jwksAddr is where a restarted authz listens again.
 	jwksLn   net.Listener
@@ -234,8 +245,44 @@ func (d *Dev) startPrimary(context.Context) error {
 		primaryHandler = cfg.PrimaryMiddleware(primaryHandler)
 	}
 	d.serveHTTP("dev primary", pl, primaryHandler)
-	d.w.client, err = primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: d.w.httpClient, Timeout: 10 * time.Second, Logger: d.log})
+	if err := d.startTracing(); err != nil {
+		return err
+	}
+	// authz and the dialer share this client (in production each has its
+	// own): its spans, the dialer's /healthz-report calls included, are
+	// reported as wsedge-authz's.
+	d.w.client, err = primary.New(primary.Options{URL: cfg.DashboardURL, ProxyToken: dev.ProxyToken(), HTTPClient: d.w.httpClient, Timeout: 10 * time.Second, Logger: d.log, TracerProvider: d.w.authzTracing})
 	return err
+}
+
+// startTracing builds the tracer providers of authz and the dialer when
+// the config names a collector. They are shut down (flushing the last
+// spans) after the services have stopped.
+func (d *Dev) startTracing() error {
+	if d.cfg.OTLPEndpoint == "" {
+		return nil
+	}
+	for _, svc := range []struct {
+		name string
+		into *trace.TracerProvider
+	}{{"wsedge-authz", &d.w.authzTracing}, {"wsedge-dialer", &d.w.dialerTracing}} {
+		tp, err := tracing.New(context.Background(), tracing.Options{
+			Service:      svc.name,
+			Version:      buildinfo.Version(),
+			Exporter:     []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(d.cfg.OTLPEndpoint), otlptracegrpc.WithInsecure()},
+			BatchTimeout: 100 * time.Millisecond,
+		})
+		if err != nil {
+			return err
+		}
+		*svc.into = tp
+		d.onStop(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(ctx)
+		})
+	}
+	return nil
 }
 
 // startEnvoy reserves the addresses of authz and the dialer (Envoy's static
@@ -271,6 +318,7 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	ecfg.AuthzAddr = d.w.authzLn.Addr().String()
 	ecfg.DialerAddr = d.w.dialerLn.Addr().String()
 	ecfg.TLSCertFile, ecfg.TLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
+	ecfg.Tracing.OTLPEndpoint = cfg.OTLPEndpoint
 	bootstrap, err := envoy.YAML(ecfg)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -302,19 +350,19 @@ func (d *Dev) startAuthz(context.Context) error {
 			_ = jwks.Close()
 			return d.cfg.ServeElsewhere(ctx, ServiceAuthz, ln, d.serviceSpec())
 		}
-		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, d.log))
+		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, d.w.authzTracing, d.log))
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
 	return nil
 }
 
 // authzConfig is how a Dev runs authz.
-func authzConfig(cfg DevConfig, client *primary.Client, ln, jwks net.Listener, log *slog.Logger) stack.AuthzConfig {
+func authzConfig(cfg DevConfig, client *primary.Client, ln, jwks net.Listener, tp trace.TracerProvider, log *slog.Logger) stack.AuthzConfig {
 	return stack.AuthzConfig{
 		Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 		Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh,
+		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh, TracerProvider: tp,
 	}
 }
 
@@ -357,6 +405,7 @@ func dialerConfig(cfg DevConfig, w *wiring, proxyToken, authzAddr string, ln net
 		AuthzAddr:            authzAddr,
 		DialTimeout:          cfg.DialTimeout,
 		KeyRefresh:           cfg.KeyRefresh,
+		TracerProvider:       w.dialerTracing,
 	}
 }
 

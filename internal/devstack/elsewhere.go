@@ -127,7 +127,7 @@ func ServeService(ctx context.Context, service string, ln net.Listener, spec Ser
 		if err != nil {
 			return fmt.Errorf("devstack: authz jwks: %w", err)
 		}
-		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, log))
+		return stack.ServeAuthz(ctx, authzConfig(d.cfg, d.w.client, ln, jwks, nil, log))
 	case ServiceDialer:
 		return stack.ServeDialer(ctx, dialerConfig(d.cfg, &d.w, spec.ProxyToken, spec.AuthzAddr, ln, log))
 	}

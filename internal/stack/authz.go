@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 
 	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/extproc"
+	"github.com/wsedge/wsedge/internal/tracing"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -43,6 +46,10 @@ type AuthzConfig struct {
 	Logger *slog.Logger
 	// KeyRetry is how soon a failed first key fetch is retried (5 s).
 	KeyRetry time.Duration
+	// TracerProvider, if set, traces Checks and ext_proc streams
+	// (continuing Envoy's trace) and their steps; the Primary client is
+	// traced by its own option. nil: no tracing.
+	TracerProvider trace.TracerProvider
 	// KeyRefresh overrides the 10 min refresh of the primary's keys
 	// (tests: a withdrawn key).
 	KeyRefresh time.Duration
@@ -75,9 +82,10 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 			TrustedProxies:   cfg.TrustedProxies,
 			XFFTrustedHops:   cfg.XFFTrustedHops,
 		},
-		Keys:   keys,
-		Issuer: PrimaryIssuer{Client: cfg.Primary},
-		Logger: log,
+		Keys:           keys,
+		Issuer:         PrimaryIssuer{Client: cfg.Primary},
+		Logger:         log,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return err // authz names itself
@@ -94,7 +102,11 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 	}
 	// One gRPC server, both services: Envoy's ext_proc filters on app
 	// routes talk to the same address as ext_authz.
-	srv := newEdgeGRPC(authz.NewAuthorizationServer(svc, cfg.Registerer), proc)
+	var traced []grpc.ServerOption
+	if cfg.TracerProvider != nil {
+		traced = append(traced, tracing.GRPCServer(cfg.TracerProvider))
+	}
+	srv := newEdgeGRPC(authz.NewAuthorizationServer(svc, cfg.Registerer), proc, traced...)
 	srv.setAuthorizationServing(false)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -17,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -78,6 +79,9 @@ type DialerConfig struct {
 	// dialer refuses, so they get the cold path's answer at once
 	// (dialer.Options.Authz).
 	AuthzAddr string
+	// TracerProvider, if set, traces requests (continuing Envoy's trace),
+	// agent dials and terminal set-up; nil: no tracing.
+	TracerProvider trace.TracerProvider
 	// KeyRefresh overrides the 10 min refresh of the primary's keys
 	// (tests: a withdrawn key).
 	KeyRefresh time.Duration
@@ -371,6 +375,7 @@ func (r *dialerRun) appServer() (*dialer.Server, error) {
 		ShutdownGrace:      cfg.Grace,
 		Registerer:         cfg.Registerer,
 		StatsFlushInterval: cfg.StatsFlushInterval,
+		TracerProvider:     cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err // dialer names itself

@@ -26,8 +26,8 @@ type edgeGRPC struct {
 // suit Envoy, which holds a few long-lived HTTP/2 connections per worker
 // and pings them. Every service starts SERVING; ServeAuthz holds
 // Authorization back until the keys are in.
-func newEdgeGRPC(az authv3.AuthorizationServer, proc extprocv3.ExternalProcessorServer) *edgeGRPC {
-	g := grpc.NewServer(
+func newEdgeGRPC(az authv3.AuthorizationServer, proc extprocv3.ExternalProcessorServer, extra ...grpc.ServerOption) *edgeGRPC {
+	opts := append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second,
 			Timeout: 10 * time.Second,
@@ -37,7 +37,8 @@ func newEdgeGRPC(az authv3.AuthorizationServer, proc extprocv3.ExternalProcessor
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxConcurrentStreams(10000),
-	)
+	}, extra...)
+	g := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(g, az)
 	extprocv3.RegisterExternalProcessorServer(g, proc)
 	hs := health.NewServer()

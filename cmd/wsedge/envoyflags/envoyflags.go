@@ -40,4 +40,7 @@ func Register(fs *flag.FlagSet, c *envoy.Config) {
 	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
 	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+	fs.StringVar(&c.Tracing.OTLPEndpoint, "otlp-endpoint", c.Tracing.OTLPEndpoint, "`host:port` of an OTLP/gRPC collector for Envoy's OpenTelemetry traces (W3C traceparent); empty: no tracing")
+	fs.Float64Var(&c.Tracing.SamplePercent, "trace-sample-percent", c.Tracing.SamplePercent, "`percent` of requests Envoy samples (random_sampling; a request with a traceparent continues that trace); needs -otlp-endpoint")
+	fs.StringVar(&c.Tracing.ServiceName, "trace-service-name", c.Tracing.ServiceName, "service.name of Envoy's spans")
 }
