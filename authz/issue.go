@@ -71,6 +71,10 @@ type issuer struct {
 	group    singleflight.Group
 	// joined, when set (tests), is called as a request joins a flight.
 	joined func()
+	// calls bounds concurrent calls to the primary (Limits.IssueCalls): a
+	// flight that finds none free fails with errIssueBusy, so a burst of
+	// cold requests from many sessions cannot pile up on the primary.
+	calls slots
 
 	mu     sync.Mutex
 	recent map[string]issued
@@ -87,6 +91,10 @@ func (i *issuer) issue(ctx context.Context, req IssueRequest) (IssueResult, erro
 		return IssueResult{Token: tok}, nil
 	}
 	ch := i.group.DoChan(key, func() (any, error) {
+		if !i.calls.take() {
+			return IssueResult{}, errIssueBusy
+		}
+		defer i.calls.release()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), issueTimeout)
 		defer cancel()
 		res, err := i.upstream.Issue(ctx, req)

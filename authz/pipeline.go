@@ -20,6 +20,8 @@ type Service struct {
 	issuer   issuer
 	log      *slog.Logger
 	now      func() time.Time
+	// checks bounds concurrent Check calls (Limits.Checks).
+	checks slots
 }
 
 // Options wires a Service to its collaborators.
@@ -32,11 +34,17 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Limits bound in-flight work; zero fields take the defaults.
+	Limits Limits
 }
 
 // New builds a Service.
 func New(opts Options) (*Service, error) {
 	cfg, err := compile(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := opts.Limits.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -57,14 +65,20 @@ func New(opts Options) (*Service, error) {
 	return &Service{
 		cfg:      cfg,
 		verifier: &tokens.Verifier{Keys: opts.Keys, Now: now},
-		issuer:   issuer{upstream: opts.Issuer, now: now},
+		issuer:   issuer{upstream: opts.Issuer, now: now, calls: newSlots(limits.IssueCalls)},
 		log:      log,
 		now:      now,
+		checks:   newSlots(limits.Checks),
 	}, nil
 }
 
-// Check decides one request.
+// Check decides one request. Beyond Limits.Checks calls in flight it
+// answers 503 at once.
 func (s *Service) Check(ctx context.Context, in *Input) Decision {
+	if !s.checks.take() {
+		return s.overloaded(in, "shed_checks")
+	}
+	defer s.checks.release()
 	t, d := s.classify(in)
 	if d != nil {
 		return *d
@@ -99,6 +113,10 @@ func (s *Service) issueToken(ctx context.Context, in *Input, t *target) (tokens.
 		SessionToken:   s.sessionToken(in, t),
 		ClientIP:       s.clientIP(in).String(),
 	})
+	if errors.Is(err, errIssueBusy) {
+		d := s.overloaded(in, "shed_issue")
+		return tokens.SignedToken{}, "", &d
+	}
 	if err != nil {
 		s.log.Warn("issue signed app token failed", "request_id", in.RequestID, "error", err)
 		d := s.badGateway(in)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/internal/stack"
 )
 
@@ -25,6 +26,8 @@ func init() {
 				trusted     = fs.String("trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
 				trustedHops = fs.Int("xff-trusted-hops", 0, "how many right-most X-Forwarded-For entries come from trusted proxies (match Envoy's xff_num_trusted_hops)")
 				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight Check calls may take to finish on shutdown")
+				maxChecks   = fs.Int("max-checks", authz.DefaultMaxChecks, "concurrent Check calls; beyond it a Check is answered 503 with Retry-After")
+				maxIssue    = fs.Int("max-issue-calls", authz.DefaultMaxIssueCalls, "concurrent calls to the primary for signed app tokens; beyond it a Check is answered 503 with Retry-After")
 			)
 			pf.register(fs)
 			af.register(fs)
@@ -59,6 +62,7 @@ func init() {
 					Registerer:       reg,
 					Grace:            *grace,
 					Logger:           log,
+					Limits:           authz.Limits{Checks: *maxChecks, IssueCalls: *maxIssue},
 				})
 			}
 		},

@@ -41,6 +41,8 @@ type AuthzConfig struct {
 	Logger *slog.Logger
 	// KeyRetry is how soon a failed first key fetch is retried (5 s).
 	KeyRetry time.Duration
+	// Limits bound in-flight Checks and issue calls (zero: defaults).
+	Limits authz.Limits
 }
 
 // ServeAuthz runs the ext_authz and ext_proc gRPC services until ctx ends. The gRPC
@@ -70,6 +72,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		Keys:   keys,
 		Issuer: PrimaryIssuer{Client: cfg.Primary},
 		Logger: log,
+		Limits: cfg.Limits,
 	})
 	if err != nil {
 		return fmt.Errorf("authz: %w", err)
