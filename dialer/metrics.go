@@ -22,7 +22,16 @@ type metrics struct {
 	heartbeatClosed prometheus.Counter
 	statsFlushes    *prometheus.CounterVec
 	statsBacklog    prometheus.Gauge
+	shed            *prometheus.CounterVec
 }
+
+// Native-histogram resolution of the dialer's latency histograms, kept
+// alongside their classic buckets for servers without native-histogram
+// support: buckets 10% wide, at most 160, reset at most hourly.
+const (
+	nativeBucketFactor = 1.1
+	nativeMaxBuckets   = 160
+)
 
 func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -34,11 +43,19 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name:    "wsedge_dialer_request_duration_seconds",
 			Help:    "Time to serve a request (websockets: until closed), by route kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
+			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"route"}),
 		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wsedge_dialer_agent_dial_duration_seconds",
 			Help:    "Time to open a connection to an agent port, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 10),
+
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
+			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"outcome"}),
 		websockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wsedge_dialer_websockets_active",
@@ -60,8 +77,12 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name: "wsedge_dialer_stats_backlog_reports",
 			Help: "App stats reports kept after failed uploads.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_shed_total",
+			Help: "Requests answered 503 because a limit was reached, by limit (requests, agent_requests, dials).",
+		}, []string{"limit"}),
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
+	cs := []prometheus.Collector{m.shed, m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
 	for _, reg := range regs {
 		if reg == nil {
 			continue

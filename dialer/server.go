@@ -85,6 +85,9 @@ type Options struct {
 	// StatsFlushInterval is how often app stats are uploaded; zero means
 	// StatsFlushInterval (30 s, as Coder's proxy).
 	StatsFlushInterval time.Duration
+	// Limits bound in-flight requests and tailnet dials; zero fields take
+	// the defaults.
+	Limits Limits
 }
 
 // Server is the dialer's HTTP server.
@@ -103,6 +106,7 @@ type Server struct {
 
 	metrics    *metrics
 	registry   *prometheus.Registry
+	admission  *admission
 	transports *transportCache
 	stats      *StatsCollector
 
@@ -134,12 +138,17 @@ func New(o Options) (*Server, error) {
 	case o.DialTimeout < 0 || o.ShutdownGrace < 0:
 		return nil, fmt.Errorf("%w: negative timeout", ErrInvalidOptions)
 	}
+	limits, err := o.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		accessURL:    o.AccessURL,
 		dashboardURL: o.DashboardURL,
 		router:       o.Router,
 		verifier:     o.Verifier,
-		agents:       o.Agents,
+		agents:       limitedDialer{AgentDialer: o.Agents, slots: make(chan struct{}, limits.Dials)},
+		admission:    newAdmission(limits),
 		derp:         o.DERP,
 		health:       o.Health,
 		version:      o.Version,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/stack"
 )
@@ -29,6 +30,9 @@ func init() {
 				udpPort     = fs.Uint("tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
 				authzAddr   = fs.String("authz-addr", "", "authz gRPC address checked (gRPC health) for /healthz-report, e.g. wsedge-authz:9001 (empty: not checked)")
 				grace       = fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
+				maxReqs     = fs.Int("max-requests", dialer.DefaultMaxRequests, "app and terminal requests waiting for their agent's answer, in total; beyond it 503 with Retry-After")
+				maxPerAgent = fs.Int("max-requests-per-agent", dialer.DefaultMaxRequestsPerAgent, "the same, per workspace agent")
+				maxDials    = fs.Int("max-dials", dialer.DefaultMaxDials, "concurrent tailnet dials to agents; beyond it 503 with Retry-After")
 			)
 			pf.register(fs)
 			af.registerHosts(fs)
@@ -74,6 +78,7 @@ func init() {
 					Logger:           log,
 					Tailnet:          stack.TailnetConfig{ListenPort: uint16(*udpPort)},
 					AuthzAddr:        *authzAddr,
+					Limits:           dialer.Limits{Requests: *maxReqs, RequestsPerAgent: *maxPerAgent, Dials: *maxDials},
 				})
 			}
 		},

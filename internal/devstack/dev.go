@@ -26,9 +26,11 @@ import (
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/derp"
 	devagent "github.com/wsedge/wsedge/dev/agent"
 	devprimary "github.com/wsedge/wsedge/dev/primary"
+	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/envoyrun"
@@ -72,6 +74,12 @@ type DevConfig struct {
 	// down or cut its connections.
 	PrimaryListener   net.Listener
 	PrimaryMiddleware func(http.Handler) http.Handler
+	// AuthzLimits and DialerLimits bound the services' in-flight work
+	// (zero: the defaults); Envoy, if set, adjusts Envoy's config (its
+	// overload limits, say) before it starts.
+	AuthzLimits  authz.Limits
+	DialerLimits dialer.Limits
+	Envoy        func(*envoy.Config)
 }
 
 // Dev is a running DevConfig.
@@ -242,6 +250,9 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	ecfg.AuthzAddr = d.w.authzLn.Addr().String()
 	ecfg.DialerAddr = d.w.dialerLn.Addr().String()
 	ecfg.TLSCertFile, ecfg.TLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
+	if cfg.Envoy != nil {
+		cfg.Envoy(&ecfg)
+	}
 	bootstrap, err := envoy.YAML(ecfg)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -264,7 +275,7 @@ func (d *Dev) startAuthz(context.Context) error {
 			Primary: d.w.client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 			Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 			Listener: ln, Grace: 2 * time.Second, Logger: d.log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-			Registerer: cfg.AuthzRegisterer,
+			Registerer: cfg.AuthzRegisterer, Limits: cfg.AuthzLimits,
 		})
 	}}
 	d.startService(d.faults.authz, d.w.authzLn)
@@ -288,6 +299,7 @@ func (d *Dev) startDialer(context.Context) error {
 			Registerer:           cfg.DialerRegisterer,
 			AuthzAddr:            d.w.authzLn.Addr().String(),
 			DialTimeout:          cfg.DialTimeout,
+			Limits:               cfg.DialerLimits,
 		})
 	}}
 	d.startService(d.faults.dialer, d.w.dialerLn)

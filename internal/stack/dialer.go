@@ -69,6 +69,8 @@ type DialerConfig struct {
 	// /healthz-report: the dialer is useless to browsers when Envoy's
 	// authz is down.
 	AuthzAddr string
+	// Limits bound in-flight requests and tailnet dials (zero: defaults).
+	Limits dialer.Limits
 }
 
 // TailnetConfig tunes the dialer's tailnet node.
@@ -236,6 +238,7 @@ func ServeDialer(ctx context.Context, cfg DialerConfig) error {
 		ShutdownGrace:      cfg.Grace,
 		Registerer:         cfg.Registerer,
 		StatsFlushInterval: cfg.StatsFlushInterval,
+		Limits:             cfg.Limits,
 	})
 	if err != nil {
 		return fmt.Errorf("dialer: %w", err)
