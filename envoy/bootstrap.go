@@ -38,7 +38,8 @@ func Bootstrap(c Config) (*bootstrapv3.Bootstrap, error) {
 		listeners = append(listeners, redirectListener(c))
 	}
 	return &bootstrapv3.Bootstrap{
-		Admin: admin(c),
+		Admin:           admin(c),
+		OverloadManager: overloadManager(c),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Listeners: listeners,
 			Clusters:  []*clusterv3.Cluster{authzCluster(c), dialerCluster(c)},

@@ -78,6 +78,8 @@ type Config struct {
 	RateLimit RateLimit
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
+	// Limits are the overload manager's and circuit breakers' bounds.
+	Limits Limits
 }
 
 // RateLimit is Envoy's local (per Envoy process) rate limit of checked
@@ -138,6 +140,7 @@ func DefaultConfig() Config {
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
+		Limits:                DefaultLimits(),
 	}
 }
 
@@ -168,6 +171,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
 	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+	fs.Uint64Var(&c.Limits.MaxHeapBytes, "max-heap-bytes", c.Limits.MaxHeapBytes, "heap Envoy may use: at 90% it frees memory, at 95% it answers new requests 503 with Retry-After")
+	fs.Uint64Var(&c.Limits.MaxDownstreamConnections, "max-downstream-connections", c.Limits.MaxDownstreamConnections, "client connections over all listeners; beyond it new connections are closed as accepted")
+	fs.UintVar(&c.Limits.AuthzMaxRequests, "authz-max-requests", c.Limits.AuthzMaxRequests, "circuit breaker: concurrent ext_authz and ext_proc calls to authz; beyond it 503 with Retry-After")
+	fs.UintVar(&c.Limits.DialerMaxRequests, "dialer-max-requests", c.Limits.DialerMaxRequests, "circuit breaker: concurrent requests and websockets to the dialer (and connections, HTTP/1.1); beyond them and the pending queue 503 with Retry-After")
+	fs.UintVar(&c.Limits.DialerMaxPendingRequests, "dialer-max-pending-requests", c.Limits.DialerMaxPendingRequests, "circuit breaker: requests waiting for a dialer connection")
 }
 
 // Validate reports the first invalid field as a *ConfigError.

@@ -116,6 +116,8 @@ func TestRegisterFlags(t *testing.T) {
 		"-upgrade-idle-timeout", "7s", "-route-timeout", "8s", "-xff-num-trusted-hops", "2",
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
 		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
+		"-max-heap-bytes", "1000", "-max-downstream-connections", "20", "-authz-max-requests", "30",
+		"-dialer-max-requests", "40", "-dialer-max-pending-requests", "50",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +131,7 @@ func TestRegisterFlags(t *testing.T) {
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
 		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json",
 		RateLimit: RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
+		Limits:    Limits{MaxHeapBytes: 1000, MaxDownstreamConnections: 20, AuthzMaxRequests: 30, DialerMaxRequests: 40, DialerMaxPendingRequests: 50},
 	}
 	if c != want {
 		t.Fatalf("flags gave\n%+v\nwant\n%+v", c, want)

@@ -91,6 +91,9 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		IncludePeerCertificate: false,
 		AllowedHeaders:         &matcherv3.ListStringMatcher{Patterns: patterns},
+		// Per-request Check latency (and bytes) in filter state, for the
+		// access log's authz_latency_us.
+		EmitFilterStateStats: true,
 	}), nil
 }
 
