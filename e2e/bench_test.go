@@ -61,6 +61,13 @@ type benchPath struct {
 // warm cookies obtained once with alice's session token.
 func startBenchPath(tb testing.TB) *benchPath {
 	tb.Helper()
+	return startBenchPathWith(tb, nil)
+}
+
+// startBenchPathWith is startBenchPath with mod applied to the
+// deployment's config (limits, say) before it starts.
+func startBenchPathWith(tb testing.TB, mod func(*devstack.DevConfig)) *benchPath {
+	tb.Helper()
 	lvl := slog.LevelError
 	if os.Getenv("E2E_LOG") == "debug" {
 		lvl = slog.LevelDebug
@@ -68,7 +75,7 @@ func startBenchPath(tb testing.TB) *benchPath {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
+	cfg := devstack.DevConfig{
 		AuthzRegisterer:  reg,
 		DashboardURL:     &url.URL{Scheme: "http", Host: dashboardHost},
 		AccessURL:        &url.URL{Scheme: "http", Host: accessHost},
@@ -79,7 +86,11 @@ func startBenchPath(tb testing.TB) *benchPath {
 		Dir:              tb.TempDir(),
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 		// DialTimeout: the dialer's default (15 s), as deployed.
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	dev, err := devstack.StartDev(ctx, cfg)
 	if err != nil {
 		tb.Fatalf("StartDev: %v", err)
 	}
