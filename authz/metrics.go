@@ -10,8 +10,8 @@ import (
 // wide, at most 160 of them (the resolution drops, never the series, when
 // latencies spread wider), reset at most hourly.
 const (
-	NativeHistogramBucketFactor = 1.1
-	NativeHistogramMaxBuckets   = 160
+	nativeBucketFactor = 1.1
+	nativeMaxBuckets   = 160
 )
 
 // metrics are the Check service's Prometheus series. Shed Checks count
@@ -34,8 +34,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 			// Native histogram alongside the classic buckets (servers
 			// without native-histogram support keep reading the latter).
-			NativeHistogramBucketFactor:     NativeHistogramBucketFactor,
-			NativeHistogramMaxBucketNumber:  NativeHistogramMaxBuckets,
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
 			NativeHistogramMinResetDuration: time.Hour,
 		}),
 	}
