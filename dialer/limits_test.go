@@ -3,6 +3,7 @@ package dialer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/google/uuid"
 )
 
 // gatedApp answers once gate is closed; arrived counts requests waiting.
@@ -180,4 +182,58 @@ func scrape(t *testing.T, s *Server) string {
 	rec := httptest.NewRecorder()
 	s.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
+}
+
+// TestTerminalsBeyondTheLimits: a terminal over the request limit gets an
+// HTTP 503 with Retry-After before any upgrade; one that finds every dial
+// slot taken is upgraded and closed with 1013 (Try Again Later), not left
+// waiting for the dial timeout.
+func TestTerminalsBeyondTheLimits(t *testing.T) {
+	// open starts a terminal whose dial hangs (an unreachable agent).
+	open := func(t *testing.T, limits Limits) (*testEnv, string) {
+		e := newEnv(t, func(o *Options) { o.Limits = limits }).start()
+		e.agents.block = true
+		tok := e.token(terminalRequest(testAgentID), "")
+		first, _, err := e.dialTerminal(context.Background(), "reconnect="+uuid.NewString(), "", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { first.CloseNow() })
+		waitUntil(t, "the first terminal's dial", func() bool { return len(e.agents.dialed()) == 1 })
+		return e, tok
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	t.Run("requests", func(t *testing.T) {
+		e, tok := open(t, Limits{Requests: 1})
+		c, res, err := e.dialTerminal(ctx, "reconnect="+uuid.NewString(), "", tok)
+		if err == nil {
+			c.CloseNow()
+			t.Fatal("a terminal over the request limit was upgraded")
+		}
+		if res == nil || res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "1" {
+			t.Fatalf("over the request limit: %v (%v)", err, res)
+		}
+	})
+	t.Run("dials", func(t *testing.T) {
+		e, tok := open(t, Limits{Dials: 1})
+		second, _, err := e.dialTerminal(ctx, "reconnect="+uuid.NewString(), "", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.CloseNow()
+		start := time.Now()
+		_, _, err = second.Read(ctx)
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater {
+			t.Fatalf("second terminal: %v, want a 1013 close", err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("1013 after %v", took)
+		}
+		if m := scrape(t, e.srv); !strings.Contains(m, `wsedge_dialer_shed_total{limit="dials"} 1`) {
+			t.Errorf("dial shed not counted:\n%s", m)
+		}
+	})
 }
