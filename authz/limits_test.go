@@ -93,6 +93,9 @@ func TestIssueCallsBeyondTheLimitAre503(t *testing.T) {
 		})
 	}
 	waitFor(t, "two issue calls at the primary", func() bool { return f.issuer.calls.Load() == 2 })
+	if n := len(f.svc.issuer.calls); n != 2 {
+		t.Errorf("issue calls in flight %d, want 2", n)
+	}
 	for _, s := range []string{"s3", "s4", "s5"} {
 		assertShed(t, f.svc.Check(context.Background(), cold(s)), "application/json")
 	}

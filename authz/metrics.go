@@ -45,6 +45,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// registerInFlight exposes how much of Limits is in use.
+func registerInFlight(reg prometheus.Registerer, svc *Service) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_authz_checks_in_flight",
+			Help: "Check calls being decided (bounded by --max-checks).",
+		}, func() float64 { return float64(len(svc.checks)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_authz_issue_calls_in_flight",
+			Help: "Calls to the primary for signed app tokens in flight (bounded by --max-issue-calls).",
+		}, func() float64 { return float64(len(svc.issuer.calls)) }),
+	)
+}
+
 // start times one Check; the returned func records its outcome.
 func (m *metrics) start() func(outcome string) {
 	t0 := time.Now()

@@ -55,6 +55,7 @@ func NewServer(svc *Service, reg prometheus.Registerer, opts ...ServerOption) *S
 		grpc.MaxConcurrentStreams(10000),
 	)
 	authv3.RegisterAuthorizationServer(g, &grpcServer{svc: svc, metrics: newMetrics(reg)})
+	registerInFlight(reg, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

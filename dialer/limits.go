@@ -76,6 +76,13 @@ func newAdmission(l Limits) *admission {
 	return &admission{limits: l, perAgent: map[uuid.UUID]int{}}
 }
 
+// inFlight is the number of admitted requests.
+func (a *admission) inFlight() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return float64(a.total)
+}
+
 // admit takes a slot for a request to agent; reason names the limit that
 // refused it. release is safe to call more than once.
 func (a *admission) admit(agent uuid.UUID) (release func(), reason string) {

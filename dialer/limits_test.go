@@ -103,6 +103,9 @@ func TestRequestsBeyondTheLimitsAre503(t *testing.T) {
 				})
 			}
 			waitUntil(t, "two requests at the app", func() bool { return arrived.Load() == 2 })
+			if m := scrape(t, e.srv); !strings.Contains(m, "wsedge_dialer_requests_in_flight 2") {
+				t.Errorf("in-flight gauge does not show the 2 held requests")
+			}
 			assertShed(t, e.do("GET", url, tok, http.Header{"Accept": {"application/json"}}), "application/json")
 			assertShed(t, e.do("GET", url, tok, http.Header{"Accept": {"text/html"}}), "text/html")
 			if n := arrived.Load(); n != 2 {

@@ -101,6 +101,31 @@ func (m *metrics) observeFlush(outcome string, _ int, backlog int) {
 	m.statsBacklog.Set(float64(backlog))
 }
 
+// registerInFlight exposes how much of Limits is in use.
+func registerInFlight(regs []prometheus.Registerer, a *admission, d limitedDialer) error {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_requests_in_flight",
+			Help: "App and terminal requests waiting for their agent's answer (bounded by --max-requests).",
+		}, a.inFlight),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_agent_dials_in_flight",
+			Help: "Tailnet dials to agents in flight (bounded by --max-dials).",
+		}, func() float64 { return float64(len(d.slots)) }),
+	}
+	for _, reg := range regs {
+		if reg == nil {
+			continue
+		}
+		for _, c := range cs {
+			if err := reg.Register(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 type routeLabelKey struct{}
 
 // setRouteLabel names the route kind for the request's metrics.

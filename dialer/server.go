@@ -142,12 +142,13 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	dials := limitedDialer{AgentDialer: o.Agents, slots: make(chan struct{}, limits.Dials)}
 	s := &Server{
 		accessURL:    o.AccessURL,
 		dashboardURL: o.DashboardURL,
 		router:       o.Router,
 		verifier:     o.Verifier,
-		agents:       limitedDialer{AgentDialer: o.Agents, slots: make(chan struct{}, limits.Dials)},
+		agents:       dials,
 		admission:    newAdmission(limits),
 		derp:         o.DERP,
 		health:       o.Health,
@@ -176,6 +177,9 @@ func New(o Options) (*Server, error) {
 	s.registry = prometheus.NewRegistry()
 	m, err := newMetrics(s.registry, o.Registerer)
 	if err != nil {
+		return nil, fmt.Errorf("dialer: metrics: %w", err)
+	}
+	if err := registerInFlight([]prometheus.Registerer{s.registry, o.Registerer}, s.admission, dials); err != nil {
 		return nil, fmt.Errorf("dialer: metrics: %w", err)
 	}
 	s.metrics = m
