@@ -47,7 +47,7 @@ func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && m["authority"] == codeHost && m["path"] == "/echo" {
 				id, _ = m["request_id"].(string)
-				authzLatency = m["authz_latency_us"]
+				authzLatency = m["authz_check_us"]
 				return true, ""
 			}
 		}
@@ -59,7 +59,7 @@ func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 	// The same line says how long the ext_authz Check took (ext_authz
 	// filter state, rendered as a string of digits), in microseconds.
 	if s, ok := authzLatency.(string); !ok || func() bool { n, err := strconv.Atoi(s); return err != nil || n <= 0 }() {
-		t.Errorf("access log authz_latency_us = %#v, want a positive number of microseconds", authzLatency)
+		t.Errorf("access log authz_check_us = %#v, want a positive number of microseconds", authzLatency)
 	}
 
 	var authzSaw, dialerSaw bool

@@ -11,29 +11,30 @@ import (
 
 // accessLogFields is one JSON object per request. Paths are logged without
 // their query: queries carry smuggled API keys and terminal tokens.
+// authz_check_us is how long the ext_authz Check took, in microseconds
+// (ext_authz filter state, emit_filter_state_stats; null when no Check was
+// made: probes, DERP, requests answered before authz).
 var accessLogFields = map[string]any{
-	"start_time":     "%START_TIME%",
-	"request_id":     "%REQ(X-REQUEST-ID)%",
-	"method":         "%REQ(:METHOD)%",
-	"authority":      "%REQ(:AUTHORITY)%",
-	"path":           "%REQ_WITHOUT_QUERY(:PATH)%",
-	"protocol":       "%PROTOCOL%",
-	"upgrade":        "%REQ(UPGRADE)%",
-	"status":         "%RESPONSE_CODE%",
-	"response_flags": "%RESPONSE_FLAGS%",
-	"route":          "%ROUTE_NAME%",
-	"upstream_host":  "%UPSTREAM_HOST%",
-	"client":         "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-	"user_agent":     "%REQ(USER-AGENT)%",
-	"bytes_received": "%BYTES_RECEIVED%",
-	"bytes_sent":     "%BYTES_SENT%",
-	"duration_ms":    "%DURATION%",
-	"authz":          "%DYNAMIC_METADATA(" + ExtAuthzFilter + ")%",
-	// How long the ext_authz Check took, in microseconds (absent when
-	// no Check was made: probes, DERP, requests answered before authz).
-	"authz_latency_us": "%FILTER_STATE(" + ExtAuthzFilter + ":FIELD:latency_us)%",
-	"details":          "%RESPONSE_CODE_DETAILS%",
-	"upstream_failed":  "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+	"start_time":      "%START_TIME%",
+	"request_id":      "%REQ(X-REQUEST-ID)%",
+	"method":          "%REQ(:METHOD)%",
+	"authority":       "%REQ(:AUTHORITY)%",
+	"path":            "%REQ_WITHOUT_QUERY(:PATH)%",
+	"protocol":        "%PROTOCOL%",
+	"upgrade":         "%REQ(UPGRADE)%",
+	"status":          "%RESPONSE_CODE%",
+	"response_flags":  "%RESPONSE_FLAGS%",
+	"route":           "%ROUTE_NAME%",
+	"upstream_host":   "%UPSTREAM_HOST%",
+	"client":          "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+	"user_agent":      "%REQ(USER-AGENT)%",
+	"bytes_received":  "%BYTES_RECEIVED%",
+	"bytes_sent":      "%BYTES_SENT%",
+	"duration_ms":     "%DURATION%",
+	"authz":           "%DYNAMIC_METADATA(" + ExtAuthzFilter + ")%",
+	"authz_check_us":  "%FILTER_STATE(" + ExtAuthzFilter + ":FIELD:latency_us)%",
+	"details":         "%RESPONSE_CODE_DETAILS%",
+	"upstream_failed": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }
 
 func accessLogs(c Config) []*accesslogv3.AccessLog {

@@ -92,7 +92,7 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 		IncludePeerCertificate: false,
 		AllowedHeaders:         &matcherv3.ListStringMatcher{Patterns: patterns},
 		// Per-request Check latency (and bytes) in filter state, for the
-		// access log's authz_latency_us.
+		// access log's authz_check_us.
 		EmitFilterStateStats: true,
 	}), nil
 }

@@ -90,7 +90,7 @@ func TestAuthzLatencyInTheAccessLog(t *testing.T) {
 	if !az.GetEmitFilterStateStats() {
 		t.Error("ext_authz does not emit filter state stats")
 	}
-	if got := accessLogFields["authz_latency_us"]; got != "%FILTER_STATE(envoy.filters.http.ext_authz:FIELD:latency_us)%" {
-		t.Errorf("authz_latency_us = %v", got)
+	if got := accessLogFields["authz_check_us"]; got != "%FILTER_STATE(envoy.filters.http.ext_authz:FIELD:latency_us)%" {
+		t.Errorf("authz_check_us = %v", got)
 	}
 }
