@@ -190,8 +190,9 @@ bench-reference: setup build
 
 ## soak: load and soak through the whole path (e2e TestSoak*): sustained
 ## warm-cookie rate, 1,000 websockets for SOAK_DURATION, a mixed soak for
-## SOAK_MIXED_DURATION; resources sampled, growth limits enforced; results
-## in bench/results/soak.md.
+## SOAK_MIXED_DURATION, a burst far over small limits (shed fraction, p99
+## of served requests, recovery time); resources sampled, growth limits
+## enforced; results in bench/results/soak.md.
 SOAK_DURATION ?= 60s
 SOAK_MIXED_DURATION ?= 3m
 export SOAK_DURATION SOAK_MIXED_DURATION

@@ -18,6 +18,7 @@ type grpcServer struct {
 // the composition root registers it on the gRPC server Envoy talks to.
 // Its metrics go to reg (nil: none).
 func NewAuthorizationServer(svc *Service, reg prometheus.Registerer) authv3.AuthorizationServer {
+	registerInFlight(reg, svc)
 	return &grpcServer{svc: svc, metrics: newMetrics(reg)}
 }
 

@@ -72,6 +72,10 @@ type issuer struct {
 	group    singleflight.Group
 	// joined, when set (tests), is called as a request joins a flight.
 	joined func()
+	// calls bounds concurrent calls to the primary (Limits.IssueCalls): a
+	// flight that finds none free fails with errIssueBusy, so a burst of
+	// cold requests from many sessions cannot pile up on the primary.
+	calls slots
 
 	mu     sync.Mutex
 	recent map[string]issued
@@ -88,6 +92,10 @@ func (i *issuer) issue(ctx context.Context, req IssueRequest) (IssueResult, erro
 		return IssueResult{Token: tok}, nil
 	}
 	ch := i.group.DoChan(key, func() (any, error) {
+		if !i.calls.take() {
+			return IssueResult{}, errIssueBusy
+		}
+		defer i.calls.release()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), issueTimeout)
 		defer cancel()
 		res, err := i.upstream.Issue(ctx, req)
@@ -193,6 +201,10 @@ func (s *Service) issueAndVerify(ctx context.Context, in *Input, t *target) (tok
 		SessionToken:   s.sessionToken(in, t),
 		ClientIP:       s.clientIP(in).String(),
 	})
+	if errors.Is(err, errIssueBusy) {
+		d := s.overloaded(in, "shed_issue")
+		return tokens.SignedToken{}, "", &d, nil
+	}
 	if err != nil {
 		s.log.Warn("issue signed app token failed", "request_id", in.RequestID, "error", err)
 		d := s.badGateway(in)

@@ -3,8 +3,13 @@ package authz
 import "context"
 
 // Check decides one request. It reads top to bottom: each step either
-// answers (a non-nil Decision) or hands the request on.
+// answers (a non-nil Decision) or hands the request on. Beyond
+// Limits.Checks calls in flight it answers 503 at once.
 func (s *Service) Check(ctx context.Context, in *Input) Decision {
+	if !s.checks.take() {
+		return s.overloaded(in, "shed_checks")
+	}
+	defer s.checks.release()
 	// 1. Classify: which app, or an answer without any token work.
 	t, d := s.classify(in)
 	if d != nil {

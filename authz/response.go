@@ -10,6 +10,7 @@ package authz
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -113,6 +114,14 @@ func (s *Service) internalError(in *Input, detail, outcome string) Decision {
 func (s *Service) badGateway(in *Input) Decision {
 	const detail = "The proxy could not reach the Coder primary to authorize this request. Try again shortly."
 	return s.failure(in, http.StatusBadGateway, "Bad Gateway", "Bad Gateway", detail, "primary_unreachable")
+}
+
+// overloaded is the answer to work authz sheds: 503 with Retry-After.
+func (s *Service) overloaded(in *Input, outcome string) Decision {
+	const detail = "The workspace proxy is handling too many requests right now. Try again shortly."
+	d := s.failure(in, http.StatusServiceUnavailable, "Service Unavailable", "Service Unavailable", detail, outcome)
+	d.Header.Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	return d
 }
 
 // failure answers a failure of the proxy itself, worth a retry: the page

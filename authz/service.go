@@ -18,6 +18,8 @@ type Service struct {
 	issuer   issuer
 	log      *slog.Logger
 	now      func() time.Time
+	// checks bounds concurrent Check calls (Limits.Checks).
+	checks slots
 	// tp and tracer are nil when tracing is off.
 	tp     trace.TracerProvider
 	tracer trace.Tracer
@@ -33,6 +35,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Limits bound in-flight work; zero fields take the defaults.
+	Limits Limits
 	// TracerProvider, if set, traces a span per pipeline step that does
 	// work (the gRPC server span is the composition root's). nil: no
 	// tracing, and no instrumentation on the hot path.
@@ -42,6 +46,10 @@ type Options struct {
 // New builds a Service.
 func New(opts Options) (*Service, error) {
 	cfg, err := compile(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := opts.Limits.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -62,9 +70,10 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		cfg:      cfg,
 		verifier: &tokens.Verifier{Keys: opts.Keys, Now: now},
-		issuer:   issuer{upstream: opts.Issuer, now: now},
+		issuer:   issuer{upstream: opts.Issuer, now: now, calls: newSlots(limits.IssueCalls)},
 		log:      log,
 		now:      now,
+		checks:   newSlots(limits.Checks),
 	}
 	if opts.TracerProvider != nil {
 		s.tp = opts.TracerProvider

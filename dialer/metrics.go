@@ -23,7 +23,16 @@ type metrics struct {
 	heartbeatClosed prometheus.Counter
 	statsFlushes    *prometheus.CounterVec
 	statsBacklog    prometheus.Gauge
+	shed            *prometheus.CounterVec
 }
+
+// Native-histogram resolution of the dialer's latency histograms, kept
+// alongside their classic buckets for servers without native-histogram
+// support: buckets 10% wide, at most 160, reset at most hourly.
+const (
+	nativeBucketFactor = 1.1
+	nativeMaxBuckets   = 160
+)
 
 func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -35,11 +44,19 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name:    "wsedge_dialer_request_duration_seconds",
 			Help:    "Time to serve a request (websockets: until closed), by route kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
+			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"route"}),
 		dialDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wsedge_dialer_agent_dial_duration_seconds",
 			Help:    "Time to open a connection to an agent port, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 10),
+
+			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,
+			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"outcome"}),
 		websockets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wsedge_dialer_websockets_active",
@@ -65,8 +82,12 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name: "wsedge_dialer_stats_backlog_reports",
 			Help: "App stats reports kept after failed uploads.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsedge_dialer_shed_total",
+			Help: "Requests answered 503 because a limit was reached, by limit (requests, agent_requests, dials).",
+		}, []string{"limit"}),
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.fastPath, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
+	cs := []prometheus.Collector{m.shed, m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.fastPath, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
 	for _, reg := range regs {
 		if reg == nil {
 			continue
@@ -83,6 +104,31 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 func (m *metrics) observeFlush(outcome string, _ int, backlog int) {
 	m.statsFlushes.WithLabelValues(outcome).Inc()
 	m.statsBacklog.Set(float64(backlog))
+}
+
+// registerInFlight exposes how much of Limits is in use.
+func registerInFlight(regs []prometheus.Registerer, a *admission, d limitedDialer) error {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_requests_in_flight",
+			Help: "App and terminal requests waiting for their agent's answer (bounded by --max-requests).",
+		}, a.inFlight),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsedge_dialer_agent_dials_in_flight",
+			Help: "Tailnet dials to agents in flight (bounded by --max-dials).",
+		}, func() float64 { return float64(len(d.slots)) }),
+	}
+	for _, reg := range regs {
+		if reg == nil {
+			continue
+		}
+		for _, c := range cs {
+			if err := reg.Register(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type routeLabelKey struct{}

@@ -171,6 +171,13 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
+	release, ok := s.admitRequest(w, r, tok.AgentID)
+	if !ok {
+		return
+	}
+	defer release()
+	w = &releaseOnHeaders{ResponseWriter: w, release: release}
+
 	sess := s.stats.Start(tok)
 	defer sess.End()
 	if isUpgrade(r) {
@@ -299,6 +306,10 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 // the app fails to answer. On a port app whose failure looks like an
 // HTTP/HTTPS mismatch it adds Coder's "Switch to HTTP(S)" action.
 func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, err error, target *url.URL, rt appurl.Route) {
+	if errors.Is(err, errDialsBusy) {
+		s.unavailable(w, r, "dials")
+		return
+	}
 	s.log.Info("dialer: proxying to app failed", "error", err, "host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
 	page := coderhttp.Page{
 		Status:      http.StatusBadGateway,

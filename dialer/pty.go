@@ -35,6 +35,14 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 		return
 	}
 
+	// Admitted before the upgrade, so a shed terminal gets an HTTP 503;
+	// the slot is given back once the agent's PTY port answers.
+	release, ok := s.admitRequest(w, r, tok.AgentID)
+	if !ok {
+		return
+	}
+	defer release()
+
 	s.upgrades.add()
 	defer s.upgrades.done()
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
@@ -58,6 +66,13 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	// the terminal session, which may last hours.
 	sctx, span := startSpan(s.tracer, ctx, spanPTYBridge)
 	agentConn, err := s.transports.dial(sctx, tok.AgentID, ReconnectingPTYPort)
+	release()
+	if errors.Is(err, errDialsBusy) {
+		endSpan(span, err)
+		s.metrics.shed.WithLabelValues("dials").Inc()
+		_ = conn.Close(websocket.StatusTryAgainLater, "too many terminals opening; try again")
+		return
+	}
 	if err != nil {
 		endSpan(span, err)
 		_ = conn.Close(websocket.StatusInternalError, closeReason("dial workspace agent: %s", err))

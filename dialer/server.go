@@ -102,6 +102,9 @@ type Options struct {
 	// TracerProvider, if set, traces requests (continuing Envoy's
 	// traceparent), agent dials and terminal set-up; nil: no tracing.
 	TracerProvider trace.TracerProvider
+	// Limits bound in-flight requests and tailnet dials; zero fields take
+	// the defaults.
+	Limits Limits
 }
 
 // Server is the dialer's HTTP server.
@@ -122,6 +125,7 @@ type Server struct {
 
 	metrics    *metrics
 	registry   *prometheus.Registry
+	admission  *admission
 	transports *transportCache
 	stats      *StatsCollector
 
@@ -155,13 +159,19 @@ func New(o Options) (*Server, error) {
 	case o.DialTimeout < 0 || o.ResponseTimeout < 0 || o.ShutdownGrace < 0:
 		return nil, fmt.Errorf("%w: negative timeout", ErrInvalidOptions)
 	}
+	limits, err := o.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	dials := limitedDialer{AgentDialer: o.Agents, slots: make(chan struct{}, limits.Dials)}
 	s := &Server{
 		accessURL:       o.AccessURL,
 		dashboardURL:    o.DashboardURL,
 		router:          o.Router,
 		verifier:        o.Verifier,
 		authz:           o.Authz,
-		agents:          o.Agents,
+		agents:          dials,
+		admission:       newAdmission(limits),
 		derp:            o.DERP,
 		health:          o.Health,
 		version:         o.Version,
@@ -193,6 +203,9 @@ func New(o Options) (*Server, error) {
 	s.registry = prometheus.NewRegistry()
 	m, err := newMetrics(s.registry, o.Registerer)
 	if err != nil {
+		return nil, fmt.Errorf("dialer: metrics: %w", err)
+	}
+	if err := registerInFlight([]prometheus.Registerer{s.registry, o.Registerer}, s.admission, dials); err != nil {
 		return nil, fmt.Errorf("dialer: metrics: %w", err)
 	}
 	s.metrics = m

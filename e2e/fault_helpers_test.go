@@ -345,6 +345,7 @@ type answer struct {
 	body   string
 	took   time.Duration
 	err    error
+	header http.Header
 }
 
 func (a answer) String() string {
@@ -399,7 +400,7 @@ func fetch(c *http.Client, rawURL string, header http.Header) answer {
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	return answer{status: res.StatusCode, ctype: res.Header.Get("Content-Type"), body: string(b), took: time.Since(start), err: err}
+	return answer{status: res.StatusCode, ctype: res.Header.Get("Content-Type"), body: string(b), took: time.Since(start), err: err, header: res.Header}
 }
 
 // isEcho reports whether body is the demo app's echo of a request: the

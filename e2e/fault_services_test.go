@@ -50,8 +50,12 @@ func TestFaultAuthzDown(t *testing.T) {
 			return fetch(plain, "http://"+accessHost+"/api/v2/workspaceagents/"+demoAgent.String()+"/pty", nil)
 		},
 	} {
-		if a := try(); a.err != nil || a.status != http.StatusServiceUnavailable || isEcho(a.body) || a.took > 3*time.Second {
+		a := try()
+		if a.err != nil || a.status != http.StatusServiceUnavailable || isEcho(a.body) || a.took > 3*time.Second {
 			t.Errorf("%s, authz down: %v; want Envoy's 503 within 3 s", name, a)
+		}
+		if got := a.header.Get("Retry-After"); got != "1" {
+			t.Errorf("%s, authz down: Retry-After %q, want 1", name, got)
 		}
 	}
 	// A websocket upgrade is refused the same way.

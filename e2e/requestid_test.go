@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,12 +40,14 @@ func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 
 	// Envoy's access log line for the request.
 	var id string
+	var authzLatency any
 	waitFor(t, 10*time.Second, "the access log line", func() (bool, string) {
 		b, _ := os.ReadFile(fp.dev.Envoy.StdoutPath())
 		for _, l := range strings.Split(string(b), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && m["authority"] == codeHost && m["path"] == "/echo" {
 				id, _ = m["request_id"].(string)
+				authzLatency = m["authz_check_us"]
 				return true, ""
 			}
 		}
@@ -52,6 +55,11 @@ func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 	})
 	if id == "" || id == "client-chosen" {
 		t.Fatalf("access log request_id %q, want one Envoy generated", id)
+	}
+	// The same line says how long the ext_authz Check took (ext_authz
+	// filter state, rendered as a string of digits), in microseconds.
+	if s, ok := authzLatency.(string); !ok || func() bool { n, err := strconv.Atoi(s); return err != nil || n <= 0 }() {
+		t.Errorf("access log authz_check_us = %#v, want a positive number of microseconds", authzLatency)
 	}
 
 	var authzSaw, dialerSaw bool

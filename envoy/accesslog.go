@@ -13,6 +13,9 @@ import (
 
 // accessLogFields is one JSON object per request. Paths are logged without
 // their query: queries carry smuggled API keys and terminal tokens.
+// authz_check_us is how long the ext_authz Check took, in microseconds
+// (ext_authz filter state, emit_filter_state_stats; null when no Check was
+// made: probes, DERP, requests answered before authz).
 var accessLogFields = map[string]any{
 	"start_time":      "%START_TIME%",
 	"request_id":      "%REQ(X-REQUEST-ID)%",
@@ -31,6 +34,7 @@ var accessLogFields = map[string]any{
 	"bytes_sent":      "%BYTES_SENT%",
 	"duration_ms":     "%DURATION%",
 	"authz":           "%DYNAMIC_METADATA(" + edgewire.MetadataNamespace + ")%",
+	"authz_check_us":  "%FILTER_STATE(" + edgewire.ExtAuthzFilter + ":FIELD:latency_us)%",
 	"details":         "%RESPONSE_CODE_DETAILS%",
 	"upstream_failed": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }

@@ -42,7 +42,8 @@ func Bootstrap(c Config) (*bootstrapv3.Bootstrap, error) {
 		clusters = append(clusters, cl)
 	}
 	return &bootstrapv3.Bootstrap{
-		Admin: admin(c),
+		Admin:           admin(c),
+		OverloadManager: overloadManager(c),
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Listeners: listeners,
 			Clusters:  clusters,

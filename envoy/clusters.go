@@ -20,6 +20,7 @@ const (
 // authzCluster is wsedge authz, spoken to over HTTP/2 (gRPC).
 func authzCluster(c Config) *clusterv3.Cluster {
 	cl := staticOrDNSCluster(AuthzCluster, c.AuthzAddr, c.ConnectTimeout)
+	cl.CircuitBreakers = authzCircuitBreakers(c)
 	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		httpProtocolOptionsKey: typed(&httpupstreamv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpupstreamv3.HttpProtocolOptions_ExplicitHttpConfig{
@@ -36,6 +37,7 @@ func authzCluster(c Config) *clusterv3.Cluster {
 // are HTTP/1.1 upgrades end to end.
 func dialerCluster(c Config) *clusterv3.Cluster {
 	cl := staticOrDNSCluster(DialerCluster, c.DialerAddr, c.ConnectTimeout)
+	cl.CircuitBreakers = dialerCircuitBreakers(c)
 	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		httpProtocolOptionsKey: typed(&httpupstreamv3.HttpProtocolOptions{
 			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{

@@ -89,6 +89,8 @@ type Config struct {
 	// Tracing exports Envoy's spans over OTLP; off unless
 	// Tracing.OTLPEndpoint is set.
 	Tracing Tracing
+	// Limits are the overload manager's and circuit breakers' bounds.
+	Limits Limits
 }
 
 // RateLimit is Envoy's local (per Envoy process) rate limit of checked
@@ -152,6 +154,7 @@ func DefaultConfig() Config {
 		RouteTimeout:          time.Minute,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
 		Tracing:               Tracing{SamplePercent: 100, ServiceName: DefaultTraceServiceName},
+		Limits:                DefaultLimits(),
 	}
 }
 

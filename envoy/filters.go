@@ -69,6 +69,9 @@ func extAuthzFilter(c Config) (*hcmv3.HttpFilter, error) {
 		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		IncludePeerCertificate: false,
 		AllowedHeaders:         &matcherv3.ListStringMatcher{Patterns: patterns},
+		// Per-request Check latency (and bytes) in filter state, for the
+		// access log's authz_check_us.
+		EmitFilterStateStats: true,
 		// Fast path: run unless jwt_authn verified the token cookie
 		// (deny_at_disable stays false: a skipped request goes on).
 		FilterEnabledMetadata: extAuthzEnabled(c),

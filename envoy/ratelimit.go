@@ -250,11 +250,13 @@ func RateLimitMessage(r RateLimit) string {
 // details, so 429s that authz relays from the primary keep their own body.
 // (The limiter sets its RL response flag only after the local reply is
 // built, so a response_flag_filter never matches.)
+// Every config also adds Retry-After to Envoy's own 503s (retryAfterMapper).
 func localReplyConfig(c Config) *hcmv3.LocalReplyConfig {
+	mappers := []*hcmv3.ResponseMapper{retryAfterMapper()}
 	if !c.RateLimit.Enabled() {
-		return nil
+		return &hcmv3.LocalReplyConfig{Mappers: mappers}
 	}
-	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+	return &hcmv3.LocalReplyConfig{Mappers: append([]*hcmv3.ResponseMapper{{
 		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{
 			ExtensionFilter: &accesslogv3.ExtensionFilter{
 				Name: "envoy.access_loggers.extension_filters.cel",
@@ -268,5 +270,5 @@ func localReplyConfig(c Config) *hcmv3.LocalReplyConfig {
 			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inlineString("%LOCAL_REPLY_BODY%")},
 			ContentType: "application/json; charset=utf-8",
 		},
-	}}}
+	}}, mappers...)}
 }

@@ -41,8 +41,8 @@ func TestRateLimitOffByDefault(t *testing.T) {
 	if slices.Contains(filterNames(m), LocalRateLimitFilter) || slices.Contains(filterNames(m), PreflightRateLimitFilter) {
 		t.Errorf("rate limit filters present when off: %v", filterNames(m))
 	}
-	if m.GetLocalReplyConfig() != nil {
-		t.Error("local reply mapper present when off")
+	if n := len(m.GetLocalReplyConfig().GetMappers()); n != 1 {
+		t.Errorf("%d local reply mappers when off, want only Retry-After's", n)
 	}
 	y, err := YAML(c)
 	if err != nil {
@@ -236,8 +236,8 @@ func TestRateLimitReply(t *testing.T) {
 	}
 	c := rateLimited(func(c *Config) { c.RateLimit.Interval = 90 * time.Second })
 	mappers := hcmOf(t, c).GetLocalReplyConfig().GetMappers()
-	if len(mappers) != 1 {
-		t.Fatalf("mappers %v", mappers)
+	if len(mappers) != 2 {
+		t.Fatalf("mappers %v, want the limiter's and Retry-After's", mappers)
 	}
 	mp := mappers[0]
 	var cel celv3.ExpressionFilter

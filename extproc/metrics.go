@@ -24,6 +24,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:    "wsedge_extproc_message_duration_seconds",
 			Help:    "Time to answer one ext_proc message, by phase.",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+
+			// Also a native histogram (buckets 10% wide, at most 160,
+			// reset at most hourly); classic buckets kept for servers
+			// without native-histogram support.
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
 		}, []string{"phase"}),
 		cookiesRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wsedge_extproc_coder_cookies_removed_total",

@@ -52,6 +52,13 @@ func newRequestDuration() *prometheus.HistogramVec {
 		Name:    MetricRequestDuration,
 		Help:    "Calls to the Coder primary until its response headers, by endpoint and outcome (HTTP status code, or error when no answer came).",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+
+		// Also a native histogram (buckets 10% wide, at most 160,
+		// reset at most hourly); classic buckets kept for servers
+		// without native-histogram support.
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
 	}, []string{"endpoint", "outcome"})
 }
 

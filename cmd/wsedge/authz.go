@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/internal/stack"
 )
 
@@ -24,6 +25,7 @@ type authzCmd struct {
 	trusted     string
 	trustedHops int
 	grace       time.Duration
+	limits      authz.Limits
 }
 
 func (c *authzCmd) flags(fs *flag.FlagSet) {
@@ -34,6 +36,8 @@ func (c *authzCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.sameSite, "cookie-samesite", "lax", "SameSite of the cookies authz sets: lax, strict, none or default")
 	fs.StringVar(&c.trusted, "trusted-proxies", "", "comma-separated CIDRs of peers whose X-Forwarded-Host is believed (normally empty: Envoy is the edge)")
 	fs.IntVar(&c.trustedHops, "xff-trusted-hops", 0, "how many right-most X-Forwarded-For entries come from trusted proxies (match Envoy's xff_num_trusted_hops)")
+	fs.IntVar(&c.limits.Checks, "max-checks", authz.DefaultMaxChecks, "concurrent Check calls; beyond it a Check is answered 503 with Retry-After")
+	fs.IntVar(&c.limits.IssueCalls, "max-issue-calls", authz.DefaultMaxIssueCalls, "concurrent calls to the primary for signed app tokens; beyond it a Check is answered 503 with Retry-After")
 	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight Check calls may take to finish on shutdown")
 	c.primary.register(fs)
 	c.app.register(fs)
@@ -85,5 +89,6 @@ func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		Grace:            c.grace,
 		Logger:           log,
 		TracerProvider:   tp,
+		Limits:           c.limits,
 	})
 }

@@ -31,6 +31,7 @@ type dialerCmd struct {
 	// dialTimeout and respTimeout bound a dial to an agent and the wait for
 	// an app's response headers.
 	dialTimeout, respTimeout time.Duration
+	limits                   dialer.Limits
 }
 
 func (c *dialerCmd) flags(fs *flag.FlagSet) {
@@ -42,6 +43,9 @@ func (c *dialerCmd) flags(fs *flag.FlagSet) {
 	fs.UintVar(&c.udpPort, "tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
 	fs.StringVar(&c.authzAddr, "authz-addr", "", "authz gRPC address (as Envoy's --authz-addr), checked for /healthz-report and asked about fast-path requests whose token the dialer refuses, e.g. wsedge-authz:9001 (empty: not checked; such requests are redirected back through Envoy)")
 	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
+	fs.IntVar(&c.limits.Requests, "max-requests", dialer.DefaultMaxRequests, "app and terminal requests waiting for their agent's answer, in total; beyond it 503 with Retry-After")
+	fs.IntVar(&c.limits.RequestsPerAgent, "max-requests-per-agent", dialer.DefaultMaxRequestsPerAgent, "the same, per workspace agent")
+	fs.IntVar(&c.limits.Dials, "max-dials", dialer.DefaultMaxDials, "concurrent tailnet dials to agents; beyond it 503 with Retry-After")
 	fs.DurationVar(&c.dialTimeout, "agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
 	fs.DurationVar(&c.respTimeout, "agent-response-timeout", dialer.DefaultResponseTimeout, "how long an app may take to send its response headers before the request gets a 502 (bodies, streams and websockets are not bounded); raise it for apps that hold headers back, e.g. long polling")
 	c.primary.register(fs)
@@ -98,6 +102,7 @@ func (c *dialerCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		Grace:            c.grace,
 		Logger:           log,
 		TracerProvider:   tp,
+		Limits:           c.limits,
 		Tailnet:          stack.TailnetConfig{ListenPort: uint16(c.udpPort)},
 		AuthzAddr:        c.authzAddr,
 		DialTimeout:      c.dialTimeout,

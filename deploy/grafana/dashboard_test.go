@@ -307,6 +307,22 @@ func TestEveryQueriedMetricExists(t *testing.T) {
 			t.Errorf("no panel queries wsedge_%s_*", component)
 		}
 	}
+	// What operators watch under overload: shed requests, Envoy's
+	// overload manager and circuit breakers; and the native-histogram
+	// form of the latency histograms (the series without _bucket).
+	for _, name := range []string{
+		"wsedge_dialer_shed_total",
+		"wsedge_authz_check_duration_seconds",
+		"wsedge_dialer_request_duration_seconds",
+		"envoy_overload_envoy_resource_monitors_fixed_heap_pressure",
+		"envoy_overload_envoy_resource_monitors_global_downstream_max_connections_pressure",
+		"envoy_cluster_upstream_rq_pending_overflow",
+		"envoy_cluster_circuit_breakers_default_rq_open",
+	} {
+		if q[name] == nil {
+			t.Errorf("no panel queries %s", name)
+		}
+	}
 	var unused []string
 	for name := range code {
 		if !slices.ContainsFunc([]string{"", "_bucket", "_count", "_sum"}, func(s string) bool { return q[name+s] != nil }) {

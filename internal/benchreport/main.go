@@ -43,9 +43,9 @@ func main() {
 }
 
 type options struct {
-	goBin, tags, bench, benchtime, timeout, in, out, raw string
-	pkgs                                                 []string
-	soak                                                 bool
+	goBin, tags, bench, benchtime, timeout, in, out, raw, soakRun string
+	pkgs                                                          []string
+	soak                                                          bool
 }
 
 func run() error {
@@ -59,6 +59,7 @@ func run() error {
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file")
 	flag.StringVar(&o.raw, "raw", "", "also save go test's JSON output to this file")
 	flag.BoolVar(&o.soak, "soak", false, "run the soak tests (e2e TestSoak*) and report them")
+	flag.StringVar(&o.soakRun, "soak-run", "^TestSoak", "with -soak: the soak tests to run (go test -run)")
 	flag.Parse()
 	o.pkgs = flag.Args()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

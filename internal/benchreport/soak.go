@@ -30,7 +30,7 @@ func runSoak(ctx context.Context, o options) error {
 	if len(pkgs) == 0 {
 		pkgs = []string{"./e2e/"}
 	}
-	args := []string{"test", "-run", "^TestSoak", "-count=1", "-v", "-json", "-timeout", o.timeout}
+	args := []string{"test", "-run", o.soakRun, "-count=1", "-v", "-json", "-timeout", o.timeout}
 	if o.tags != "" {
 		args = append(args, "-tags", o.tags)
 	}

@@ -29,9 +29,11 @@ import (
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/derp"
 	devagent "github.com/wsedge/wsedge/dev/agent"
 	devprimary "github.com/wsedge/wsedge/dev/primary"
+	"github.com/wsedge/wsedge/dialer"
 	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/envoyrun"
@@ -82,6 +84,12 @@ type DevConfig struct {
 	// and the dialer (wsedge-dialer) send their spans there, exported
 	// every 100 ms. Empty: no tracing, as in production by default.
 	OTLPEndpoint string
+	// AuthzLimits and DialerLimits bound the services' in-flight work
+	// (zero: the defaults); Envoy, if set, adjusts Envoy's config (its
+	// overload limits, say) before it starts.
+	AuthzLimits  authz.Limits
+	DialerLimits dialer.Limits
+	Envoy        func(*envoy.Config)
 	// ServeElsewhere, if set, runs authz and the dialer instead of this
 	// process: called with ServiceAuthz or ServiceDialer, the listener
 	// Envoy sends the service's traffic to, and what the service needs
@@ -319,6 +327,9 @@ func (d *Dev) startEnvoy(ctx context.Context) error {
 	ecfg.DialerAddr = d.w.dialerLn.Addr().String()
 	ecfg.TLSCertFile, ecfg.TLSKeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
 	ecfg.Tracing.OTLPEndpoint = cfg.OTLPEndpoint
+	if cfg.Envoy != nil {
+		cfg.Envoy(&ecfg)
+	}
 	bootstrap, err := envoy.YAML(ecfg)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -362,7 +373,7 @@ func authzConfig(cfg DevConfig, client *primary.Client, ln, jwks net.Listener, t
 		Primary: client, AccessURL: cfg.AccessURL, WildcardHostname: cfg.WildcardHostname,
 		Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
-		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh, TracerProvider: tp,
+		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh, TracerProvider: tp, Limits: cfg.AuthzLimits,
 	}
 }
 
@@ -406,6 +417,7 @@ func dialerConfig(cfg DevConfig, w *wiring, proxyToken, authzAddr string, ln net
 		DialTimeout:          cfg.DialTimeout,
 		KeyRefresh:           cfg.KeyRefresh,
 		TracerProvider:       w.dialerTracing,
+		Limits:               cfg.DialerLimits,
 	}
 }
 

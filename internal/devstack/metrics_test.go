@@ -136,6 +136,51 @@ func TestDevStackExportsComponentMetrics(t *testing.T) {
 			t.Errorf("dialer registry: no %s%v with a value: %v", c.name, c.labels, dl[c.name])
 		}
 	}
+	// The dialer labels requests by route pattern, never by path or user.
+	for _, s := range dl["wsedge_dialer_requests_total"] {
+		if !dialerRoutes[s["route"]] {
+			t.Errorf("wsedge_dialer_requests_total has route %q, not a route pattern", s["route"])
+		}
+	}
+	checkNativeHistograms(t, "authz", authzReg)
+	checkNativeHistograms(t, "dialer", dialerReg)
+}
+
+// dialerRoutes are the route patterns the dialer labels requests with.
+var dialerRoutes = map[string]bool{
+	"path": true, "subdomain": true, "terminal": true, "derp": true, "healthz": true, "healthz-report": true,
+	"buildinfo": true, "latency-check": true, "logout": true, "invalid": true, "unknown": true,
+}
+
+// checkNativeHistograms: every latency histogram that has observations
+// is exposed both as a native histogram (a schema and spans) and with
+// its classic buckets, for Prometheus servers with and without native
+// histogram support.
+func checkNativeHistograms(t *testing.T, service string, reg *prometheus.Registry) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h == nil || h.GetSampleCount() == 0 {
+				continue
+			}
+			seen++
+			if h.Schema == nil || len(h.GetPositiveSpan())+len(h.GetNegativeSpan()) == 0 && h.GetZeroCount() == 0 {
+				t.Errorf("%s: %s is not a native histogram", service, mf.GetName())
+			}
+			if len(h.GetBucket()) == 0 {
+				t.Errorf("%s: %s lost its classic buckets", service, mf.GetName())
+			}
+		}
+	}
+	if seen == 0 {
+		t.Errorf("%s: no histogram with observations", service)
+	}
 }
 
 type lockedBuffer struct {

@@ -50,6 +50,8 @@ type AuthzConfig struct {
 	// (continuing Envoy's trace) and their steps; the Primary client is
 	// traced by its own option. nil: no tracing.
 	TracerProvider trace.TracerProvider
+	// Limits bound in-flight Checks and issue calls (zero: defaults).
+	Limits authz.Limits
 	// KeyRefresh overrides the 10 min refresh of the primary's keys
 	// (tests: a withdrawn key).
 	KeyRefresh time.Duration
@@ -86,6 +88,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 		Issuer:         PrimaryIssuer{Client: cfg.Primary},
 		Logger:         log,
 		TracerProvider: cfg.TracerProvider,
+		Limits:         cfg.Limits,
 	})
 	if err != nil {
 		return err // authz names itself

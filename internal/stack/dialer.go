@@ -82,6 +82,8 @@ type DialerConfig struct {
 	// TracerProvider, if set, traces requests (continuing Envoy's trace),
 	// agent dials and terminal set-up; nil: no tracing.
 	TracerProvider trace.TracerProvider
+	// Limits bound in-flight requests and tailnet dials (zero: defaults).
+	Limits dialer.Limits
 	// KeyRefresh overrides the 10 min refresh of the primary's keys
 	// (tests: a withdrawn key).
 	KeyRefresh time.Duration
@@ -376,6 +378,7 @@ func (r *dialerRun) appServer() (*dialer.Server, error) {
 		Registerer:         cfg.Registerer,
 		StatsFlushInterval: cfg.StatsFlushInterval,
 		TracerProvider:     cfg.TracerProvider,
+		Limits:             cfg.Limits,
 	})
 	if err != nil {
 		return nil, err // dialer names itself

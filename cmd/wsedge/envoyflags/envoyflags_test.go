@@ -24,6 +24,8 @@ func TestRegister(t *testing.T) {
 		"-access-log-path", "/var/log/envoy.json", "-rate-limit", "120", "-rate-limit-burst", "30",
 		"-rate-limit-interval", "10s", "-rate-limit-max-keys", "500", "-rate-limit-before-authz",
 		"-fast-path=false", "-authz-jwks-addr", "authz:3",
+		"-max-heap-bytes", "1000", "-max-downstream-connections", "20", "-authz-max-requests", "30",
+		"-dialer-max-requests", "40", "-dialer-max-pending-requests", "50",
 		"-otlp-endpoint", "otel-collector:4317", "-trace-sample-percent", "2.5", "-trace-service-name", "edge-eu",
 	})
 	if err != nil {
@@ -37,6 +39,7 @@ func TestRegister(t *testing.T) {
 		ExtProcTimeout: 3 * time.Second, ConnectTimeout: 4 * time.Second, RequestHeadersTimeout: 5 * time.Second,
 		StreamIdleTimeout: 6 * time.Second, UpgradeIdleTimeout: 7 * time.Second, RouteTimeout: 8 * time.Second,
 		XFFNumTrustedHops: 2, AccessLogPath: "/var/log/envoy.json", FastPath: false, AuthzJWKSAddr: "authz:3",
+		Limits:    envoy.Limits{MaxHeapBytes: 1000, MaxDownstreamConnections: 20, AuthzMaxRequests: 30, DialerMaxRequests: 40, DialerMaxPendingRequests: 50},
 		Tracing:   envoy.Tracing{OTLPEndpoint: "otel-collector:4317", SamplePercent: 2.5, ServiceName: "edge-eu"},
 		RateLimit: envoy.RateLimit{Requests: 120, Burst: 30, Interval: 10 * time.Second, MaxKeys: 500, BeforeAuthz: true},
 	}
