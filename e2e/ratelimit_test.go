@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,19 +12,15 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/extproc"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // rlUserHeader names the user the rate-limit test's authz allows as; it is
@@ -97,80 +91,36 @@ func (o *countingOwners) Owner(context.Context, appurl.Request) (uuid.UUID, erro
 	return rlOwner, nil
 }
 
-// rlStack is real Envoy 1.40 with rlAuthz, the extproc processor and the
-// echo upstream; Envoy trusts one X-Forwarded-For hop so that the test can
-// speak for several client addresses from loopback.
-type rlStack struct {
-	az     *rlAuthz
-	owners *countingOwners
-	client *http.Client
+// withRateLimitFakes is real Envoy 1.40 with az, the extproc processor
+// (owners resolving) and the echo upstream; Envoy limits as rl says and
+// trusts one X-Forwarded-For hop so that the test can speak for several
+// client addresses from loopback.
+func withRateLimitFakes(rl envoy.RateLimit, az *rlAuthz, owners *countingOwners) edgeOption {
+	return func(s *edgeSetup) {
+		WithAuthz(az, realExtProc(s.t, owners, nil))(s)
+		WithUpstream(smokeUpstream(s.t))(s)
+		WithEnvoy(func(c *envoy.Config) {
+			c.XFFNumTrustedHops = 1
+			c.RateLimit = rl
+		})(s)
+	}
 }
 
-func startRateLimitStack(t *testing.T, rl envoy.RateLimit) *rlStack {
+// rlDo sends method url through h from client (X-Forwarded-For, trusted
+// one hop deep) as user (none if empty).
+func rlDo(t *testing.T, h *edge, method, url, client, user string, extra http.Header) (*http.Response, string) {
 	t.Helper()
-	st := &rlStack{az: &rlAuthz{}, owners: &countingOwners{}}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, st.az)
-	proc, err := extproc.New(extproc.Options{WildcardHostname: wildcardHost, Owners: st.owners})
-	if err != nil {
-		t.Fatal(err)
-	}
-	extprocv3.RegisterExternalProcessorServer(gs, proc)
-	azl := listen(t)
-	go func() { _ = gs.Serve(azl) }()
-	t.Cleanup(gs.Stop)
-
-	upl := listen(t)
-	up := &http.Server{Handler: smokeUpstream(t), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = up.Serve(upl) }()
-	t.Cleanup(func() { _ = up.Close() })
-
-	cfg := envoy.DefaultConfig()
-	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AccessURLHost = accessHost
-	cfg.WildcardHostname = wildcardHost
-	cfg.DashboardURL = "http://dashboard.wsedge.test"
-	cfg.AuthzAddr = azl.Addr().String()
-	cfg.DialerAddr = upl.Addr().String()
-	cfg.XFFNumTrustedHops = 1
-	cfg.RateLimit = rl
-	bootstrap, err := envoy.YAML(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testutil.StartEnvoy(t, bootstrap)
-	if !strings.Contains(p.Version, "/1.40.0/") {
-		t.Errorf("Envoy version %q, want 1.40.0", p.Version)
-	}
-	edge := p.ListenerAddr(t, envoy.ListenerName).String()
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, edge)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
-	st.client = &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}
-	return st
-}
-
-// get sends method url from client (X-Forwarded-For, trusted one hop deep)
-// as user (none if empty) and returns the status, Retry-After and body.
-func (st *rlStack) do(t *testing.T, method, url, client, user string, extra http.Header) (*http.Response, string) {
-	t.Helper()
-	h := http.Header{}
+	hd := http.Header{}
 	for k, v := range extra {
-		h[k] = v
+		hd[k] = v
 	}
 	if client != "" {
-		h.Set("X-Forwarded-For", client)
+		hd.Set("X-Forwarded-For", client)
 	}
 	if user != "" {
-		h.Set(rlUserHeader, user)
+		hd.Set(rlUserHeader, user)
 	}
-	return roundTrip(t, st.client, method, url, h)
+	return h.roundTrip(t, method, url, hd)
 }
 
 const (
@@ -222,68 +172,69 @@ func wantStatus(t *testing.T, what string, resp *http.Response, body string, wan
 // burst 3, per 10 minutes, so no token comes back during the test).
 func TestRateLimit(t *testing.T) {
 	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100}
-	st := startRateLimitStack(t, rl)
+	az, owners := &rlAuthz{}, &countingOwners{}
+	st := startEdge(t, withRateLimitFakes(rl, az, owners))
 
 	t.Run("a user's budget spans app routes and terminals; another user is still served", func(t *testing.T) {
 		// Alice spends her three tokens on three different routes, from
 		// three different addresses.
 		for i, url := range []string{rlPathApp, rlSubApp, rlTerminal} {
-			resp, body := st.do(t, "GET", url, "198.51.100."+strconv.Itoa(10+i), "alice", nil)
+			resp, body := rlDo(t, st, "GET", url, "198.51.100."+strconv.Itoa(10+i), "alice", nil)
 			wantStatus(t, url, resp, body, http.StatusOK)
 		}
-		before := st.az.checks.Load()
-		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.13", "alice", nil)
+		before := az.checks.Load()
+		resp, body := rlDo(t, st, "GET", rlPathApp, "198.51.100.13", "alice", nil)
 		assertLimited(t, resp, body, rl)
-		if st.az.checks.Load() != before+1 {
+		if az.checks.Load() != before+1 {
 			t.Error("the limit must apply after ext_authz (which names the user)")
 		}
-		resp, body = st.do(t, "GET", rlSubApp, "198.51.100.10", "alice", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "alice", nil)
 		assertLimited(t, resp, body, rl)
 
 		// Bob, from one of Alice's addresses, has his own bucket.
 		for range 3 {
-			resp, body := st.do(t, "GET", rlSubApp, "198.51.100.10", "bob", nil)
+			resp, body := rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "bob", nil)
 			wantStatus(t, "bob", resp, body, http.StatusOK)
 		}
-		resp, body = st.do(t, "GET", rlSubApp, "198.51.100.10", "bob", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "bob", nil)
 		assertLimited(t, resp, body, rl)
 	})
 
 	t.Run("requests without a user are limited by client address", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.7", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "", nil)
 			wantStatus(t, "anonymous", resp, body, http.StatusOK)
 		}
-		resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.7", "", nil)
+		resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlPathApp, "203.0.113.7", "", nil)
+		resp, body = rlDo(t, st, "GET", rlPathApp, "203.0.113.7", "", nil)
 		assertLimited(t, resp, body, rl)
 		// Another address is served; so is a user from the exhausted one.
-		resp, body = st.do(t, "GET", rlCatchAll, "203.0.113.8", "", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "203.0.113.8", "", nil)
 		wantStatus(t, "other address", resp, body, http.StatusOK)
-		resp, body = st.do(t, "GET", rlCatchAll, "203.0.113.7", "carol", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "carol", nil)
 		wantStatus(t, "user from the exhausted address", resp, body, http.StatusOK)
 	})
 
 	t.Run("a user's requests do not spend their address's budget", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", rlPathApp, "203.0.113.20", "dave", nil)
+			resp, body := rlDo(t, st, "GET", rlPathApp, "203.0.113.20", "dave", nil)
 			wantStatus(t, "dave", resp, body, http.StatusOK)
 		}
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.20", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.20", "", nil)
 			wantStatus(t, "anonymous beside dave", resp, body, http.StatusOK)
 		}
 	})
 
 	t.Run("IPv6 clients share a bucket per /64", func(t *testing.T) {
 		for _, ip := range []string{"2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1:ffff::3"} {
-			resp, body := st.do(t, "GET", rlCatchAll, ip, "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, ip, "", nil)
 			wantStatus(t, ip, resp, body, http.StatusOK)
 		}
-		resp, body := st.do(t, "GET", rlCatchAll, "2001:db8:1:1::4", "", nil)
+		resp, body := rlDo(t, st, "GET", rlCatchAll, "2001:db8:1:1::4", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlCatchAll, "2001:db8:1:2::1", "", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "2001:db8:1:2::1", "", nil)
 		wantStatus(t, "next /64", resp, body, http.StatusOK)
 	})
 
@@ -299,7 +250,7 @@ func TestRateLimit(t *testing.T) {
 					"http://code--main--dev--alice.apps.wsedge.test/latency-check",
 					"http://10.0.0.1/healthz", // a load balancer probing by address
 				} {
-					resp, body := st.do(t, "GET", url, ip, "", nil)
+					resp, body := rlDo(t, st, "GET", url, ip, "", nil)
 					wantStatus(t, url, resp, body, http.StatusOK)
 				}
 			}
@@ -307,13 +258,13 @@ func TestRateLimit(t *testing.T) {
 		// The loopback peer has made 70 unlimited requests and still has
 		// its whole budget for checked ones.
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "", "", nil)
 			wantStatus(t, "loopback after probes", resp, body, http.StatusOK)
 		}
 	})
 
 	t.Run("a 429 authz relays keeps its own body", func(t *testing.T) {
-		resp, body := st.do(t, "GET", "http://"+accessHost+"/@erin/busy/apps/code/", "203.0.113.30", "", nil)
+		resp, body := rlDo(t, st, "GET", "http://"+accessHost+"/@erin/busy/apps/code/", "203.0.113.30", "", nil)
 		if resp.StatusCode != http.StatusTooManyRequests || body != rlBusyBody || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 			t.Fatalf("status %d, Content-Type %q, body %q; want authz's own 429", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 		}
@@ -325,22 +276,22 @@ func TestRateLimit(t *testing.T) {
 			"Access-Control-Request-Method": {"POST"},
 		}
 		for range 3 {
-			resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
+			resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
 			wantStatus(t, "preflight", resp, body, http.StatusOK)
 			if resp.Header.Get("Access-Control-Allow-Origin") != preflight.Get("Origin") {
 				t.Fatalf("preflight not answered by ext_proc: %v", resp.Header)
 			}
 		}
-		lookups, checks := st.owners.lookups.Load(), st.az.checks.Load()
-		resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
+		lookups, checks := owners.lookups.Load(), az.checks.Load()
+		resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
 		assertLimited(t, resp, body, rl)
-		if got := st.owners.lookups.Load(); got != lookups {
+		if got := owners.lookups.Load(); got != lookups {
 			t.Errorf("a limited preflight still cost %d owner lookups", got-lookups)
 		}
-		if st.az.checks.Load() != checks {
+		if az.checks.Load() != checks {
 			t.Error("a limited preflight reached ext_authz")
 		}
-		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
+		resp, body = rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
 		wantStatus(t, "preflight from another address", resp, body, http.StatusOK)
 	})
 }
@@ -352,41 +303,42 @@ func TestRateLimit(t *testing.T) {
 // ext_proc answers spend only the preflight budget.
 func TestRateLimitBeforeAuthz(t *testing.T) {
 	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100, BeforeAuthz: true}
-	st := startRateLimitStack(t, rl)
+	az, owners := &rlAuthz{}, &countingOwners{}
+	st := startEdge(t, withRateLimitFakes(rl, az, owners))
 	denied := "http://" + accessHost + "/@alice/deny/apps/code/"
 
 	t.Run("requests authz denies are counted; a limited one never reaches authz", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+			resp, body := rlDo(t, st, "GET", denied, "203.0.113.40", "", nil)
 			wantStatus(t, "denied", resp, body, http.StatusSeeOther)
 		}
-		checks := st.az.checks.Load()
-		resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+		checks := az.checks.Load()
+		resp, body := rlDo(t, st, "GET", denied, "203.0.113.40", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlPathApp, "203.0.113.40", "mallory", nil)
+		resp, body = rlDo(t, st, "GET", rlPathApp, "203.0.113.40", "mallory", nil)
 		assertLimited(t, resp, body, rl)
-		if got := st.az.checks.Load(); got != checks {
+		if got := az.checks.Load(); got != checks {
 			t.Errorf("%d limited requests reached ext_authz", got-checks)
 		}
-		resp, body = st.do(t, "GET", denied, "203.0.113.41", "", nil)
+		resp, body = rlDo(t, st, "GET", denied, "203.0.113.41", "", nil)
 		wantStatus(t, "another address", resp, body, http.StatusSeeOther)
 	})
 
 	t.Run("users behind one address share its budget", func(t *testing.T) {
 		for _, user := range []string{"frank", "frank", "gina"} {
-			resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", user, nil)
+			resp, body := rlDo(t, st, "GET", rlSubApp, "203.0.113.50", user, nil)
 			wantStatus(t, user, resp, body, http.StatusOK)
 		}
 		// Gina has two of her own tokens left, the address none.
-		resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", "gina", nil)
+		resp, body := rlDo(t, st, "GET", rlSubApp, "203.0.113.50", "gina", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlSubApp, "203.0.113.51", "gina", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "203.0.113.51", "gina", nil)
 		wantStatus(t, "gina from another address", resp, body, http.StatusOK)
 	})
 
 	t.Run("probes are never limited; answered preflights spend only the preflight budget", func(t *testing.T) {
 		for range 5 {
-			resp, body := st.do(t, "GET", "http://"+accessHost+"/healthz", "203.0.113.40", "", nil)
+			resp, body := rlDo(t, st, "GET", "http://"+accessHost+"/healthz", "203.0.113.40", "", nil)
 			if resp.StatusCode == http.StatusTooManyRequests {
 				t.Fatalf("probe limited: %q", body)
 			}
@@ -396,13 +348,13 @@ func TestRateLimitBeforeAuthz(t *testing.T) {
 			"Access-Control-Request-Method": {"POST"},
 		}
 		for range 3 {
-			resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+			resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
 			wantStatus(t, "preflight", resp, body, http.StatusOK)
 		}
 		// The preflights spent the preflight budget, not the address's.
-		resp, body := st.do(t, "GET", rlSubApp, "198.51.100.60", "hank", nil)
+		resp, body := rlDo(t, st, "GET", rlSubApp, "198.51.100.60", "hank", nil)
 		wantStatus(t, "GET after three preflights", resp, body, http.StatusOK)
-		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+		resp, body = rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
 		assertLimited(t, resp, body, rl)
 	})
 }
@@ -410,7 +362,8 @@ func TestRateLimitBeforeAuthz(t *testing.T) {
 // TestRateLimitOff is the default: nothing is limited and no rate limit
 // header appears.
 func TestRateLimitOff(t *testing.T) {
-	st := startRateLimitStack(t, envoy.DefaultConfig().RateLimit)
+	az, owners := &rlAuthz{}, &countingOwners{}
+	st := startEdge(t, withRateLimitFakes(envoy.DefaultConfig().RateLimit, az, owners))
 	preflight := http.Header{
 		"Origin":                        {"http://term--main--dev--alice.apps.wsedge.test"},
 		"Access-Control-Request-Method": {"POST"},
@@ -427,7 +380,7 @@ func TestRateLimitOff(t *testing.T) {
 			if r.method == "OPTIONS" {
 				extra = preflight
 			}
-			resp, body := st.do(t, r.method, r.url, "203.0.113.7", r.user, extra)
+			resp, body := rlDo(t, st, r.method, r.url, "203.0.113.7", r.user, extra)
 			wantStatus(t, r.method+" "+r.url+" #"+strconv.Itoa(i), resp, body, http.StatusOK)
 			for k := range resp.Header {
 				if strings.HasPrefix(strings.ToLower(k), "x-ratelimit") {
