@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -198,21 +197,8 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 	if os.Getenv("E2E_LOG") == "debug" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	dashboardURL := &url.URL{Scheme: "http", Host: dashboardHost}
-	p, err := devprimary.New(devprimary.Options{AccessURL: dashboardURL, HealthInterval: time.Hour, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	primaryTS := httptest.NewServer(p.Handler())
-	t.Cleanup(func() { primaryTS.CloseClientConnections(); primaryTS.Close(); _ = p.Close() })
-	primaryAddr := primaryTS.Listener.Addr().String()
-	toPrimary := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, primaryAddr)
-	}}}
-	client, err := primary.New(primary.Options{URL: dashboardURL, ProxyToken: p.ProxyToken(), HTTPClient: toPrimary, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startPrimary(t, devprimary.Options{HealthInterval: time.Hour, Logger: log})
+	client, toPrimary := p.client, p.http
 	accessURL := &url.URL{Scheme: "http", Host: accessHost}
 
 	// The sibling replica registers first; its DERP uses the mesh key the

@@ -23,7 +23,8 @@ import (
 // still answer and say why, open websockets are not cut; authz started
 // again on the same address serves again without touching Envoy.
 func TestFaultAuthzDown(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
@@ -50,7 +51,7 @@ func TestFaultAuthzDown(t *testing.T) {
 		}
 	}
 	// A websocket upgrade is refused the same way.
-	if c, res, err := websocket.Dial(ctx, "ws://"+echoHost+"/", &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}}); err == nil {
+	if c, res, err := fp.dialWebsocket(ctx, "ws://"+echoHost+"/", nil); err == nil {
 		_ = c.CloseNow()
 		t.Error("a websocket to an app opened while authz is down")
 	} else if res == nil || res.StatusCode != http.StatusServiceUnavailable {
@@ -129,7 +130,8 @@ func waitClosed(ctx context.Context, c *websocket.Conn, start func() time.Time) 
 // same address clients reconnect: apps work and the terminal resumes its
 // screen with the same reconnect ID (the agent kept the PTY).
 func TestFaultDialerRestart(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
@@ -229,7 +231,8 @@ func TestFaultDialerRestart(t *testing.T) {
 // bounded time; started again with the same ID and new keys, requests
 // work again once it has re-coordinated, without touching the proxy.
 func TestFaultAgentReturns(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	if err := fp.dev.StopAgent(demoAgent); err != nil {
 		t.Fatal(err)
@@ -264,7 +267,8 @@ func TestFaultAgentReturns(t *testing.T) {
 // would otherwise send on a pooled connection to it; the agent comes back
 // once it is started again.
 func TestFaultAgentVanishes(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	// Warm: Envoy and the dialer now hold pooled connections to the agent.
 	for range 3 {
@@ -297,7 +301,8 @@ func TestFaultAgentVanishes(t *testing.T) {
 // warm browsers, new sessions and full login hand-offs run: not one
 // request fails.
 func TestFaultKeyRotationUnderTraffic(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	plain := fp.plainClient(t)
 
@@ -350,9 +355,7 @@ func TestFaultKeyRotationUnderTraffic(t *testing.T) {
 				return
 			default:
 			}
-			b := fp.newBrowser(t)
-			fp2 := &fullPath{dev: fp.dev, browser: b, dial: fp.dial}
-			res := fp2.loginQuiet("http://" + codeHost + "/echo")
+			res := loginQuiet(fp.newBrowser(t), "http://"+codeHost+"/echo")
 			record("hand-off", res, res.status == http.StatusOK && isEcho(res.body))
 		}
 	})
@@ -389,11 +392,11 @@ func newSessionQuiet(c *http.Client) (string, error) {
 	return "", fmt.Errorf("login: status %d, no session cookie", res.StatusCode)
 }
 
-// loginQuiet is login without t: the hand-off for appURL, returning the
-// final answer.
-func (fp *fullPath) loginQuiet(appURL string) answer {
+// loginQuiet is login without t, for browser: the hand-off for appURL,
+// returning the final answer.
+func loginQuiet(browser *http.Client, appURL string) answer {
 	start := time.Now()
-	res, err := fp.browser.Get(appURL)
+	res, err := browser.Get(appURL)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -401,7 +404,7 @@ func (fp *fullPath) loginQuiet(appURL string) answer {
 	if res.Request.URL.Host != dashboardHost || res.Request.URL.Path != "/login" {
 		return answer{err: fmt.Errorf("anonymous %s ended at %s (status %d)", appURL, res.Request.URL, res.StatusCode)}
 	}
-	res, err = fp.browser.PostForm("http://"+dashboardHost+"/login", map[string][]string{"username": {"alice"}, "password": {"alice"}, "redirect": {res.Request.URL.Query().Get("redirect")}})
+	res, err = browser.PostForm("http://"+dashboardHost+"/login", map[string][]string{"username": {"alice"}, "password": {"alice"}, "redirect": {res.Request.URL.Query().Get("redirect")}})
 	if err != nil {
 		return answer{err: err}
 	}
