@@ -63,10 +63,8 @@ func withRealAuthz(az *realAuthz) edgeOption {
 
 		azLn := loopback(t)
 		s.authzAddr = azLn.Addr().String()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- wsstack.ServeAuthz(ctx, wsstack.AuthzConfig{
+		serveUntilEnd(t, "ServeAuthz", 10*time.Second, func(ctx context.Context) error {
+			return wsstack.ServeAuthz(ctx, wsstack.AuthzConfig{
 				Primary:          p.client,
 				AccessURL:        accessURL,
 				WildcardHostname: wildcardHost,
@@ -75,17 +73,6 @@ func withRealAuthz(az *realAuthz) edgeOption {
 				Logger:           slog.New(slog.DiscardHandler),
 				KeyRetry:         100 * time.Millisecond,
 			})
-		}()
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("ServeAuthz: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("ServeAuthz did not stop")
-			}
 		})
 
 		s.after = append(s.after, func(h *edge) {

@@ -218,9 +218,8 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 
 	dl := loopback(t)
 	dialerURL := "http://" + dl.Addr().String()
-	done := make(chan error, 1)
-	go func() {
-		done <- wsstack.ServeDialer(ctx, wsstack.DialerConfig{
+	serveUntilEnd(t, "ServeDialer", 15*time.Second, func(ctx context.Context) error {
+		return wsstack.ServeDialer(ctx, wsstack.DialerConfig{
 			Primary: client, ProxyToken: p.ProxyToken(),
 			AccessURL: accessURL, WildcardHostname: wildcardHost,
 			DERPEnabled: true, RelayAddress: dialerURL,
@@ -231,17 +230,6 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 			CoordinateHTTPClient: toPrimary,
 			RegisterInterval:     300 * time.Millisecond,
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ServeDialer: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("ServeDialer did not stop")
-		}
 	})
 	report := func() []string {
 		req, _ := http.NewRequest(http.MethodGet, dialerURL+"/healthz-report", nil)

@@ -24,6 +24,9 @@ package e2e
 //   - `wsedge dev` as a process (bin/wsedge): startWsedgeDev in
 //     browser_test.go, which drives it as a user would.
 //
+// Options named With… are the harness's own; with… (lower case) are a
+// test file's set of stand-ins, built from them.
+//
 // Clients: h.client follows no redirects (keeps cookies with WithJar);
 // h.browser keeps cookies and follows redirects; h.newClient, h.newBrowser,
 // h.plainClient and h.httpClient make more. The dashboard host goes to the
@@ -556,6 +559,25 @@ func startPrimary(t testing.TB, opts devprimary.Options) *primaryFixture {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// serveUntilEnd runs serve (a service's Serve) until the test ends, then
+// cancels its context and waits up to wait for it to return nil.
+func serveUntilEnd(t testing.TB, name string, wait time.Duration, serve func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(wait):
+			t.Errorf("%s did not stop", name)
+		}
+	})
 }
 
 // loopback listens on a kernel-chosen 127.0.0.1 port.
