@@ -252,6 +252,26 @@ func (fp *edge) metric(t *testing.T, name string) float64 {
 	return -1
 }
 
+// signInToApps walks fp.browser through the login hand-off of the code
+// app and then of the echo app.
+func (fp *edge) signInToApps(t *testing.T) {
+	t.Helper()
+	received(t, fp.login(t, "http://"+codeHost+"/echo"))
+	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
+		t.Fatalf("echo app hand-off: %v", a)
+	}
+}
+
+// waitAppServed waits until fp.browser gets the code app's echo (200)
+// within the bound and returns how long it took.
+func (fp *edge) waitAppServed(t *testing.T, within time.Duration, what string) time.Duration {
+	t.Helper()
+	return waitFor(t, within, what, func() (bool, string) {
+		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
+		return a.status == http.StatusOK && isEcho(a.body), a.String()
+	})
+}
+
 // newSession logs alice in on the dashboard and returns the new session
 // token (a session authz has never seen, so it must ask the primary).
 func (fp *edge) newSession(t *testing.T) string {

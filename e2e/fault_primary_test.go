@@ -78,10 +78,7 @@ func TestFaultPrimary(t *testing.T) {
 
 	// A warm browser: signed in, with token cookies for the code and echo
 	// apps and an open echo websocket.
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	ws := fp.openEchoSocket(ctx, t, fp.browser)
 	if err := ws.echo(ctx, "before"); err != nil {
 		t.Fatal(err)

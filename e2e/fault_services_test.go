@@ -27,10 +27,7 @@ func TestFaultAuthzDown(t *testing.T) {
 	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	ws := fp.openEchoSocket(ctx, t, fp.browser)
 	session := fp.newSession(t)
 	plain := fp.plainClient(t)
@@ -73,10 +70,7 @@ func TestFaultAuthzDown(t *testing.T) {
 	if err := fp.dev.StartAuthz(ctx); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 20*time.Second, "the warm browser is served again", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 20*time.Second, "the warm browser is served again")
 	t.Logf("authz serving through Envoy %v after it was started again", took.Round(time.Millisecond))
 	if a := fetch(plain, sessionApp, withSession(session)); a.status != http.StatusOK || !isEcho(a.body) {
 		t.Errorf("new session, authz back: %v", a)
@@ -134,10 +128,7 @@ func TestFaultDialerRestart(t *testing.T) {
 	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	const apps = 3
 	var sockets []*appSocket
 	for i := range apps {
@@ -199,10 +190,7 @@ func TestFaultDialerRestart(t *testing.T) {
 	if err := fp.dev.StartDialer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 30*time.Second, "the app answers through the new dialer", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 30*time.Second, "the app answers through the new dialer")
 	t.Logf("app served %v after the new dialer started", took.Round(time.Millisecond))
 	for i := range apps {
 		s := fp.openEchoSocket(ctx, t, fp.browser)
@@ -245,10 +233,7 @@ func TestFaultAgentReturns(t *testing.T) {
 	if err := fp.dev.StartAgent(demoAgent); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 30*time.Second, "the returned agent answers", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 30*time.Second, "the returned agent answers")
 	t.Logf("agent answers %v after it was started again", took.Round(time.Millisecond))
 	// Websockets and bulk bytes go through the new tunnel too.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -290,10 +275,7 @@ func TestFaultAgentVanishes(t *testing.T) {
 	if err := fp.dev.StartAgent(demoAgent); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the returned agent answers", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	fp.waitAppServed(t, 30*time.Second, "the returned agent answers")
 }
 
 // TestFaultKeyRotationUnderTraffic: the primary rotates both key
