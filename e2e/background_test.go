@@ -18,7 +18,7 @@ import (
 // naming the sign-in URL (a 303 to the dashboard would end in a CORS
 // error), while a navigation keeps Coder's 303.
 func TestBackgroundRequestsAfterTokenExpiry(t *testing.T) {
-	fp := startFullPath(t)
+	fp := startEdge(t, WithDev())
 	h := newHostile(t, fp)
 	session := fp.newSession(t)
 	appKey, err := fp.dev.Primary.SigningKey(tokens.FeatureAppToken)

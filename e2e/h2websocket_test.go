@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,14 +38,10 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 	if !roots.AppendCertsFromPEM(pemBytes) {
 		t.Fatal("bad test certificate")
 	}
-	lvl := slog.LevelWarn
-	if os.Getenv("E2E_LOG") == "debug" {
-		lvl = slog.LevelDebug
-	}
-	fp := startFullPathLogging(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), func(c *devstack.DevConfig) {
+	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
 		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	}))
 	session, _ := fp.dev.Primary.SessionToken("alice")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

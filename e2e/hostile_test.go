@@ -30,18 +30,12 @@ func reachedApp(body string) bool {
 // cookie jar, no redirects followed.
 type hostile struct {
 	t    *testing.T
-	fp   *fullPath
+	fp   *edge
 	http *http.Client
 }
 
-func newHostile(t *testing.T, fp *fullPath) *hostile {
-	tr := &http.Transport{DialContext: fp.dial}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &hostile{t: t, fp: fp, http: &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}}
+func newHostile(t *testing.T, fp *edge) *hostile {
+	return &hostile{t: t, fp: fp, http: fp.plainClient(t)}
 }
 
 type hostileAnswer struct {
@@ -126,7 +120,7 @@ func cookieHeader(cs ...*http.Cookie) http.Header {
 // checks the exact outcome and that the app never answered when it must
 // not.
 func TestHostileInput(t *testing.T) {
-	fp := startFullPath(t)
+	fp := startEdge(t, WithDev())
 	h := newHostile(t, fp)
 	appKey, err := fp.dev.Primary.SigningKey(tokens.FeatureAppToken)
 	if err != nil {
