@@ -39,6 +39,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -614,6 +615,22 @@ func serveUntilEnd(t testing.TB, name string, wait time.Duration, serve func(ctx
 			t.Errorf("%s did not stop", name)
 		}
 	})
+}
+
+// testCert is a self-signed certificate for the access and wildcard hosts:
+// its files, for Envoy, and the pool that trusts it, for clients.
+func testCert(t testing.TB) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	certFile, keyFile = testutil.SelfSignedCert(t, accessHost, wildcardHost)
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots = x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("bad test certificate")
+	}
+	return certFile, keyFile, roots
 }
 
 // loopback listens on a kernel-chosen 127.0.0.1 port.

@@ -38,6 +38,23 @@ func newHostile(t *testing.T, fp *edge) *hostile {
 	return &hostile{t: t, fp: fp, http: fp.plainClient(t)}
 }
 
+// genuineToken asks for appURL with session in the Coder-Session-Token
+// header, as a CLI would, and returns the signed app token authz sets in
+// its cookie, and its claims (verified with appKey).
+func (h *hostile) genuineToken(appURL, session string, appKey tokens.Key) (string, tokens.SignedToken) {
+	h.t.Helper()
+	warm := h.do("GET", appURL, http.Header{"Coder-Session-Token": {session}})
+	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
+	if warm.status != http.StatusOK || genuine == "" {
+		h.t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
+	}
+	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return genuine, claims
+}
+
 type hostileAnswer struct {
 	status int
 	header http.Header
@@ -134,15 +151,7 @@ func TestHostileInput(t *testing.T) {
 	codeURL := "http://" + codeHost + "/echo"
 
 	// A genuine token for the code app, to tamper with.
-	warm := h.do("GET", codeURL, http.Header{"Coder-Session-Token": {session}})
-	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
-	if warm.status != http.StatusOK || genuine == "" {
-		t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
-	}
-	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
-	if err != nil {
-		t.Fatal(err)
-	}
+	genuine, claims := h.genuineToken(codeURL, session, appKey)
 	kid := fmt.Sprint(appKey.Sequence)
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(genuine, ".")[1])
 	sign := func(alg jose.SignatureAlgorithm, key any) string {

@@ -3,32 +3,21 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // TestSmokeTLS runs the TLS variant of the bootstrap: HTTP/2 to the edge via
 // ALPN for ordinary requests, HTTP/1.1 websocket upgrades, and the same
 // header rules.
 func TestSmokeTLS(t *testing.T) {
-	certFile, keyFile := testutil.SelfSignedCert(t, accessHost, wildcardHost)
-	pemBytes, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemBytes) {
-		t.Fatal("bad test certificate")
-	}
+	certFile, keyFile, roots := testCert(t)
 	az := &smokeAuthz{}
 	st := startEdge(t, withSmokeFakes(az), WithTLS(&tls.Config{RootCAs: roots}), WithEnvoy(func(c *envoy.Config) {
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
