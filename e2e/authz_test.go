@@ -7,9 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -19,33 +16,10 @@ import (
 	"github.com/google/uuid"
 
 	devprimary "github.com/wsedge/wsedge/dev/primary"
-	"github.com/wsedge/wsedge/envoy"
 	wsstack "github.com/wsedge/wsedge/internal/stack"
-	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tokens"
 )
-
-const (
-	dashboardHost = "dashboard.wsedge.test"
-	codeHost      = "code--main--dev--alice.apps.wsedge.test"
-	echoHost      = "echo--main--dev--alice.apps.wsedge.test"
-)
-
-// authzStack is real Envoy in front of the real authz service (stack.
-// ServeAuthz: ext_authz + ext_proc) talking to the dev primary, with an
-// upstream that answers with what it received in place of the dialer.
-type authzStack struct {
-	primary   *devprimary.Server
-	primaryTS *httptest.Server
-	envoy     *testutil.EnvoyProc
-	// browser sends dashboard requests to the dev primary and everything
-	// else to Envoy, keeps cookies and does not follow redirects.
-	browser *http.Client
-	jar     http.CookieJar
-	cancel  context.CancelFunc
-	done    chan error
-}
 
 // upstreamEcho answers with the request it received, as JSON.
 type upstreamEcho struct {
@@ -64,130 +38,59 @@ func echoUpstream(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(upstreamEcho{Host: r.Host, Path: r.URL.RequestURI(), Header: r.Header, Cookies: cookies})
 }
 
-func startAuthzStack(t *testing.T) *authzStack {
-	t.Helper()
-	st := &authzStack{done: make(chan error, 1)}
+// realAuthz is the real authz service (stack.ServeAuthz: ext_authz +
+// ext_proc), as `wsedge authz` runs it, talking to the dev primary.
+type realAuthz struct {
+	primary *primaryFixture
+}
 
-	// The dev primary, reachable as dashboardHost.
-	primaryLn := loopback(t)
-	dashboardURL := &url.URL{Scheme: "http", Host: dashboardHost}
-	var envoyAddr string
-	// Health polls of the registered proxy go to Envoy, never to DNS.
-	poller := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, envoyAddr)
-	}}}
-	p, err := devprimary.New(devprimary.Options{
-		AccessURL:      dashboardURL,
-		HealthInterval: time.Hour,
-		HTTPClient:     poller,
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.primary = p
-	st.primaryTS = httptest.NewUnstartedServer(p.Handler())
-	st.primaryTS.Listener = primaryLn
-	st.primaryTS.Start()
-	t.Cleanup(func() { st.primaryTS.Close(); _ = p.Close() })
-	primaryAddr := primaryLn.Addr().String()
+// withRealAuthz puts az's service behind Envoy, the dev primary reachable
+// as the dashboard host; once Envoy is up the proxy registers its
+// hostnames, as the dialer would (the primary only redirects browsers
+// back to registered proxy hosts), and the stack waits until authz has
+// its keys.
+func withRealAuthz(az *realAuthz) edgeOption {
+	return func(s *edgeSetup) {
+		t := s.t
+		var envoyAddr string
+		// Health polls of the registered proxy go to Envoy, never to DNS.
+		poller := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, envoyAddr)
+		}}}
+		p := startPrimary(t, devprimary.Options{HealthInterval: time.Hour, HTTPClient: poller, Logger: slog.New(slog.DiscardHandler)})
+		az.primary, s.primary, s.dashboardAddr = p, p.Server, p.addr
+		accessURL := &url.URL{Scheme: "http", Host: accessHost}
 
-	// The primary client dials the dev primary whatever the URL's host.
-	toPrimary := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, primaryAddr)
-	}}}
-	client, err := primary.New(primary.Options{URL: dashboardURL, ProxyToken: p.ProxyToken(), HTTPClient: toPrimary, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	accessURL := &url.URL{Scheme: "http", Host: accessHost}
-
-	// The upstream in place of the dialer.
-	upLn := loopback(t)
-	up := &http.Server{Handler: http.HandlerFunc(echoUpstream), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = up.Serve(upLn) }()
-	t.Cleanup(func() { _ = up.Close() })
-
-	// authz, as `wsedge authz` runs it.
-	azLn := loopback(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	st.cancel = cancel
-	go func() {
-		st.done <- wsstack.ServeAuthz(ctx, wsstack.AuthzConfig{
-			Primary:          client,
-			AccessURL:        accessURL,
-			WildcardHostname: wildcardHost,
-			Listener:         azLn,
-			Grace:            time.Second,
-			Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
-			KeyRetry:         100 * time.Millisecond,
+		azLn := loopback(t)
+		s.authzAddr = azLn.Addr().String()
+		serveUntilEnd(t, "ServeAuthz", 10*time.Second, func(ctx context.Context) error {
+			return wsstack.ServeAuthz(ctx, wsstack.AuthzConfig{
+				Primary:          p.client,
+				AccessURL:        accessURL,
+				WildcardHostname: wildcardHost,
+				Listener:         azLn,
+				Grace:            time.Second,
+				Logger:           slog.New(slog.DiscardHandler),
+				KeyRetry:         100 * time.Millisecond,
+			})
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-st.done:
-			if err != nil {
-				t.Errorf("ServeAuthz: %v", err)
+
+		s.after = append(s.after, func(h *edge) {
+			envoyAddr = h.addr
+			if _, err := p.client.Register(context.Background(), primary.RegisterRequest{
+				AccessURL: accessURL.String(), WildcardHostname: wildcardHost, ReplicaID: uuid.New(), Hostname: "e2e", Version: "v0.0.0-e2e",
+			}); err != nil {
+				t.Fatalf("register: %v", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("ServeAuthz did not stop")
-		}
-	})
-
-	cfg := envoy.DefaultConfig()
-	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AccessURLHost = accessHost
-	cfg.WildcardHostname = wildcardHost
-	cfg.DashboardURL = dashboardURL.String()
-	cfg.AuthzAddr = azLn.Addr().String()
-	cfg.DialerAddr = upLn.Addr().String()
-	b, err := envoy.YAML(cfg)
-	if err != nil {
-		t.Fatal(err)
+			h.waitServing(t)
+		})
 	}
-	st.envoy = testutil.StartEnvoy(t, b)
-	envoyAddr = st.envoy.ListenerAddr(t, envoy.ListenerName).String()
-
-	// The proxy registers its hostnames, as the dialer would: the primary
-	// only redirects browsers back to registered proxy hosts.
-	if _, err := client.Register(context.Background(), primary.RegisterRequest{
-		AccessURL: accessURL.String(), WildcardHostname: wildcardHost, ReplicaID: uuid.New(), Hostname: "e2e", Version: "v0.0.0-e2e",
-	}); err != nil {
-		t.Fatalf("register: %v", err)
-	}
-
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.jar = jar
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			target := envoyAddr
-			if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
-				target = primaryAddr
-			}
-			return (&net.Dialer{}).DialContext(ctx, network, target)
-		},
-		MaxIdleConnsPerHost: 200,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	st.browser = &http.Client{
-		Transport:     tr,
-		Jar:           jar,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}
-	st.waitServing(t)
-	return st
 }
 
 // waitServing waits until authz has its keys: until then it answers 503
 // (Envoy's ext_authz failure), afterwards an anonymous request is sent to
 // log in.
-func (st *authzStack) waitServing(t *testing.T) {
+func (st *edge) waitServing(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -202,36 +105,8 @@ func (st *authzStack) waitServing(t *testing.T) {
 	}
 }
 
-type result struct {
-	StatusCode int
-	Header     http.Header
-	Body       string
-}
-
-func (st *authzStack) get(t *testing.T, rawURL string, header http.Header) (result, error) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	return st.do(t, req)
-}
-
-func (st *authzStack) do(t *testing.T, req *http.Request) (result, error) {
-	t.Helper()
-	res, err := st.browser.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return result{StatusCode: res.StatusCode, Header: res.Header, Body: string(b)}, err
-}
-
-func (st *authzStack) login(t *testing.T, redirect string) result {
+// dashboardLogin posts the dashboard's login form as alice.
+func (st *edge) dashboardLogin(t *testing.T, redirect string) result {
 	t.Helper()
 	form := url.Values{"username": {"alice"}, "password": {"alice"}, "redirect": {redirect}}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+dashboardHost+"/login", strings.NewReader(form.Encode()))
@@ -267,7 +142,7 @@ func cookieNamed(jar http.CookieJar, rawURL, name string) *http.Cookie {
 // redirect, dashboard login, smuggled key, session cookie, token cookie,
 // allowed — then what must and must not reach the app.
 func TestAuthzLoginHandOffThroughEnvoy(t *testing.T) {
-	st := startAuthzStack(t)
+	st := startEdge(t, withRealAuthz(&realAuthz{}), WithUpstream(http.HandlerFunc(echoUpstream)), WithJar())
 	appURL := "http://" + codeHost + "/some/page?q=1"
 
 	// 1. Anonymous: the primary's answer, relayed verbatim, sends the
@@ -294,7 +169,7 @@ func TestAuthzLoginHandOffThroughEnvoy(t *testing.T) {
 
 	// 3. Log in; the dashboard sends us back to auth-redirect, which sends
 	// us to the app with the encrypted key.
-	res = st.login(t, redirect)
+	res = st.dashboardLogin(t, redirect)
 	if res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login: status %d, body %s", res.StatusCode, res.Body)
 	}
@@ -378,7 +253,7 @@ func must(r result, err error) result {
 
 // sessionCookie is the subdomain-app session cookie of a browser where
 // user has logged in once.
-func (st *authzStack) sessionCookie(t *testing.T, user string) *http.Cookie {
+func (st *edge) sessionCookie(t *testing.T, user string) *http.Cookie {
 	t.Helper()
 	key, err := st.primary.SessionToken(user)
 	if err != nil {
@@ -387,13 +262,13 @@ func (st *authzStack) sessionCookie(t *testing.T, user string) *http.Cookie {
 	return &http.Cookie{Name: tokens.SubdomainAppSessionCookie(wildcardHost), Value: key}
 }
 
-func (st *authzStack) getWithCookies(t *testing.T, rawURL string, cookies ...*http.Cookie) result {
+func (st *edge) getWithCookies(t *testing.T, rawURL string, cookies ...*http.Cookie) result {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, rawURL, nil)
 	for _, c := range cookies {
 		req.AddCookie(c)
 	}
-	res, err := st.browser.Transport.RoundTrip(req) // no jar
+	res, err := st.client.Transport.RoundTrip(req) // no jar
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +282,8 @@ func (st *authzStack) getWithCookies(t *testing.T, rawURL string, cookies ...*ht
 // costs one issue call, and a primary that goes away leaves valid cookies
 // working while new sessions get a 502 page.
 func TestAuthzTokensThroughEnvoy(t *testing.T) {
-	st := startAuthzStack(t)
+	az := &realAuthz{}
+	st := startEdge(t, withRealAuthz(az), WithUpstream(http.HandlerFunc(echoUpstream)), WithJar())
 	appURL := "http://" + codeHost + "/"
 	session := st.sessionCookie(t, "alice")
 	bob := st.sessionCookie(t, "bob")
@@ -484,7 +360,7 @@ func TestAuthzTokensThroughEnvoy(t *testing.T) {
 	})
 
 	t.Run("primary down", func(t *testing.T) {
-		st.primaryTS.Close()
+		az.primary.ts.Close()
 		res := st.getWithCookies(t, appURL, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tokenValue})
 		if res.StatusCode != http.StatusOK {
 			t.Errorf("valid token cookie with the primary down: status %d, want 200", res.StatusCode)

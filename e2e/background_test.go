@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -18,22 +17,14 @@ import (
 // naming the sign-in URL (a 303 to the dashboard would end in a CORS
 // error), while a navigation keeps Coder's 303.
 func TestBackgroundRequestsAfterTokenExpiry(t *testing.T) {
-	fp := startFullPath(t)
+	fp := startEdge(t, WithDev())
 	h := newHostile(t, fp)
 	session := fp.newSession(t)
 	appKey, err := fp.dev.Primary.SigningKey(tokens.FeatureAppToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	warm := h.do("GET", "http://"+codeHost+"/echo", http.Header{"Coder-Session-Token": {session}})
-	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
-	if warm.status != http.StatusOK || genuine == "" {
-		t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
-	}
-	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, claims := h.genuineToken("http://"+codeHost+"/echo", session, appKey)
 	claims.Expiry = time.Now().Add(-3 * time.Minute)
 	expired, err := tokens.SignToken(appKey, claims)
 	if err != nil {

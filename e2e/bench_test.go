@@ -18,10 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/netip"
-	"net/url"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -31,193 +27,31 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	devagent "github.com/wsedge/wsedge/dev/agent"
-	"github.com/wsedge/wsedge/internal/devstack"
-	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/tokens"
 )
 
 // appBytes is the response size of the whole-path HTTP figures.
 const appBytes = 1024
 
-// benchPath is a running whole deployment plus what a load generator
-// needs: a dialer that sends every public host to the edge, and the warm
-// token cookies for the demo's HTTP and websocket apps.
-type benchPath struct {
-	dev  *devstack.Dev
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// codeCookie and echoCookie are `coder_signed_app_token=…` for the
-	// code (HTTP) and echo (websocket) subdomain apps.
-	codeCookie, echoCookie string
-	// authzMetrics holds authz's Prometheus series (checks by outcome).
-	authzMetrics *prometheus.Registry
+// benchPath is the whole path as benchmarks and soaks run it (more
+// options last): the dialer's dial timeout and stats upload as deployed,
+// quiet logs, authz's and the dialer's metrics, and warm token cookies for
+// the demo's HTTP and websocket apps (codeCookie, echoCookie) obtained
+// once with alice's session token.
+func benchPath(more ...edgeOption) []edgeOption {
+	return append([]edgeOption{WithDev(asDeployed), WithQuietLogs(), WithMetrics(), WithWarmCookies()}, more...)
 }
 
-// startBenchPath is startFullPath for benchmarks and soaks: the same
-// deployment (devstack.StartDev with the test hostnames), quieter logs, and
-// warm cookies obtained once with alice's session token.
-func startBenchPath(tb testing.TB) *benchPath {
-	tb.Helper()
-	return startBenchPathWith(tb, nil)
-}
-
-// startBenchPathWith is startBenchPath with tweak, if not nil, applied to
-// the deployment's configuration first.
-func startBenchPathWith(tb testing.TB, tweak func(*devstack.DevConfig)) *benchPath {
-	tb.Helper()
-	lvl := slog.LevelError
-	if os.Getenv("E2E_LOG") == "debug" {
-		lvl = slog.LevelDebug
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	reg := prometheus.NewRegistry()
-	cfg := devstack.DevConfig{
-		AuthzRegisterer:  reg,
-		DashboardURL:     &url.URL{Scheme: "http", Host: dashboardHost},
-		AccessURL:        &url.URL{Scheme: "http", Host: accessHost},
-		WildcardHostname: wildcardHost,
-		PrimaryListen:    netip.MustParseAddrPort("127.0.0.1:0"),
-		EdgeListen:       netip.MustParseAddrPort("127.0.0.1:0"),
-		EnvoyBinary:      testutil.EnvoyBinary(tb),
-		Dir:              tb.TempDir(),
-		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
-		// DialTimeout: the dialer's default (15 s), as deployed.
-	}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	dev, err := devstack.StartDev(ctx, cfg)
-	if err != nil {
-		tb.Fatalf("StartDev: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := dev.Close(); err != nil {
-			tb.Errorf("dev.Close: %v", err)
-		}
-	})
-	bp := &benchPath{dev: dev, authzMetrics: reg}
-	edge := dev.EdgeAddr.String()
-	bp.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, edge)
-	}
-	bp.codeCookie = bp.warmCookie(tb, "http://"+codeHost+"/bytes?n=1")
-	bp.echoCookie = bp.warmCookie(tb, "http://"+echoHost+"/")
-	return bp
-}
-
-// warmCookie sends one request with alice's session token in the
-// Coder-Session-Token header, as a CLI would, and returns the signed app
-// token cookie authz sets on the answer.
-func (bp *benchPath) warmCookie(tb testing.TB, appURL string) string {
-	tb.Helper()
-	session, err := bp.dev.Primary.SessionToken("alice")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodGet, appURL, nil)
-	req.Header.Set("Coder-Session-Token", session)
-	tr := &http.Transport{DialContext: bp.dial}
-	defer tr.CloseIdleConnections()
-	res, err := tr.RoundTrip(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	_ = res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		tb.Fatalf("GET %s with a session token: status %d", appURL, res.StatusCode)
-	}
-	for _, c := range res.Cookies() {
-		if c.Name == tokens.SignedAppTokenCookie {
-			return c.Name + "=" + c.Value
-		}
-	}
-	tb.Fatalf("GET %s: no %s cookie set (Set-Cookie %q)", appURL, tokens.SignedAppTokenCookie, res.Header.Values("Set-Cookie"))
-	return ""
-}
-
-// httpClient is a keep-alive client to the edge with room for conc
-// concurrent connections.
-func (bp *benchPath) httpClient(conc int) *http.Client {
-	return &http.Client{
-		Transport:     &http.Transport{DialContext: bp.dial, MaxIdleConnsPerHost: conc, MaxIdleConns: conc},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       30 * time.Second,
+// withDirectApp is the baseline "Envoy straight to the app": a minimal
+// Envoy in front of a loopback copy of the demo app.
+func withDirectApp() edgeOption {
+	return func(s *edgeSetup) {
+		WithMinimalEnvoy()(s)
+		WithUpstream(devagent.DemoApp(slog.New(slog.DiscardHandler)))(s)
 	}
 }
-
-// directEdge is a second, minimal Envoy (one listener, the router, one
-// static cluster, no access log) in front of a loopback copy of the demo
-// app: the baseline of "Envoy straight to the app".
-type directEdge struct {
-	addr   string
-	client *http.Client
-	app    *httptest.Server
-	envoy  *testutil.EnvoyProc
-}
-
-func startDirectEdge(tb testing.TB, conc int) *directEdge {
-	tb.Helper()
-	app := httptest.NewServer(devagent.DemoApp(slog.New(slog.DiscardHandler)))
-	tb.Cleanup(app.Close)
-	port := app.Listener.Addr().(*net.TCPAddr).Port
-	e := testutil.StartEnvoy(tb, []byte(fmt.Sprintf(directBootstrap, port)))
-	addr := e.ListenerAddr(tb, "direct").String()
-	return &directEdge{
-		addr:  addr,
-		app:   app,
-		envoy: e,
-		client: &http.Client{
-			Transport: &http.Transport{
-				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					return (&net.Dialer{}).DialContext(ctx, network, addr)
-				},
-				MaxIdleConnsPerHost: conc, MaxIdleConns: conc,
-			},
-			Timeout: 30 * time.Second,
-		},
-	}
-}
-
-const directBootstrap = `
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-static_resources:
-  listeners:
-  - name: direct
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: direct
-          upgrade_configs: [{upgrade_type: websocket}]
-          route_config:
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: app}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: app
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
-`
 
 // get1KiB fetches /bytes?n=1024 of the code app and checks every byte.
 func get1KiB(c *http.Client, host, cookie string) (time.Duration, error) {
@@ -271,14 +105,15 @@ func reportLatency(b *testing.B, prefix string, lat []time.Duration, busy time.D
 // response from Envoy straight to a loopback app. Reported per side:
 // p50, p99 and requests/s (1 / mean latency).
 func BenchmarkWholePath1KiB(b *testing.B) {
-	bp := startBenchPath(b)
+	bp := startEdge(b, benchPath()...)
 	whole := bp.httpClient(1)
-	direct := startDirectEdge(b, 1)
+	direct := startEdge(b, withDirectApp())
+	directClient := direct.httpClient(1)
 	for range 20 { // connections, token caches, tunnel
 		if _, err := get1KiB(whole, codeHost, bp.codeCookie); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := get1KiB(direct.client, codeHost, ""); err != nil {
+		if _, err := get1KiB(directClient, codeHost, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -299,7 +134,7 @@ func BenchmarkWholePath1KiB(b *testing.B) {
 				}
 				wl, wsum = append(wl, d), wsum+d
 			} else {
-				d, err := get1KiB(direct.client, codeHost, "")
+				d, err := get1KiB(directClient, codeHost, "")
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -322,9 +157,10 @@ const wholePathConcurrency = 8
 // (requests / wall time of its bursts) and the p50 and p99 latency under
 // that load.
 func BenchmarkWholePath1KiBConcurrent(b *testing.B) {
-	bp := startBenchPath(b)
+	bp := startEdge(b, benchPath()...)
 	whole := bp.httpClient(wholePathConcurrency)
-	direct := startDirectEdge(b, wholePathConcurrency)
+	direct := startEdge(b, withDirectApp())
+	directClient := direct.httpClient(wholePathConcurrency)
 	burst := func(c *http.Client, cookie string) ([]time.Duration, time.Duration) {
 		var mu sync.Mutex
 		var lat []time.Duration
@@ -350,7 +186,7 @@ func BenchmarkWholePath1KiBConcurrent(b *testing.B) {
 		return lat, time.Since(start)
 	}
 	burst(whole, bp.codeCookie) // warm both pools
-	burst(direct.client, "")
+	burst(directClient, "")
 	var wl, dl []time.Duration
 	var wbusy, dbusy time.Duration
 	i := 0
@@ -361,7 +197,7 @@ func BenchmarkWholePath1KiBConcurrent(b *testing.B) {
 				l, d := burst(whole, bp.codeCookie)
 				wl, wbusy = append(wl, l...), wbusy+d
 			} else {
-				l, d := burst(direct.client, "")
+				l, d := burst(directClient, "")
 				dl, dbusy = append(dl, l...), dbusy+d
 			}
 		}
@@ -498,7 +334,7 @@ func envoyAllocated(tb testing.TB, get func(path string) (string, error)) float6
 }
 
 // devEnvoyAdmin reads the whole-path Envoy's admin endpoint.
-func (bp *benchPath) envoyAdmin(path string) (string, error) {
+func (bp *edge) envoyAdmin(path string) (string, error) {
 	body, status, err := bp.dev.Envoy.AdminGet(context.Background(), path)
 	if err == nil && status != http.StatusOK {
 		err = fmt.Errorf("status %d", status)
@@ -522,13 +358,11 @@ func (bp *benchPath) envoyAdmin(path string) (string, error) {
 // with ext_authz, ext_proc and access log vs the minimal one). The loop
 // then measures one echo on an idle session of each set, interleaved.
 func BenchmarkWholePathIdleWebsocket(b *testing.B) {
-	bp := startBenchPath(b)
-	direct := startDirectEdge(b, 1)
+	bp := startEdge(b, benchPath()...)
+	direct := startEdge(b, withDirectApp())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	directDial := func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, direct.addr)
-	}
+	directDial := direct.dial
 	directURL, wholeURL := "ws://"+codeHost+"/ws", "ws://"+echoHost+"/"
 	directAdmin := func(path string) (string, error) { return direct.envoy.AdminGet(b, path), nil }
 	// A few sessions each way first, so that one-time costs (connection

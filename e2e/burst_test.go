@@ -95,7 +95,7 @@ func (a burstAnswer) shed() bool {
 
 // burstClient sends the three kinds of request the burst mixes.
 type burstClient struct {
-	bp       *benchPath
+	bp       *edge
 	hc       *http.Client
 	sessions chan string // fresh sessions for cold requests
 }
@@ -166,7 +166,7 @@ func isWsedgeShed(body []byte) bool {
 }
 
 // loginSessions signs alice in n times on the dev primary's dashboard.
-func (bp *benchPath) loginSessions(t *testing.T, n int) []string {
+func (bp *edge) loginSessions(t *testing.T, n int) []string {
 	t.Helper()
 	primaryAddr := bp.dev.PrimaryAddr.String()
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -328,7 +328,7 @@ func judgeBurst(t *testing.T, s *soak, r burstResult, primaryMax int64) {
 // from 64 clients against limits of 8.
 func TestBurstShedsHonestly(t *testing.T) {
 	var primary inFlight
-	bp := startBenchPathWith(t, burstLimits(&primary))
+	bp := startEdge(t, benchPath(WithDev(burstLimits(&primary)))...)
 	s := newSoak(t, bp, "a burst of 320 requests from 64 clients (cold, warm, websockets) against limits of 8")
 	settle()
 	s.sample("before")
@@ -344,7 +344,7 @@ func TestBurstShedsHonestly(t *testing.T) {
 func TestSoakBurst(t *testing.T) {
 	soakEnabled(t)
 	var primary inFlight
-	bp := startBenchPathWith(t, burstLimits(&primary))
+	bp := startEdge(t, benchPath(WithDev(burstLimits(&primary)))...)
 	s := newSoak(t, bp, "a burst of 2,000 requests from 128 clients (cold, warm, websockets) against limits of 8 (authz Checks, dialer requests), 2 (issue calls), 4 (dials)")
 	settle()
 	s.sample("before")
@@ -356,7 +356,7 @@ func TestSoakBurst(t *testing.T) {
 
 // envoy503Details counts the 503s in Envoy's access log by their
 // response code details (which limit answered them).
-func envoy503Details(t *testing.T, bp *benchPath) map[string]int {
+func envoy503Details(t *testing.T, bp *edge) map[string]int {
 	t.Helper()
 	b, err := os.ReadFile(bp.dev.Envoy.StdoutPath())
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // withoutExtProc is the generated bootstrap for cfg with both ext_proc
@@ -60,9 +59,9 @@ func withoutExtProc(b testing.TB, cfg envoy.Config) []byte {
 // two real Envoys sharing authz, the processor and the app. Reported: the
 // p50 of each and the p50 added by ext_proc, absolute and relative.
 func BenchmarkExtProcHop(b *testing.B) {
-	st := startCORSStack(b, noFastPath)
-	plain := testutil.StartEnvoy(b, withoutExtProc(b, st.cfg))
-	plainClient := edgeClient(b, plain.ListenerAddr(b, envoy.ListenerName).String())
+	f := &corsFakes{}
+	st := startEdge(b, withCORSFakes(f), WithoutFastPath())
+	plainClient := startEdge(b, WithBootstrap(withoutExtProc(b, st.cfg), envoy.ListenerName)).client
 
 	get := func(c *http.Client) time.Duration {
 		req, err := http.NewRequest("GET", "http://"+aliceAPI+"/v1/items", nil)
@@ -99,9 +98,9 @@ func BenchmarkExtProcHop(b *testing.B) {
 			without = append(without, get(plainClient))
 			with = append(with, get(st.client))
 		}
-		st.proc.failure.Store("noop")
+		f.proc.failure.Store("noop")
 		noop = append(noop, get(st.client))
-		st.proc.failure.Store("")
+		f.proc.failure.Store("")
 	}
 	p50 := func(ds []time.Duration) float64 {
 		slices.Sort(ds)

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -29,8 +26,6 @@ import (
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/extproc"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // Apps of the CORS tests, on the smoke test's wildcard. Slugs starting
@@ -214,90 +209,29 @@ func (a *corsApp) count() int {
 	return len(a.hits)
 }
 
-// corsStack is real Envoy with the generated config between the fake
-// authz plus the real extproc (one gRPC server, as in production) and the
+// corsFakes are the CORS tests' stand-ins: the fake authz plus the real
+// extproc (behind a switch) on one gRPC server, as in production, and the
 // app.
-type corsStack struct {
-	az     *corsAuthz
-	proc   *switchableProcessor
-	reg    *prometheus.Registry
-	app    *corsApp
-	grpc   *grpc.Server
-	cfg    envoy.Config
-	envoy  *testutil.EnvoyProc
-	client *http.Client
+type corsFakes struct {
+	az   *corsAuthz
+	proc *switchableProcessor
+	reg  *prometheus.Registry
+	app  *corsApp
 }
 
-func startCORSStack(t testing.TB, edit func(*envoy.Config)) *corsStack {
-	t.Helper()
-	pattern, err := appurl.CompileHostnamePattern(wildcardHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &corsStack{az: &corsAuthz{pattern: pattern}, reg: prometheus.NewRegistry(), app: &corsApp{}}
-	p, err := extproc.New(extproc.Options{WildcardHostname: wildcardHost, Owners: corsOwnerResolver{}, Registerer: st.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.proc = &switchableProcessor{real: p}
-	gs := grpc.NewServer()
-	st.grpc = gs
-	authv3.RegisterAuthorizationServer(gs, st.az)
-	extprocv3.RegisterExternalProcessorServer(gs, st.proc)
-	gl := loopback(t)
-	go func() { _ = gs.Serve(gl) }()
-	t.Cleanup(gs.Stop)
-
-	al := loopback(t)
-	up := &http.Server{Handler: st.app, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = up.Serve(al) }()
-	t.Cleanup(func() { _ = up.Close() })
-
-	cfg := envoy.DefaultConfig()
-	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AccessURLHost = accessHost
-	cfg.WildcardHostname = wildcardHost
-	cfg.DashboardURL = "http://dashboard.wsedge.test"
-	cfg.AuthzAddr = gl.Addr().String()
-	cfg.DialerAddr = al.Addr().String()
-	cfg.ExtProcTimeout = time.Second
-	if edit != nil {
-		edit(&cfg)
-	}
-	st.cfg = cfg
-	b, err := envoy.YAML(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.envoy = testutil.StartEnvoy(t, b)
-	st.client = edgeClient(t, st.envoy.ListenerAddr(t, envoy.ListenerName).String())
-	return st
-}
-
-// loopback listens on a kernel-chosen 127.0.0.1 port.
-func loopback(t testing.TB) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// edgeClient sends every request to the edge whatever the URL's host.
-func edgeClient(t testing.TB, edge string) *http.Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, edge)
-		},
-		MaxIdleConnsPerHost: 4,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
+// withCORSFakes is real Envoy with the generated config (ext_proc's
+// message timeout 1 s) between f's stand-ins, which it fills in.
+func withCORSFakes(f *corsFakes) edgeOption {
+	return func(s *edgeSetup) {
+		pattern, err := appurl.CompileHostnamePattern(wildcardHost)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		f.az, f.reg, f.app = &corsAuthz{pattern: pattern}, prometheus.NewRegistry(), &corsApp{}
+		f.proc = &switchableProcessor{real: realExtProc(s.t, corsOwnerResolver{}, f.reg)}
+		WithAuthz(f.az, f.proc)(s)
+		WithUpstream(f.app)(s)
+		WithEnvoy(func(c *envoy.Config) { c.ExtProcTimeout = time.Second })(s)
 	}
 }
 
@@ -311,19 +245,13 @@ func corsHeaders(h http.Header) map[string][]string {
 	return out
 }
 
-// noFastPath generates the edge without the fast path: ext_proc then
-// processes every app response, which is what these tests exercise (with
-// the fast path the dialer applies the same policy to requests without
-// Origin; TestExtProcOnlyWithOrigin).
-func noFastPath(c *envoy.Config) { c.FastPath = false }
-
 // TestExtProcOnlyWithOrigin checks, through real Envoy, that with the
 // fast path the app-policy ext_proc is skipped for a request without
 // Origin (the upstream's answer passes as sent: here a bare upstream, in
 // production the dialer, which applies the policy itself) and still runs
 // for one with Origin.
 func TestExtProcOnlyWithOrigin(t *testing.T) {
-	st := startCORSStack(t, nil)
+	st := startEdge(t, withCORSFakes(&corsFakes{}))
 	pathApp := "http://" + accessHost + "/@alice/dev.main/apps/code/"
 	resp, _ := roundTrip(t, st.client, "GET", pathApp, nil)
 	if resp.StatusCode != http.StatusOK || len(corsHeaders(resp.Header)) == 0 {
@@ -338,11 +266,12 @@ func TestExtProcOnlyWithOrigin(t *testing.T) {
 // TestExtProcCORS runs the browser's view of app CORS through real Envoy
 // 1.40 with the generated config.
 func TestExtProcCORS(t *testing.T) {
-	st := startCORSStack(t, noFastPath)
-	do := func(t *testing.T, method, url string, h http.Header) (*http.Response, string) {
-		t.Helper()
-		return roundTrip(t, st.client, method, url, h)
-	}
+	f := &corsFakes{}
+	// Without the fast path ext_proc processes every app response, which
+	// is what this test exercises (with it the dialer applies the same
+	// policy to requests without Origin; TestExtProcOnlyWithOrigin).
+	st := startEdge(t, withCORSFakes(f), WithoutFastPath())
+	do := st.roundTrip
 	preflightHeaders := func(origin, method, headers string) http.Header {
 		h := http.Header{"Origin": {origin}, "Access-Control-Request-Method": {method}}
 		if headers != "" {
@@ -352,7 +281,7 @@ func TestExtProcCORS(t *testing.T) {
 	}
 
 	t.Run("same-owner preflight answered before authz, app untouched", func(t *testing.T) {
-		checks, hits := st.az.checks.Load(), st.app.count()
+		checks, hits := f.az.checks.Load(), f.app.count()
 		resp, body := do(t, "OPTIONS", "http://"+aliceAPI+"/v1/items", preflightHeaders(aliceWeb, "PUT", "content-type,x-requested-with"))
 		if resp.StatusCode != http.StatusOK || body != "" {
 			t.Fatalf("status %d body %q", resp.StatusCode, body)
@@ -371,16 +300,16 @@ func TestExtProcCORS(t *testing.T) {
 		if got := varyValues(resp.Header); !slices.Equal(got, []string{"Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers"}) {
 			t.Errorf("Vary %q", got)
 		}
-		if st.az.checks.Load() != checks {
+		if f.az.checks.Load() != checks {
 			t.Error("a same-owner preflight went to ext_authz (and so to the login flow)")
 		}
-		if st.app.count() != hits {
+		if f.app.count() != hits {
 			t.Error("a preflight answered by the proxy reached the app")
 		}
 	})
 
 	t.Run("preflight from another owner's app refused, app untouched", func(t *testing.T) {
-		hits := st.app.count()
+		hits := f.app.count()
 		resp, _ := do(t, "OPTIONS", "http://"+aliceAPI+"/v1/items", preflightHeaders(bobWeb, "PUT", "content-type"))
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
@@ -388,24 +317,24 @@ func TestExtProcCORS(t *testing.T) {
 		if got := corsHeaders(resp.Header); len(got) != 0 {
 			t.Errorf("refused preflight carries %v", got)
 		}
-		if st.app.count() != hits {
+		if f.app.count() != hits {
 			t.Error("refused preflight reached the app")
 		}
 	})
 
 	t.Run("preflight from a random site refused", func(t *testing.T) {
-		hits := st.app.count()
+		hits := f.app.count()
 		resp, _ := do(t, "OPTIONS", "http://"+aliceAPI+"/", preflightHeaders(randomSite, "DELETE", ""))
 		if got := corsHeaders(resp.Header); resp.StatusCode != http.StatusOK || len(got) != 0 {
 			t.Errorf("status %d, CORS headers %v", resp.StatusCode, got)
 		}
-		if st.app.count() != hits {
+		if f.app.count() != hits {
 			t.Error("refused preflight reached the app")
 		}
 	})
 
 	t.Run("passthru app answers its own preflight", func(t *testing.T) {
-		hits := st.app.count()
+		hits := f.app.count()
 		// A request seen first teaches the proxy the app is passthru;
 		// before that its same-owner preflight is answered like a simple
 		// app's (see package extproc).
@@ -417,8 +346,8 @@ func TestExtProcCORS(t *testing.T) {
 		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://app-chosen.example" {
 			t.Errorf("app's ACAO %q did not reach the browser", got)
 		}
-		if st.app.count() != hits+2 {
-			t.Errorf("app hits %d, want %d", st.app.count(), hits+2)
+		if f.app.count() != hits+2 {
+			t.Errorf("app hits %d, want %d", f.app.count(), hits+2)
 		}
 		// Another owner's preflight also goes to the app in passthru.
 		resp, _ = do(t, "OPTIONS", "http://"+alicePassthru+"/", preflightHeaders(bobWeb, "PUT", ""))
@@ -516,10 +445,7 @@ func TestExtProcCORS(t *testing.T) {
 	t.Run("websocket upgrade through the app policy", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, resp, err := websocket.Dial(ctx, "ws://"+aliceAPI+"/ws", &websocket.DialOptions{
-			HTTPClient: st.client,
-			HTTPHeader: http.Header{"Origin": {aliceWeb}},
-		})
+		c, resp, err := st.dialWebsocket(ctx, "ws://"+aliceAPI+"/ws", http.Header{"Origin": {aliceWeb}})
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
@@ -538,7 +464,7 @@ func TestExtProcCORS(t *testing.T) {
 	})
 
 	t.Run("authz's own answers pass untouched", func(t *testing.T) {
-		hits := st.app.count()
+		hits := f.app.count()
 		resp, _ := do(t, "GET", "http://"+aliceAPI+"/login-redirect/?x=1", http.Header{"Origin": {aliceWeb}})
 		if resp.StatusCode != http.StatusSeeOther {
 			t.Fatalf("status %d", resp.StatusCode)
@@ -549,13 +475,13 @@ func TestExtProcCORS(t *testing.T) {
 		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "kept-by-design" {
 			t.Errorf("ACAO %q: the app policy touched a local reply", got)
 		}
-		if st.app.count() != hits {
+		if f.app.count() != hits {
 			t.Error("denied request reached the app")
 		}
 	})
 
 	t.Run("removed Coder cookies are counted", func(t *testing.T) {
-		got := counterValue(t, st.reg, "wsedge_extproc_coder_cookies_removed_total")
+		got := counterValue(t, f.reg, "wsedge_extproc_coder_cookies_removed_total")
 		if got < 8 { // two per app response above
 			t.Errorf("wsedge_extproc_coder_cookies_removed_total = %v", got)
 		}
@@ -563,7 +489,7 @@ func TestExtProcCORS(t *testing.T) {
 
 	t.Run("ext_proc failing fails the request closed", func(t *testing.T) {
 		for _, failure := range []string{"down", "stall"} {
-			st.proc.failure.Store(failure)
+			f.proc.failure.Store(failure)
 			resp, body := do(t, "GET", "http://"+aliceAPI+"/", http.Header{"Origin": {aliceWeb}})
 			if resp.StatusCode < 500 || strings.Contains(body, "app body") {
 				t.Errorf("%s: status %d body %q, want a 5xx without the app's answer", failure, resp.StatusCode, body)
@@ -573,12 +499,12 @@ func TestExtProcCORS(t *testing.T) {
 			// Ordinary requests are processed on the response only, so
 			// the app (which authz allowed) may see the request, but its
 			// answer never reaches the browser unprocessed.
-			hits := st.app.count()
+			hits := f.app.count()
 			resp, _ = do(t, "OPTIONS", "http://"+aliceAPI+"/", preflightHeaders(aliceWeb, "PUT", ""))
 			if resp.StatusCode < 500 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 				t.Errorf("%s: preflight status %d ACAO %q, want a 5xx without CORS", failure, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 			}
-			if st.app.count() != hits {
+			if f.app.count() != hits {
 				t.Errorf("%s: the preflight reached the app", failure)
 			}
 			resp, body = do(t, "GET", "http://"+accessHost+"/@alice/dev.main/apps/code/", nil)
@@ -587,7 +513,7 @@ func TestExtProcCORS(t *testing.T) {
 			}
 			t.Logf("ext_proc %s: %d", failure, resp.StatusCode)
 		}
-		st.proc.failure.Store("")
+		f.proc.failure.Store("")
 		if resp, _ := do(t, "GET", "http://"+aliceAPI+"/", nil); resp.StatusCode != http.StatusOK {
 			t.Errorf("after recovery: status %d", resp.StatusCode)
 		}

@@ -15,24 +15,11 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
-// fastPathEnv is the dev deployment (fast path on, as shipped) with
-// authz's and the dialer's metrics.
-type fastPathEnv struct {
-	*fullPath
-	authz, dialer *prometheus.Registry
-}
-
-func startFastPath(t *testing.T) *fastPathEnv {
-	t.Helper()
-	e := &fastPathEnv{authz: prometheus.NewRegistry(), dialer: prometheus.NewRegistry()}
-	e.fullPath = startFullPathWith(t, func(c *devstack.DevConfig) {
-		c.AuthzRegisterer, c.DialerRegisterer = e.authz, e.dialer
-		// Far below Envoy's 5 s JWKS cache: a withdrawn key is gone
-		// from the services while Envoy may still verify with it.
-		c.KeyRefresh = 100 * time.Millisecond
-	})
-	return e
-}
+// fastKeyRefresh makes authz and the dialer refresh the primary's keys
+// far below Envoy's 5 s JWKS cache: a withdrawn key is gone from the
+// services while Envoy may still verify with it. The fast path tests run
+// the dev deployment (fast path on, as shipped) with it and WithMetrics.
+func fastKeyRefresh(c *devstack.DevConfig) { c.KeyRefresh = 100 * time.Millisecond }
 
 // counter sums a counter family, over the label value given (empty:
 // every series).
@@ -62,18 +49,25 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 	return sum
 }
 
-func (e *fastPathEnv) checks(t *testing.T) float64 {
-	return counter(t, e.authz, "wsedge_authz_checks_total", "", "")
+// authzChecks is how many checks authz has answered with outcome (every
+// outcome if empty), from its metrics (WithMetrics).
+func (h *edge) authzChecks(t *testing.T, outcome string) float64 {
+	t.Helper()
+	label := "outcome"
+	if outcome == "" {
+		label = ""
+	}
+	return counter(t, h.authzMetrics, "wsedge_authz_checks_total", label, outcome)
 }
 
-// client is a browser with its own cookie jar holding cookies for the
-// proxy host; it follows redirects on the proxy and stops at the
+// browserWith is a browser with its own cookie jar holding cookies for
+// the proxy host; it follows redirects on the proxy and stops at the
 // dashboard.
-func (e *fastPathEnv) client(t *testing.T, u *url.URL, cookies ...*http.Cookie) *http.Client {
+func (h *edge) browserWith(t *testing.T, u *url.URL, cookies ...*http.Cookie) *http.Client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	jar.SetCookies(u, cookies)
-	tr := &http.Transport{DialContext: e.dial}
+	tr := &http.Transport{DialContext: h.dial}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -103,7 +97,7 @@ func signedLike(t *testing.T, key tokens.Key, base tokens.SignedToken, edit func
 // without any token is (the login redirect); a smuggled key never rides
 // the fast path.
 func TestFastPath(t *testing.T) {
-	e := startFastPath(t)
+	e := startEdge(t, WithDev(fastKeyRefresh), WithMetrics())
 	appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo?x=1"
 	r := received(t, e.login(t, appURL))
 	if r.Path != "/echo" {
@@ -132,7 +126,7 @@ func TestFastPath(t *testing.T) {
 	}
 
 	t.Run("warm requests never reach authz", func(t *testing.T) {
-		before, served := e.checks(t), counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "served")
+		before, served := e.authzChecks(t, ""), counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", "served")
 		for i := range 5 {
 			res, err := e.browser.Get(appURL)
 			if err != nil {
@@ -148,10 +142,10 @@ func TestFastPath(t *testing.T) {
 				t.Errorf("request %d: response policy missing: nosniff %q Vary %q", i, res.Header.Get("X-Content-Type-Options"), res.Header.Get("Vary"))
 			}
 		}
-		if got := e.checks(t) - before; got != 0 {
+		if got := e.authzChecks(t, "") - before; got != 0 {
 			t.Errorf("authz was asked %v times for 5 warm requests", got)
 		}
-		if got := counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "served") - served; got != 5 {
+		if got := counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", "served") - served; got != 5 {
 			t.Errorf("dialer served %v requests by the fast path, want 5", got)
 		}
 	})
@@ -160,7 +154,7 @@ func TestFastPath(t *testing.T) {
 	// ext_authz sends the browser to the dashboard's login.
 	cold := func(t *testing.T, c *http.Client, rawURL string) (*http.Response, float64) {
 		t.Helper()
-		before := e.checks(t)
+		before := e.authzChecks(t, "")
 		res, err := c.Get(rawURL)
 		if err != nil {
 			t.Fatal(err)
@@ -169,9 +163,9 @@ func TestFastPath(t *testing.T) {
 		if strings.Contains(body, `"raw_query"`) {
 			t.Errorf("%s reached the app: %s", rawURL, body)
 		}
-		return res, e.checks(t) - before
+		return res, e.authzChecks(t, "") - before
 	}
-	baseline, n := cold(t, e.client(t, u), appURL)
+	baseline, n := cold(t, e.browserWith(t, u), appURL)
 	if baseline.StatusCode/100 != 3 || !strings.Contains(baseline.Header.Get("Location"), dashboardHost) || n != 1 {
 		t.Fatalf("no token: status %d Location %q, %v checks", baseline.StatusCode, baseline.Header.Get("Location"), n)
 	}
@@ -197,9 +191,9 @@ func TestFastPath(t *testing.T) {
 		{"another app's token", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), "mismatch"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			fastPath := func() float64 { return counter(t, e.dialer, "wsedge_dialer_fast_path_total", "", "") }
+			fastPath := func() float64 { return counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "", "") }
 			dialerBefore := fastPath()
-			c := e.client(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tt.token, Path: "/"})
+			c := e.browserWith(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tt.token, Path: "/"})
 			res, n := cold(t, c, appURL)
 			if got := fastPath() - dialerBefore; (tt.dialer != "") != (got == 1) {
 				t.Errorf("dialer saw %v fast-path requests, want it to see one only when Envoy verified", got)
@@ -217,7 +211,7 @@ func TestFastPath(t *testing.T) {
 		// A valid token and a bad smuggled key: authz handles the key
 		// hand-off (Coder's 400 page), and the app never sees it.
 		for _, q := range []string{"coder_application_connect_api_key_35e783=bogus", "coder%5Fapplication_connect_api_key_35e783=bogus"} {
-			before := e.checks(t)
+			before := e.authzChecks(t, "")
 			res, err := e.browser.Get("http://" + accessHost + "/@alice/dev.main/apps/code/echo?" + q)
 			if err != nil {
 				t.Fatal(err)
@@ -226,7 +220,7 @@ func TestFastPath(t *testing.T) {
 			if res.StatusCode != http.StatusBadRequest || strings.Contains(body, "bogus") {
 				t.Errorf("%s: status %d body %.200s", q, res.StatusCode, body)
 			}
-			if e.checks(t)-before != 1 {
+			if e.authzChecks(t, "")-before != 1 {
 				t.Errorf("%s: authz not asked", q)
 			}
 		}
@@ -236,8 +230,8 @@ func TestFastPath(t *testing.T) {
 		// Another app's token in the cookie and a valid session: the
 		// dialer asks authz, which issues a fresh token (one Check, the
 		// app served), and the next request is warm again.
-		c := e.client(t, u, session, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), Path: real.Request.BasePath})
-		before := e.checks(t)
+		c := e.browserWith(t, u, session, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), Path: real.Request.BasePath})
+		before := e.authzChecks(t, "")
 		res, err := c.Get(appURL)
 		if err != nil {
 			t.Fatal(err)
@@ -245,14 +239,14 @@ func TestFastPath(t *testing.T) {
 		if r := received(t, res); r.Path != "/echo" {
 			t.Fatalf("app saw %s", r.Path)
 		}
-		if e.checks(t)-before != 1 {
-			t.Errorf("authz asked %v times, want once", e.checks(t)-before)
+		if e.authzChecks(t, "")-before != 1 {
+			t.Errorf("authz asked %v times, want once", e.authzChecks(t, "")-before)
 		}
-		before = e.checks(t)
+		before = e.authzChecks(t, "")
 		if r := received(t, mustGet(t, c, appURL)); r.Path != "/echo" {
 			t.Fatalf("app saw %s", r.Path)
 		}
-		if e.checks(t)-before != 0 {
+		if e.authzChecks(t, "")-before != 0 {
 			t.Errorf("authz asked again after a fresh token was issued")
 		}
 	})
@@ -263,7 +257,7 @@ func TestFastPath(t *testing.T) {
 // it, the dialer, which verifies with the keys it holds, refuses the token
 // and the browser gets the cold path's answer; the app is never reached.
 func TestFastPathWithdrawnKey(t *testing.T) {
-	e := startFastPath(t)
+	e := startEdge(t, WithDev(fastKeyRefresh), WithMetrics())
 	appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo"
 	u, _ := url.Parse(appURL)
 	received(t, e.login(t, appURL))
@@ -281,7 +275,7 @@ func TestFastPathWithdrawnKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseline, _ := e.client(t, u).Get(appURL)
+	baseline, _ := e.browserWith(t, u).Get(appURL)
 	readAll(t, baseline)
 
 	for attempt := 1; ; attempt++ {
@@ -295,13 +289,13 @@ func TestFastPathWithdrawnKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		tok := signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(time.Minute) })
-		c := e.client(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tok, Path: "/"})
+		c := e.browserWith(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tok, Path: "/"})
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			before := e.checks(t)
+			before := e.authzChecks(t, "")
 			res := mustGet(t, c, appURL)
 			body := readAll(t, res)
-			if res.StatusCode == http.StatusOK && strings.Contains(body, `"raw_query"`) && e.checks(t) == before {
+			if res.StatusCode == http.StatusOK && strings.Contains(body, `"raw_query"`) && e.authzChecks(t, "") == before {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -314,7 +308,7 @@ func TestFastPathWithdrawnKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(500 * time.Millisecond) // authz and the dialer refresh every 100 ms
-		refused := counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid")
+		refused := counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", "invalid")
 		res := mustGet(t, c, appURL)
 		body := readAll(t, res)
 		if strings.Contains(body, `"raw_query"`) {
@@ -323,7 +317,7 @@ func TestFastPathWithdrawnKey(t *testing.T) {
 		if res.StatusCode != baseline.StatusCode || res.Header.Get("Location") != baseline.Header.Get("Location") {
 			t.Errorf("withdrawn key: %d %q, want the no-token answer %d %q", res.StatusCode, res.Header.Get("Location"), baseline.StatusCode, baseline.Header.Get("Location"))
 		}
-		if counter(t, e.dialer, "wsedge_dialer_fast_path_total", "result", "invalid") > refused {
+		if counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", "invalid") > refused {
 			return // Envoy still verified it; the dialer refused it
 		}
 		// Envoy's JWKS refresh happened to fall in the 500 ms window:

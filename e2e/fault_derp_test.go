@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -198,21 +197,8 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 	if os.Getenv("E2E_LOG") == "debug" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	dashboardURL := &url.URL{Scheme: "http", Host: dashboardHost}
-	p, err := devprimary.New(devprimary.Options{AccessURL: dashboardURL, HealthInterval: time.Hour, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	primaryTS := httptest.NewServer(p.Handler())
-	t.Cleanup(func() { primaryTS.CloseClientConnections(); primaryTS.Close(); _ = p.Close() })
-	primaryAddr := primaryTS.Listener.Addr().String()
-	toPrimary := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, primaryAddr)
-	}}}
-	client, err := primary.New(primary.Options{URL: dashboardURL, ProxyToken: p.ProxyToken(), HTTPClient: toPrimary, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startPrimary(t, devprimary.Options{HealthInterval: time.Hour, Logger: log})
+	client, toPrimary := p.client, p.http
 	accessURL := &url.URL{Scheme: "http", Host: accessHost}
 
 	// The sibling replica registers first; its DERP uses the mesh key the
@@ -232,9 +218,8 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 
 	dl := loopback(t)
 	dialerURL := "http://" + dl.Addr().String()
-	done := make(chan error, 1)
-	go func() {
-		done <- wsstack.ServeDialer(ctx, wsstack.DialerConfig{
+	serveUntilEnd(t, "ServeDialer", 15*time.Second, func(ctx context.Context) error {
+		return wsstack.ServeDialer(ctx, wsstack.DialerConfig{
 			Primary: client, ProxyToken: p.ProxyToken(),
 			AccessURL: accessURL, WildcardHostname: wildcardHost,
 			DERPEnabled: true, RelayAddress: dialerURL,
@@ -245,17 +230,6 @@ func TestFaultDERPMeshSiblingDownInHealthReport(t *testing.T) {
 			CoordinateHTTPClient: toPrimary,
 			RegisterInterval:     300 * time.Millisecond,
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ServeDialer: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("ServeDialer did not stop")
-		}
 	})
 	report := func() []string {
 		req, _ := http.NewRequest(http.MethodGet, dialerURL+"/healthz-report", nil)

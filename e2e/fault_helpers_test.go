@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
-	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,10 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsedge/wsedge/internal/devstack"
-	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -44,7 +38,7 @@ type switchListener struct {
 	once  sync.Once
 }
 
-func newSwitchListener(t *testing.T) *switchListener {
+func newSwitchListener(t testing.TB) *switchListener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -138,7 +132,7 @@ func (s *switchListener) Down(t *testing.T) {
 }
 
 // Up listens on the same address again.
-func (s *switchListener) Up(t *testing.T) {
+func (s *switchListener) Up(t testing.TB) {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -206,18 +200,38 @@ func (s *slowIssue) wrap(h http.Handler) http.Handler {
 	})
 }
 
-// faultPath is the whole dev deployment (as startFullPath) with the
-// primary behind a switchListener and a slowIssue.
-type faultPath struct {
-	*fullPath
+// faults is the dev primary under a test's control: behind a
+// switchListener and a slowIssue.
+type faults struct {
 	primaryLn *switchListener
 	slow      *slowIssue
-	// dialerMetrics is the first dialer's registry.
-	dialerMetrics *prometheus.Registry
 }
 
-// metric is the value of an unlabelled series of the dialer (-1: absent).
-func (fp *faultPath) metric(t *testing.T, name string) float64 {
+// withFaults puts the whole path's dev primary behind f's listener and
+// middleware, which it fills in. Whatever the test left broken, the
+// primary comes back before the deployment stops, so that the services
+// can deregister and say goodbye.
+func withFaults(f *faults) edgeOption {
+	return func(s *edgeSetup) {
+		f.primaryLn, f.slow = newSwitchListener(s.t), &slowIssue{}
+		WithDev(func(c *devstack.DevConfig) {
+			c.PrimaryListener, c.PrimaryMiddleware = f.primaryLn, f.slow.wrap
+		})(s)
+		s.beforeClose = append(s.beforeClose, func() {
+			f.slow.delay.Store(0)
+			f.primaryLn.mu.Lock()
+			down := f.primaryLn.ln == nil
+			f.primaryLn.mu.Unlock()
+			if down {
+				f.primaryLn.Up(s.t)
+			}
+		})
+	}
+}
+
+// metric is the value of an unlabelled series of the dialer (-1: absent;
+// WithMetrics).
+func (fp *edge) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	mfs, err := fp.dialerMetrics.Gather()
 	if err != nil {
@@ -238,91 +252,29 @@ func (fp *faultPath) metric(t *testing.T, name string) float64 {
 	return -1
 }
 
-// startFaultPath starts it; with metrics the dialer reports to
-// faultPath.dialerMetrics (a dialer started again would find its
-// collectors taken, so tests that restart it go without).
-func startFaultPath(t *testing.T, metrics bool) *faultPath {
+// signInToApps walks fp.browser through the login hand-off of the code
+// app and then of the echo app.
+func (fp *edge) signInToApps(t *testing.T) {
 	t.Helper()
-	lvl := slog.LevelError
-	if os.Getenv("E2E_LOG") == "debug" {
-		lvl = slog.LevelDebug
+	received(t, fp.login(t, "http://"+codeHost+"/echo"))
+	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
+		t.Fatalf("echo app hand-off: %v", a)
 	}
-	ln := newSwitchListener(t)
-	slow := &slowIssue{}
-	reg := prometheus.NewRegistry()
-	var dialerReg prometheus.Registerer
-	if metrics {
-		dialerReg = reg
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	dev, err := devstack.StartDev(ctx, devstack.DevConfig{
-		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
-		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
-		WildcardHostname:   wildcardHost,
-		PrimaryListener:    ln,
-		PrimaryMiddleware:  slow.wrap,
-		EdgeListen:         netip.MustParseAddrPort("127.0.0.1:0"),
-		EnvoyBinary:        testutil.EnvoyBinary(t),
-		Dir:                t.TempDir(),
-		Logger:             slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
-		StatsFlushInterval: 200 * time.Millisecond,
-		DialTimeout:        3 * time.Second,
-		DialerRegisterer:   dialerReg,
-	})
-	if err != nil {
-		t.Fatalf("StartDev: %v", err)
-	}
-	t.Cleanup(func() {
-		// Whatever the test left broken, bring the primary back so the
-		// services can deregister and say goodbye.
-		slow.delay.Store(0)
-		ln.mu.Lock()
-		down := ln.ln == nil
-		ln.mu.Unlock()
-		if down {
-			ln.Up(t)
-		}
-		if err := dev.Close(); err != nil {
-			t.Errorf("dev.Close: %v", err)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(dev.Envoy.StdoutPath())
-			t.Logf("Envoy access log:\n%s", b)
-		}
-	})
-	fp := &fullPath{dev: dev}
-	fp.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		target := dev.EdgeAddr.String()
-		if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
-			target = dev.PrimaryAddr.String()
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, target)
-	}
-	fp.browser = fp.newBrowser(t)
-	return &faultPath{fullPath: fp, primaryLn: ln, slow: slow, dialerMetrics: reg}
 }
 
-// newBrowser is a browser with its own cookie jar (and connections).
-func (fp *fullPath) newBrowser(t *testing.T) *http.Client {
+// waitAppServed waits until fp.browser gets the code app's echo (200)
+// within the bound and returns how long it took.
+func (fp *edge) waitAppServed(t *testing.T, within time.Duration, what string) time.Duration {
 	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	tr := &http.Transport{DialContext: fp.dial}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
-}
-
-// plainClient follows no redirects and keeps no cookies.
-func (fp *fullPath) plainClient(t *testing.T) *http.Client {
-	t.Helper()
-	tr := &http.Transport{DialContext: fp.dial}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return waitFor(t, within, what, func() (bool, string) {
+		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
+		return a.status == http.StatusOK && isEcho(a.body), a.String()
+	})
 }
 
 // newSession logs alice in on the dashboard and returns the new session
 // token (a session authz has never seen, so it must ask the primary).
-func (fp *fullPath) newSession(t *testing.T) string {
+func (fp *edge) newSession(t *testing.T) string {
 	t.Helper()
 	res, err := fp.plainClient(t).PostForm("http://"+dashboardHost+"/login", url.Values{"username": {"alice"}, "password": {"alice"}, "redirect": {"/"}})
 	if err != nil {
@@ -438,7 +390,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() (bool,
 
 // dialerReport reads the dialer's /healthz-report straight from its
 // listener.
-func (fp *fullPath) dialerReport(t *testing.T) (errs, warnings []string) {
+func (fp *edge) dialerReport(t *testing.T) (errs, warnings []string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+fp.dev.DialerAddr.String()+"/healthz-report", nil)
 	req.Host = accessHost
@@ -464,17 +416,14 @@ type appSocket struct {
 
 // openEchoSocket opens a websocket to the echo app with browser's cookies
 // (browser must have done the echo app's hand-off).
-func (fp *fullPath) openEchoSocket(ctx context.Context, t *testing.T, browser *http.Client) *appSocket {
+func (fp *edge) openEchoSocket(ctx context.Context, t *testing.T, browser *http.Client) *appSocket {
 	t.Helper()
 	u, _ := url.Parse("http://" + echoHost + "/")
 	var cookies []string
 	for _, c := range browser.Jar.Cookies(u) {
 		cookies = append(cookies, c.Name+"="+c.Value)
 	}
-	c, res, err := websocket.Dial(ctx, "ws://"+echoHost+"/", &websocket.DialOptions{
-		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}},
-		HTTPHeader: http.Header{"Cookie": {strings.Join(cookies, "; ")}},
-	})
+	c, res, err := fp.dialWebsocket(ctx, "ws://"+echoHost+"/", http.Header{"Cookie": {strings.Join(cookies, "; ")}})
 	if err != nil {
 		status := 0
 		if res != nil {
@@ -504,7 +453,7 @@ func (s *appSocket) echo(ctx context.Context, msg string) error {
 }
 
 // ptyToken asks the dashboard for a terminal token (as the Coder UI does).
-func (fp *fullPath) ptyToken(t *testing.T, agent uuid.UUID) (ptyURL, token string) {
+func (fp *edge) ptyToken(t *testing.T, agent uuid.UUID) (ptyURL, token string) {
 	t.Helper()
 	session, _ := fp.dev.Primary.SessionToken("alice")
 	ptyURL = "ws://" + accessHost + "/api/v2/workspaceagents/" + agent.String() + "/pty"
@@ -526,9 +475,9 @@ func (fp *fullPath) ptyToken(t *testing.T, agent uuid.UUID) (ptyURL, token strin
 }
 
 // openTerminal opens the web terminal with reconnect ID id.
-func (fp *fullPath) openTerminal(ctx context.Context, ptyURL, token string, id uuid.UUID) (*websocket.Conn, error) {
+func (fp *edge) openTerminal(ctx context.Context, ptyURL, token string, id uuid.UUID) (*websocket.Conn, error) {
 	q := url.Values{"reconnect": {id.String()}, "width": {"80"}, "height": {"24"}, tokens.SignedAppTokenQueryParam: {token}}
-	c, res, err := websocket.Dial(ctx, ptyURL+"?"+q.Encode(), &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}})
+	c, res, err := fp.dialWebsocket(ctx, ptyURL+"?"+q.Encode(), nil)
 	if err != nil {
 		if res != nil {
 			return nil, errors.New(err.Error() + " (status " + http.StatusText(res.StatusCode) + ")")

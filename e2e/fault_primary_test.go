@@ -19,7 +19,7 @@ import (
 // shortLivedToken re-signs the signed app token browser holds for host
 // with the primary's current key so that it stops verifying (exp plus
 // go-jose's 1 min leeway, which coderd applies) in lifetime.
-func shortLivedToken(t *testing.T, fp *fullPath, browser *http.Client, host string, lifetime time.Duration) string {
+func shortLivedToken(t *testing.T, fp *edge, browser *http.Client, host string, lifetime time.Duration) string {
 	t.Helper()
 	c := cookieNamed(browser.Jar, "http://"+host+"/", tokens.SignedAppTokenCookie)
 	if c == nil {
@@ -71,16 +71,14 @@ func isBadGatewayPage(a answer) bool {
 // websocket; then its connections (the coordination streams among them)
 // cut while it stays up.
 func TestFaultPrimary(t *testing.T) {
-	fp := startFaultPath(t, true)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs(), WithMetrics())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
 	// A warm browser: signed in, with token cookies for the code and echo
 	// apps and an open echo websocket.
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	ws := fp.openEchoSocket(ctx, t, fp.browser)
 	if err := ws.echo(ctx, "before"); err != nil {
 		t.Fatal(err)
@@ -88,14 +86,14 @@ func TestFaultPrimary(t *testing.T) {
 	// Sessions made while the dashboard was up, used only once it is not.
 	slowSession, downSession := fp.newSession(t), fp.newSession(t)
 	// A user with nothing but a signed token that stops verifying soon.
-	expiring := shortLivedToken(t, fp.fullPath, fp.browser, codeHost, 6*time.Second)
+	expiring := shortLivedToken(t, fp, fp.browser, codeHost, 6*time.Second)
 	expiringAt := time.Now().Add(6 * time.Second)
 	tokenOnly := http.Header{"Cookie": {tokens.SignedAppTokenCookie + "=" + expiring}}
 	plain := fp.plainClient(t)
 
 	t.Run("slow primary", func(t *testing.T) {
-		fp.slow.delay.Store(int64(time.Minute))
-		defer fp.slow.delay.Store(0)
+		f.slow.delay.Store(int64(time.Minute))
+		defer f.slow.delay.Store(0)
 		// A new session needs an issue call. authz stops waiting just
 		// before Envoy's ext_authz timeout (2 s), so the user gets the 502
 		// page in bounded time, never an allow and never Envoy's empty 503.
@@ -104,7 +102,7 @@ func TestFaultPrimary(t *testing.T) {
 			t.Errorf("new session against a slow primary: %v; want the 502 page within 2.5 s", a)
 		}
 		t.Logf("new session, slow primary: %d after %v", a.status, a.took.Round(time.Millisecond))
-		if fp.slow.held.Load() == 0 {
+		if f.slow.held.Load() == 0 {
 			t.Errorf("authz did not ask the primary")
 		}
 		// Warm cookies need no primary.
@@ -114,7 +112,7 @@ func TestFaultPrimary(t *testing.T) {
 	})
 
 	t.Run("primary down", func(t *testing.T) {
-		fp.primaryLn.Down(t)
+		f.primaryLn.Down(t)
 		a := fetch(plain, sessionApp, withSession(downSession))
 		if !isBadGatewayPage(a) || a.took > 3*time.Second {
 			t.Errorf("new session, primary down: %v; want the 502 page within 3 s", a)
@@ -148,7 +146,7 @@ func TestFaultPrimary(t *testing.T) {
 	})
 
 	t.Run("primary returns", func(t *testing.T) {
-		fp.primaryLn.Up(t)
+		f.primaryLn.Up(t)
 		took := waitFor(t, 20*time.Second, "a new session works again", func() (bool, string) {
 			a := fetch(plain, sessionApp, withSession(downSession))
 			return a.status == http.StatusOK && isEcho(a.body), a.String()
@@ -177,11 +175,11 @@ func TestFaultPrimary(t *testing.T) {
 		// The coordinator refuses for 3.5 s: the dialer retries with
 		// backoff (1 s doubling, ±20 %: attempts near 1 s and 3 s), not
 		// in a loop.
-		fp.slow.refuseCoordination.Store(true)
-		fp.primaryLn.Cut()
+		f.slow.refuseCoordination.Store(true)
+		f.primaryLn.Cut()
 		time.Sleep(3500 * time.Millisecond)
-		fp.slow.refuseCoordination.Store(false)
-		if n := fp.slow.refused.Load(); n < 1 || n > 4 {
+		f.slow.refuseCoordination.Store(false)
+		if n := f.slow.refused.Load(); n < 1 || n > 4 {
 			t.Errorf("coordination attempts refused in 3.5 s: %d; want 1–4 (retries with backoff)", n)
 		} else {
 			t.Logf("coordination attempts refused in 3.5 s: %d", n)

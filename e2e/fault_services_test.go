@@ -26,13 +26,11 @@ import (
 // still answer and say why, open websockets are not cut; authz started
 // again on the same address serves again without touching Envoy.
 func TestFaultAuthzDown(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	ws := fp.openEchoSocket(ctx, t, fp.browser)
 	session := fp.newSession(t)
 	plain := fp.plainClient(t)
@@ -59,7 +57,7 @@ func TestFaultAuthzDown(t *testing.T) {
 		}
 	}
 	// A websocket upgrade is refused the same way.
-	if c, res, err := websocket.Dial(ctx, "ws://"+echoHost+"/", &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}}); err == nil {
+	if c, res, err := fp.dialWebsocket(ctx, "ws://"+echoHost+"/", nil); err == nil {
 		_ = c.CloseNow()
 		t.Error("a websocket to an app opened while authz is down")
 	} else if res == nil || res.StatusCode != http.StatusServiceUnavailable {
@@ -81,10 +79,7 @@ func TestFaultAuthzDown(t *testing.T) {
 	if err := fp.dev.StartAuthz(ctx); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 20*time.Second, "the warm browser is served again", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 20*time.Second, "the warm browser is served again")
 	t.Logf("authz serving through Envoy %v after it was started again", took.Round(time.Millisecond))
 	if a := fetch(plain, sessionApp, withSession(session)); a.status != http.StatusOK || !isEcho(a.body) {
 		t.Errorf("new session, authz back: %v", a)
@@ -138,13 +133,11 @@ func waitClosed(ctx context.Context, c *websocket.Conn, start func() time.Time) 
 // same address clients reconnect: apps work and the terminal resumes its
 // screen with the same reconnect ID (the agent kept the PTY).
 func TestFaultDialerRestart(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	received(t, fp.login(t, "http://"+codeHost+"/echo"))
-	if a := fetch(fp.browser, "http://"+echoHost+"/", nil); a.status != http.StatusOK {
-		t.Fatalf("echo app hand-off: %v", a)
-	}
+	fp.signInToApps(t)
 	const apps = 3
 	var sockets []*appSocket
 	for i := range apps {
@@ -206,10 +199,7 @@ func TestFaultDialerRestart(t *testing.T) {
 	if err := fp.dev.StartDialer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 30*time.Second, "the app answers through the new dialer", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 30*time.Second, "the app answers through the new dialer")
 	t.Logf("app served %v after the new dialer started", took.Round(time.Millisecond))
 	for i := range apps {
 		s := fp.openEchoSocket(ctx, t, fp.browser)
@@ -238,7 +228,8 @@ func TestFaultDialerRestart(t *testing.T) {
 // bounded time; started again with the same ID and new keys, requests
 // work again once it has re-coordinated, without touching the proxy.
 func TestFaultAgentReturns(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	if err := fp.dev.StopAgent(demoAgent); err != nil {
 		t.Fatal(err)
@@ -251,10 +242,7 @@ func TestFaultAgentReturns(t *testing.T) {
 	if err := fp.dev.StartAgent(demoAgent); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 30*time.Second, "the returned agent answers", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	took := fp.waitAppServed(t, 30*time.Second, "the returned agent answers")
 	t.Logf("agent answers %v after it was started again", took.Round(time.Millisecond))
 	// Websockets and bulk bytes go through the new tunnel too.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -273,7 +261,8 @@ func TestFaultAgentReturns(t *testing.T) {
 // would otherwise send on a pooled connection to it; the agent comes back
 // once it is started again.
 func TestFaultAgentVanishes(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	// Warm: Envoy and the dialer now hold pooled connections to the agent.
 	for range 3 {
@@ -295,10 +284,7 @@ func TestFaultAgentVanishes(t *testing.T) {
 	if err := fp.dev.StartAgent(demoAgent); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the returned agent answers", func() (bool, string) {
-		a := fetch(fp.browser, "http://"+codeHost+"/echo", nil)
-		return a.status == http.StatusOK && isEcho(a.body), a.String()
-	})
+	fp.waitAppServed(t, 30*time.Second, "the returned agent answers")
 }
 
 // TestFaultKeyRotationUnderTraffic: the primary rotates both key
@@ -306,7 +292,8 @@ func TestFaultAgentVanishes(t *testing.T) {
 // warm browsers, new sessions and full login hand-offs run: not one
 // request fails.
 func TestFaultKeyRotationUnderTraffic(t *testing.T) {
-	fp := startFaultPath(t, false)
+	f := &faults{}
+	fp := startEdge(t, withFaults(f), WithQuietLogs())
 	received(t, fp.login(t, "http://"+codeHost+"/echo"))
 	plain := fp.plainClient(t)
 
@@ -359,9 +346,7 @@ func TestFaultKeyRotationUnderTraffic(t *testing.T) {
 				return
 			default:
 			}
-			b := fp.newBrowser(t)
-			fp2 := &fullPath{dev: fp.dev, browser: b, dial: fp.dial}
-			res := fp2.loginQuiet("http://" + codeHost + "/echo")
+			res := loginQuiet(fp.newBrowser(t), "http://"+codeHost+"/echo")
 			record("hand-off", res, res.status == http.StatusOK && isEcho(res.body))
 		}
 	})
@@ -398,11 +383,11 @@ func newSessionQuiet(c *http.Client) (string, error) {
 	return "", fmt.Errorf("login: status %d, no session cookie", res.StatusCode)
 }
 
-// loginQuiet is login without t: the hand-off for appURL, returning the
-// final answer.
-func (fp *fullPath) loginQuiet(appURL string) answer {
+// loginQuiet is login without t, for browser: the hand-off for appURL,
+// returning the final answer.
+func loginQuiet(browser *http.Client, appURL string) answer {
 	start := time.Now()
-	res, err := fp.browser.Get(appURL)
+	res, err := browser.Get(appURL)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -410,7 +395,7 @@ func (fp *fullPath) loginQuiet(appURL string) answer {
 	if res.Request.URL.Host != dashboardHost || res.Request.URL.Path != "/login" {
 		return answer{err: fmt.Errorf("anonymous %s ended at %s (status %d)", appURL, res.Request.URL, res.StatusCode)}
 	}
-	res, err = fp.browser.PostForm("http://"+dashboardHost+"/login", map[string][]string{"username": {"alice"}, "password": {"alice"}, "redirect": {res.Request.URL.Query().Get("redirect")}})
+	res, err = browser.PostForm("http://"+dashboardHost+"/login", map[string][]string{"username": {"alice"}, "password": {"alice"}, "redirect": {res.Request.URL.Query().Get("redirect")}})
 	if err != nil {
 		return answer{err: err}
 	}

@@ -5,13 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,98 +16,16 @@ import (
 	"github.com/google/uuid"
 
 	devagent "github.com/wsedge/wsedge/dev/agent"
-	"github.com/wsedge/wsedge/internal/devstack"
-	"github.com/wsedge/wsedge/internal/testutil"
-	"github.com/wsedge/wsedge/tokens"
 )
 
 // demoAgent is the demo catalog's agent "main" of alice's workspace "dev".
 var demoAgent = uuid.MustParse("7a9e4b10-2c3d-4f5e-8a6b-a6e170000001")
 
-// fullPath is the whole deployment of `wsedge dev` with test hostnames: a
-// browser that reaches the dashboard (dev primary) and the proxy (Envoy) by
-// name, with a cookie jar.
-type fullPath struct {
-	dev     *devstack.Dev
-	browser *http.Client
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
-}
-
-func startFullPath(t *testing.T) *fullPath {
-	t.Helper()
-	return startFullPathWith(t, nil)
-}
-
-// startFullPathWith is startFullPath with the configuration adjusted by
-// edit (nil: none).
-func startFullPathWith(t *testing.T, edit func(*devstack.DevConfig)) *fullPath {
-	t.Helper()
-	lvl := slog.LevelWarn
-	if os.Getenv("E2E_LOG") == "debug" {
-		lvl = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	if edit == nil {
-		return startFullPathLogging(t, log)
-	}
-	return startFullPathLogging(t, log, edit)
-}
-
-// startFullPathLogging is startFullPath with the services logging to log;
-// edits change the deployment before it starts.
-func startFullPathLogging(t *testing.T, log *slog.Logger, edits ...func(*devstack.DevConfig)) *fullPath {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cfg := devstack.DevConfig{
-		DashboardURL:       &url.URL{Scheme: "http", Host: dashboardHost},
-		AccessURL:          &url.URL{Scheme: "http", Host: accessHost},
-		WildcardHostname:   wildcardHost,
-		PrimaryListen:      netip.MustParseAddrPort("127.0.0.1:0"),
-		EdgeListen:         netip.MustParseAddrPort("127.0.0.1:0"),
-		EnvoyBinary:        testutil.EnvoyBinary(t),
-		Dir:                t.TempDir(),
-		Logger:             log,
-		StatsFlushInterval: 200 * time.Millisecond,
-		DialTimeout:        3 * time.Second,
-		Progress:           func(step string) { t.Logf("dev: starting %s", step) },
-	}
-	for _, edit := range edits {
-		edit(&cfg)
-	}
-	dev, err := devstack.StartDev(ctx, cfg)
-	if err != nil {
-		t.Fatalf("StartDev: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := dev.Close(); err != nil {
-			t.Errorf("dev.Close: %v", err)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(dev.Envoy.StdoutPath())
-			t.Logf("Envoy access log:\n%s", b)
-		}
-	})
-	fp := &fullPath{dev: dev}
-	fp.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		target := dev.EdgeAddr.String()
-		if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
-			target = dev.PrimaryAddr.String()
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, target)
-	}
-	jar, _ := cookiejar.New(nil)
-	tr := &http.Transport{DialContext: fp.dial}
-	t.Cleanup(tr.CloseIdleConnections)
-	fp.browser = &http.Client{Transport: tr, Jar: jar, Timeout: 30 * time.Second}
-	return fp
-}
-
 // login walks the browser through the hand-off for appURL: the proxy
 // sends it to the dashboard, the user logs in, the dashboard sends it back
 // with the smuggled key. Redirects are followed by the client; the login
 // form is posted by hand.
-func (fp *fullPath) login(t *testing.T, appURL string) *http.Response {
+func (fp *edge) login(t *testing.T, appURL string) *http.Response {
 	t.Helper()
 	res, err := fp.browser.Get(appURL)
 	if err != nil {
@@ -156,7 +70,7 @@ func received(t *testing.T, res *http.Response) devagent.Received {
 // over DERP) → dev agent, for a path app, a subdomain app, a websocket app
 // and a web terminal, with stats reported to the primary.
 func TestFullPath(t *testing.T) {
-	fp := startFullPath(t)
+	fp := startEdge(t, WithDev())
 
 	t.Run("path app after the login hand-off", func(t *testing.T) {
 		appURL := "http://" + accessHost + "/@alice/dev.main/apps/code/echo?x=1"
@@ -214,7 +128,7 @@ func TestFullPath(t *testing.T) {
 			cookies = append(cookies, c.Name+"="+c.Value)
 		}
 		h := http.Header{"Cookie": {strings.Join(cookies, "; ")}}
-		c, _, err := websocket.Dial(ctx, "ws://"+echoHost+"/", &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}, HTTPHeader: h})
+		c, _, err := fp.dialWebsocket(ctx, "ws://"+echoHost+"/", h)
 		if err != nil {
 			t.Fatalf("websocket: %v", err)
 		}
@@ -234,57 +148,30 @@ func TestFullPath(t *testing.T) {
 	t.Run("terminal runs a command and resumes", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		session, _ := fp.dev.Primary.SessionToken("alice")
-		ptyURL := "ws://" + accessHost + "/api/v2/workspaceagents/" + demoAgent.String() + "/pty"
-		body, _ := json.Marshal(map[string]string{"url": ptyURL, "agentID": demoAgent.String()})
-		req, _ := http.NewRequest(http.MethodPost, "http://"+dashboardHost+"/api/v2/applications/reconnecting-pty-signed-token", bytes.NewReader(body))
-		req.Header.Set("Coder-Session-Token", session)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := fp.browser.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tok struct {
-			SignedToken string `json:"signed_token"`
-		}
-		if err := json.Unmarshal([]byte(readAll(t, res)), &tok); err != nil || tok.SignedToken == "" {
-			t.Fatalf("reconnecting-pty-signed-token: status %d, %v", res.StatusCode, err)
-		}
+		ptyURL, token := fp.ptyToken(t, demoAgent)
 		reconnect := uuid.New()
 		open := func() *websocket.Conn {
-			q := url.Values{"reconnect": {reconnect.String()}, "width": {"80"}, "height": {"24"}, tokens.SignedAppTokenQueryParam: {tok.SignedToken}}
-			c, res, err := websocket.Dial(ctx, ptyURL+"?"+q.Encode(), &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: fp.dial}}})
+			c, err := fp.openTerminal(ctx, ptyURL, token, reconnect)
 			if err != nil {
-				status := 0
-				if res != nil {
-					status = res.StatusCode
-				}
-				t.Fatalf("terminal: %v (status %d)", err, status)
+				t.Fatalf("terminal: %v", err)
 			}
 			return c
 		}
-		readUntil := func(c *websocket.Conn, want string) string {
-			var out strings.Builder
-			for !strings.Contains(out.String(), want) {
-				_, b, err := c.Read(ctx)
-				if err != nil {
-					t.Fatalf("terminal read (have %q): %v", out.String(), err)
-				}
-				out.Write(b)
+		expect := func(c *websocket.Conn, want string) {
+			if out, err := readUntil(ctx, c, want); err != nil {
+				t.Fatalf("terminal read (have %q): %v", out, err)
 			}
-			return out.String()
 		}
 		c := open()
-		in, _ := json.Marshal(map[string]string{"data": "echo hel''lo-from-wsedge\r"})
-		if err := c.Write(ctx, websocket.MessageBinary, in); err != nil {
+		if err := c.Write(ctx, websocket.MessageBinary, termInput("echo hel''lo-from-wsedge\r")); err != nil {
 			t.Fatal(err)
 		}
-		readUntil(c, "hello-from-wsedge")
+		expect(c, "hello-from-wsedge")
 		_ = c.Close(websocket.StatusNormalClosure, "")
 
 		c = open() // same reconnect ID: the same screen comes back
 		defer c.CloseNow()
-		readUntil(c, "hello-from-wsedge")
+		expect(c, "hello-from-wsedge")
 	})
 
 	t.Run("stats reach the primary", func(t *testing.T) {

@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +17,6 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/wsedge/wsedge/internal/devstack"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // TestWebsocketsOverOneHTTP2Connection opens several RFC 8441 websockets
@@ -30,23 +26,11 @@ import (
 // each echoes its own bytes. Envoy with allow_connect had only the first
 // stream of a connection upgrade (envoy#38645).
 func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
-	certFile, keyFile := testutil.SelfSignedCert(t, accessHost, wildcardHost)
-	pemBytes, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemBytes) {
-		t.Fatal("bad test certificate")
-	}
-	lvl := slog.LevelWarn
-	if os.Getenv("E2E_LOG") == "debug" {
-		lvl = slog.LevelDebug
-	}
-	fp := startFullPathLogging(t, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), func(c *devstack.DevConfig) {
+	certFile, keyFile, roots := testCert(t)
+	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
 		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	})
+	}))
 	session, _ := fp.dev.Primary.SessionToken("alice")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -30,18 +30,29 @@ func reachedApp(body string) bool {
 // cookie jar, no redirects followed.
 type hostile struct {
 	t    *testing.T
-	fp   *fullPath
+	fp   *edge
 	http *http.Client
 }
 
-func newHostile(t *testing.T, fp *fullPath) *hostile {
-	tr := &http.Transport{DialContext: fp.dial}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &hostile{t: t, fp: fp, http: &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}}
+func newHostile(t *testing.T, fp *edge) *hostile {
+	return &hostile{t: t, fp: fp, http: fp.plainClient(t)}
+}
+
+// genuineToken asks for appURL with session in the Coder-Session-Token
+// header, as a CLI would, and returns the signed app token authz sets in
+// its cookie, and its claims (verified with appKey).
+func (h *hostile) genuineToken(appURL, session string, appKey tokens.Key) (string, tokens.SignedToken) {
+	h.t.Helper()
+	warm := h.do("GET", appURL, http.Header{"Coder-Session-Token": {session}})
+	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
+	if warm.status != http.StatusOK || genuine == "" {
+		h.t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
+	}
+	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return genuine, claims
 }
 
 type hostileAnswer struct {
@@ -126,7 +137,7 @@ func cookieHeader(cs ...*http.Cookie) http.Header {
 // checks the exact outcome and that the app never answered when it must
 // not.
 func TestHostileInput(t *testing.T) {
-	fp := startFullPath(t)
+	fp := startEdge(t, WithDev())
 	h := newHostile(t, fp)
 	appKey, err := fp.dev.Primary.SigningKey(tokens.FeatureAppToken)
 	if err != nil {
@@ -140,15 +151,7 @@ func TestHostileInput(t *testing.T) {
 	codeURL := "http://" + codeHost + "/echo"
 
 	// A genuine token for the code app, to tamper with.
-	warm := h.do("GET", codeURL, http.Header{"Coder-Session-Token": {session}})
-	genuine := setCookieValue(warm.header, tokens.SignedAppTokenCookie)
-	if warm.status != http.StatusOK || genuine == "" {
-		t.Fatalf("set-up: status %d, token %q", warm.status, genuine)
-	}
-	claims, err := (&tokens.Verifier{Keys: tokens.NewKeySet(appKey).Source(time.Now)}).VerifyToken(context.Background(), genuine)
-	if err != nil {
-		t.Fatal(err)
-	}
+	genuine, claims := h.genuineToken(codeURL, session, appKey)
 	kid := fmt.Sprint(appKey.Sequence)
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(genuine, ".")[1])
 	sign := func(alg jose.SignatureAlgorithm, key any) string {

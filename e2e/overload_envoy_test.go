@@ -17,7 +17,7 @@ import (
 // carries Retry-After (the overload manager's stop_accepting_requests and
 // the edge's local-reply mapper), instead of taking on more work.
 func TestEnvoyOverloadManagerAnswers503WithRetryAfter(t *testing.T) {
-	st := startStack(t, func(c *envoy.Config) { c.Limits.MaxHeapBytes = 1 << 20 }, nil)
+	st := startEdge(t, withSmokeFakes(&smokeAuthz{}), WithEnvoy(func(c *envoy.Config) { c.Limits.MaxHeapBytes = 1 << 20 }))
 	var last string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -49,7 +49,7 @@ func TestEnvoyOverloadManagerAnswers503WithRetryAfter(t *testing.T) {
 // Envoy closes new client connections as it accepts them, and serves
 // again once connections go away.
 func TestEnvoyDownstreamConnectionLimit(t *testing.T) {
-	st := startStack(t, func(c *envoy.Config) { c.Limits.MaxDownstreamConnections = 2 }, nil)
+	st := startEdge(t, withSmokeFakes(&smokeAuthz{}), WithEnvoy(func(c *envoy.Config) { c.Limits.MaxDownstreamConnections = 2 }))
 	get := func(c net.Conn) (int, error) {
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: "+accessHost+"\r\n\r\n"); err != nil {
@@ -65,7 +65,7 @@ func TestEnvoyDownstreamConnectionLimit(t *testing.T) {
 	}
 	var held []net.Conn
 	for range 2 {
-		c, err := net.Dial("tcp", st.edge)
+		c, err := net.Dial("tcp", st.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestEnvoyDownstreamConnectionLimit(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	c, err := net.Dial("tcp", st.edge)
+	c, err := net.Dial("tcp", st.addr)
 	if err == nil {
 		code, err := get(c)
 		c.Close()
@@ -88,7 +88,7 @@ func TestEnvoyDownstreamConnectionLimit(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.Dial("tcp", st.edge)
+		c, err := net.Dial("tcp", st.addr)
 		if err == nil {
 			code, err := get(c)
 			c.Close()

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,36 +13,26 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
-	"github.com/wsedge/wsedge/authz"
 	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/extproc"
-	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/tokens"
 )
-
-// rlKeys is the stack's one app-token key, for its JWKS.
-type rlKeys []tokens.Key
-
-func (k rlKeys) Keys(tokens.Feature) []tokens.Key { return k }
 
 // rlUserID is the user ID the stack's authz emits for a user name.
 func rlUserID(name string) uuid.UUID { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)) }
 
 // warmCookie is a token cookie for alice's path app code owned by user,
 // which Envoy's fast path verifies.
-func (st *rlStack) warmCookie(t *testing.T, user string) http.Header {
+func (f *rlFakes) warmCookie(t *testing.T, user string) http.Header {
 	t.Helper()
-	raw, err := tokens.SignToken(st.tokenKey, tokens.SignedToken{
+	raw, err := tokens.SignToken(f.tokenKey, tokens.SignedToken{
 		Request: appurl.Request{AccessMethod: appurl.AccessMethodPath, BasePath: "/@alice/dev.main/apps/code/",
 			UsernameOrID: "alice", WorkspaceNameOrID: "dev", AgentNameOrID: "main", AppSlugOrPort: "code"},
 		UserID: rlUserID(user), AgentID: uuid.New(), WorkspaceID: uuid.New(), AppURL: "http://127.0.0.1:8080",
@@ -124,92 +112,50 @@ func (o *countingOwners) Owner(context.Context, appurl.Request) (uuid.UUID, erro
 	return rlOwner, nil
 }
 
-// rlStack is real Envoy 1.40 with rlAuthz, the extproc processor and the
-// echo upstream; Envoy trusts one X-Forwarded-For hop so that the test can
-// speak for several client addresses from loopback.
-type rlStack struct {
-	az     *rlAuthz
-	owners *countingOwners
-	client *http.Client
-	// tokenKey signs app tokens Envoy's fast path verifies (the JWKS
-	// the stack serves).
+// rlFakes are the rate-limit tests' stand-ins, which withRateLimitFakes
+// fills in: the fake authz, the owner lookups of the real extproc, and the
+// one app-token key of the JWKS Envoy's fast path verifies with.
+type rlFakes struct {
+	az       *rlAuthz
+	owners   *countingOwners
 	tokenKey tokens.Key
 }
 
-func startRateLimitStack(t *testing.T, rl envoy.RateLimit) *rlStack {
-	t.Helper()
-	st := &rlStack{az: &rlAuthz{}, owners: &countingOwners{}}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, st.az)
-	proc, err := extproc.New(extproc.Options{WildcardHostname: wildcardHost, Owners: st.owners})
-	if err != nil {
-		t.Fatal(err)
+// withRateLimitFakes is real Envoy 1.40 with f's authz, the extproc
+// processor (f's owners resolving), the echo upstream and f's JWKS; Envoy
+// limits as rl says and trusts one X-Forwarded-For hop so that the test can
+// speak for several client addresses from loopback.
+func withRateLimitFakes(rl envoy.RateLimit, f *rlFakes) edgeOption {
+	return func(s *edgeSetup) {
+		f.az, f.owners = &rlAuthz{}, &countingOwners{}
+		secret := make([]byte, 64)
+		_, _ = rand.Read(secret)
+		f.tokenKey = tokens.Key{Feature: tokens.FeatureAppToken, Secret: secret, Sequence: 1, StartsAt: time.Now().Add(-time.Hour)}
+		WithAuthz(f.az, realExtProc(s.t, f.owners, nil))(s)
+		WithUpstream(smokeUpstream(s.t))(s)
+		WithJWKS(f.tokenKey)(s)
+		WithEnvoy(func(c *envoy.Config) {
+			c.XFFNumTrustedHops = 1
+			c.RateLimit = rl
+		})(s)
 	}
-	extprocv3.RegisterExternalProcessorServer(gs, proc)
-	azl := listen(t)
-	go func() { _ = gs.Serve(azl) }()
-	t.Cleanup(gs.Stop)
-
-	secret := make([]byte, 64)
-	_, _ = rand.Read(secret)
-	st.tokenKey = tokens.Key{Feature: tokens.FeatureAppToken, Secret: secret, Sequence: 1, StartsAt: time.Now().Add(-time.Hour)}
-	jl := listen(t)
-	jwks := &http.Server{Handler: authz.JWKSHandler(rlKeys{st.tokenKey}, nil, nil), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = jwks.Serve(jl) }()
-	t.Cleanup(func() { _ = jwks.Close() })
-
-	upl := listen(t)
-	up := &http.Server{Handler: smokeUpstream(t), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = up.Serve(upl) }()
-	t.Cleanup(func() { _ = up.Close() })
-
-	cfg := envoy.DefaultConfig()
-	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AccessURLHost = accessHost
-	cfg.WildcardHostname = wildcardHost
-	cfg.DashboardURL = "http://dashboard.wsedge.test"
-	cfg.AuthzAddr = azl.Addr().String()
-	cfg.DialerAddr = upl.Addr().String()
-	cfg.XFFNumTrustedHops = 1
-	cfg.AuthzJWKSAddr = jl.Addr().String()
-	cfg.RateLimit = rl
-	bootstrap, err := envoy.YAML(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testutil.StartEnvoy(t, bootstrap)
-	if !strings.Contains(p.Version, "/1.40.0/") {
-		t.Errorf("Envoy version %q, want 1.40.0", p.Version)
-	}
-	edge := p.ListenerAddr(t, envoy.ListenerName).String()
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, edge)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
-	st.client = &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}
-	return st
 }
 
-// get sends method url from client (X-Forwarded-For, trusted one hop deep)
-// as user (none if empty) and returns the status, Retry-After and body.
-func (st *rlStack) do(t *testing.T, method, url, client, user string, extra http.Header) (*http.Response, string) {
+// rlDo sends method url through h from client (X-Forwarded-For, trusted
+// one hop deep) as user (none if empty).
+func rlDo(t *testing.T, h *edge, method, url, client, user string, extra http.Header) (*http.Response, string) {
 	t.Helper()
-	h := http.Header{}
+	hd := http.Header{}
 	for k, v := range extra {
-		h[k] = v
+		hd[k] = v
 	}
 	if client != "" {
-		h.Set("X-Forwarded-For", client)
+		hd.Set("X-Forwarded-For", client)
 	}
 	if user != "" {
-		h.Set(rlUserHeader, user)
+		hd.Set(rlUserHeader, user)
 	}
-	return roundTrip(t, st.client, method, url, h)
+	return h.roundTrip(t, method, url, hd)
 }
 
 const (
@@ -261,68 +207,69 @@ func wantStatus(t *testing.T, what string, resp *http.Response, body string, wan
 // burst 3, per 10 minutes, so no token comes back during the test).
 func TestRateLimit(t *testing.T) {
 	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100}
-	st := startRateLimitStack(t, rl)
+	f := &rlFakes{}
+	st := startEdge(t, withRateLimitFakes(rl, f))
 
 	t.Run("a user's budget spans app routes and terminals; another user is still served", func(t *testing.T) {
 		// Alice spends her three tokens on three different routes, from
 		// three different addresses.
 		for i, url := range []string{rlPathApp, rlSubApp, rlTerminal} {
-			resp, body := st.do(t, "GET", url, "198.51.100."+strconv.Itoa(10+i), "alice", nil)
+			resp, body := rlDo(t, st, "GET", url, "198.51.100."+strconv.Itoa(10+i), "alice", nil)
 			wantStatus(t, url, resp, body, http.StatusOK)
 		}
-		before := st.az.checks.Load()
-		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.13", "alice", nil)
+		before := f.az.checks.Load()
+		resp, body := rlDo(t, st, "GET", rlPathApp, "198.51.100.13", "alice", nil)
 		assertLimited(t, resp, body, rl)
-		if st.az.checks.Load() != before+1 {
+		if f.az.checks.Load() != before+1 {
 			t.Error("the limit must apply after ext_authz (which names the user)")
 		}
-		resp, body = st.do(t, "GET", rlSubApp, "198.51.100.10", "alice", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "alice", nil)
 		assertLimited(t, resp, body, rl)
 
 		// Bob, from one of Alice's addresses, has his own bucket.
 		for range 3 {
-			resp, body := st.do(t, "GET", rlSubApp, "198.51.100.10", "bob", nil)
+			resp, body := rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "bob", nil)
 			wantStatus(t, "bob", resp, body, http.StatusOK)
 		}
-		resp, body = st.do(t, "GET", rlSubApp, "198.51.100.10", "bob", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "198.51.100.10", "bob", nil)
 		assertLimited(t, resp, body, rl)
 	})
 
 	t.Run("requests without a user are limited by client address", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.7", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "", nil)
 			wantStatus(t, "anonymous", resp, body, http.StatusOK)
 		}
-		resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.7", "", nil)
+		resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlPathApp, "203.0.113.7", "", nil)
+		resp, body = rlDo(t, st, "GET", rlPathApp, "203.0.113.7", "", nil)
 		assertLimited(t, resp, body, rl)
 		// Another address is served; so is a user from the exhausted one.
-		resp, body = st.do(t, "GET", rlCatchAll, "203.0.113.8", "", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "203.0.113.8", "", nil)
 		wantStatus(t, "other address", resp, body, http.StatusOK)
-		resp, body = st.do(t, "GET", rlCatchAll, "203.0.113.7", "carol", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "203.0.113.7", "carol", nil)
 		wantStatus(t, "user from the exhausted address", resp, body, http.StatusOK)
 	})
 
 	t.Run("a user's requests do not spend their address's budget", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", rlPathApp, "203.0.113.20", "dave", nil)
+			resp, body := rlDo(t, st, "GET", rlPathApp, "203.0.113.20", "dave", nil)
 			wantStatus(t, "dave", resp, body, http.StatusOK)
 		}
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "203.0.113.20", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "203.0.113.20", "", nil)
 			wantStatus(t, "anonymous beside dave", resp, body, http.StatusOK)
 		}
 	})
 
 	t.Run("IPv6 clients share a bucket per /64", func(t *testing.T) {
 		for _, ip := range []string{"2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1:ffff::3"} {
-			resp, body := st.do(t, "GET", rlCatchAll, ip, "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, ip, "", nil)
 			wantStatus(t, ip, resp, body, http.StatusOK)
 		}
-		resp, body := st.do(t, "GET", rlCatchAll, "2001:db8:1:1::4", "", nil)
+		resp, body := rlDo(t, st, "GET", rlCatchAll, "2001:db8:1:1::4", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlCatchAll, "2001:db8:1:2::1", "", nil)
+		resp, body = rlDo(t, st, "GET", rlCatchAll, "2001:db8:1:2::1", "", nil)
 		wantStatus(t, "next /64", resp, body, http.StatusOK)
 	})
 
@@ -338,7 +285,7 @@ func TestRateLimit(t *testing.T) {
 					"http://code--main--dev--alice.apps.wsedge.test/latency-check",
 					"http://10.0.0.1/healthz", // a load balancer probing by address
 				} {
-					resp, body := st.do(t, "GET", url, ip, "", nil)
+					resp, body := rlDo(t, st, "GET", url, ip, "", nil)
 					wantStatus(t, url, resp, body, http.StatusOK)
 				}
 			}
@@ -346,13 +293,13 @@ func TestRateLimit(t *testing.T) {
 		// The loopback peer has made 70 unlimited requests and still has
 		// its whole budget for checked ones.
 		for range 3 {
-			resp, body := st.do(t, "GET", rlCatchAll, "", "", nil)
+			resp, body := rlDo(t, st, "GET", rlCatchAll, "", "", nil)
 			wantStatus(t, "loopback after probes", resp, body, http.StatusOK)
 		}
 	})
 
 	t.Run("a 429 authz relays keeps its own body", func(t *testing.T) {
-		resp, body := st.do(t, "GET", "http://"+accessHost+"/@erin/busy/apps/code/", "203.0.113.30", "", nil)
+		resp, body := rlDo(t, st, "GET", "http://"+accessHost+"/@erin/busy/apps/code/", "203.0.113.30", "", nil)
 		if resp.StatusCode != http.StatusTooManyRequests || body != rlBusyBody || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 			t.Fatalf("status %d, Content-Type %q, body %q; want authz's own 429", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 		}
@@ -364,22 +311,22 @@ func TestRateLimit(t *testing.T) {
 			"Access-Control-Request-Method": {"POST"},
 		}
 		for range 3 {
-			resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
+			resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
 			wantStatus(t, "preflight", resp, body, http.StatusOK)
 			if resp.Header.Get("Access-Control-Allow-Origin") != preflight.Get("Origin") {
 				t.Fatalf("preflight not answered by ext_proc: %v", resp.Header)
 			}
 		}
-		lookups, checks := st.owners.lookups.Load(), st.az.checks.Load()
-		resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
+		lookups, checks := f.owners.lookups.Load(), f.az.checks.Load()
+		resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.50", "", preflight)
 		assertLimited(t, resp, body, rl)
-		if got := st.owners.lookups.Load(); got != lookups {
+		if got := f.owners.lookups.Load(); got != lookups {
 			t.Errorf("a limited preflight still cost %d owner lookups", got-lookups)
 		}
-		if st.az.checks.Load() != checks {
+		if f.az.checks.Load() != checks {
 			t.Error("a limited preflight reached ext_authz")
 		}
-		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
+		resp, body = rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.51", "", preflight)
 		wantStatus(t, "preflight from another address", resp, body, http.StatusOK)
 	})
 }
@@ -389,32 +336,33 @@ func TestRateLimit(t *testing.T) {
 // names on the cold path, and not from its client address's bucket.
 func TestRateLimitFastPath(t *testing.T) {
 	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100}
-	st := startRateLimitStack(t, rl)
+	f := &rlFakes{}
+	st := startEdge(t, withRateLimitFakes(rl, f))
 
 	// Alice: one cold request (authz names her), two warm ones, then
 	// her bucket is empty whichever path the next takes.
-	resp, body := st.do(t, "GET", rlPathApp, "198.51.100.50", "alice", nil)
+	resp, body := rlDo(t, st, "GET", rlPathApp, "198.51.100.50", "alice", nil)
 	wantStatus(t, "cold", resp, body, http.StatusOK)
-	before := st.az.checks.Load()
+	before := f.az.checks.Load()
 	for i := range 2 {
-		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.50", "", st.warmCookie(t, "alice"))
+		resp, body := rlDo(t, st, "GET", rlPathApp, "198.51.100.50", "", f.warmCookie(t, "alice"))
 		wantStatus(t, "warm "+strconv.Itoa(i), resp, body, http.StatusOK)
 	}
-	if st.az.checks.Load() != before {
-		t.Fatalf("warm requests reached authz (%d checks)", st.az.checks.Load()-before)
+	if f.az.checks.Load() != before {
+		t.Fatalf("warm requests reached authz (%d checks)", f.az.checks.Load()-before)
 	}
-	resp, body = st.do(t, "GET", rlPathApp, "198.51.100.51", "", st.warmCookie(t, "alice"))
+	resp, body = rlDo(t, st, "GET", rlPathApp, "198.51.100.51", "", f.warmCookie(t, "alice"))
 	assertLimited(t, resp, body, rl)
-	resp, body = st.do(t, "GET", rlPathApp, "198.51.100.52", "alice", nil)
+	resp, body = rlDo(t, st, "GET", rlPathApp, "198.51.100.52", "alice", nil)
 	assertLimited(t, resp, body, rl)
 
 	// Carol's warm requests leave her address's anonymous bucket full.
 	for i := range 3 {
-		resp, body := st.do(t, "GET", rlPathApp, "198.51.100.60", "", st.warmCookie(t, "carol"))
+		resp, body := rlDo(t, st, "GET", rlPathApp, "198.51.100.60", "", f.warmCookie(t, "carol"))
 		wantStatus(t, "carol warm "+strconv.Itoa(i), resp, body, http.StatusOK)
 	}
 	for i := range 3 {
-		resp, body := st.do(t, "GET", rlCatchAll, "198.51.100.60", "", nil)
+		resp, body := rlDo(t, st, "GET", rlCatchAll, "198.51.100.60", "", nil)
 		wantStatus(t, "anonymous after carol "+strconv.Itoa(i), resp, body, http.StatusOK)
 	}
 }
@@ -426,41 +374,42 @@ func TestRateLimitFastPath(t *testing.T) {
 // ext_proc answers spend only the preflight budget.
 func TestRateLimitBeforeAuthz(t *testing.T) {
 	rl := envoy.RateLimit{Requests: 3, Interval: 10 * time.Minute, MaxKeys: 100, BeforeAuthz: true}
-	st := startRateLimitStack(t, rl)
+	f := &rlFakes{}
+	st := startEdge(t, withRateLimitFakes(rl, f))
 	denied := "http://" + accessHost + "/@alice/deny/apps/code/"
 
 	t.Run("requests authz denies are counted; a limited one never reaches authz", func(t *testing.T) {
 		for range 3 {
-			resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+			resp, body := rlDo(t, st, "GET", denied, "203.0.113.40", "", nil)
 			wantStatus(t, "denied", resp, body, http.StatusSeeOther)
 		}
-		checks := st.az.checks.Load()
-		resp, body := st.do(t, "GET", denied, "203.0.113.40", "", nil)
+		checks := f.az.checks.Load()
+		resp, body := rlDo(t, st, "GET", denied, "203.0.113.40", "", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlPathApp, "203.0.113.40", "mallory", nil)
+		resp, body = rlDo(t, st, "GET", rlPathApp, "203.0.113.40", "mallory", nil)
 		assertLimited(t, resp, body, rl)
-		if got := st.az.checks.Load(); got != checks {
+		if got := f.az.checks.Load(); got != checks {
 			t.Errorf("%d limited requests reached ext_authz", got-checks)
 		}
-		resp, body = st.do(t, "GET", denied, "203.0.113.41", "", nil)
+		resp, body = rlDo(t, st, "GET", denied, "203.0.113.41", "", nil)
 		wantStatus(t, "another address", resp, body, http.StatusSeeOther)
 	})
 
 	t.Run("users behind one address share its budget", func(t *testing.T) {
 		for _, user := range []string{"frank", "frank", "gina"} {
-			resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", user, nil)
+			resp, body := rlDo(t, st, "GET", rlSubApp, "203.0.113.50", user, nil)
 			wantStatus(t, user, resp, body, http.StatusOK)
 		}
 		// Gina has two of her own tokens left, the address none.
-		resp, body := st.do(t, "GET", rlSubApp, "203.0.113.50", "gina", nil)
+		resp, body := rlDo(t, st, "GET", rlSubApp, "203.0.113.50", "gina", nil)
 		assertLimited(t, resp, body, rl)
-		resp, body = st.do(t, "GET", rlSubApp, "203.0.113.51", "gina", nil)
+		resp, body = rlDo(t, st, "GET", rlSubApp, "203.0.113.51", "gina", nil)
 		wantStatus(t, "gina from another address", resp, body, http.StatusOK)
 	})
 
 	t.Run("probes are never limited; answered preflights spend only the preflight budget", func(t *testing.T) {
 		for range 5 {
-			resp, body := st.do(t, "GET", "http://"+accessHost+"/healthz", "203.0.113.40", "", nil)
+			resp, body := rlDo(t, st, "GET", "http://"+accessHost+"/healthz", "203.0.113.40", "", nil)
 			if resp.StatusCode == http.StatusTooManyRequests {
 				t.Fatalf("probe limited: %q", body)
 			}
@@ -470,13 +419,13 @@ func TestRateLimitBeforeAuthz(t *testing.T) {
 			"Access-Control-Request-Method": {"POST"},
 		}
 		for range 3 {
-			resp, body := st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+			resp, body := rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
 			wantStatus(t, "preflight", resp, body, http.StatusOK)
 		}
 		// The preflights spent the preflight budget, not the address's.
-		resp, body := st.do(t, "GET", rlSubApp, "198.51.100.60", "hank", nil)
+		resp, body := rlDo(t, st, "GET", rlSubApp, "198.51.100.60", "hank", nil)
 		wantStatus(t, "GET after three preflights", resp, body, http.StatusOK)
-		resp, body = st.do(t, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
+		resp, body = rlDo(t, st, "OPTIONS", rlSubApp, "198.51.100.60", "", preflight)
 		assertLimited(t, resp, body, rl)
 	})
 }
@@ -484,7 +433,8 @@ func TestRateLimitBeforeAuthz(t *testing.T) {
 // TestRateLimitOff is the default: nothing is limited and no rate limit
 // header appears.
 func TestRateLimitOff(t *testing.T) {
-	st := startRateLimitStack(t, envoy.DefaultConfig().RateLimit)
+	f := &rlFakes{}
+	st := startEdge(t, withRateLimitFakes(envoy.DefaultConfig().RateLimit, f))
 	preflight := http.Header{
 		"Origin":                        {"http://term--main--dev--alice.apps.wsedge.test"},
 		"Access-Control-Request-Method": {"POST"},
@@ -501,7 +451,7 @@ func TestRateLimitOff(t *testing.T) {
 			if r.method == "OPTIONS" {
 				extra = preflight
 			}
-			resp, body := st.do(t, r.method, r.url, "203.0.113.7", r.user, extra)
+			resp, body := rlDo(t, st, r.method, r.url, "203.0.113.7", r.user, extra)
 			wantStatus(t, r.method+" "+r.url+" #"+strconv.Itoa(i), resp, body, http.StatusOK)
 			for k := range resp.Header {
 				if strings.HasPrefix(strings.ToLower(k), "x-ratelimit") {

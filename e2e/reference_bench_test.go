@@ -47,7 +47,6 @@ import (
 
 	devprimary "github.com/wsedge/wsedge/dev/primary"
 	"github.com/wsedge/wsedge/internal/devstack"
-	"github.com/wsedge/wsedge/internal/testutil"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tailnet"
 	"github.com/wsedge/wsedge/tailnet/coordinate"
@@ -248,12 +247,12 @@ func (c *benchChild) stop() error {
 
 // referenceBench is both sides of BenchmarkWarmPathVsReference.
 type referenceBench struct {
-	bp *benchPath
+	bp *edge
 	// pids: the wsedge side's processes (envoy, authz, dialer) and the
 	// reference's (envoy, proxy).
 	wsedge, reference []namedPid
-	refAddr           string
-	refEnvoy          *testutil.EnvoyProc
+	// ref is the reference's minimal Envoy.
+	ref *edge
 }
 
 type namedPid struct {
@@ -284,7 +283,7 @@ func startReferenceBench(b *testing.B) *referenceBench {
 			return fmt.Errorf("%s exited: %w", service, c.err)
 		}
 	}
-	rb.bp = startBenchPathWith(b, func(cfg *devstack.DevConfig) { cfg.ServeElsewhere = elsewhere })
+	rb.bp = startEdge(b, benchPath(WithDev(func(cfg *devstack.DevConfig) { cfg.ServeElsewhere = elsewhere }))...)
 	dev := rb.bp.dev
 	mu.Lock()
 	rb.wsedge = []namedPid{{"envoy", dev.Envoy.Pid()}, {"authz", pids[devstack.ServiceAuthz]}, {"proxy", pids[devstack.ServiceDialer]}}
@@ -312,13 +311,8 @@ func startReferenceBench(b *testing.B) *referenceBench {
 			b.Errorf("reference proxy: %v", err)
 		}
 	})
-	bootstrap := []byte(fmt.Sprintf(directBootstrap, ln.Addr().(*net.TCPAddr).Port))
-	if out, err := testutil.ValidateEnvoyConfig(b, bootstrap); err != nil {
-		b.Fatalf("reference Envoy config does not validate: %v\n%s", err, out)
-	}
-	rb.refEnvoy = testutil.StartEnvoy(b, bootstrap)
-	rb.refAddr = rb.refEnvoy.ListenerAddr(b, "direct").String()
-	rb.reference = []namedPid{{"envoy", rb.refEnvoy.Pid()}, {"proxy", ref.cmd.Process.Pid}}
+	rb.ref = startEdge(b, WithMinimalEnvoy(), WithUpstreamAddr(ln.Addr().String()))
+	rb.reference = []namedPid{{"envoy", rb.ref.envoy.Pid()}, {"proxy", ref.cmd.Process.Pid}}
 	rb.checkCookieRequired(b)
 	return rb
 }
@@ -331,7 +325,7 @@ func (rb *referenceBench) checkCookieRequired(b *testing.B) {
 		name   string
 		c      *http.Client
 		status int
-	}{{"reference", rb.refClient(1), http.StatusUnauthorized}, {"wsedge", rb.bp.httpClient(1), 0}} {
+	}{{"reference", rb.ref.httpClient(1), http.StatusUnauthorized}, {"wsedge", rb.bp.httpClient(1), 0}} {
 		if _, err := get1KiB(side.c, codeHost, rb.bp.codeCookie); err != nil {
 			b.Fatalf("%s with the warm cookie: %v", side.name, err)
 		}
@@ -370,17 +364,6 @@ func demoApp(tb testing.TB, slug string) (uuid.UUID, uint16) {
 	}
 	tb.Fatalf("no app %q in the demo catalog", slug)
 	return uuid.Nil, 0
-}
-
-func (rb *referenceBench) refDial(ctx context.Context, network, _ string) (net.Conn, error) {
-	return (&net.Dialer{}).DialContext(ctx, network, rb.refAddr)
-}
-
-func (rb *referenceBench) refClient(conc int) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{DialContext: rb.refDial, MaxIdleConnsPerHost: conc, MaxIdleConns: conc},
-		Timeout:   30 * time.Second,
-	}
 }
 
 // cpuTime is the CPU time (user + system, all threads) pid has used, from
@@ -529,7 +512,7 @@ func (rb *referenceBench) load(b *testing.B, conc int) {
 	if conc > 1 {
 		perClient = 32
 	}
-	whole, ref := rb.bp.httpClient(conc), rb.refClient(conc)
+	whole, ref := rb.bp.httpClient(conc), rb.ref.httpClient(conc)
 	defer whole.CloseIdleConnections()
 	defer ref.CloseIdleConnections()
 	// Warm both: connections, token caches, the reference's tunnel.
@@ -567,7 +550,7 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 		set    *wsSet
 	}
 	sides := []*side{
-		{prefix: "baseline-", ps: rb.reference, dial: rb.refDial},
+		{prefix: "baseline-", ps: rb.reference, dial: rb.ref.dial},
 		{prefix: "", ps: rb.wsedge, dial: rb.bp.dial},
 	}
 	for _, s := range sides {

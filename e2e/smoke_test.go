@@ -3,12 +3,10 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -17,26 +15,19 @@ import (
 	"github.com/coder/websocket"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/edgewire"
-	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/extproc"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 const (
-	accessHost   = "proxy.wsedge.test"
-	wildcardHost = "*.apps.wsedge.test"
-	authzToken   = "token-from-authz"
-	deniedBody   = "<h1>Denied by authz</h1>\n"
+	authzToken = "token-from-authz"
+	deniedBody = "<h1>Denied by authz</h1>\n"
 )
 
 // smokeAuthz is a tiny ext_authz server: paths containing "/deny/" are denied
@@ -107,7 +98,7 @@ type seen struct {
 // smokeUpstream echoes requests as JSON, echoes websocket messages after
 // sending the token header it saw, and speaks a byte echo after an
 // "Upgrade: DERP" handshake on /derp.
-func smokeUpstream(t *testing.T) http.Handler {
+func smokeUpstream(t testing.TB) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/derp":
@@ -161,95 +152,21 @@ type smokeOwners struct{}
 
 func (smokeOwners) Owner(context.Context, appurl.Request) (uuid.UUID, error) { return uuid.Nil, nil }
 
-// listen opens a loopback listener.
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// withSmokeFakes is real Envoy between az (with the real app-policy
+// processor: app routes fail closed without it) and smokeUpstream.
+func withSmokeFakes(az *smokeAuthz) edgeOption {
+	return func(s *edgeSetup) {
+		WithAuthz(az, realExtProc(s.t, smokeOwners{}, nil))(s)
+		WithUpstream(smokeUpstream(s.t))(s)
 	}
-	return l
-}
-
-// stack is real Envoy between the smoke authz and upstream.
-type stack struct {
-	az     *smokeAuthz
-	gs     *grpc.Server
-	proc   *testutil.EnvoyProc
-	edge   string // Envoy's listener, host:port
-	client *http.Client
-}
-
-// startStack starts the authz server, the upstream and Envoy with a
-// generated bootstrap (edited by edit), on loopback ports chosen by the
-// kernel. The client sends every request to Envoy whatever its URL's host.
-func startStack(t *testing.T, edit func(*envoy.Config), tlsConfig *tls.Config) *stack {
-	t.Helper()
-	st := &stack{az: &smokeAuthz{}, gs: grpc.NewServer()}
-	authv3.RegisterAuthorizationServer(st.gs, st.az)
-	// App routes also need the response policy (ext_proc fails closed).
-	proc, err := extproc.New(extproc.Options{WildcardHostname: wildcardHost, Owners: smokeOwners{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	extprocv3.RegisterExternalProcessorServer(st.gs, proc)
-	azl := listen(t)
-	go func() { _ = st.gs.Serve(azl) }()
-	t.Cleanup(st.gs.Stop)
-
-	upl := listen(t)
-	up := &http.Server{Handler: smokeUpstream(t), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = up.Serve(upl) }()
-	t.Cleanup(func() { _ = up.Close() })
-
-	cfg := envoy.DefaultConfig()
-	cfg.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	cfg.AccessURLHost = accessHost
-	cfg.WildcardHostname = wildcardHost
-	cfg.DashboardURL = "http://dashboard.wsedge.test"
-	cfg.AuthzAddr = azl.Addr().String()
-	cfg.DialerAddr = upl.Addr().String()
-	if edit != nil {
-		edit(&cfg)
-	}
-	bootstrap, err := envoy.YAML(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.proc = testutil.StartEnvoy(t, bootstrap)
-	t.Logf("smoke: running Envoy %s", st.proc.Version)
-	if !strings.Contains(st.proc.Version, "/1.40.0/") {
-		t.Errorf("Envoy version %q, want 1.40.0", st.proc.Version)
-	}
-	st.edge = st.proc.ListenerAddr(t, envoy.ListenerName).String()
-	edge := st.edge
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, edge)
-		},
-		TLSClientConfig:   tlsConfig,
-		ForceAttemptHTTP2: tlsConfig != nil,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	st.client = &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       20 * time.Second,
-	}
-	return st
 }
 
 // TestSmoke runs real Envoy with a generated bootstrap between a Go ext_authz
 // server and a Go upstream, and checks what a browser would notice.
 func TestSmoke(t *testing.T) {
-	st := startStack(t, nil, nil)
-	az, gs, proc, edge, client := st.az, st.gs, st.proc, st.edge, st.client
-
-	do := func(t *testing.T, method, url string, header http.Header) (*http.Response, string) {
-		t.Helper()
-		return roundTrip(t, client, method, url, header)
-	}
+	az := &smokeAuthz{}
+	h := startEdge(t, withSmokeFakes(az))
+	gs, proc, edge, do := h.grpc, h.envoy, h.addr, h.roundTrip
 
 	t.Run("allowed path app gets authz header, never the client's", func(t *testing.T) {
 		resp, body := do(t, "GET", "http://"+accessHost+"/@alice/dev.main/apps/code/?x=1", http.Header{
@@ -402,10 +319,7 @@ func TestSmoke(t *testing.T) {
 	t.Run("websocket upgrade passes through", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, resp, err := websocket.Dial(ctx, "ws://"+accessHost+"/@alice/dev.main/apps/code/ws", &websocket.DialOptions{
-			HTTPClient: client,
-			HTTPHeader: http.Header{"X-Wsedge-App-Token": {"forged"}},
-		})
+		c, resp, err := h.dialWebsocket(ctx, "ws://"+accessHost+"/@alice/dev.main/apps/code/ws", http.Header{"X-Wsedge-App-Token": {"forged"}})
 		if err != nil {
 			t.Fatalf("dial: %v (resp %v)", err, resp)
 		}
@@ -504,35 +418,6 @@ func TestSmoke(t *testing.T) {
 			t.Fatalf("status %d, want 503", resp.StatusCode)
 		}
 	})
-}
-
-// roundTrip sends one request through client and reads the whole answer. A
-// "Host" entry in header sets the request's Host.
-func roundTrip(t *testing.T, client *http.Client, method, url string, header http.Header) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, vs := range header {
-		for _, v := range vs {
-			if strings.EqualFold(k, "Host") {
-				req.Host = v
-				continue
-			}
-			req.Header.Add(k, v)
-		}
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(body)
 }
 
 // upstreamSaw decodes the upstream's echo of a request.

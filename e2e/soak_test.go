@@ -16,9 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"runtime"
@@ -72,7 +70,7 @@ func envDuration(t *testing.T, env string, def time.Duration) time.Duration {
 // soak records one soak's work, errors and samples.
 type soak struct {
 	t     *testing.T
-	bp    *benchPath
+	bp    *edge
 	start time.Time
 	res   soakresult.Result
 	mu    sync.Mutex
@@ -85,7 +83,7 @@ type soak struct {
 	finished bool
 }
 
-func newSoak(t *testing.T, bp *benchPath, description string) *soak {
+func newSoak(t *testing.T, bp *edge, description string) *soak {
 	s := &soak{
 		t: t, bp: bp,
 		res:    soakresult.Result{Name: t.Name(), Description: description, Limits: soakLimits, Figures: map[string]float64{}},
@@ -296,27 +294,9 @@ func (s *soak) write() {
 // holding the app session cookies, so that authz can refresh the one-minute
 // signed token when it expires, as it does for real users. The dashboard
 // host goes to the dev primary, every other host to Envoy.
-func (bp *benchPath) browser(t *testing.T, conc int) *http.Client {
+func (bp *edge) loggedInBrowser(t *testing.T, conc int) *http.Client {
 	t.Helper()
-	edge, dashboard := bp.dev.EdgeAddr.String(), bp.dev.PrimaryAddr.String()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{
-		Jar: jar,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				target := edge
-				if host, _, _ := net.SplitHostPort(addr); host == dashboardHost {
-					target = dashboard
-				}
-				return (&net.Dialer{}).DialContext(ctx, network, target)
-			},
-			MaxIdleConnsPerHost: conc, MaxIdleConns: 2 * conc,
-		},
-		Timeout: 30 * time.Second,
-	}
+	c := bp.newClient(t, clientOpts{jar: true, follow: true, conns: conc})
 	for _, appURL := range []string{"http://" + codeHost + "/bytes?n=1", "http://" + accessHost + "/@alice/dev.main/apps/code/bytes?n=1"} {
 		res, err := c.Get(appURL)
 		if err != nil {
@@ -343,28 +323,6 @@ func (bp *benchPath) browser(t *testing.T, conc int) *http.Client {
 	return c
 }
 
-// authzChecks is authz's checks_total for outcome.
-func (bp *benchPath) authzChecks(t *testing.T, outcome string) float64 {
-	t.Helper()
-	mfs, err := bp.authzMetrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "wsedge_authz_checks_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // TestSoakWarmCookieRate sends 1 KiB app requests with a warm token cookie
 // at a fixed rate (SOAK_RATE per second, default 200) for SOAK_DURATION
 // (default 60 s), open loop: a ticker hands requests to 32 workers, and a
@@ -380,9 +338,9 @@ func TestSoakWarmCookieRate(t *testing.T) {
 			t.Fatalf("SOAK_RATE=%q", v)
 		}
 	}
-	bp := startBenchPath(t)
+	bp := startEdge(t, benchPath()...)
 	s := newSoak(t, bp, fmt.Sprintf("1 KiB responses of the code app through Envoy → authz (warm token cookie) → dialer → tailnet → agent, open loop at %d requests/s with up to 32 in flight, from a browser that logged in (its cookie jar holds the app session cookie, so authz refreshes the signed token when it expires: Coder's tokens live one minute); every answer must be 200 with the exact bytes, and authz must decide at least 99%% of the requests from the token cookie, without asking the primary.", rate))
-	client := bp.browser(t, 32)
+	client := bp.loggedInBrowser(t, 32)
 	run := func(ctx context.Context, record bool) (sent, missed int64) {
 		jobs := make(chan struct{}, 32)
 		var wg sync.WaitGroup
@@ -463,11 +421,11 @@ func TestSoakWarmCookieRate(t *testing.T) {
 func TestSoakWebsockets(t *testing.T) {
 	soakEnabled(t)
 	dur := envDuration(t, "SOAK_DURATION", 60*time.Second)
-	bp := startBenchPath(t)
+	bp := startEdge(t, benchPath()...)
 	s := newSoak(t, bp, fmt.Sprintf("%d concurrent websocket sessions to the echo app through Envoy → authz → dialer → tailnet → agent, each echoing a message every 5–15 s and once more at the end, then closed.", idleWebsockets))
 	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
 	defer cancel()
-	br := bp.browser(t, 1)
+	br := bp.loggedInBrowser(t, 1)
 	wsClient := &http.Client{Jar: br.Jar, Transport: br.Transport} // websocket.Dial wants no client timeout
 	warm, err := openWebsocketsWith(ctx, 50, "ws://"+echoHost+"/", wsClient, nil)
 	if err != nil {
@@ -538,13 +496,13 @@ func TestSoakWebsockets(t *testing.T) {
 func TestSoakMixed(t *testing.T) {
 	soakEnabled(t)
 	dur := envDuration(t, "SOAK_MIXED_DURATION", 3*time.Minute)
-	bp := startBenchPath(t)
+	bp := startEdge(t, benchPath()...)
 	session, err := bp.dev.Primary.SessionToken("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := newSoak(t, bp, "A mix through the whole path, from a browser that logged in (cookie jar; authz refreshes the one-minute token): 4 clients of warm-cookie 1 KiB GETs (subdomain app), 1 of warm-cookie path-app GETs, 1 sending only the session token (authz issues a token) 5 times a second, 1 MiB downloads every 2 s, and 20 loops of websocket sessions (open, echo 1–5 messages over up to 2 s, close).")
-	client := bp.browser(t, 16)
+	client := bp.loggedInBrowser(t, 16)
 	wsClient := &http.Client{Jar: client.Jar, Transport: client.Transport} // websocket.Dial wants no client timeout
 	plain := bp.httpClient(2)
 	load := func(ctx context.Context, record bool) {

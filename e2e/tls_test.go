@@ -3,45 +3,31 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/internal/testutil"
 )
 
 // TestSmokeTLS runs the TLS variant of the bootstrap: HTTP/2 to the edge via
 // ALPN for ordinary requests, HTTP/1.1 websocket upgrades, and the same
 // header rules.
 func TestSmokeTLS(t *testing.T) {
-	certFile, keyFile := testutil.SelfSignedCert(t, accessHost, wildcardHost)
-	pemBytes, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemBytes) {
-		t.Fatal("bad test certificate")
-	}
-	st := startStack(t, func(c *envoy.Config) {
+	certFile, keyFile, roots := testCert(t)
+	az := &smokeAuthz{}
+	st := startEdge(t, withSmokeFakes(az), WithTLS(&tls.Config{RootCAs: roots}), WithEnvoy(func(c *envoy.Config) {
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
 		c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	}, &tls.Config{RootCAs: roots})
+	}))
 
 	t.Run("plain HTTP is redirected to https and never checked or forwarded", func(t *testing.T) {
-		checks := st.az.count()
-		addr := st.proc.ListenerAddr(t, envoy.RedirectListenerName).String()
+		checks := az.count()
 		c := &http.Client{
-			Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, addr)
-			}},
+			Transport:     &http.Transport{DialContext: dialTo(st.envoy.ListenerAddr(t, envoy.RedirectListenerName).String())},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 		res, err := c.Get("http://code--main--dev--alice.apps.wsedge.test/a/b?c=d")
@@ -52,13 +38,13 @@ func TestSmokeTLS(t *testing.T) {
 		if res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != "https://code--main--dev--alice.apps.wsedge.test/a/b?c=d" {
 			t.Fatalf("status %d Location %q", res.StatusCode, res.Header.Get("Location"))
 		}
-		if st.az.count() != checks {
+		if az.count() != checks {
 			t.Errorf("a plain-HTTP request reached authz")
 		}
 	})
 
 	t.Run("HTTP/2 request is checked and forwarded", func(t *testing.T) {
-		resp, body := roundTrip(t, st.client, "GET", "https://code--main--dev--alice.apps.wsedge.test/index.html", http.Header{
+		resp, body := st.roundTrip(t, "GET", "https://code--main--dev--alice.apps.wsedge.test/index.html", http.Header{
 			"X-Wsedge-App-Token": {"forged"},
 		})
 		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/2.0" {
@@ -71,29 +57,22 @@ func TestSmokeTLS(t *testing.T) {
 		if s.Host != "code--main--dev--alice.apps.wsedge.test" {
 			t.Errorf("upstream host %q", s.Host)
 		}
-		if got := st.az.last().GetScheme(); got != "https" {
+		if got := az.last().GetScheme(); got != "https" {
 			t.Errorf("authz scheme %q", got)
 		}
 	})
 
 	t.Run("denied over HTTP/2", func(t *testing.T) {
-		resp, body := roundTrip(t, st.client, "GET", "https://"+accessHost+"/@alice/deny/apps/code/", nil)
+		resp, body := st.roundTrip(t, "GET", "https://"+accessHost+"/@alice/deny/apps/code/", nil)
 		if resp.StatusCode != http.StatusForbidden || body != deniedBody || resp.Header.Get("X-Denied-By") != "smoke-authz" {
 			t.Fatalf("%d %v %q", resp.StatusCode, resp.Header, body)
 		}
 	})
 
 	t.Run("websocket over TLS", func(t *testing.T) {
-		edge := st.edge
-		h1 := &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, edge)
-			},
-			TLSClientConfig: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
-		}}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, _, err := websocket.Dial(ctx, "wss://"+accessHost+"/@alice/dev.main/apps/code/ws", &websocket.DialOptions{HTTPClient: h1})
+		c, _, err := st.dialWebsocket(ctx, "wss://"+accessHost+"/@alice/dev.main/apps/code/ws", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
