@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -463,13 +464,24 @@ func TestAgentGoneCallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { stopAgent(); _ = a.Close() })
-			var release func()
+			// release is set before the agent leaves; the mutex gives the
+			// callback's goroutine that ordering.
+			var (
+				mu      sync.Mutex
+				release func()
+			)
 			gone := make(chan uuid.UUID, 4)
 			proxy := startProxy(t, p, newFakeNode(netip.MustParseAddr("fd7a:115c:a1e0::1")), coordinate.Options{AgentGone: func(id uuid.UUID) {
-				release() // would deadlock if called under the peer lock
+				mu.Lock()
+				r := release
+				mu.Unlock()
+				r() // would deadlock if called under the peer lock
 				gone <- id
 			}})
-			release = ensure(t, proxy, agentID)
+			r := ensure(t, proxy, agentID)
+			mu.Lock()
+			release = r
+			mu.Unlock()
 			tt.leave(a, stopAgent)
 			select {
 			case id := <-gone:
