@@ -45,16 +45,12 @@ func (c *authzCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
-	tp, stopTracing, err := openTracing(ctx, "wsedge-authz")
+	svc, err := openService(ctx, stderr, "wsedge-authz", &c.logs, &c.primary, &c.app)
 	if err != nil {
 		return err
 	}
-	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app, tp)
-	if err != nil {
-		return err
-	}
-	defer stopTracing(log)
-	reportTracingErrors(log, "wsedge-authz", tp)
+	defer svc.close()
+	log, client, accessURL, tp := svc.log, svc.client, svc.accessURL, svc.tp
 	cookies, err := cookieConfig(c.secure, c.sameSite, accessURL)
 	if err != nil {
 		return err

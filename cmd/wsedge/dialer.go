@@ -63,16 +63,12 @@ func (c *dialerCmd) run(ctx context.Context, _, stderr io.Writer) error {
 	if c.udpPort > 65535 {
 		return fmt.Errorf("--tailnet-udp-port %d is not a port", c.udpPort)
 	}
-	tp, stopTracing, err := openTracing(ctx, "wsedge-dialer")
+	svc, err := openService(ctx, stderr, "wsedge-dialer", &c.logs, &c.primary, &c.app)
 	if err != nil {
 		return err
 	}
-	log, client, accessURL, err := openService(stderr, &c.logs, &c.primary, &c.app, tp)
-	if err != nil {
-		return err
-	}
-	defer stopTracing(log)
-	reportTracingErrors(log, "wsedge-dialer", tp)
+	defer svc.close()
+	log, client, accessURL, tp := svc.log, svc.client, svc.accessURL, svc.tp
 	ln, reg, stopMetrics, err := listenWithMetrics(c.listen, c.metrics, log)
 	if err != nil {
 		return err

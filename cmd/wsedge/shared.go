@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -134,27 +135,44 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// openService is how authz and the dialer start (the primary client traced
-// with tp, when not nil): a logger (to stderr) from
-// the log flags, the primary client and the access URL.
-func openService(stderr io.Writer, lf *logFlags, pf *primaryFlags, af *appFlags, tp trace.TracerProvider) (*slog.Logger, *primary.Client, *url.URL, error) {
+// service is what authz and the dialer start from: a logger (to stderr)
+// from the log flags, the tracer provider the OTEL_* environment asks for
+// (nil: tracing off), the primary client (traced with it) and the access
+// URL. close flushes the last spans.
+type service struct {
+	log       *slog.Logger
+	tp        trace.TracerProvider
+	client    *primary.Client
+	accessURL *url.URL
+	close     func()
+}
+
+// openService is how authz and the dialer start; name is the service name
+// of their spans.
+func openService(ctx context.Context, stderr io.Writer, name string, lf *logFlags, pf *primaryFlags, af *appFlags) (*service, error) {
 	log, err := lf.logger(stderr)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	primaryURL, err := pf.parse()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	accessURL, err := af.parseAccessURL()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
+	}
+	tp, stopTracing, err := openTracing(ctx, name)
+	if err != nil {
+		return nil, err
 	}
 	client, err := primary.New(primary.Options{URL: primaryURL, ProxyToken: pf.proxyToken, Timeout: pf.timeout, Logger: log, TracerProvider: tp})
 	if err != nil {
-		return nil, nil, nil, err
+		stopTracing(log)
+		return nil, err
 	}
-	return log, client, accessURL, nil
+	reportTracingErrors(log, name, tp)
+	return &service{log: log, tp: tp, client: client, accessURL: accessURL, close: func() { stopTracing(log) }}, nil
 }
 
 // listenWithMetrics opens the service's listener and starts /metrics on
