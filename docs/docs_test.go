@@ -302,7 +302,7 @@ func TestCheckerCatches(t *testing.T) {
 		"README.md":      "[a](docs/p.md#x) [b](#top)\n# Top\n",
 		"docs/p.md":      "# X\n",
 		"deploy/x.yaml":  "",
-		"docs/other.md":  "[up](../README.md) [out](../../shared/a.md) [gone](missing.md) [bad](p.md#y)",
+		"docs/other.md":  "[up](../README.md) [out](../../elsewhere/a.md) [gone](missing.md) [bad](p.md#y)",
 		"docs/fenced.md": "```\n# not a heading\n```\n[self](#not-a-heading)",
 	}
 	read := func(p string) (string, bool) { s, ok := files[p]; return s, ok }
