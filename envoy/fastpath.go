@@ -46,6 +46,10 @@ import (
 // it to the request, strips Coder cookies and refuses withdrawn keys
 // (docs/architecture.md#two-paths-through-envoy).
 
+// jwtCacheSize is how many verified tokens each Envoy worker keeps (a
+// token lives a minute: a few per active user and app).
+const jwtCacheSize = 4096
+
 // Names of the fast path's parts.
 const (
 	// JWTProvider is the one jwt_authn provider.
@@ -123,6 +127,12 @@ func jwtAuthnFilter(c Config) (*hcmv3.HttpFilter, error) {
 			ClockSkewSeconds:       jwtClockSkew,
 			PayloadInMetadata:      edgewire.JWTPayloadKey,
 			FailedStatusInMetadata: JWTFailureKey,
+			// Verified tokens are cached (HS512 per request is most of
+			// jwt_authn's cost). A cached token of a key the primary has
+			// withdrawn still passes Envoy until it expires; the dialer,
+			// which verifies every token with its own current keys, refuses
+			// it and asks authz, so the cache never lets it reach an app.
+			JwtCacheConfig: &jwtauthnv3.JwtCacheConfig{JwtCacheSize: jwtCacheSize},
 			JwksSourceSpecifier: &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtauthnv3.RemoteJwks{
 				HttpUri: &corev3.HttpUri{
 					Uri:              "http://" + c.AuthzJWKSAddr + JWKSPath,
