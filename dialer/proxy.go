@@ -4,13 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/coderhttp"
@@ -168,7 +168,8 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.badGateway(w, r, err, target, rt)
 		},
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:   s.proxyLog,
+		BufferPool: proxyBuffers,
 	}
 
 	release, ok := s.admitRequest(w, r, tok.AgentID)
@@ -410,3 +411,12 @@ func (p *policyWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and Hijack (streaming
 // responses, websocket upgrades).
 func (p *policyWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// proxyBuffers lends the reverse proxy its copy buffers: without a pool
+// httputil allocates 32 KiB for every response it copies.
+var proxyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -140,6 +141,8 @@ type Server struct {
 	handler http.Handler
 	// tracer is nil when tracing is off.
 	tracer trace.Tracer
+	// proxyLog receives the reverse proxy's own errors (debug level).
+	proxyLog *log.Logger
 
 	// testPingInterval overrides terminalPingInterval in tests.
 	testPingInterval time.Duration
@@ -185,6 +188,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	if s.now == nil {
 		s.now = time.Now
 	}
