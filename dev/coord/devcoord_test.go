@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/tailnet"
 	tailnetproto "github.com/wsedge/wsedge/tailnet/proto"
 )
@@ -244,7 +245,7 @@ func TestVersionQuery(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
 			t.Errorf("%s%s: status %d, content type %q", tc.path, tc.query, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
-		want, _ := json.Marshal(errorResponse{Message: "Unknown or unsupported API version", Validations: []validationError{{Field: "version", Detail: tc.detail}}})
+		want, _ := json.Marshal(coderhttp.Response{Message: "Unknown or unsupported API version", Validations: []coderhttp.ValidationError{{Field: "version", Detail: tc.detail}}})
 		if strings.TrimSpace(string(body)) != string(want) {
 			t.Errorf("%s%s: body %s, want %s", tc.path, tc.query, body, want)
 		}

@@ -2,7 +2,6 @@ package devcoord
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,27 +10,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
+	"github.com/wsedge/wsedge/coderhttp"
 )
-
-// errorResponse is coderd's JSON error body.
-type errorResponse struct {
-	Message     string            `json:"message"`
-	Detail      string            `json:"detail,omitempty"`
-	Validations []validationError `json:"validations,omitempty"`
-}
-
-type validationError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(true)
-	_ = enc.Encode(v)
-}
 
 // checkVersion writes coderd's 400 for a bad ?version= and reports whether
 // the request may go on. def is assumed when the parameter is absent.
@@ -41,9 +21,9 @@ func checkVersion(w http.ResponseWriter, r *http.Request, def string) bool {
 		v = def
 	}
 	if err := validateVersion(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorResponse{
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 			Message:     "Unknown or unsupported API version",
-			Validations: []validationError{{Field: "version", Detail: err.Error()}},
+			Validations: []coderhttp.ValidationError{{Field: "version", Detail: err.Error()}},
 		})
 		return false
 	}
@@ -83,7 +63,7 @@ func (c *Coordinator) serve(w http.ResponseWriter, r *http.Request, who identity
 	}
 	c.mu.Unlock()
 	if closed {
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Message: "Coordinator is shutting down."})
+		coderhttp.WriteJSON(w, http.StatusServiceUnavailable, coderhttp.Response{Message: "Coordinator is shutting down."})
 		return
 	}
 	defer c.conns.Done()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -47,11 +48,11 @@ func (s *Server) requireProxy(next func(http.ResponseWriter, *http.Request, *pro
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := r.Header.Get(proxyTokenHeader)
 		if tok == "" {
-			writeJSON(w, http.StatusUnauthorized, response{Message: "Missing required external proxy token"})
+			coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{Message: "Missing required external proxy token"})
 			return
 		}
 		invalid := func(detail string) {
-			writeJSON(w, http.StatusUnauthorized, response{Message: "Invalid external proxy token", Detail: detail})
+			coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{Message: "Invalid external proxy token", Detail: detail})
 		}
 		parts := strings.Split(tok, ":")
 		if len(parts) != 2 {
@@ -169,7 +170,7 @@ func requestToken(r *http.Request) string {
 func (s *Server) requireSession(w http.ResponseWriter, r *http.Request) *session {
 	tok := requestToken(r)
 	if tok == "" {
-		writeJSON(w, http.StatusUnauthorized, response{
+		coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{
 			Message: signedOutErrorMessage,
 			Detail:  fmt.Sprintf("Cookie %q or query parameter must be provided.", tokens.SessionTokenCookie),
 		})
@@ -177,7 +178,7 @@ func (s *Server) requireSession(w http.ResponseWriter, r *http.Request) *session
 	}
 	sess := s.authenticate(tok)
 	if sess == nil {
-		writeJSON(w, http.StatusUnauthorized, response{Message: signedOutErrorMessage, Detail: "API key is invalid."})
+		coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{Message: signedOutErrorMessage, Detail: "API key is invalid."})
 		return nil
 	}
 	return sess
@@ -188,12 +189,12 @@ func (s *Server) requireSession(w http.ResponseWriter, r *http.Request) *session
 func (s *Server) handleAgentRPC(w http.ResponseWriter, r *http.Request) {
 	tok := requestToken(r)
 	if tok == "" {
-		writeJSON(w, http.StatusUnauthorized, response{Message: fmt.Sprintf("Cookie %q must be provided.", tokens.SessionTokenCookie)})
+		coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{Message: fmt.Sprintf("Cookie %q must be provided.", tokens.SessionTokenCookie)})
 		return
 	}
 	id, err := uuid.Parse(tok)
 	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, response{
+		coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{
 			Message: "Workspace agent token invalid.",
 			Detail:  fmt.Sprintf("An agent token must be a valid UUIDv4. (len %d)", len(tok)),
 		})
@@ -201,7 +202,7 @@ func (s *Server) handleAgentRPC(w http.ResponseWriter, r *http.Request) {
 	}
 	a := s.world.agentsByToken[id]
 	if a == nil {
-		writeJSON(w, http.StatusUnauthorized, response{Message: "Workspace agent not authorized.", Detail: "The agent token is not known to this dev primary."})
+		coderhttp.WriteJSON(w, http.StatusUnauthorized, coderhttp.Response{Message: "Workspace agent not authorized.", Detail: "The agent token is not known to this dev primary."})
 		return
 	}
 	s.coord.ServeAgent(w, r, a.ID)

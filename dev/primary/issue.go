@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -73,7 +74,7 @@ func (s *Server) handleIssue(w http.ResponseWriter, r *http.Request, _ *proxySta
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusCreated, issueResponse{SignedTokenStr: tok})
+	coderhttp.WriteJSON(w, http.StatusCreated, issueResponse{SignedTokenStr: tok})
 }
 
 // issue authenticates and authorises an app request with coderd's
@@ -274,28 +275,28 @@ func (s *Server) handleResolveAppOwner(w http.ResponseWriter, r *http.Request, _
 	}
 	appReq := req.AppRequest.Normalize()
 	if err := appReq.Check(); err != nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Invalid app request.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Invalid app request.", Detail: err.Error()})
 		return
 	}
 	if appReq.AccessMethod != appurl.AccessMethodSubdomain {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Invalid access method.", Detail: fmt.Sprintf("Only %q requests are supported.", appurl.AccessMethodSubdomain)})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Invalid access method.", Detail: fmt.Sprintf("Only %q requests are supported.", appurl.AccessMethodSubdomain)})
 		return
 	}
 	res, err := s.world.resolve(appReq)
 	switch {
 	case errors.Is(err, errNotFound):
-		writeJSON(w, http.StatusNotFound, response{Message: "Application not found.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusNotFound, coderhttp.Response{Message: "Application not found.", Detail: err.Error()})
 		return
 	case errors.Is(err, errWorkspaceStopped):
 		// The owner is known even when the workspace is stopped.
 		u := s.world.userByNameOrID(appReq.UsernameOrID)
-		writeJSON(w, http.StatusOK, resolveOwnerResponse{OwnerID: u.ID})
+		coderhttp.WriteJSON(w, http.StatusOK, resolveOwnerResponse{OwnerID: u.ID})
 		return
 	case err != nil:
 		internalError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resolveOwnerResponse{OwnerID: res.Owner.ID})
+	coderhttp.WriteJSON(w, http.StatusOK, resolveOwnerResponse{OwnerID: res.Owner.ID})
 }
 
 // ptyTokenRequest/Response are coderd's
@@ -322,15 +323,15 @@ func (s *Server) handlePTYToken(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	var invalid []validationError
+	var invalid []coderhttp.ValidationError
 	if req.URL == "" {
-		invalid = append(invalid, validationError{Field: "url", Detail: `Validation failed for tag "required" with value: ""`})
+		invalid = append(invalid, coderhttp.ValidationError{Field: "url", Detail: `Validation failed for tag "required" with value: ""`})
 	}
 	if req.AgentID == uuid.Nil {
-		invalid = append(invalid, validationError{Field: "agentID", Detail: fmt.Sprintf(`Validation failed for tag "required" with value: "%s"`, uuid.Nil)})
+		invalid = append(invalid, coderhttp.ValidationError{Field: "agentID", Detail: fmt.Sprintf(`Validation failed for tag "required" with value: "%s"`, uuid.Nil)})
 	}
 	if len(invalid) > 0 {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Validation failed.", Validations: invalid})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Validation failed.", Validations: invalid})
 		return
 	}
 	u, err := url.Parse(req.URL)
@@ -338,18 +339,18 @@ func (s *Server) handlePTYToken(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("invalid URL scheme %q, expected 'ws' or 'wss'", u.Scheme)
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Invalid URL.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Invalid URL.", Detail: err.Error()})
 		return
 	}
 	if u.Path != fmt.Sprintf("/api/v2/workspaceagents/%s/pty", req.AgentID) {
-		writeJSON(w, http.StatusBadRequest, response{
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 			Message: "Invalid URL path.",
 			Detail:  "The provided URL is not a valid reconnecting PTY endpoint URL.",
 		})
 		return
 	}
 	if s.proxySchemeFor(u.Host, true, false) == "" {
-		writeJSON(w, http.StatusBadRequest, response{
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 			Message: "Invalid hostname in URL.",
 			Detail:  "The hostname must be the primary wildcard app hostname, a workspace proxy access URL or a workspace proxy wildcard app hostname.",
 		})
@@ -366,7 +367,7 @@ func (s *Server) handlePTYToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, ptyTokenResponse{SignedToken: tok})
+	coderhttp.WriteJSON(w, http.StatusOK, ptyTokenResponse{SignedToken: tok})
 }
 
 // proxySchemeFor is coderd's proxy lookup by hostname

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 const issuePath = "/api/v2/workspaceproxies/me/issue-signed-app-token"
@@ -392,7 +393,7 @@ func TestResolveAppOwner(t *testing.T) {
 
 	res = h.proxy(http.MethodPost, path, body(pathReq("alice", "dev", "main", "owner-app")))
 	wantStatus(t, res, http.StatusBadRequest)
-	var e response
+	var e coderhttp.Response
 	res.json(t, &e)
 	if e.Message != "Invalid access method." {
 		t.Errorf("path request: %+v", e)

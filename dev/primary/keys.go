@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -208,12 +209,12 @@ type cryptoKeysResponse struct {
 func (s *Server) handleCryptoKeys(w http.ResponseWriter, r *http.Request, _ *proxyState) {
 	feature := r.URL.Query().Get("feature")
 	if feature == "" {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Missing feature query parameter."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Missing feature query parameter."})
 		return
 	}
 	f := tokens.Feature(feature)
 	if !slices.Contains(keyFeatures, f) {
-		writeJSON(w, http.StatusBadRequest, response{Message: fmt.Sprintf("Invalid feature: %q", feature)})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: fmt.Sprintf("Invalid feature: %q", feature)})
 		return
 	}
 	keys, err := s.keys.list(f, s.now())
@@ -225,5 +226,5 @@ func (s *Server) handleCryptoKeys(w http.ResponseWriter, r *http.Request, _ *pro
 	for _, k := range keys {
 		out.CryptoKeys = append(out.CryptoKeys, toWire(k))
 	}
-	writeJSON(w, http.StatusOK, out)
+	coderhttp.WriteJSON(w, http.StatusOK, out)
 }

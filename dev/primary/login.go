@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -27,17 +28,17 @@ func (s *Server) handleAuthRedirect(w http.ResponseWriter, r *http.Request) {
 	}
 	raw := r.URL.Query().Get("redirect_uri")
 	if raw == "" {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Missing redirect_uri query parameter."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Missing redirect_uri query parameter."})
 		return
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Invalid redirect_uri query parameter.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Invalid redirect_uri query parameter.", Detail: err.Error()})
 		return
 	}
 	u.Scheme = s.redirectScheme(u.Host)
 	if u.Scheme == "" {
-		writeJSON(w, http.StatusBadRequest, response{
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
 			Message: "Invalid redirect_uri.",
 			Detail:  "The redirect_uri query parameter must be the primary wildcard app hostname, a workspace proxy access URL or a workspace proxy wildcard app hostname.",
 		})
@@ -51,12 +52,12 @@ func (s *Server) handleAuthRedirect(w http.ResponseWriter, r *http.Request) {
 	apiKey := s.mintKey(sess.user, scopeApplicationConnect, exp)
 	key, err := s.keys.signing(tokens.FeatureAPIKey, now)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, response{Message: "Failed to encrypt API key.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusInternalServerError, coderhttp.Response{Message: "Failed to encrypt API key.", Detail: err.Error()})
 		return
 	}
 	enc, err := tokens.EncryptAPIKey(key, apiKey, now)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, response{Message: "Failed to encrypt API key.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusInternalServerError, coderhttp.Response{Message: "Failed to encrypt API key.", Detail: err.Error()})
 		return
 	}
 	q := u.Query()

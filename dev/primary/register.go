@@ -14,6 +14,7 @@ import (
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 // ReplicaFreshness is how long after its last registration a replica still
@@ -87,21 +88,21 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, p *proxy
 		return
 	}
 	if err := validateProxyURL(req.AccessURL); err != nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "URL is invalid.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "URL is invalid.", Detail: err.Error()})
 		return
 	}
 	if req.WildcardHostname != "" {
 		if _, err := appurl.CompileHostnamePattern(req.WildcardHostname); err != nil {
-			writeJSON(w, http.StatusBadRequest, response{Message: "Wildcard URL is invalid.", Detail: err.Error()})
+			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Wildcard URL is invalid.", Detail: err.Error()})
 			return
 		}
 	}
 	if req.ReplicaID == uuid.Nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Replica ID is invalid."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Replica ID is invalid."})
 		return
 	}
 	if req.DerpOnly && !req.DerpEnabled {
-		writeJSON(w, http.StatusBadRequest, response{Message: "DerpOnly cannot be true when DerpEnabled is false."})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "DerpOnly cannot be true when DerpEnabled is false."})
 		return
 	}
 	regionID := s.startingRegionID() + p.regionSerial
@@ -150,7 +151,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request, p *proxy
 	if req.DerpEnabled {
 		resp.DERPMeshKey = s.meshKey
 	}
-	writeJSON(w, http.StatusCreated, resp)
+	coderhttp.WriteJSON(w, http.StatusCreated, resp)
 	s.kickHealth()
 }
 

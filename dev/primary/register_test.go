@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/wsedge/wsedge/coderhttp"
 )
 
 func TestRegisterResponse(t *testing.T) {
@@ -132,7 +133,7 @@ func TestRegisterErrors(t *testing.T) {
 	}
 	res := h.proxy(http.MethodPost, path, good(func(m map[string]any) { m["wildcard_hostname"] = "apps.example.com" }))
 	wantStatus(t, res, http.StatusBadRequest)
-	var e response
+	var e coderhttp.Response
 	res.json(t, &e)
 	if e.Message != "Wildcard URL is invalid." || e.Detail == "" {
 		t.Errorf("wildcard error %+v", e)

@@ -19,6 +19,7 @@ import (
 	"tailscale.com/tailcfg"
 
 	"github.com/wsedge/wsedge/appurl"
+	"github.com/wsedge/wsedge/coderhttp"
 	devcoord "github.com/wsedge/wsedge/dev/coord"
 	"github.com/wsedge/wsedge/tokens"
 )
@@ -217,7 +218,7 @@ func (s *Server) routes() http.Handler {
 	proxy := func(h func(http.ResponseWriter, *http.Request, *proxyState)) http.Handler {
 		if s.opts.Unlicensed {
 			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				writeJSON(w, http.StatusForbidden, response{Message: UnlicensedMessage})
+				coderhttp.WriteJSON(w, http.StatusForbidden, coderhttp.Response{Message: UnlicensedMessage})
 			})
 		}
 		return s.requireProxy(h)
@@ -246,7 +247,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/derp/", s.opts.DERP)
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, response{Message: "Route not found."})
+		coderhttp.WriteJSON(w, http.StatusNotFound, coderhttp.Response{Message: "Route not found."})
 	})
 	return mux
 }
@@ -266,7 +267,7 @@ type buildInfo struct {
 }
 
 func (s *Server) handleBuildInfo(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, buildInfo{
+	coderhttp.WriteJSON(w, http.StatusOK, buildInfo{
 		ExternalURL:           "https://github.com/wsedge/wsedge",
 		Version:               Version,
 		DashboardURL:          s.opts.AccessURL.String(),
@@ -274,27 +275,6 @@ func (s *Server) handleBuildInfo(w http.ResponseWriter, _ *http.Request) {
 		ProvisionerAPIVersion: "1.0",
 		DeploymentID:          s.deployment.String(),
 	})
-}
-
-// response is coderd's codersdk.Response, its JSON error body.
-type response struct {
-	Message     string            `json:"message"`
-	Detail      string            `json:"detail,omitempty"`
-	Validations []validationError `json:"validations,omitempty"`
-}
-
-type validationError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
-
-// writeJSON writes like coderd's httpapi.Write.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(true)
-	_ = enc.Encode(v)
 }
 
 // maxBody bounds request bodies; coderd has no smaller limit that matters.
@@ -305,19 +285,19 @@ const maxBody = 4 << 20
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(v)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, response{Message: "Request body must be valid JSON.", Detail: err.Error()})
+		coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{Message: "Request body must be valid JSON.", Detail: err.Error()})
 		return false
 	}
 	return true
 }
 
 func internalError(w http.ResponseWriter, err error) {
-	writeJSON(w, http.StatusInternalServerError, response{Message: "An internal server error occurred.", Detail: err.Error()})
+	coderhttp.WriteJSON(w, http.StatusInternalServerError, coderhttp.Response{Message: "An internal server error occurred.", Detail: err.Error()})
 }
 
 // resourceNotFound is coderd's httpapi.ResourceNotFound.
 func resourceNotFound(w http.ResponseWriter) {
-	writeJSON(w, http.StatusNotFound, response{Message: "Resource not found or you do not have access to this resource"})
+	coderhttp.WriteJSON(w, http.StatusNotFound, coderhttp.Response{Message: "Resource not found or you do not have access to this resource"})
 }
 
 func randomHex(n int) string {
