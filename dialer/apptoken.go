@@ -103,7 +103,13 @@ func (e *errColdPath) Unwrap() error { return e.err }
 func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedToken, error) {
 	raw, n := firstTokenCookie(r)
 	if raw == "" {
-		return tokens.SignedToken{}, ErrNoAppToken
+		if !mentionsTokenCookie(r) {
+			return tokens.SignedToken{}, ErrNoAppToken
+		}
+		// Envoy's warm route saw a token cookie that Go does not read as
+		// one (an invalid value): authz decides, as for any request
+		// without a usable token.
+		return tokens.SignedToken{}, &errColdPath{reason: "missing", err: ErrNoAppToken}
 	}
 	if n > 1 {
 		// Only a planted cookie makes two (the app's own is host-only on
@@ -145,6 +151,17 @@ func firstTokenCookie(r *http.Request) (first string, n int) {
 		}
 	}
 	return first, n
+}
+
+// mentionsTokenCookie reports whether a Cookie header names the token
+// cookie at all, whatever its value.
+func mentionsTokenCookie(r *http.Request) bool {
+	for _, v := range r.Header.Values("Cookie") {
+		if strings.Contains(v, tokens.SignedAppTokenCookie+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // toColdPath answers a fast-path request the dialer would not serve and

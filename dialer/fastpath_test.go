@@ -167,6 +167,9 @@ func TestFastPathFallsBackToAuthz(t *testing.T) {
 		{"smuggled key", "?coder_application_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
 		{"smuggled key, escaped name", "?coder%5Fapplication_connect_api_key_35e783=k", "coder_signed_app_token=" + valid},
 		{"token query parameter", "?coder_signed_app_token_23db1dde=" + valid, "coder_signed_app_token=" + valid},
+		// Envoy's warm route saw the cookie; Go does not read its value.
+		{"unreadable cookie value", "", `coder_signed_app_token="` + valid},
+		{"empty cookie value", "", "coder_signed_app_token=; theme=dark"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := e.doCookies("http://"+testAccessHost+base+"x"+tt.query, tt.cookies, nil)

@@ -249,9 +249,10 @@ func corsHeaders(h http.Header) map[string][]string {
 // fast path the app-policy ext_proc is skipped for a request without
 // Origin (the upstream's answer passes as sent: here a bare upstream, in
 // production the dialer, which applies the policy itself) and still runs
-// for one with Origin.
+// for one with Origin. WithJWKS (no keys) turns the fast path on in front
+// of the stand-in upstream.
 func TestExtProcOnlyWithOrigin(t *testing.T) {
-	st := startEdge(t, withCORSFakes(&corsFakes{}))
+	st := startEdge(t, withCORSFakes(&corsFakes{}), WithJWKS())
 	pathApp := "http://" + accessHost + "/@alice/dev.main/apps/code/"
 	resp, _ := roundTrip(t, st.client, "GET", pathApp, nil)
 	if resp.StatusCode != http.StatusOK || len(corsHeaders(resp.Header)) == 0 {

@@ -152,20 +152,21 @@ func TestFastPath(t *testing.T) {
 
 	// The answer to a request without any token and without a session:
 	// ext_authz sends the browser to the dashboard's login.
-	cold := func(t *testing.T, c *http.Client, rawURL string) (*http.Response, float64) {
+	cold := func(t *testing.T, c *http.Client, req *http.Request) (*http.Response, float64) {
 		t.Helper()
 		before := e.authzChecks(t, "")
-		res, err := c.Get(rawURL)
+		res, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body := readAll(t, res)
 		if strings.Contains(body, `"raw_query"`) {
-			t.Errorf("%s reached the app: %s", rawURL, body)
+			t.Errorf("%s reached the app: %s", req.URL, body)
 		}
 		return res, e.authzChecks(t, "") - before
 	}
-	baseline, n := cold(t, e.browserWith(t, u), appURL)
+	noToken, _ := http.NewRequest(http.MethodGet, appURL, nil)
+	baseline, n := cold(t, e.browserWith(t, u), noToken)
 	if baseline.StatusCode/100 != 3 || !strings.Contains(baseline.Header.Get("Location"), dashboardHost) || n != 1 {
 		t.Fatalf("no token: status %d Location %q, %v checks", baseline.StatusCode, baseline.Header.Get("Location"), n)
 	}
@@ -179,24 +180,28 @@ func TestFastPath(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		token string
-		// dialer is the dialer's fast-path result when Envoy verified
-		// the token (empty: Envoy itself sent it to ext_authz).
+		// dialer is the dialer's fast-path result: Envoy's warm route
+		// sends every request with a token cookie and no Origin to the
+		// dialer, which refuses these and asks authz (one Check, the
+		// cold path's answer).
 		dialer string
 	}{
-		{"expired", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(-3 * time.Minute) }), ""},
-		{"forged", signedLike(t, otherKey, real, func(*tokens.SignedToken) {}), ""},
-		{"unknown kid", signedLike(t, unknownKey, real, func(*tokens.SignedToken) {}), ""},
-		// Envoy verifies this one (a genuine token); the dialer sends it
-		// to authz (one Check, same answer) because it names another app.
+		{"expired", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Expiry = time.Now().Add(-3 * time.Minute) }), "expired"},
+		{"forged", signedLike(t, otherKey, real, func(*tokens.SignedToken) {}), "invalid"},
+		{"unknown kid", signedLike(t, unknownKey, real, func(*tokens.SignedToken) {}), "invalid"},
 		{"another app's token", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), "mismatch"},
+		{"not a cookie value Go reads", `"unterminated`, "missing"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			fastPath := func() float64 { return counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "", "") }
+			fastPath := func() float64 {
+				return counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", tt.dialer)
+			}
 			dialerBefore := fastPath()
-			c := e.browserWith(t, u, &http.Cookie{Name: tokens.SignedAppTokenCookie, Value: tt.token, Path: "/"})
-			res, n := cold(t, c, appURL)
-			if got := fastPath() - dialerBefore; (tt.dialer != "") != (got == 1) {
-				t.Errorf("dialer saw %v fast-path requests, want it to see one only when Envoy verified", got)
+			req, _ := http.NewRequest(http.MethodGet, appURL, nil)
+			req.Header.Set("Cookie", tokens.SignedAppTokenCookie+"="+tt.token)
+			res, n := cold(t, e.browserWith(t, u), req)
+			if got := fastPath() - dialerBefore; got != 1 {
+				t.Errorf("dialer refused %v fast-path requests as %q, want 1", got, tt.dialer)
 			}
 			if res.StatusCode != baseline.StatusCode || res.Header.Get("Location") != baseline.Header.Get("Location") {
 				t.Errorf("status %d Location %q, want %d %q as without a token", res.StatusCode, res.Header.Get("Location"), baseline.StatusCode, baseline.Header.Get("Location"))
@@ -206,6 +211,33 @@ func TestFastPath(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("with Origin Envoy verifies and ext_authz decides", func(t *testing.T) {
+		// Requests with Origin take the app route: jwt_authn verifies
+		// the cookie (the app-policy ext_proc reads its claims) and a
+		// cookie that fails meets ext_authz in Envoy, never the dialer.
+		dialerBefore := counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "", "")
+		req, _ := http.NewRequest(http.MethodGet, appURL, nil)
+		req.Header.Set("Cookie", tokens.SignedAppTokenCookie+"="+signedLike(t, otherKey, real, func(*tokens.SignedToken) {}))
+		req.Header.Set("Origin", "http://"+accessHost)
+		res, n := cold(t, e.browserWith(t, u), req)
+		if res.StatusCode != baseline.StatusCode || n != 1 {
+			t.Errorf("forged token with Origin: status %d, %v checks; want %d and one check", res.StatusCode, n, baseline.StatusCode)
+		}
+		if got := counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "", "") - dialerBefore; got != 0 {
+			t.Errorf("the dialer saw %v fast-path requests, want none", got)
+		}
+		before := e.authzChecks(t, "")
+		req, _ = http.NewRequest(http.MethodGet, appURL, nil)
+		req.Header.Set("Cookie", token.String())
+		req.Header.Set("Origin", "http://"+accessHost)
+		if r := received(t, mustDo(t, e.browserWith(t, u), req)); r.Path != "/echo" {
+			t.Fatalf("valid token with Origin: app saw %s", r.Path)
+		}
+		if got := e.authzChecks(t, "") - before; got != 0 {
+			t.Errorf("valid token with Origin: authz asked %v times, want none (jwt_authn verified it)", got)
+		}
+	})
 
 	t.Run("smuggled key never rides the fast path", func(t *testing.T) {
 		// A valid token and a bad smuggled key: authz handles the key
@@ -332,6 +364,15 @@ func TestFastPathWithdrawnKey(t *testing.T) {
 func mustGet(t *testing.T, c *http.Client, rawURL string) *http.Response {
 	t.Helper()
 	res, err := c.Get(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func mustDo(t *testing.T, c *http.Client, req *http.Request) *http.Response {
+	t.Helper()
+	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

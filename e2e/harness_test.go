@@ -10,7 +10,9 @@ package e2e
 //     your ext_authz (and ext_proc) on one gRPC server, WithUpstream(h)
 //     stands h in for the dialer, WithEnvoy(edit) edits envoy.Config,
 //     WithJWKS(keys) serves the JWKS Envoy's fast path verifies app tokens
-//     with, and WithTLS(roots) makes the clients speak TLS (set the
+//     with (without it the generated config has no fast path: its warm
+//     routes leave the token to the dialer, which a stand-in upstream is
+//     not), and WithTLS(roots) makes the clients speak TLS (set the
 //     certificate with WithEnvoy).
 //   - the real authz service with the dev primary and a fake upstream:
 //     withRealAuthz(az) (authz_test.go), with WithUpstream and WithJar.
@@ -352,7 +354,10 @@ func (h *edge) startEnvoy(s *edgeSetup) {
 		if s.jwksAddr != "" {
 			cfg.AuthzJWKSAddr = s.jwksAddr
 		}
-		cfg.FastPath = !s.noFastPath
+		// The warm routes send token cookies to the dialer unchecked: only
+		// a test that serves the JWKS (and so means the fast path) gets it
+		// in front of a stand-in upstream.
+		cfg.FastPath = !s.noFastPath && s.jwksAddr != ""
 		for _, edit := range s.envoyEdits {
 			edit(&cfg)
 		}

@@ -125,20 +125,21 @@ func TestRoutes(t *testing.T) {
 	}
 
 	unchecked := uncheckedRoutes(t, m)
-	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check"}; !slices.Equal(unchecked["access"], want) {
+	// The warm twins leave the check to the dialer (TestWarmRoutes).
+	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check", "path-app-warm", "path-app-encoded-warm"}; !slices.Equal(unchecked["access"], want) {
 		t.Fatalf("access routes without ext_authz = %v, want %v", unchecked["access"], want)
 	}
 	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "unknown-host"}; !slices.Equal(unchecked["fallback"], want) {
 		t.Fatalf("fallback routes without ext_authz = %v, want %v", unchecked["fallback"], want)
 	}
-	if want := []string{"latency-check"}; !slices.Equal(unchecked["apps"], want) {
+	if want := []string{"latency-check", "subdomain-app-warm"}; !slices.Equal(unchecked["apps"], want) {
 		t.Fatalf("app host routes without ext_authz = %v, want %v", unchecked["apps"], want)
 	}
-	// Every route that skips ext_authz matches one exact path or answers
-	// directly.
+	// Every route that skips ext_authz matches one exact path, answers
+	// directly, or is a warm twin that sends the token to the dialer.
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil {
+			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil && !strings.HasSuffix(r.GetName(), "-warm") {
 				t.Errorf("%s/%s skips ext_authz without an exact path: %v", vh.GetName(), r.GetName(), r.GetMatch())
 			}
 		}

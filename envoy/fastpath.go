@@ -23,9 +23,17 @@ import (
 
 // The warm fast path (Config.FastPath).
 //
-// Envoy verifies the coder_signed_app_token cookie itself with jwt_authn
-// (HS512, keys from the JWKS that wsedge authz serves on an internal
-// listener). A verified payload lands in dynamic metadata, and:
+// Each app route has a warm twin in front of it (warmFirst): a request
+// with a coder_signed_app_token cookie, no Origin, and nothing the
+// pipeline treats specially goes to the dialer with jwt_authn, ext_authz
+// and ext_proc off; the dialer verifies the cookie with its own keys,
+// matches it to the request, strips Coder cookies, applies the response
+// policy, and sends what it refuses to authz's Check.
+//
+// On the app routes themselves Envoy verifies the coder_signed_app_token
+// cookie with jwt_authn (HS512, keys from the JWKS that wsedge authz
+// serves on an internal listener). A verified payload lands in dynamic
+// metadata, and:
 //
 //   - ext_authz is skipped (filter_enabled_metadata, inverted): a request
 //     whose cookie did not verify — missing, expired, forged, signed by a
@@ -37,10 +45,12 @@ import (
 //     matcher does not), CORS preflights and coder-logout hosts by rule;
 //     the terminal, DERP, probes and the catch-all by route;
 //   - the app-policy ext_proc runs only for requests with an Origin header
-//     (ExtensionWithMatcher + SkipFilter); the dialer applies the same
-//     response policy to the others (see package extproc);
-//   - the per-user rate limit reads the token's user_id, the value authz
-//     emits as rate_limit_key, so a user has one bucket on both paths.
+//     (ExtensionWithMatcher + SkipFilter), reading the verified claims; the
+//     dialer applies the same response policy to the others (see package
+//     extproc);
+//   - with a rate limit there are no warm twins, and the per-user limit
+//     reads the verified token's user_id, the value authz emits as
+//     rate_limit_key, so a user has one bucket on both paths.
 //
 // The dialer is the enforcement point: it re-verifies the cookie, matches
 // it to the request, strips Coder cookies and refuses withdrawn keys
@@ -250,4 +260,58 @@ func noFastPath(c Config, r *routev3.Route) *routev3.Route {
 		RequirementSpecifier: &jwtauthnv3.PerRouteConfig_Disabled{Disabled: true},
 	})
 	return r
+}
+
+// Regexes of the warm routes (Envoy's safe_regex is a full match, RE2
+// programs are limited to 100 instructions, hence one per query key).
+const (
+	// tokenCookieRegex matches a Cookie header holding a non-empty
+	// coder_signed_app_token cookie.
+	tokenCookieRegex = `(.*[;,] *)?` + signedAppTokenCookie + `=[^;, ].*`
+	// smuggledKeyQueryRegex and tokenQueryRegex match a :path whose query
+	// has the key (with or without a value).
+	smuggledKeyQueryRegex = `[^?]*\?([^&]*&)*` + smuggledAPIKeyQueryParam + `([=&].*)?`
+	tokenQueryRegex       = `[^?]*\?([^&]*&)*` + signedAppTokenQueryParam + `([=&].*)?`
+)
+
+// warmFirst puts the app route's warm twin in front of it (Config.FastPath
+// without a rate limit): a request that carries a coder_signed_app_token
+// cookie, no Origin, and nothing the pipeline treats specially (the
+// smuggled-key or token query parameter, a %-escaped query key, a logout
+// host, the cold-path cookie) goes to the dialer with jwt_authn, ext_authz
+// and ext_proc off. The dialer is the one that verifies its token — with
+// the keys it holds now — matches it to the request and applies the
+// response policy; a token it refuses sends it to authz with the Check
+// Envoy would have made (docs/architecture.md#two-paths-through-envoy).
+// Verifying the token in Envoy too would cost Envoy more than its whole
+// router (measured: make bench-reference) for a check the dialer repeats.
+//
+// Everything else takes the app route itself, as without the fast path
+// except that jwt_authn verifies the cookies of requests with Origin (the
+// app-policy ext_proc reads the verified claims). With a rate limit, the
+// per-user bucket needs claims Envoy verified: there is no warm twin and
+// jwt_authn verifies every app request's cookie.
+func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
+	if !c.FastPath || c.RateLimit.Enabled() {
+		return []*routev3.Route{app}
+	}
+	regex := func(name, re string, invert bool) *routev3.HeaderMatcher {
+		return &routev3.HeaderMatcher{Name: name, InvertMatch: invert, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}},
+		}}
+	}
+	match := proto.Clone(app.Match).(*routev3.RouteMatch)
+	match.Headers = append(match.Headers,
+		regex("cookie", tokenCookieRegex, false),
+		regex("cookie", coldPathCookieRegex, true),
+		&routev3.HeaderMatcher{Name: "origin", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+		&routev3.HeaderMatcher{Name: ":authority", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: logoutHostPrefix}, IgnoreCase: true},
+		}},
+		regex(":path", smuggledKeyQueryRegex, true),
+		regex(":path", tokenQueryRegex, true),
+		regex(":path", queryKeyEscapedRegex, true),
+	)
+	warm := unchecked(c, &routev3.Route{Name: app.Name + "-warm", Match: match, Action: &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)}})
+	return []*routev3.Route{warm, app}
 }

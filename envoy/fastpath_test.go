@@ -1,11 +1,16 @@
 package envoy
 
 import (
+	"fmt"
+	"maps"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	actionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -283,6 +288,114 @@ func TestFastPathOff(t *testing.T) {
 			if _, ok := r.GetTypedPerFilterConfig()[edgewire.JWTAuthnFilter]; ok {
 				t.Errorf("route %s configures jwt_authn", r.GetName())
 			}
+		}
+	}
+}
+
+// TestWarmRoutes checks each app route has its warm twin right in front of
+// it — same path match and action, ext_authz and jwt_authn off, no
+// app-policy ext_proc — and that nothing else has one: not the terminal,
+// the catch-all or the preflight route, and no route at all with a rate
+// limit (the per-user bucket needs claims Envoy verified) or without the
+// fast path.
+func TestWarmRoutes(t *testing.T) {
+	warmOf := func(c Config) map[string]*routev3.Route {
+		t.Helper()
+		out := map[string]*routev3.Route{}
+		for _, vh := range hcmOf(t, c).GetRouteConfig().GetVirtualHosts() {
+			rs := vh.GetRoutes()
+			for i, r := range rs {
+				name, ok := strings.CutSuffix(r.GetName(), "-warm")
+				if !ok {
+					continue
+				}
+				if i+1 == len(rs) || rs[i+1].GetName() != name {
+					t.Errorf("%s/%s is not right before %s", vh.GetName(), r.GetName(), name)
+					continue
+				}
+				app := rs[i+1]
+				if !proto.Equal(r.GetRoute(), app.GetRoute()) || r.GetMatch().GetPrefix() != app.GetMatch().GetPrefix() {
+					t.Errorf("%s: action or path differs from %s: %v", r.GetName(), name, r)
+				}
+				out[name] = r
+			}
+		}
+		return out
+	}
+	warm := warmOf(DefaultConfig())
+	if got := slices.Sorted(maps.Keys(warm)); !slices.Equal(got, []string{"path-app", "path-app-encoded", "subdomain-app"}) {
+		t.Fatalf("warm twins of %v", got)
+	}
+	for name, r := range warm {
+		per := r.GetTypedPerFilterConfig()
+		var ea extauthzv3.ExtAuthzPerRoute
+		var ja jwtauthnv3.PerRouteConfig
+		if per[edgewire.ExtAuthzFilter].UnmarshalTo(&ea) != nil || !ea.GetDisabled() || per[edgewire.JWTAuthnFilter].UnmarshalTo(&ja) != nil || !ja.GetDisabled() {
+			t.Errorf("%s: ext_authz or jwt_authn not off: %v", name, per)
+		}
+		if _, ok := per[ExtProcFilter]; ok {
+			t.Errorf("%s turns the app-policy ext_proc on", name)
+		}
+		var hs []string
+		for _, h := range r.GetMatch().GetHeaders() {
+			hs = append(hs, fmt.Sprintf("%s invert=%v %s%s%v", h.GetName(), h.GetInvertMatch(),
+				h.GetStringMatch().GetSafeRegex().GetRegex(), h.GetStringMatch().GetPrefix(), h.GetPresentMatch()))
+		}
+		want := []string{
+			"cookie invert=false " + tokenCookieRegex + "false",
+			"cookie invert=true " + coldPathCookieRegex + "false",
+			"origin invert=true true",
+			":authority invert=true coder-logout.false",
+			":path invert=true " + smuggledKeyQueryRegex + "false",
+			":path invert=true " + tokenQueryRegex + "false",
+			":path invert=true " + queryKeyEscapedRegex + "false",
+		}
+		if !slices.Equal(hs, want) {
+			t.Errorf("%s headers\n%s\nwant\n%s", name, strings.Join(hs, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if w := warmOf(rateLimited(nil)); len(w) != 0 {
+		t.Errorf("warm routes with a rate limit: %v", slices.Collect(maps.Keys(w)))
+	}
+	off := DefaultConfig()
+	off.FastPath = false
+	if w := warmOf(off); len(w) != 0 {
+		t.Errorf("warm routes without the fast path: %v", slices.Collect(maps.Keys(w)))
+	}
+}
+
+// TestWarmRouteRegexes runs the warm routes' regexes as Envoy does (RE2,
+// whole value) on the requests they must tell apart.
+func TestWarmRouteRegexes(t *testing.T) {
+	full := func(re string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + re + `)$`) }
+	for _, tt := range []struct {
+		re    string
+		value string
+		want  bool
+	}{
+		{tokenCookieRegex, "coder_signed_app_token=eyJ.a.b", true},
+		{tokenCookieRegex, "a=1; coder_signed_app_token=eyJ.a.b; b=2", true},
+		{tokenCookieRegex, "a=1,coder_signed_app_token=eyJ", true},
+		{tokenCookieRegex, "coder_signed_app_token=", false},
+		{tokenCookieRegex, "coder_signed_app_token=; a=1", false},
+		{tokenCookieRegex, "xcoder_signed_app_token=eyJ", false},
+		{tokenCookieRegex, "a=coder_signed_app_token=eyJ", false},
+		{tokenCookieRegex, "coder_session_token=x", false},
+		{smuggledKeyQueryRegex, "/@a/w/apps/c/?coder_application_connect_api_key_35e783=k", true},
+		{smuggledKeyQueryRegex, "/x?a=1&coder_application_connect_api_key_35e783", true},
+		{smuggledKeyQueryRegex, "/x?a=1&coder_application_connect_api_key_35e783&b", true},
+		{smuggledKeyQueryRegex, "/x?coder_application_connect_api_key_35e783x=1", false},
+		{smuggledKeyQueryRegex, "/x?a=coder_application_connect_api_key_35e783", false},
+		{smuggledKeyQueryRegex, "/coder_application_connect_api_key_35e783", false},
+		{tokenQueryRegex, "/x?coder_signed_app_token_23db1dde=t", true},
+		{tokenQueryRegex, "/x?y=1&coder_signed_app_token_23db1dde=t", true},
+		{tokenQueryRegex, "/x?coder_signed_app_token=t", false},
+		{queryKeyEscapedRegex, "/x?coder%5Fapplication_connect_api_key_35e783=k", true},
+		{queryKeyEscapedRegex, "/x?a=%20", false},
+		{queryKeyEscapedRegex, "/x%20y?a=1", false},
+	} {
+		if got := full(tt.re).MatchString(tt.value); got != tt.want {
+			t.Errorf("%s on %q: %v, want %v", tt.re, tt.value, got, tt.want)
 		}
 	}
 }

@@ -94,15 +94,14 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 	return &routev3.VirtualHost{
 		Name:    "apps",
 		Domains: []string{domain},
-		Routes: []*routev3.Route{
+		Routes: append([]*routev3.Route{
 			latencyCheckRoute(c),
 			subdomainPreflightRoute(c),
-			appPolicy(&routev3.Route{
-				Name:   "subdomain-app",
-				Match:  prefixMatch("/"),
-				Action: toDialer(longLived(c)),
-			}, false),
-		},
+		}, warmFirst(c, appPolicy(&routev3.Route{
+			Name:   "subdomain-app",
+			Match:  prefixMatch("/"),
+			Action: toDialer(longLived(c)),
+		}, false))...),
 	}, nil
 }
 
@@ -219,10 +218,9 @@ func terminalRoute(c Config) *routev3.Route {
 // pathAppRoutes are /@user/... and its mis-encoded twin /%40user/... (docs/protocol.md#path-apps);
 // ext_authz and the app policy on.
 func pathAppRoutes(c Config) []*routev3.Route {
-	return []*routev3.Route{
-		appPolicy(&routev3.Route{Name: "path-app", Match: prefixMatch("/@"), Action: toDialer(longLived(c))}, false),
-		appPolicy(&routev3.Route{Name: "path-app-encoded", Match: prefixMatch("/%40"), Action: toDialer(longLived(c))}, false),
-	}
+	return append(
+		warmFirst(c, appPolicy(&routev3.Route{Name: "path-app", Match: prefixMatch("/@"), Action: toDialer(longLived(c))}, false)),
+		warmFirst(c, appPolicy(&routev3.Route{Name: "path-app-encoded", Match: prefixMatch("/%40"), Action: toDialer(longLived(c))}, false))...)
 }
 
 // catchAllRoute sends everything else to the dialer with ext_authz on: authz
