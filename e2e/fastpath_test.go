@@ -150,6 +150,18 @@ func TestFastPath(t *testing.T) {
 		}
 	})
 
+	t.Run("a client's copy of authz's token header never reaches the dialer", func(t *testing.T) {
+		// The warm route removes it (Envoy's header filter is off there):
+		// were it forwarded, the dialer would read it instead of the
+		// cookie and refuse the request.
+		req, _ := http.NewRequest(http.MethodGet, appURL, nil)
+		req.Header.Set("X-Wsedge-App-Token", "bogus")
+		res := mustDo(t, e.browser, req)
+		if r := received(t, res); r.Path != "/echo" {
+			t.Fatalf("status %d, app saw %q", res.StatusCode, r.Path)
+		}
+	})
+
 	// The answer to a request without any token and without a session:
 	// ext_authz sends the browser to the dashboard's login.
 	cold := func(t *testing.T, c *http.Client, req *http.Request) (*http.Response, float64) {

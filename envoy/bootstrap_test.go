@@ -96,6 +96,16 @@ func uncheckedRoutes(t *testing.T, m *hcmv3.HttpConnectionManager) map[string][]
 				continue
 			}
 			var per extauthzv3.ExtAuthzPerRoute
+			var fc routev3.FilterConfig
+			if a.MessageIs(&fc) {
+				if err := a.UnmarshalTo(&fc); err != nil {
+					t.Fatal(err)
+				}
+				if fc.GetDisabled() {
+					out[vh.GetName()] = append(out[vh.GetName()], r.GetName())
+				}
+				continue
+			}
 			if err := a.UnmarshalTo(&per); err != nil {
 				t.Fatal(err)
 			}

@@ -312,6 +312,21 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 		regex(":path", tokenQueryRegex, true),
 		regex(":path", queryKeyEscapedRegex, true),
 	)
-	warm := unchecked(c, &routev3.Route{Name: app.Name + "-warm", Match: match, Action: &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)}})
+	// Disabled this way Envoy does not even create the filters for the
+	// request (measured: Envoy CPU/request 1.28× → 1.16–1.21× the minimal
+	// Envoy's at c=8). The header filter's one job that matters here —
+	// no client copy of authz's token header reaches the dialer — is the
+	// route's.
+	off := map[string]*anypb.Any{}
+	for _, f := range []string{edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, corsFilterName, headerMutationFilterName} {
+		off[f] = typed(&routev3.FilterConfig{Disabled: true})
+	}
+	warm := &routev3.Route{
+		Name:                   app.Name + "-warm",
+		Match:                  match,
+		Action:                 &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)},
+		TypedPerFilterConfig:   off,
+		RequestHeadersToRemove: []string{edgewire.AppTokenHeader},
+	}
 	return []*routev3.Route{warm, app}
 }

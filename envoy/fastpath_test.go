@@ -177,10 +177,14 @@ func TestFastPathRoutes(t *testing.T) {
 			off := false
 			if ok {
 				var per jwtauthnv3.PerRouteConfig
-				if err := a.UnmarshalTo(&per); err != nil {
+				var fc routev3.FilterConfig
+				if a.UnmarshalTo(&fc) == nil {
+					off = fc.GetDisabled() // the warm twins (TestWarmRoutes)
+				} else if err := a.UnmarshalTo(&per); err != nil {
 					t.Fatal(err)
+				} else {
+					off = per.GetDisabled()
 				}
-				off = per.GetDisabled()
 			}
 			if want := !slices.Contains(apps, r.GetName()); off != want {
 				t.Errorf("%s/%s: jwt_authn disabled %v, want %v", vh.GetName(), r.GetName(), off, want)
@@ -328,13 +332,17 @@ func TestWarmRoutes(t *testing.T) {
 	}
 	for name, r := range warm {
 		per := r.GetTypedPerFilterConfig()
-		var ea extauthzv3.ExtAuthzPerRoute
-		var ja jwtauthnv3.PerRouteConfig
-		if per[edgewire.ExtAuthzFilter].UnmarshalTo(&ea) != nil || !ea.GetDisabled() || per[edgewire.JWTAuthnFilter].UnmarshalTo(&ja) != nil || !ja.GetDisabled() {
-			t.Errorf("%s: ext_authz or jwt_authn not off: %v", name, per)
+		for _, f := range []string{edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, corsFilterName, headerMutationFilterName} {
+			var fc routev3.FilterConfig
+			if per[f].UnmarshalTo(&fc) != nil || !fc.GetDisabled() {
+				t.Errorf("%s: %s not off: %v", name, f, per[f])
+			}
 		}
-		if _, ok := per[ExtProcFilter]; ok {
-			t.Errorf("%s turns the app-policy ext_proc on", name)
+		if len(per) != 4 {
+			t.Errorf("%s configures %d filters, want the four it turns off (no ext_proc)", name, len(per))
+		}
+		if !slices.Equal(r.GetRequestHeadersToRemove(), []string{edgewire.AppTokenHeader}) {
+			t.Errorf("%s removes %v, want authz's token header", name, r.GetRequestHeadersToRemove())
 		}
 		var hs []string
 		for _, h := range r.GetMatch().GetHeaders() {
