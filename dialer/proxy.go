@@ -80,7 +80,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	tok, err := s.appToken(r, rt)
 	var authzResponse http.Header
 	if cold, ok := errors.AsType[*errColdPath](err); ok {
-		s.metrics.fastPath.WithLabelValues(cold.reason).Inc()
+		s.metrics.fastPathBy.get(cold.reason).Inc()
 		s.log.Info("dialer: fast-path token refused, asking authz", "reason", cold.reason, "error", cold.err,
 			"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
 		if s.authz == nil || len(r.Header.Values("Origin")) > 0 {
