@@ -3,6 +3,8 @@ package dialer
 import (
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -111,8 +113,7 @@ func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedT
 		// its ext_proc and rate limiter used, is not certain here.
 		return tokens.SignedToken{}, &errColdPath{reason: "several", err: errors.New("several token cookies")}
 	}
-	q := r.URL.Query()
-	if q.Get(tokens.SmuggledAPIKeyQueryParam) != "" || q.Get(tokens.SignedAppTokenQueryParam) != "" {
+	if queryCarriesToken(r.URL.RawQuery) {
 		return tokens.SignedToken{}, &errColdPath{reason: "query", err: errors.New("smuggled key or token query parameter")}
 	}
 	tok, err := s.verifier.VerifyToken(r.Context(), raw)
@@ -135,16 +136,30 @@ func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedT
 
 // firstTokenCookie is the first coder_signed_app_token cookie, the one
 // Envoy's jwt_authn reads ("" without one), and how many there are.
+// Cookie headers without the name hold none, and are not parsed.
 func firstTokenCookie(r *http.Request) (first string, n int) {
-	for _, c := range r.Cookies() {
-		if c.Name == tokens.SignedAppTokenCookie {
-			if n == 0 {
-				first = c.Value
-			}
-			n++
-		}
+	if !slices.ContainsFunc(r.Header["Cookie"], func(line string) bool {
+		return strings.Contains(line, tokens.SignedAppTokenCookie)
+	}) {
+		return "", 0
 	}
-	return first, n
+	cs := r.CookiesNamed(tokens.SignedAppTokenCookie)
+	if len(cs) == 0 {
+		return "", 0
+	}
+	return cs[0].Value, len(cs)
+}
+
+// queryCarriesToken reports whether a raw query has a non-empty smuggled
+// key or token parameter (url.Values.Get). A name can only be there
+// spelt out or %-escaped: a query with neither is not parsed.
+func queryCarriesToken(raw string) bool {
+	if raw == "" || (!strings.Contains(raw, tokens.SmuggledAPIKeyQueryParam) &&
+		!strings.Contains(raw, tokens.SignedAppTokenQueryParam) && !strings.Contains(raw, "%")) {
+		return false
+	}
+	q, _ := url.ParseQuery(raw)
+	return q.Get(tokens.SmuggledAPIKeyQueryParam) != "" || q.Get(tokens.SignedAppTokenQueryParam) != ""
 }
 
 // toColdPath answers a fast-path request the dialer would not serve and
