@@ -194,6 +194,8 @@ type requestState struct {
 	label string
 	id    string
 	rec   statusRecorder
+	// app is set for an app request about to be proxied.
+	app *appExchange
 }
 
 type requestStateKey struct{}

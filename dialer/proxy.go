@@ -1,6 +1,7 @@
 package dialer
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -75,6 +76,51 @@ func isUnderscoreSpelling(name string) bool {
 	return false
 }
 
+// appExchange is what serveApp keeps about one proxied app request, in
+// one allocation: what the shared reverse proxy (Server.appProxy) reads
+// back through the request's state, the writers it wraps around the
+// client's, the admission slot and the stats session.
+type appExchange struct {
+	transport *http.Transport
+	target    *url.URL
+	appPath   string
+	rt        appurl.Route
+	policy    policyWriter
+	headers   releaseOnHeaders
+	slot      admissionSlot
+	session   StatsSession
+}
+
+// appExchangeOf is the exchange of the request ctx belongs to.
+func appExchangeOf(ctx context.Context) *appExchange {
+	return stateOf(ctx).app
+}
+
+// newAppProxy is the reverse proxy every app request goes through; what
+// differs per request comes from its appExchange.
+func (s *Server) newAppProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport: agentRoundTripper{},
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			ex := appExchangeOf(pr.In.Context())
+			s.rewrite(pr, ex.target, ex.appPath)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			ex := appExchangeOf(r.Context())
+			s.badGateway(w, r, err, ex.target, ex.rt)
+		},
+		ErrorLog:   s.proxyLog,
+		BufferPool: proxyBuffers,
+	}
+}
+
+// agentRoundTripper sends a request with its agent's transport.
+type agentRoundTripper struct{}
+
+func (agentRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	return appExchangeOf(r.Context()).transport.RoundTrip(r)
+}
+
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
@@ -106,13 +152,21 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		s.refuseToken(w, r, err)
 		return
 	}
+	st := stateOf(r.Context())
+	if st == nil {
+		// Served without instrument (not the case in New's handler).
+		st = &requestState{}
+		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+	}
+	ex := &appExchange{rt: rt}
 	if len(r.Header.Values("Origin")) == 0 {
 		// Envoy's ext_proc runs only for requests with Origin (fast
 		// path): the same response policy applies here to the others.
-		w = &policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
+		ex.policy = policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
 			Method: r.Method, Host: r.Host,
 			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
 		}}
+		w = &ex.policy
 	}
 
 	appURL, err := url.Parse(tok.AppURL)
@@ -141,53 +195,44 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		}
 	}
 
-	appPath := escapedAppPath(r, rt)
-	if appPath == "" {
+	ex.appPath = escapedAppPath(r, rt)
+	if ex.appPath == "" {
 		// Apps resolve relative URLs against their root: add the slash.
 		// Like Coder, the redirect keeps only the path.
 		http.Redirect(w, r, rawPath(r)+"/", http.StatusTemporaryRedirect)
 		return
 	}
-	if appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
+	if ex.appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
 		// The app's default query (e.g. code-server's folder=) must be
 		// visible to client-side code, so redirect rather than merge.
 		http.Redirect(w, r, rawPath(r)+"?"+appURL.RawQuery, http.StatusTemporaryRedirect)
 		return
 	}
 
-	target, err := s.upstreamURL(appURL, tok, rt)
+	ex.target, err = s.upstreamURL(appURL, tok, rt)
 	if err != nil {
 		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
 		return
 	}
-	proxy := &httputil.ReverseProxy{
-		Transport: s.transports.get(tok.AgentID),
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			s.rewrite(pr, target, appPath)
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			s.badGateway(w, r, err, target, rt)
-		},
-		ErrorLog:   s.proxyLog,
-		BufferPool: proxyBuffers,
-	}
+	ex.transport = s.transports.get(tok.AgentID)
 
-	release, ok := s.admitRequest(w, r, tok.AgentID)
-	if !ok {
+	if !s.admitInto(w, r, &ex.slot, tok.AgentID) {
 		return
 	}
-	defer release()
-	w = &releaseOnHeaders{ResponseWriter: w, release: release}
+	defer ex.slot.release()
+	ex.headers = releaseOnHeaders{ResponseWriter: w, slot: &ex.slot}
+	w = &ex.headers
 
-	sess := s.stats.Start(tok)
-	defer sess.End()
+	s.stats.begin(&ex.session, tok)
+	defer ex.session.End()
 	if isUpgrade(r) {
 		s.upgrades.add()
 		defer s.upgrades.done()
 		s.metrics.websockets.WithLabelValues("app").Inc()
 		defer s.metrics.websockets.WithLabelValues("app").Dec()
 	}
-	proxy.ServeHTTP(w, r)
+	st.app = ex
+	s.appProxy.ServeHTTP(w, r)
 }
 
 // escapedAppPath is the raw request path beneath the app's base path, as
@@ -200,12 +245,16 @@ func escapedAppPath(r *http.Request, rt appurl.Route) string {
 		}
 		return p
 	}
-	// "/@user/ws/apps/app/rest" → ["", "@user", "ws", "apps", "app", "rest"]
-	parts := strings.SplitN(p, "/", 6)
-	if len(parts) < 6 {
-		return ""
+	// "/@user/ws/apps/app/rest": from the fifth slash on, "/rest".
+	i := -1
+	for range 5 {
+		j := strings.IndexByte(p[i+1:], '/')
+		if j < 0 {
+			return ""
+		}
+		i += 1 + j
 	}
-	return "/" + parts[5]
+	return p[i:]
 }
 
 // upstreamURL is the URL the request is sent to: the app URL's scheme and
