@@ -185,6 +185,35 @@ func (s *Server) toColdPath(w http.ResponseWriter, r *http.Request, rt appurl.Ro
 	http.Redirect(w, r, r.URL.RequestURI(), http.StatusTemporaryRedirect)
 }
 
+// appCookies are the Cookie header lines an app gets: Coder's cookies
+// (tokens.StripCoderCookies) and edgewire.ColdPathCookie removed, every
+// other pair kept byte for byte, lines left empty dropped. Lines with
+// nothing to remove are the very strings given, in the very slice when
+// no line changes.
+func appCookies(lines []string) []string {
+	var out []string // nil while every line is kept as it is
+	for i, line := range lines {
+		kept := tokens.StripCoderCookies(line)
+		if strings.Contains(kept, edgewire.ColdPathCookie) {
+			kept = stripColdPathCookie(kept)
+		}
+		if out == nil && kept == line && kept != "" {
+			continue
+		}
+		if out == nil {
+			out = make([]string, i, len(lines))
+			copy(out, lines[:i])
+		}
+		if kept != "" {
+			out = append(out, kept)
+		}
+	}
+	if out == nil {
+		return lines
+	}
+	return out
+}
+
 // stripColdPathCookie removes edgewire.ColdPathCookie from a Cookie header value,
 // keeping every other pair byte for byte.
 func stripColdPathCookie(header string) string {

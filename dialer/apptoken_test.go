@@ -3,8 +3,10 @@ package dialer
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
+	"github.com/wsedge/wsedge/edgewire"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -46,6 +48,26 @@ func TestFirstTokenCookie(t *testing.T) {
 		}
 		if got, n := firstTokenCookie(r); got != want || n != wantN {
 			t.Errorf("firstTokenCookie(%q) = %q, %d; want %q, %d", lines, got, n, want, wantN)
+		}
+	}
+}
+
+// TestAppCookies: what an app gets of the Cookie lines is each line
+// without Coder's cookies and the cold-path marker, empty lines dropped.
+func TestAppCookies(t *testing.T) {
+	marker := edgewire.ColdPathCookie + "=1"
+	for _, tt := range []struct{ in, want []string }{
+		{[]string{"a=1; b=2"}, []string{"a=1; b=2"}},
+		{[]string{"a=1;b=2 "}, []string{"a=1; b=2"}},
+		{[]string{""}, []string{}},
+		{[]string{"a=1", "", "b=2"}, []string{"a=1", "b=2"}},
+		{[]string{"a=1", "coder_session_token=x"}, []string{"a=1"}},
+		{[]string{"coder_signed_app_token=t; theme=dark; " + marker, "x=1"}, []string{"theme=dark", "x=1"}},
+		{[]string{marker}, []string{}},
+		{[]string{"a=" + marker}, []string{"a=" + marker}},
+	} {
+		if got := appCookies(tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("appCookies(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

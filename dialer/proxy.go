@@ -25,14 +25,14 @@ import (
 // agent API) for itself.
 const minimumAppPort = 9
 
-// nonCanonicalHeaders maps Go's canonical spelling of the websocket
-// headers to RFC 6455's; some apps compare header names byte for byte.
-var nonCanonicalHeaders = map[string]string{
-	"Sec-Websocket-Accept":     "Sec-WebSocket-Accept",
-	"Sec-Websocket-Extensions": "Sec-WebSocket-Extensions",
-	"Sec-Websocket-Key":        "Sec-WebSocket-Key",
-	"Sec-Websocket-Protocol":   "Sec-WebSocket-Protocol",
-	"Sec-Websocket-Version":    "Sec-WebSocket-Version",
+// nonCanonicalHeaders pairs Go's canonical spelling of the websocket
+// headers with RFC 6455's; some apps compare header names byte for byte.
+var nonCanonicalHeaders = []struct{ canonical, rfc string }{
+	{"Sec-Websocket-Accept", "Sec-WebSocket-Accept"},
+	{"Sec-Websocket-Extensions", "Sec-WebSocket-Extensions"},
+	{"Sec-Websocket-Key", "Sec-WebSocket-Key"},
+	{"Sec-Websocket-Protocol", "Sec-WebSocket-Protocol"},
+	{"Sec-Websocket-Version", "Sec-WebSocket-Version"},
 }
 
 // visitorIdentityHeaders are the headers newer Coder releases declare as
@@ -307,46 +307,42 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	out.Host = in.Host
 
 	// Envoy already wrote X-Forwarded-For with the client's address: keep
-	// it exactly (Rewrite starts without it, so nothing is appended).
+	// it exactly (Rewrite starts without it, so nothing is appended). The
+	// values are shared with the incoming request, capped so that adding
+	// to them copies.
 	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v := in.Header.Values(h); len(v) > 0 {
-			out.Header[h] = append([]string(nil), v...)
+			out.Header[h] = v[:len(v):len(v)]
 		}
 	}
 	if out.Header.Get("X-Forwarded-Proto") == "" {
 		out.Header.Set("X-Forwarded-Proto", s.accessURL.Scheme)
 	}
 
-	// wsedge's own headers never reach apps.
+	// wsedge's own headers, the visitor identity headers and underscore
+	// spellings of protected headers never reach apps.
 	for k := range out.Header {
-		if edgewire.IsInternalHeader(k) {
+		if edgewire.IsInternalHeader(k) || isUnderscoreSpelling(k) {
 			delete(out.Header, k)
 		}
 	}
 	for _, h := range visitorIdentityHeaders {
-		out.Header.Del(h)
-	}
-	for k := range out.Header {
-		if isUnderscoreSpelling(k) {
-			delete(out.Header, k)
-		}
+		delete(out.Header, h)
 	}
 
-	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
-		out.Header.Del("Cookie")
-		for _, c := range cookies {
-			if kept := stripColdPathCookie(tokens.StripCoderCookies(c)); kept != "" {
-				out.Header.Add("Cookie", kept)
-			}
+	if cookies := out.Header["Cookie"]; len(cookies) > 0 {
+		out.Header["Cookie"] = appCookies(cookies)
+		if len(out.Header["Cookie"]) == 0 {
+			delete(out.Header, "Cookie")
 		}
 	}
 
 	addMissingWebsocketKey(in, out)
 
-	for k, v := range out.Header {
-		if n, ok := nonCanonicalHeaders[k]; ok {
-			delete(out.Header, k)
-			out.Header[n] = v
+	for _, names := range nonCanonicalHeaders {
+		if v, ok := out.Header[names.canonical]; ok {
+			delete(out.Header, names.canonical)
+			out.Header[names.rfc] = v
 		}
 	}
 	s.injectTrace(out)
