@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/uuid"
+
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
@@ -169,30 +171,38 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		w = &ex.policy
 	}
 
-	appURL, err := url.Parse(tok.AppURL)
-	if err != nil || tok.AppURL == "" {
-		desc := fmt.Sprintf("Application has an invalid URL %q", tok.AppURL)
-		if err != nil {
-			desc += ": " + err.Error()
-		}
-		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true})
-		return
-	}
-	if p := appURL.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
-				Message: fmt.Sprintf("App URL %q has an invalid port %q.", tok.AppURL, p),
-				Detail:  err.Error(),
-			})
+	// A target built before for the same app URL, agent and app passed
+	// every check below that depends only on them.
+	key := targetKey{appURL: tok.AppURL, agent: tok.AgentID, slugOrPort: rt.Request.AppSlugOrPort}
+	known, hit := s.targets.get(key)
+	var appURL *url.URL
+	if !hit {
+		appURL, err = url.Parse(tok.AppURL)
+		if err != nil || tok.AppURL == "" {
+			desc := fmt.Sprintf("Application has an invalid URL %q", tok.AppURL)
+			if err != nil {
+				desc += ": " + err.Error()
+			}
+			s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true})
 			return
 		}
-		if n < minimumAppPort {
-			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
-				Message: fmt.Sprintf("Application port %d is not permitted. Coder reserves ports less than %d for internal use.", n, minimumAppPort),
-			})
-			return
+		if p := appURL.Port(); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
+					Message: fmt.Sprintf("App URL %q has an invalid port %q.", tok.AppURL, p),
+					Detail:  err.Error(),
+				})
+				return
+			}
+			if n < minimumAppPort {
+				coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
+					Message: fmt.Sprintf("Application port %d is not permitted. Coder reserves ports less than %d for internal use.", n, minimumAppPort),
+				})
+				return
+			}
 		}
+		known.appQuery = appURL.RawQuery
 	}
 
 	ex.appPath = escapedAppPath(r, rt)
@@ -202,18 +212,22 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		http.Redirect(w, r, rawPath(r)+"/", http.StatusTemporaryRedirect)
 		return
 	}
-	if ex.appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
+	if ex.appPath == "/" && r.URL.RawQuery == "" && known.appQuery != "" {
 		// The app's default query (e.g. code-server's folder=) must be
 		// visible to client-side code, so redirect rather than merge.
-		http.Redirect(w, r, rawPath(r)+"?"+appURL.RawQuery, http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"?"+known.appQuery, http.StatusTemporaryRedirect)
 		return
 	}
 
-	ex.target, err = s.upstreamURL(appURL, tok, rt)
-	if err != nil {
-		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
-		return
+	if !hit {
+		known.target, err = s.upstreamURL(appURL, tok, rt)
+		if err != nil {
+			s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
+			return
+		}
+		s.targets.put(key, known)
 	}
+	ex.target = known.target
 	ex.transport = s.transports.get(tok.AgentID)
 
 	if !s.admitInto(w, r, &ex.slot, tok.AgentID) {
@@ -255,6 +269,45 @@ func escapedAppPath(r *http.Request, rt appurl.Route) string {
 		i += 1 + j
 	}
 	return p[i:]
+}
+
+// targetCache remembers the upstream URL of app URLs that passed
+// serveApp's checks, per agent and app slug or port (which is all the
+// checks and the URL depend on): parsing and building them cost
+// allocations on every request. The URLs are shared: read-only. It holds
+// at most maxKnownTargets and starts afresh when full.
+type targetCache struct {
+	mu sync.RWMutex // guards m
+	m  map[targetKey]knownTarget
+}
+
+const maxKnownTargets = 4096
+
+type targetKey struct {
+	appURL     string
+	agent      uuid.UUID
+	slugOrPort string
+}
+
+type knownTarget struct {
+	appQuery string // the app URL's query
+	target   *url.URL
+}
+
+func (c *targetCache) get(k targetKey) (knownTarget, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t, ok := c.m[k]
+	return t, ok
+}
+
+func (c *targetCache) put(k targetKey, t knownTarget) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxKnownTargets {
+		c.m = make(map[targetKey]knownTarget)
+	}
+	c.m[k] = t
 }
 
 // upstreamURL is the URL the request is sent to: the app URL's scheme and

@@ -146,6 +146,7 @@ type Server struct {
 	proxyLog *log.Logger
 	// appProxy proxies every app request (see appExchange).
 	appProxy *httputil.ReverseProxy
+	targets  targetCache
 
 	// testPingInterval overrides terminalPingInterval in tests.
 	testPingInterval time.Duration
