@@ -68,7 +68,9 @@ func PortInfo(slugOrPort string) (port uint16, https bool, isPort bool) {
 		s = strings.TrimSuffix(s, "s")
 		https = true
 	}
-	if s == "" || s[0] == '+' || s[0] == '-' {
+	if s == "" || strings.IndexFunc(s, func(c rune) bool { return c < '0' || c > '9' }) >= 0 {
+		// Not a number (an app slug): answered before ParseUint, whose
+		// error would cost allocations on every slug app request.
 		return 0, false, false
 	}
 	n, err := strconv.ParseUint(s, 10, 16)

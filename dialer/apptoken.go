@@ -3,6 +3,8 @@ package dialer
 import (
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/wsedge/wsedge/appurl"
@@ -117,8 +119,7 @@ func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedT
 		// its ext_proc and rate limiter used, is not certain here.
 		return tokens.SignedToken{}, &errColdPath{reason: "several", err: errors.New("several token cookies")}
 	}
-	q := r.URL.Query()
-	if q.Get(tokens.SmuggledAPIKeyQueryParam) != "" || q.Get(tokens.SignedAppTokenQueryParam) != "" {
+	if queryCarriesToken(r.URL.RawQuery) {
 		return tokens.SignedToken{}, &errColdPath{reason: "query", err: errors.New("smuggled key or token query parameter")}
 	}
 	tok, err := s.verifier.VerifyToken(r.Context(), raw)
@@ -135,22 +136,36 @@ func (s *Server) fastPathToken(r *http.Request, rt appurl.Route) (tokens.SignedT
 	if tok.AgentID == [16]byte{} {
 		return tokens.SignedToken{}, ErrAppTokenNoAgent
 	}
-	s.metrics.fastPath.WithLabelValues("served").Inc()
+	s.metrics.fastPathBy.get("served").Inc()
 	return tok, nil
 }
 
 // firstTokenCookie is the first coder_signed_app_token cookie, the one
 // Envoy's jwt_authn reads ("" without one), and how many there are.
+// Cookie headers without the name hold none, and are not parsed.
 func firstTokenCookie(r *http.Request) (first string, n int) {
-	for _, c := range r.Cookies() {
-		if c.Name == tokens.SignedAppTokenCookie {
-			if n == 0 {
-				first = c.Value
-			}
-			n++
-		}
+	if !slices.ContainsFunc(r.Header["Cookie"], func(line string) bool {
+		return strings.Contains(line, tokens.SignedAppTokenCookie)
+	}) {
+		return "", 0
 	}
-	return first, n
+	cs := r.CookiesNamed(tokens.SignedAppTokenCookie)
+	if len(cs) == 0 {
+		return "", 0
+	}
+	return cs[0].Value, len(cs)
+}
+
+// queryCarriesToken reports whether a raw query has a non-empty smuggled
+// key or token parameter (url.Values.Get). A name can only be there
+// spelt out or %-escaped: a query with neither is not parsed.
+func queryCarriesToken(raw string) bool {
+	if raw == "" || (!strings.Contains(raw, tokens.SmuggledAPIKeyQueryParam) &&
+		!strings.Contains(raw, tokens.SignedAppTokenQueryParam) && !strings.Contains(raw, "%")) {
+		return false
+	}
+	q, _ := url.ParseQuery(raw)
+	return q.Get(tokens.SmuggledAPIKeyQueryParam) != "" || q.Get(tokens.SignedAppTokenQueryParam) != ""
 }
 
 // mentionsTokenCookie reports whether a Cookie header names the token
@@ -185,6 +200,35 @@ func (s *Server) toColdPath(w http.ResponseWriter, r *http.Request, rt appurl.Ro
 	h.Add("Set-Cookie", (&http.Cookie{Name: edgewire.ColdPathCookie, Value: "1", Path: path, MaxAge: coldPathMaxAge, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}).String())
 	h.Set("Cache-Control", "no-store")
 	http.Redirect(w, r, r.URL.RequestURI(), http.StatusTemporaryRedirect)
+}
+
+// appCookies are the Cookie header lines an app gets: Coder's cookies
+// (tokens.StripCoderCookies) and edgewire.ColdPathCookie removed, every
+// other pair kept byte for byte, lines left empty dropped. Lines with
+// nothing to remove are the very strings given, in the very slice when
+// no line changes.
+func appCookies(lines []string) []string {
+	var out []string // nil while every line is kept as it is
+	for i, line := range lines {
+		kept := tokens.StripCoderCookies(line)
+		if strings.Contains(kept, edgewire.ColdPathCookie) {
+			kept = stripColdPathCookie(kept)
+		}
+		if out == nil && kept == line && kept != "" {
+			continue
+		}
+		if out == nil {
+			out = make([]string, i, len(lines))
+			copy(out, lines[:i])
+		}
+		if kept != "" {
+			out = append(out, kept)
+		}
+	}
+	if out == nil {
+		return lines
+	}
+	return out
 }
 
 // stripColdPathCookie removes edgewire.ColdPathCookie from a Cookie header value,

@@ -7,10 +7,14 @@ import (
 	"testing"
 
 	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tokens"
 )
 
 // BenchmarkProxyGET measures a small GET through the dialer to a loopback
-// app, token verification and stats included, over kept-alive connections.
+// app, token verification and stats included, over kept-alive
+// connections: with authz's token header (cold path), and as Envoy's
+// fast path forwards a warm request (the token cookie among the
+// browser's others, Envoy's forwarding headers, no token header).
 func BenchmarkProxyGET(b *testing.B) {
 	e := newEnv(b, nil).start()
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -20,11 +24,30 @@ func BenchmarkProxyGET(b *testing.B) {
 	port := appPort(b, app)
 	e.agents.set(port, app.Listener.Addr().String())
 	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:"+itoa(port))
-	req, _ := http.NewRequest("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/", nil)
-	req.Header.Set(edgewire.AppTokenHeader, tok)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		resp, err := e.client.Do(req)
+	const url = "http://" + testAccessHost + "/@alice/dev.main/apps/code/"
+
+	b.Run("header", func(b *testing.B) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set(edgewire.AppTokenHeader, tok)
+		benchGET(b, e.client, req)
+	})
+	b.Run("fast-path", func(b *testing.B) {
+		req, _ := http.NewRequest("GET", url+"index.html?v=3", nil)
+		req.Header.Set("Cookie", "theme=dark; "+tokens.SignedAppTokenCookie+"="+tok+"; lang=en")
+		req.Header.Set("Accept", "text/html,application/xhtml+xml")
+		req.Header.Set("User-Agent", "Mozilla/5.0 (bench)")
+		req.Header.Set("X-Forwarded-For", "192.0.2.10")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Request-Id", "3f0e8a52-7d0c-4c8e-9a43-6f7b0f1f2a11")
+		req.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", "15000")
+		benchGET(b, e.client, req)
+	})
+}
+
+func benchGET(b *testing.B, c *http.Client, req *http.Request) {
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}

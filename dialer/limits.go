@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/wsedge/wsedge/coderhttp"
@@ -84,30 +85,61 @@ func (a *admission) inFlight() float64 {
 	return float64(a.total)
 }
 
-// admit takes a slot for a request to agent; reason names the limit that
-// refused it. release is safe to call more than once.
-func (a *admission) admit(agent uuid.UUID) (release func(), reason string) {
+// take takes a slot for a request to agent; reason names the limit that
+// refused it ("" when taken). put gives it back.
+func (a *admission) take(agent uuid.UUID) (reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.total >= a.limits.Requests {
-		return nil, "requests"
+		return "requests"
 	}
 	if a.perAgent[agent] >= a.limits.RequestsPerAgent {
-		return nil, "agent_requests"
+		return "agent_requests"
 	}
 	a.total++
 	a.perAgent[agent]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.total--
-			if a.perAgent[agent]--; a.perAgent[agent] <= 0 {
-				delete(a.perAgent, agent)
-			}
-		})
-	}, ""
+	return ""
+}
+
+func (a *admission) put(agent uuid.UUID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total--
+	if a.perAgent[agent]--; a.perAgent[agent] <= 0 {
+		delete(a.perAgent, agent)
+	}
+}
+
+// admit takes a slot for a request to agent; reason names the limit that
+// refused it. release is safe to call more than once.
+func (a *admission) admit(agent uuid.UUID) (release func(), reason string) {
+	slot := &admissionSlot{}
+	if reason := slot.take(a, agent); reason != "" {
+		return nil, reason
+	}
+	return slot.release, ""
+}
+
+// admissionSlot is one taken slot; release is safe to call more than
+// once, from any goroutine.
+type admissionSlot struct {
+	a        *admission
+	agent    uuid.UUID
+	released atomic.Bool
+}
+
+func (s *admissionSlot) take(a *admission, agent uuid.UUID) (reason string) {
+	if reason := a.take(agent); reason != "" {
+		return reason
+	}
+	s.a, s.agent = a, agent
+	return ""
+}
+
+func (s *admissionSlot) release() {
+	if s.released.CompareAndSwap(false, true) {
+		s.a.put(s.agent)
+	}
 }
 
 // limitedDialer bounds concurrent dials through an AgentDialer; a dial
@@ -138,6 +170,15 @@ func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, agent uuid
 	return release, true
 }
 
+// admitInto is admitRequest into a slot the caller holds.
+func (s *Server) admitInto(w http.ResponseWriter, r *http.Request, slot *admissionSlot, agent uuid.UUID) bool {
+	if reason := slot.take(s.admission, agent); reason != "" {
+		s.unavailable(w, r, reason)
+		return false
+	}
+	return true
+}
+
 // unavailable answers work the dialer sheds: 503 with Retry-After, a
 // page for browsers, coderd's JSON shape otherwise.
 func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, reason string) {
@@ -164,8 +205,10 @@ func wantsHTML(r *http.Request) bool {
 // hijacking working.
 type releaseOnHeaders struct {
 	http.ResponseWriter
-	release func()
+	slot *admissionSlot
 }
+
+func (w *releaseOnHeaders) release() { w.slot.release() }
 
 func (w *releaseOnHeaders) WriteHeader(code int) {
 	if code >= 200 || code == http.StatusSwitchingProtocols {

@@ -3,9 +3,13 @@ package dialer
 import (
 	"bufio"
 	"context"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +28,17 @@ type metrics struct {
 	statsFlushes    *prometheus.CounterVec
 	statsBacklog    prometheus.Gauge
 	shed            *prometheus.CounterVec
+
+	// Children of the vectors every request touches, memoised.
+	requestsBy seriesCache[routeCode, prometheus.Counter]
+	durationBy seriesCache[string, prometheus.Observer]
+	fastPathBy seriesCache[string, prometheus.Counter]
+}
+
+// routeCode keys wsedge_dialer_requests_total.
+type routeCode struct {
+	route string
+	code  int
 }
 
 // Native-histogram resolution of the dialer's latency histograms, kept
@@ -87,6 +102,11 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Help: "Requests answered 503 because a limit was reached, by limit (requests, agent_requests, dials).",
 		}, []string{"limit"}),
 	}
+	m.requestsBy.child = func(k routeCode) prometheus.Counter {
+		return m.requests.WithLabelValues(k.route, strconv.Itoa(k.code))
+	}
+	m.durationBy.child = func(route string) prometheus.Observer { return m.duration.WithLabelValues(route) }
+	m.fastPathBy.child = func(result string) prometheus.Counter { return m.fastPath.WithLabelValues(result) }
 	cs := []prometheus.Collector{m.shed, m.requests, m.duration, m.dialDuration, m.websockets, m.tokenRefused, m.fastPath, m.heartbeatClosed, m.statsFlushes, m.statsBacklog}
 	for _, reg := range regs {
 		if reg == nil {
@@ -99,6 +119,42 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// seriesCache memoises the children of a metric vector by a key of
+// bounded cardinality: WithLabelValues hashes and validates its label
+// values on every call, a map lookup does not. The map is copied on
+// write, so lookups take no lock. A child is created on first use, as
+// WithLabelValues would create it, so no series appears before then.
+type seriesCache[K comparable, M any] struct {
+	child func(K) M
+
+	mu sync.Mutex // serialises writers
+	m  atomic.Pointer[map[K]M]
+}
+
+func (c *seriesCache[K, M]) get(k K) M {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	next := make(map[K]M)
+	if old != nil {
+		maps.Copy(next, *old)
+	}
+	v := c.child(k)
+	next[k] = v
+	c.m.Store(&next)
+	return v
 }
 
 func (m *metrics) observeFlush(outcome string, _ int, backlog int) {
@@ -131,12 +187,30 @@ func registerInFlight(regs []prometheus.Registerer, a *admission, d limitedDiale
 	return nil
 }
 
-type routeLabelKey struct{}
+// requestState is what the dialer keeps about one request, in one
+// allocation carried by its context: the route label for its metrics,
+// Envoy's request ID for its log lines, the status it was answered with.
+type requestState struct {
+	label string
+	id    string
+	rec   statusRecorder
+	// app is set for an app request about to be proxied.
+	app *appExchange
+}
+
+type requestStateKey struct{}
+
+// stateOf is the state instrument keeps for the request ctx belongs to;
+// nil outside instrument.
+func stateOf(ctx context.Context) *requestState {
+	st, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return st
+}
 
 // setRouteLabel names the route kind for the request's metrics.
 func setRouteLabel(r *http.Request, label string) {
-	if p, ok := r.Context().Value(routeLabelKey{}).(*string); ok {
-		*p = label
+	if st := stateOf(r.Context()); st != nil {
+		st.label = label
 	}
 }
 
@@ -144,18 +218,20 @@ func setRouteLabel(r *http.Request, label string) {
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		label := "unknown"
-		r = withRequestID(r.WithContext(context.WithValue(r.Context(), routeLabelKey{}, &label)))
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		code := rec.status
+		st := &requestState{label: "unknown", id: headerRequestID(r)}
+		st.rec.ResponseWriter = w
+		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+		next.ServeHTTP(&st.rec, r)
+		code := st.rec.status
 		if code == 0 {
 			code = http.StatusOK
 		}
 		took := time.Since(start)
-		s.metrics.requests.WithLabelValues(label, strconv.Itoa(code)).Inc()
-		s.metrics.duration.WithLabelValues(label).Observe(took.Seconds())
-		s.log.Debug("dialer: request", "request_id", requestID(r.Context()), "route", label, "method", r.Method, "status", code, "took", took)
+		s.metrics.requestsBy.get(routeCode{st.label, code}).Inc()
+		s.metrics.durationBy.get(st.label).Observe(took.Seconds())
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("dialer: request", "request_id", st.id, "route", st.label, "method", r.Method, "status", code, "took", took)
+		}
 	})
 }
 

@@ -1,6 +1,7 @@
 package dialer
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/google/uuid"
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/coderhttp"
@@ -24,14 +27,14 @@ import (
 // agent API) for itself.
 const minimumAppPort = 9
 
-// nonCanonicalHeaders maps Go's canonical spelling of the websocket
-// headers to RFC 6455's; some apps compare header names byte for byte.
-var nonCanonicalHeaders = map[string]string{
-	"Sec-Websocket-Accept":     "Sec-WebSocket-Accept",
-	"Sec-Websocket-Extensions": "Sec-WebSocket-Extensions",
-	"Sec-Websocket-Key":        "Sec-WebSocket-Key",
-	"Sec-Websocket-Protocol":   "Sec-WebSocket-Protocol",
-	"Sec-Websocket-Version":    "Sec-WebSocket-Version",
+// nonCanonicalHeaders pairs Go's canonical spelling of the websocket
+// headers with RFC 6455's; some apps compare header names byte for byte.
+var nonCanonicalHeaders = []struct{ canonical, rfc string }{
+	{"Sec-Websocket-Accept", "Sec-WebSocket-Accept"},
+	{"Sec-Websocket-Extensions", "Sec-WebSocket-Extensions"},
+	{"Sec-Websocket-Key", "Sec-WebSocket-Key"},
+	{"Sec-Websocket-Protocol", "Sec-WebSocket-Protocol"},
+	{"Sec-Websocket-Version", "Sec-WebSocket-Version"},
 }
 
 // visitorIdentityHeaders are the headers newer Coder releases declare as
@@ -75,12 +78,57 @@ func isUnderscoreSpelling(name string) bool {
 	return false
 }
 
+// appExchange is what serveApp keeps about one proxied app request, in
+// one allocation: what the shared reverse proxy (Server.appProxy) reads
+// back through the request's state, the writers it wraps around the
+// client's, the admission slot and the stats session.
+type appExchange struct {
+	transport *http.Transport
+	target    *url.URL
+	appPath   string
+	rt        appurl.Route
+	policy    policyWriter
+	headers   releaseOnHeaders
+	slot      admissionSlot
+	session   StatsSession
+}
+
+// appExchangeOf is the exchange of the request ctx belongs to.
+func appExchangeOf(ctx context.Context) *appExchange {
+	return stateOf(ctx).app
+}
+
+// newAppProxy is the reverse proxy every app request goes through; what
+// differs per request comes from its appExchange.
+func (s *Server) newAppProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport: agentRoundTripper{},
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			ex := appExchangeOf(pr.In.Context())
+			s.rewrite(pr, ex.target, ex.appPath)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			ex := appExchangeOf(r.Context())
+			s.badGateway(w, r, err, ex.target, ex.rt)
+		},
+		ErrorLog:   s.proxyLog,
+		BufferPool: proxyBuffers,
+	}
+}
+
+// agentRoundTripper sends a request with its agent's transport.
+type agentRoundTripper struct{}
+
+func (agentRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	return appExchangeOf(r.Context()).transport.RoundTrip(r)
+}
+
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Route) {
 	tok, err := s.appToken(r, rt)
 	var authzResponse http.Header
 	if cold, ok := errors.AsType[*errColdPath](err); ok {
-		s.metrics.fastPath.WithLabelValues(cold.reason).Inc()
+		s.metrics.fastPathBy.get(cold.reason).Inc()
 		s.log.Info("dialer: fast-path token refused, asking authz", "reason", cold.reason, "error", cold.err,
 			"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
 		if s.authz == nil || len(r.Header.Values("Origin")) > 0 {
@@ -106,88 +154,99 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		s.refuseToken(w, r, err)
 		return
 	}
+	st := stateOf(r.Context())
+	if st == nil {
+		// Served without instrument (not the case in New's handler).
+		st = &requestState{}
+		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
+	}
+	ex := &appExchange{rt: rt}
 	if len(r.Header.Values("Origin")) == 0 {
 		// Envoy's ext_proc runs only for requests with Origin (fast
 		// path): the same response policy applies here to the others.
-		w = &policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
+		ex.policy = policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
 			Method: r.Method, Host: r.Host,
 			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
 		}}
+		w = &ex.policy
 	}
 
-	appURL, err := url.Parse(tok.AppURL)
-	if err != nil || tok.AppURL == "" {
-		desc := fmt.Sprintf("Application has an invalid URL %q", tok.AppURL)
-		if err != nil {
-			desc += ": " + err.Error()
-		}
-		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true})
-		return
-	}
-	if p := appURL.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
-				Message: fmt.Sprintf("App URL %q has an invalid port %q.", tok.AppURL, p),
-				Detail:  err.Error(),
-			})
+	// A target built before for the same app URL, agent and app passed
+	// every check below that depends only on them.
+	key := targetKey{appURL: tok.AppURL, agent: tok.AgentID, slugOrPort: rt.Request.AppSlugOrPort}
+	known, hit := s.targets.get(key)
+	var appURL *url.URL
+	if !hit {
+		appURL, err = url.Parse(tok.AppURL)
+		if err != nil || tok.AppURL == "" {
+			desc := fmt.Sprintf("Application has an invalid URL %q", tok.AppURL)
+			if err != nil {
+				desc += ": " + err.Error()
+			}
+			s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: desc, Retry: true})
 			return
 		}
-		if n < minimumAppPort {
-			coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
-				Message: fmt.Sprintf("Application port %d is not permitted. Coder reserves ports less than %d for internal use.", n, minimumAppPort),
-			})
-			return
+		if p := appURL.Port(); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
+					Message: fmt.Sprintf("App URL %q has an invalid port %q.", tok.AppURL, p),
+					Detail:  err.Error(),
+				})
+				return
+			}
+			if n < minimumAppPort {
+				coderhttp.WriteJSON(w, http.StatusBadRequest, coderhttp.Response{
+					Message: fmt.Sprintf("Application port %d is not permitted. Coder reserves ports less than %d for internal use.", n, minimumAppPort),
+				})
+				return
+			}
 		}
+		known.appQuery = appURL.RawQuery
 	}
 
-	appPath := escapedAppPath(r, rt)
-	if appPath == "" {
+	ex.appPath = escapedAppPath(r, rt)
+	if ex.appPath == "" {
 		// Apps resolve relative URLs against their root: add the slash.
 		// Like Coder, the redirect keeps only the path.
 		http.Redirect(w, r, rawPath(r)+"/", http.StatusTemporaryRedirect)
 		return
 	}
-	if appPath == "/" && r.URL.RawQuery == "" && appURL.RawQuery != "" {
+	if ex.appPath == "/" && r.URL.RawQuery == "" && known.appQuery != "" {
 		// The app's default query (e.g. code-server's folder=) must be
 		// visible to client-side code, so redirect rather than merge.
-		http.Redirect(w, r, rawPath(r)+"?"+appURL.RawQuery, http.StatusTemporaryRedirect)
+		http.Redirect(w, r, rawPath(r)+"?"+known.appQuery, http.StatusTemporaryRedirect)
 		return
 	}
 
-	target, err := s.upstreamURL(appURL, tok, rt)
-	if err != nil {
-		s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
+	if !hit {
+		known.target, err = s.upstreamURL(appURL, tok, rt)
+		if err != nil {
+			s.writePage(w, coderhttp.Page{Status: http.StatusBadRequest, Title: "Bad Request", Description: err.Error(), Retry: true})
+			return
+		}
+		s.targets.put(key, known)
+	}
+	ex.target = known.target
+	ex.transport = s.transports.get(tok.AgentID)
+
+	if !s.admitInto(w, r, &ex.slot, tok.AgentID) {
 		return
 	}
-	proxy := &httputil.ReverseProxy{
-		Transport: s.transports.get(tok.AgentID),
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			s.rewrite(pr, target, appPath)
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			s.badGateway(w, r, err, target, rt)
-		},
-		ErrorLog:   s.proxyLog,
-		BufferPool: proxyBuffers,
-	}
+	defer ex.slot.release()
+	ex.headers = releaseOnHeaders{ResponseWriter: w, slot: &ex.slot}
+	w = &ex.headers
 
-	release, ok := s.admitRequest(w, r, tok.AgentID)
-	if !ok {
-		return
-	}
-	defer release()
-	w = &releaseOnHeaders{ResponseWriter: w, release: release}
-
-	sess := s.stats.Start(tok)
-	defer sess.End()
+	s.stats.begin(&ex.session, tok)
+	defer ex.session.End()
 	if isUpgrade(r) {
 		s.upgrades.add()
 		defer s.upgrades.done()
 		s.metrics.websockets.WithLabelValues("app").Inc()
 		defer s.metrics.websockets.WithLabelValues("app").Dec()
 	}
-	proxy.ServeHTTP(w, r)
+	st.app = ex
+	s.appProxy.ServeHTTP(w, r)
 }
 
 // escapedAppPath is the raw request path beneath the app's base path, as
@@ -200,12 +259,55 @@ func escapedAppPath(r *http.Request, rt appurl.Route) string {
 		}
 		return p
 	}
-	// "/@user/ws/apps/app/rest" → ["", "@user", "ws", "apps", "app", "rest"]
-	parts := strings.SplitN(p, "/", 6)
-	if len(parts) < 6 {
-		return ""
+	// "/@user/ws/apps/app/rest": from the fifth slash on, "/rest".
+	i := -1
+	for range 5 {
+		j := strings.IndexByte(p[i+1:], '/')
+		if j < 0 {
+			return ""
+		}
+		i += 1 + j
 	}
-	return "/" + parts[5]
+	return p[i:]
+}
+
+// targetCache remembers the upstream URL of app URLs that passed
+// serveApp's checks, per agent and app slug or port (which is all the
+// checks and the URL depend on): parsing and building them cost
+// allocations on every request. The URLs are shared: read-only. It holds
+// at most maxKnownTargets and starts afresh when full.
+type targetCache struct {
+	mu sync.RWMutex // guards m
+	m  map[targetKey]knownTarget
+}
+
+const maxKnownTargets = 4096
+
+type targetKey struct {
+	appURL     string
+	agent      uuid.UUID
+	slugOrPort string
+}
+
+type knownTarget struct {
+	appQuery string // the app URL's query
+	target   *url.URL
+}
+
+func (c *targetCache) get(k targetKey) (knownTarget, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t, ok := c.m[k]
+	return t, ok
+}
+
+func (c *targetCache) put(k targetKey, t knownTarget) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxKnownTargets {
+		c.m = make(map[targetKey]knownTarget)
+	}
+	c.m[k] = t
 }
 
 // upstreamURL is the URL the request is sent to: the app URL's scheme and
@@ -258,46 +360,42 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 	out.Host = in.Host
 
 	// Envoy already wrote X-Forwarded-For with the client's address: keep
-	// it exactly (Rewrite starts without it, so nothing is appended).
+	// it exactly (Rewrite starts without it, so nothing is appended). The
+	// values are shared with the incoming request, capped so that adding
+	// to them copies.
 	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v := in.Header.Values(h); len(v) > 0 {
-			out.Header[h] = append([]string(nil), v...)
+			out.Header[h] = v[:len(v):len(v)]
 		}
 	}
 	if out.Header.Get("X-Forwarded-Proto") == "" {
 		out.Header.Set("X-Forwarded-Proto", s.accessURL.Scheme)
 	}
 
-	// wsedge's own headers never reach apps.
+	// wsedge's own headers, the visitor identity headers and underscore
+	// spellings of protected headers never reach apps.
 	for k := range out.Header {
-		if edgewire.IsInternalHeader(k) {
+		if edgewire.IsInternalHeader(k) || isUnderscoreSpelling(k) {
 			delete(out.Header, k)
 		}
 	}
 	for _, h := range visitorIdentityHeaders {
-		out.Header.Del(h)
-	}
-	for k := range out.Header {
-		if isUnderscoreSpelling(k) {
-			delete(out.Header, k)
-		}
+		delete(out.Header, h)
 	}
 
-	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
-		out.Header.Del("Cookie")
-		for _, c := range cookies {
-			if kept := stripColdPathCookie(tokens.StripCoderCookies(c)); kept != "" {
-				out.Header.Add("Cookie", kept)
-			}
+	if cookies := out.Header["Cookie"]; len(cookies) > 0 {
+		out.Header["Cookie"] = appCookies(cookies)
+		if len(out.Header["Cookie"]) == 0 {
+			delete(out.Header, "Cookie")
 		}
 	}
 
 	addMissingWebsocketKey(in, out)
 
-	for k, v := range out.Header {
-		if n, ok := nonCanonicalHeaders[k]; ok {
-			delete(out.Header, k)
-			out.Header[n] = v
+	for _, names := range nonCanonicalHeaders {
+		if v, ok := out.Header[names.canonical]; ok {
+			delete(out.Header, names.canonical)
+			out.Header[names.rfc] = v
 		}
 	}
 	s.injectTrace(out)

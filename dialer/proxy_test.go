@@ -148,6 +148,14 @@ func TestAppRedirects(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-App-Query") != "folder=/tmp&a=b%20c" || resp.Header.Get("X-App-Path") != "/" {
 		t.Fatalf("user query: %d query %q path %q", resp.StatusCode, resp.Header.Get("X-App-Query"), resp.Header.Get("X-App-Path"))
 	}
+
+	// Once a request has been proxied (its target remembered), the app's
+	// default query still redirects.
+	resp = e.do("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/", tok, nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != "/@alice/dev.main/apps/code/?folder=/home/coder" {
+		t.Fatalf("default query after a proxied request: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
 }
 
 // rawApp captures the raw request head the app receives.

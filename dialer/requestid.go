@@ -13,23 +13,20 @@ const RequestIDHeader = "X-Request-Id"
 // maxRequestIDLen bounds what ends up in a log line (Envoy's are UUIDs).
 const maxRequestIDLen = 128
 
-type requestIDKey struct{}
-
-// withRequestID keeps the request's ID in its context, for log lines of
-// code that only sees the context (terminal heartbeats).
-func withRequestID(r *http.Request) *http.Request {
+// headerRequestID is the request's ID as Envoy sent it, bounded.
+func headerRequestID(r *http.Request) string {
 	id := r.Header.Get(RequestIDHeader)
-	if id == "" {
-		return r
-	}
 	if len(id) > maxRequestIDLen {
 		id = id[:maxRequestIDLen]
 	}
-	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	return id
 }
 
-// requestID is the ID of the request ctx belongs to, "" if none.
+// requestID is the ID of the request ctx belongs to, "" if none; code
+// that only sees the context (terminal heartbeats) logs it too.
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if st := stateOf(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -143,6 +144,9 @@ type Server struct {
 	tracer trace.Tracer
 	// proxyLog receives the reverse proxy's own errors (debug level).
 	proxyLog *log.Logger
+	// appProxy proxies every app request (see appExchange).
+	appProxy *httputil.ReverseProxy
+	targets  targetCache
 
 	// testPingInterval overrides terminalPingInterval in tests.
 	testPingInterval time.Duration
@@ -189,6 +193,7 @@ func New(o Options) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.appProxy = s.newAppProxy()
 	if s.now == nil {
 		s.now = time.Now
 	}

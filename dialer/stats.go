@@ -130,11 +130,19 @@ type StatsSession struct {
 }
 
 func (c *StatsCollector) newSession(tok tokens.SignedToken) *StatsSession {
+	s := &StatsSession{}
+	c.begin(s, tok)
+	return s
+}
+
+// begin starts s, a session not yet begun, for tok.
+func (c *StatsCollector) begin(s *StatsSession, tok tokens.SignedToken) {
 	slug := tok.Request.AppSlugOrPort
 	if tok.Request.AccessMethod == appurl.AccessMethodTerminal {
 		slug = ""
 	}
-	return &StatsSession{c: c, report: StatsReport{
+	s.c = c
+	s.report = StatsReport{
 		UserID:           tok.UserID,
 		WorkspaceID:      tok.WorkspaceID,
 		AgentID:          tok.AgentID,
@@ -143,7 +151,7 @@ func (c *StatsCollector) newSession(tok tokens.SignedToken) *StatsSession {
 		SessionID:        uuid.New(),
 		SessionStartedAt: c.opts.Now(),
 		Requests:         1,
-	}}
+	}
 }
 
 // Start begins a session that is reported once, when it ends (an HTTP

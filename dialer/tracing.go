@@ -63,9 +63,9 @@ func endAtHeaders(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		label, _ := r.Context().Value(routeLabelKey{}).(*string)
-		if label == nil {
-			label = new(string)
+		label := new(string)
+		if st := stateOf(r.Context()); st != nil {
+			label = &st.label
 		}
 		hw := &headerSpanWriter{ResponseWriter: w, span: span, label: label}
 		defer hw.end(http.StatusOK)

@@ -67,9 +67,15 @@ const asciiSpace = " \t\r\n"
 
 // StripCoderCookies removes Coder's cookies from a Cookie header value and
 // keeps every other pair byte for byte, in order, joined with "; ".
+//
+// While every pair is kept and already so joined, the result is a prefix
+// of header: a header without Coder's cookies costs no allocation.
 func StripCoderCookies(header string) string {
-	var kept []string
-	for _, part := range strings.Split(header, ";") {
+	var b strings.Builder
+	n, kept, copied := 0, 0, false // while !copied, the result is header[:n]
+	for rest, more := header, true; more; {
+		var part string
+		part, rest, more = strings.Cut(rest, ";")
 		// Trim only ASCII white space, as net/http and browsers do: a
 		// pair is kept byte for byte, never altered into another cookie.
 		p := strings.Trim(part, asciiSpace)
@@ -80,9 +86,29 @@ func StripCoderCookies(header string) string {
 		if IsCoderCookie(strings.Trim(name, asciiSpace)) {
 			continue
 		}
-		kept = append(kept, p)
+		sep := "; "
+		if kept == 0 {
+			sep = ""
+		}
+		kept++
+		if !copied {
+			if next := header[n:]; strings.HasPrefix(next, sep) && strings.HasPrefix(next[len(sep):], p) {
+				n += len(sep) + len(p)
+				continue
+			}
+			copied = true
+			// What is left writes at most one more byte per ';' (a
+			// space after it).
+			b.Grow(n + len(sep) + len(p) + len(rest) + strings.Count(rest, ";"))
+			b.WriteString(header[:n])
+		}
+		b.WriteString(sep)
+		b.WriteString(p)
 	}
-	return strings.Join(kept, "; ")
+	if !copied {
+		return header[:n]
+	}
+	return b.String()
 }
 
 // CookieConfig holds the deployment's cookie settings.

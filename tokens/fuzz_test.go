@@ -56,8 +56,13 @@ func FuzzStripCoderCookies(f *testing.F) {
 	f.Add("a=1; coder_session_token=x; b=2")
 	f.Add("coder_subdomain_app_session_token_abc=1;;x=\"y;z\"")
 	f.Add("")
+	f.Add(" a=1 ;b=2;")
+	f.Add("a=1; b=2")
 	f.Fuzz(func(t *testing.T, header string) {
 		out := StripCoderCookies(header)
+		if want := stripCoderCookiesSplitting(header); out != want {
+			t.Fatalf("StripCoderCookies(%q) = %q, the splitting form gives %q", header, out, want)
+		}
 		// Idempotent, and no Coder cookie survives.
 		if StripCoderCookies(out) != out {
 			t.Fatalf("not idempotent: %q → %q", header, out)
@@ -88,4 +93,22 @@ func FuzzStripCoderCookies(f *testing.F) {
 			t.Fatalf("other cookies changed: %q → %q (%q, want %q)", header, out, kept, want)
 		}
 	})
+}
+
+// stripCoderCookiesSplitting is StripCoderCookies written plainly, as it
+// was before it learnt to return a prefix of its input.
+func stripCoderCookiesSplitting(header string) string {
+	var kept []string
+	for _, part := range strings.Split(header, ";") {
+		p := strings.Trim(part, asciiSpace)
+		if p == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(p, "=")
+		if IsCoderCookie(strings.Trim(name, asciiSpace)) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return strings.Join(kept, "; ")
 }
