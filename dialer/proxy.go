@@ -186,6 +186,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		defer s.upgrades.done()
 		s.metrics.websockets.WithLabelValues("app").Inc()
 		defer s.metrics.websockets.WithLabelValues("app").Dec()
+		w = upgradeWriter{ResponseWriter: w}
 	}
 	proxy.ServeHTTP(w, r)
 }
