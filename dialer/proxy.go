@@ -166,6 +166,9 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 			s.rewrite(pr, target, appPath)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, errUpgradeBridged) {
+				return // a websocket that ran its course
+			}
 			s.badGateway(w, r, err, target, rt)
 		},
 		ErrorLog:   s.proxyLog,
@@ -186,7 +189,13 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		defer s.upgrades.done()
 		s.metrics.websockets.WithLabelValues("app").Inc()
 		defer s.metrics.websockets.WithLabelValues("app").Dec()
-		w = upgradeWriter{ResponseWriter: w}
+		uw := w
+		proxy.ModifyResponse = func(res *http.Response) error {
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				return bridgeUpgrade(uw, res)
+			}
+			return nil
+		}
 	}
 	proxy.ServeHTTP(w, r)
 }

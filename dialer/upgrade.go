@@ -1,11 +1,14 @@
 package dialer
 
 import (
-	"bufio"
+	"context"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // idleCopyBuffer is what each direction of an upgraded connection holds
@@ -71,72 +74,122 @@ func copyAdaptive(dst io.Writer, src io.Reader) (written int64, err error) {
 	}
 }
 
-// upgradeWriter hands the reverse proxy an upgradedConn when it hijacks
-// the client connection for a protocol switch (a websocket). It must be
-// the outermost writer: http.ResponseController uses the first Hijack it
-// finds.
-type upgradeWriter struct {
-	http.ResponseWriter
-}
+// errUpgradeBridged ends httputil.ReverseProxy's handling of a 101 that
+// bridgeUpgrade took over (returned through ModifyResponse, so the
+// proxy's ErrorHandler sees it and must stay silent).
+var errUpgradeBridged = errors.New("upgraded connection bridged")
 
-func (w upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+// errNoCloseWrite ends a session whose reader reached EOF but whose
+// other side cannot be half-closed, as httputil does.
+var errNoCloseWrite = errors.New("connection cannot half-close")
+
+// bridgeUpgrade does with a 101 from the app what httputil.ReverseProxy
+// would — check the protocol, hijack the client connection, send the
+// 101's header, copy both ways until both are done or one fails — with
+// two goroutines fewer per session: this goroutine (the request's)
+// copies app to client, and the request context closes the app
+// connection through context.AfterFunc instead of a watcher goroutine.
+// Each goroutine of an idle websocket holds its stack (8 KiB here) for
+// the whole session. The copies use copyAdaptive. Bytes the client sent
+// before the 101 (already buffered by the server) go to the app first;
+// the proxy would drop them. Once the client connection is hijacked the
+// error returned wraps errUpgradeBridged; before, it is the proxy's
+// error for a bad switch (a 502 page).
+func bridgeUpgrade(rw http.ResponseWriter, res *http.Response) error {
+	req := res.Request
+	reqUp, resUp := upgradeType(req.Header), upgradeType(res.Header)
+	if !isPrintable(resUp) {
+		return fmt.Errorf("backend tried to switch to invalid protocol %q", resUp)
+	}
+	if !strings.EqualFold(reqUp, resUp) {
+		return fmt.Errorf("backend tried to switch protocol %q when %q was requested", resUp, reqUp)
+	}
+	appConn, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		return errors.New("internal error: 101 switching protocols response with non-writable body")
+	}
+	conn, brw, err := http.NewResponseController(rw).Hijack()
+	if errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("can't switch protocols using non-Hijacker ResponseWriter type %T", rw)
+	}
 	if err != nil {
-		return c, brw, err
+		return fmt.Errorf("hijack failed on protocol switch: %w", err)
 	}
-	uc := &upgradedConn{Conn: c}
-	if brw.Reader.Buffered() > 0 {
-		uc.buffered = brw.Reader
+	defer conn.Close()
+	// The proxy closes appConn (the response body) once this returns.
+	stop := context.AfterFunc(req.Context(), func() { _ = appConn.Close() })
+	defer stop()
+
+	h := rw.Header()
+	for k, vs := range res.Header {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
 	}
-	return uc, brw, nil
-}
-
-// Unwrap lets http.ResponseController reach Flush (an app that answers an
-// upgrade request without switching may stream).
-func (w upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// upgradedConn is the hijacked client connection of a protocol switch.
-// httputil.ReverseProxy copies both directions with io.Copy, which
-// finds WriteTo and ReadFrom here and so copies with copyAdaptive
-// instead of a 32 KiB buffer per direction. Reads first return the bytes
-// the server had already buffered (a client that sent before the 101),
-// which the proxy would otherwise never forward. httputil reads from one
-// goroutine only, which is what Read assumes.
-type upgradedConn struct {
-	net.Conn
-	// buffered holds bytes read from the client before the hijack; nil
-	// once drained.
-	buffered *bufio.Reader
-}
-
-func (c *upgradedConn) Read(p []byte) (int, error) {
-	if c.buffered == nil {
-		return c.Conn.Read(p)
+	head := *res
+	head.Header, head.Body = h, nil // only the header: the body is appConn
+	if err := head.Write(brw); err != nil {
+		return fmt.Errorf("%w: response write: %w", errUpgradeBridged, err)
 	}
-	n, err := c.buffered.Read(p)
-	if c.buffered.Buffered() == 0 {
-		c.buffered = nil
+	if err := brw.Flush(); err != nil {
+		return fmt.Errorf("%w: response flush: %w", errUpgradeBridged, err)
 	}
-	return n, err
+
+	var fromClient io.Reader = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)
+	}
+	// end makes the other direction's blocked read return.
+	end := func() {
+		_ = conn.Close()
+		_ = appConn.Close()
+	}
+	toApp := make(chan error, 1)
+	go func() {
+		err := copyThenCloseWrite(appConn, fromClient)
+		if err != nil {
+			end()
+		}
+		toApp <- err
+	}()
+	err = copyThenCloseWrite(conn, appConn)
+	if err != nil {
+		end()
+	}
+	if err2 := <-toApp; err == nil {
+		err = err2
+	}
+	if err == nil {
+		return errUpgradeBridged
+	}
+	return fmt.Errorf("%w: %w", errUpgradeBridged, err)
 }
 
-// WriteTo copies client bytes to w (towards the app).
-func (c *upgradedConn) WriteTo(w io.Writer) (int64, error) {
-	return copyAdaptive(w, c)
-}
-
-// ReadFrom copies r (the app's bytes) to the client.
-func (c *upgradedConn) ReadFrom(r io.Reader) (int64, error) {
-	return copyAdaptive(c.Conn, r)
-}
-
-// CloseWrite half-closes the client connection once the app has finished
-// sending, as the proxy does for a *net.TCPConn. A connection that
-// cannot half-close reports an error, which makes the proxy end the
-// session, as it does for such a connection.
-func (c *upgradedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+// copyThenCloseWrite copies src to dst and, once src ends, half-closes
+// dst so its peer sees the end too.
+func copyThenCloseWrite(dst io.Writer, src io.Reader) error {
+	if _, err := copyAdaptive(dst, src); err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return errors.ErrUnsupported
+	return errNoCloseWrite
+}
+
+// upgradeType is the protocol a header asks to switch to, "" if none.
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }

@@ -129,8 +129,9 @@ func TestUpgradedConnectionBytes(t *testing.T) {
 }
 
 // TestIdleUpgradedConnectionMemory: an open, idle websocket costs the
-// dialer little heap. io.Copy held a 32 KiB buffer per direction for the
-// whole session (over 64 KiB in all).
+// dialer little memory. httputil.ReverseProxy held a 32 KiB io.Copy
+// buffer per direction and four goroutines (their stacks) for the whole
+// session: over 100 KiB in all.
 func TestIdleUpgradedConnectionMemory(t *testing.T) {
 	e := newEnv(t, nil).start()
 	app := rawUpgradeApp(t)
@@ -140,9 +141,10 @@ func TestIdleUpgradedConnectionMemory(t *testing.T) {
 
 	const sessions = 200
 	goroutines := runtime.NumGoroutine()
-	// heapPerSession opens sessions to addr, each echoing one message,
-	// and measures the live heap they add.
-	heapPerSession := func(addr string) float64 {
+	type cost struct{ heap, stack, goroutines float64 }
+	// perSession opens sessions to addr, each echoing one message, and
+	// measures the live heap, stacks and goroutines they add.
+	perSession := func(addr string) cost {
 		var conns []net.Conn
 		defer func() {
 			for _, c := range conns {
@@ -153,6 +155,7 @@ func TestIdleUpgradedConnectionMemory(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
+		g := runtime.NumGoroutine()
 		for range sessions {
 			c, br := openRawUpgrade(t, addr, tok, nil)
 			conns = append(conns, c)
@@ -166,17 +169,24 @@ func TestIdleUpgradedConnectionMemory(t *testing.T) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / sessions
+		return cost{
+			heap:       (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / sessions,
+			stack:      (float64(after.StackInuse) - float64(before.StackInuse)) / sessions,
+			goroutines: float64(runtime.NumGoroutine()-g) / sessions,
+		}
 	}
 	// Warm both paths (pools, the agent transport, the token cache).
-	heapPerSession(e.addr)
-	direct := heapPerSession(app.Listener.Addr().String())
-	proxied := heapPerSession(e.addr)
-	perSession := proxied - direct
-	t.Logf("dialer heap per idle upgraded connection: %.0f B (client and app: %.0f B)", perSession, direct)
-	const limit = 32 << 10
-	if perSession > limit {
-		t.Fatalf("dialer holds %.0f B of heap per idle upgraded connection, want ≤ %d", perSession, limit)
+	perSession(e.addr)
+	direct := perSession(app.Listener.Addr().String())
+	proxied := perSession(e.addr)
+	heap, stack, gs := proxied.heap-direct.heap, proxied.stack-direct.stack, proxied.goroutines-direct.goroutines
+	t.Logf("dialer per idle upgraded connection: heap %.0f B, stacks %.0f B, %.2f goroutines (client and app: %+v)", heap, stack, gs, direct)
+	if gs > 2.05 {
+		t.Errorf("dialer runs %.2f goroutines per idle upgraded connection, want 2 (one per direction)", gs)
+	}
+	const limit = 48 << 10
+	if heap+stack > limit {
+		t.Errorf("dialer holds %.0f B (heap %.0f, stacks %.0f) per idle upgraded connection, want ≤ %d", heap+stack, heap, stack, limit)
 	}
 }
 
