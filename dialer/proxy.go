@@ -183,19 +183,25 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	w = &releaseOnHeaders{ResponseWriter: w, release: release}
 
 	sess := s.stats.Start(tok)
-	defer sess.End()
-	if isUpgrade(r) {
-		s.upgrades.add()
-		defer s.upgrades.done()
-		s.metrics.websockets.WithLabelValues("app").Inc()
-		defer s.metrics.websockets.WithLabelValues("app").Dec()
-		uw := w
-		proxy.ModifyResponse = func(res *http.Response) error {
-			if res.StatusCode == http.StatusSwitchingProtocols {
-				return bridgeUpgrade(uw, res)
-			}
-			return nil
+	if !isUpgrade(r) {
+		defer sess.End()
+		proxy.ServeHTTP(w, r)
+		return
+	}
+	s.upgrades.add()
+	s.metrics.websockets.WithLabelValues("app").Inc()
+	h := &upgradeHandoff{cut: cutContext(r.Context()), end: func() {
+		s.metrics.websockets.WithLabelValues("app").Dec()
+		s.upgrades.done()
+		sess.End()
+	}}
+	defer h.handlerDone()
+	uw := w
+	proxy.ModifyResponse = func(res *http.Response) error {
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return bridgeUpgrade(uw, res, h)
 		}
+		return nil
 	}
 	proxy.ServeHTTP(w, r)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -83,19 +84,48 @@ var errUpgradeBridged = errors.New("upgraded connection bridged")
 // other side cannot be half-closed, as httputil does.
 var errNoCloseWrite = errors.New("connection cannot half-close")
 
+// upgradeHandoff is how serveApp lets an upgraded session outlive its
+// handler.
+type upgradeHandoff struct {
+	// cut ends detached sessions (the server's hard shutdown); nil when
+	// the handler is not run by Serve: the session then stays on the
+	// handler's goroutine.
+	cut context.Context
+	// end is what the handler does when the session is over.
+	end func()
+	// detached: a goroutine of the session calls end. Set and read on
+	// the handler's goroutine only.
+	detached bool
+}
+
+// handlerDone is deferred by the handler.
+func (h *upgradeHandoff) handlerDone() {
+	if !h.detached {
+		h.end()
+	}
+}
+
+// cutKey carries the context whose end cuts detached upgraded sessions.
+type cutKey struct{}
+
+func cutContext(ctx context.Context) context.Context {
+	c, _ := ctx.Value(cutKey{}).(context.Context)
+	return c
+}
+
 // bridgeUpgrade does with a 101 from the app what httputil.ReverseProxy
 // would — check the protocol, hijack the client connection, send the
 // 101's header, copy both ways until both are done or one fails — with
-// two goroutines fewer per session: this goroutine (the request's)
-// copies app to client, and the request context closes the app
+// less held per idle session: the handler returns once the 101 is sent
+// (with it go its goroutine's stack, grown by the request's work, and
+// the HTTP server's per-connection state and buffers), two goroutines of
+// the session copy with copyAdaptive, and h.cut closes the app
 // connection through context.AfterFunc instead of a watcher goroutine.
-// Each goroutine of an idle websocket holds its stack (8 KiB here) for
-// the whole session. The copies use copyAdaptive. Bytes the client sent
-// before the 101 (already buffered by the server) go to the app first;
-// the proxy would drop them. Once the client connection is hijacked the
-// error returned wraps errUpgradeBridged; before, it is the proxy's
-// error for a bad switch (a 502 page).
-func bridgeUpgrade(rw http.ResponseWriter, res *http.Response) error {
+// Bytes the client sent before the 101 (already buffered by the server)
+// go to the app first; httputil would drop them. Once the client
+// connection is hijacked the error returned wraps errUpgradeBridged;
+// before, it is the proxy's error for a bad switch (a 502 page).
+func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff) error {
 	req := res.Request
 	reqUp, resUp := upgradeType(req.Header), upgradeType(res.Header)
 	if !isPrintable(resUp) {
@@ -115,44 +145,67 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response) error {
 	if err != nil {
 		return fmt.Errorf("hijack failed on protocol switch: %w", err)
 	}
-	defer conn.Close()
-	// The proxy closes appConn (the response body) once this returns.
-	stop := context.AfterFunc(req.Context(), func() { _ = appConn.Close() })
-	defer stop()
 
-	h := rw.Header()
+	hdr := rw.Header()
 	for k, vs := range res.Header {
 		for _, v := range vs {
-			h.Add(k, v)
+			hdr.Add(k, v)
 		}
 	}
 	head := *res
-	head.Header, head.Body = h, nil // only the header: the body is appConn
-	if err := head.Write(brw); err != nil {
-		return fmt.Errorf("%w: response write: %w", errUpgradeBridged, err)
+	head.Header, head.Body = hdr, nil // only the header: the body is appConn
+	err = head.Write(brw)
+	if err == nil {
+		err = brw.Flush()
 	}
-	if err := brw.Flush(); err != nil {
-		return fmt.Errorf("%w: response flush: %w", errUpgradeBridged, err)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("%w: response: %w", errUpgradeBridged, err)
 	}
 
-	var fromClient io.Reader = conn
+	b := &upgradedSession{client: conn, fromClient: conn, app: appConn}
 	if n := brw.Reader.Buffered(); n > 0 {
-		fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)
+		b.fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)
 	}
-	// end makes the other direction's blocked read return.
+	if h.cut == nil {
+		return b.run(req.Context())
+	}
+	res.Body = http.NoBody // the proxy closes it on our error; the session owns appConn
+	h.detached = true
+	go func() {
+		defer h.end()
+		_ = b.run(h.cut)
+	}()
+	return errUpgradeBridged
+}
+
+// upgradedSession is the two connections of a protocol switch.
+type upgradedSession struct {
+	client     net.Conn
+	fromClient io.Reader // client, after any bytes read before the hijack
+	app        io.ReadWriteCloser
+}
+
+// run copies both ways until both directions are done or one fails, or
+// ctx ends; then both connections are closed. The calling goroutine
+// copies app → client, one more client → app.
+func (b *upgradedSession) run(ctx context.Context) error {
 	end := func() {
-		_ = conn.Close()
-		_ = appConn.Close()
+		_ = b.client.Close()
+		_ = b.app.Close()
 	}
+	defer end()
+	stop := context.AfterFunc(ctx, end)
+	defer stop()
 	toApp := make(chan error, 1)
 	go func() {
-		err := copyThenCloseWrite(appConn, fromClient)
+		err := copyThenCloseWrite(b.app, b.fromClient)
 		if err != nil {
-			end()
+			end() // the other direction's read returns
 		}
 		toApp <- err
 	}()
-	err = copyThenCloseWrite(conn, appConn)
+	err := copyThenCloseWrite(b.client, b.app)
 	if err != nil {
 		end()
 	}
