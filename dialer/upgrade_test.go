@@ -86,14 +86,28 @@ func openRawUpgrade(t testing.TB, addr, token string, early []byte) (net.Conn, *
 // both directions unchanged — including what the client sent before the
 // 101 arrived, transfers far larger than the copy buffers, and the
 // client's half-close, after which the app still gets to answer.
+// Served by Serve, a session outlives its handler; served by Handler
+// alone, it stays on the handler.
 func TestUpgradedConnectionBytes(t *testing.T) {
-	e := newEnv(t, nil).start()
+	t.Run("Serve", func(t *testing.T) {
+		e := newEnv(t, nil).start()
+		upgradedConnectionBytes(t, e, e.addr)
+	})
+	t.Run("Handler", func(t *testing.T) {
+		e := newEnv(t, nil)
+		srv := httptest.NewServer(e.srv.Handler())
+		t.Cleanup(srv.Close)
+		upgradedConnectionBytes(t, e, srv.Listener.Addr().String())
+	})
+}
+
+func upgradedConnectionBytes(t *testing.T, e *testEnv, addr string) {
 	app := rawUpgradeApp(t)
 	port := appPort(t, app)
 	e.agents.set(port, app.Listener.Addr().String())
 	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:"+itoa(port))
 
-	c, br := openRawUpgrade(t, e.addr, tok, []byte("early"))
+	c, br := openRawUpgrade(t, addr, tok, []byte("early"))
 	defer c.Close()
 	got := make([]byte, len("early"))
 	if _, err := io.ReadFull(br, got); err != nil || string(got) != "early" {
