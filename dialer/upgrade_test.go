@@ -199,7 +199,8 @@ func TestIdleUpgradedConnectionMemory(t *testing.T) {
 	if gs > 2.05 {
 		t.Errorf("dialer runs %.2f goroutines per idle upgraded connection, want 2 (one per direction)", gs)
 	}
-	const limit = 16 << 10
+	// Stacks vary with the runtime's adaptive starting size: leave room.
+	const limit = 24 << 10
 	if heap+stack > limit {
 		t.Errorf("dialer holds %.0f B (heap %.0f, stacks %.0f) per idle upgraded connection, want ≤ %d", heap+stack, heap, stack, limit)
 	}
