@@ -90,7 +90,11 @@ type appExchange struct {
 	policy    policyWriter
 	headers   releaseOnHeaders
 	slot      admissionSlot
-	session   StatsSession
+	// session is a plain request's (an upgrade's has its own).
+	session StatsSession
+	// upgrade is set for an upgrade request: a 101 is bridged by
+	// bridgeUpgrade, and the session may outlive the handler.
+	upgrade *upgradeHandoff
 }
 
 // appExchangeOf is the exchange of the request ctx belongs to.
@@ -107,7 +111,17 @@ func (s *Server) newAppProxy() *httputil.ReverseProxy {
 			ex := appExchangeOf(pr.In.Context())
 			s.rewrite(pr, ex.target, ex.appPath)
 		},
+		ModifyResponse: func(res *http.Response) error {
+			ex := appExchangeOf(res.Request.Context())
+			if ex.upgrade != nil && res.StatusCode == http.StatusSwitchingProtocols {
+				return bridgeUpgrade(&ex.headers, res, ex.upgrade)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, errUpgradeBridged) {
+				return // a websocket that ran its course
+			}
 			ex := appExchangeOf(r.Context())
 			s.badGateway(w, r, err, ex.target, ex.rt)
 		},
@@ -237,15 +251,24 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	ex.headers = releaseOnHeaders{ResponseWriter: w, slot: &ex.slot}
 	w = &ex.headers
 
-	s.stats.begin(&ex.session, tok)
-	defer ex.session.End()
-	if isUpgrade(r) {
-		s.upgrades.add()
-		defer s.upgrades.done()
-		s.metrics.websockets.WithLabelValues("app").Inc()
-		defer s.metrics.websockets.WithLabelValues("app").Dec()
-	}
 	st.app = ex
+	if !isUpgrade(r) {
+		s.stats.begin(&ex.session, tok)
+		defer ex.session.End()
+		s.appProxy.ServeHTTP(w, r)
+		return
+	}
+	// The session may outlive the handler: what it keeps must not hold
+	// ex, whose writers hold the HTTP server's per-request state.
+	sess := s.stats.Start(tok)
+	s.upgrades.add()
+	s.metrics.websockets.WithLabelValues("app").Inc()
+	ex.upgrade = &upgradeHandoff{cut: cutContext(r.Context()), end: func() {
+		s.metrics.websockets.WithLabelValues("app").Dec()
+		s.upgrades.done()
+		sess.End()
+	}}
+	defer ex.upgrade.handlerDone()
 	s.appProxy.ServeHTTP(w, r)
 }
 

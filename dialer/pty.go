@@ -107,7 +107,9 @@ func (s *Server) bridgeTerminal(ctx context.Context, conn *websocket.Conn, agent
 	done := make(chan struct{}, 2)
 	copyHalf := func(dst io.Writer, src io.Reader) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		// Not io.Copy: a terminal idles for hours, and io.Copy would
+		// hold 32 KiB per direction all along.
+		_, _ = copyAdaptive(dst, src)
 		done <- struct{}{}
 	}
 	wg.Add(2)

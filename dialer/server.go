@@ -281,8 +281,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return hardCtx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Upgraded app sessions outlive their handler: hardCtx cuts them too.
+		BaseContext: func(net.Listener) context.Context { return context.WithValue(hardCtx, cutKey{}, hardCtx) },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
 	loopCtx, loopCancel := context.WithCancel(ctx)

@@ -1,0 +1,248 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// idleCopyBuffer is what each direction of an upgraded connection holds
+// while it waits for bytes. A proxied websocket spends most of its life
+// idle, blocked in a read: io.Copy would hold 32 KiB per direction for
+// the whole session; typical frames (keystrokes, terminal lines, pings)
+// fit in this.
+const idleCopyBuffer = 1 << 10
+
+// errInvalidWrite: a Write returned an impossible count (as io.Copy's).
+var errInvalidWrite = errors.New("invalid write result")
+
+// copyAdaptive copies src to dst until EOF (then returns a nil error) or
+// an error, like io.Copy, without consulting io.WriterTo or io.ReaderFrom.
+// It reads into a small buffer; when a read fills it, more is likely
+// queued, so it borrows a pooled 32 KiB buffer for the following reads
+// and gives it back after the first read that does not fill that one. An
+// idle stream therefore blocks holding only the small buffer, and a bulk
+// transfer still moves 32 KiB per read.
+func copyAdaptive(dst io.Writer, src io.Reader) (written int64, err error) {
+	small := make([]byte, idleCopyBuffer)
+	var big []byte
+	defer func() {
+		if big != nil {
+			proxyBuffers.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = big
+		}
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			if nw < 0 || nr < nw {
+				nw = 0
+				if werr == nil {
+					werr = errInvalidWrite
+				}
+			}
+			written += int64(nw)
+			if werr != nil {
+				return written, werr
+			}
+			if nr != nw {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return written, nil
+			}
+			return written, rerr
+		}
+		switch {
+		case big == nil && nr == len(small):
+			big = proxyBuffers.Get()
+		case big != nil && nr < len(big):
+			proxyBuffers.Put(big)
+			big = nil
+		}
+	}
+}
+
+// errUpgradeBridged ends httputil.ReverseProxy's handling of a 101 that
+// bridgeUpgrade took over (returned through ModifyResponse, so the
+// proxy's ErrorHandler sees it and must stay silent).
+var errUpgradeBridged = errors.New("upgraded connection bridged")
+
+// errNoCloseWrite ends a session whose reader reached EOF but whose
+// other side cannot be half-closed, as httputil does.
+var errNoCloseWrite = errors.New("connection cannot half-close")
+
+// upgradeHandoff is how serveApp lets an upgraded session outlive its
+// handler.
+type upgradeHandoff struct {
+	// cut ends detached sessions (the server's hard shutdown); nil when
+	// the handler is not run by Serve: the session then stays on the
+	// handler's goroutine.
+	cut context.Context
+	// end is what the handler does when the session is over.
+	end func()
+	// detached: a goroutine of the session calls end. Set and read on
+	// the handler's goroutine only.
+	detached bool
+}
+
+// handlerDone is deferred by the handler.
+func (h *upgradeHandoff) handlerDone() {
+	if !h.detached {
+		h.end()
+	}
+}
+
+// cutKey carries the context whose end cuts detached upgraded sessions.
+type cutKey struct{}
+
+func cutContext(ctx context.Context) context.Context {
+	c, _ := ctx.Value(cutKey{}).(context.Context)
+	return c
+}
+
+// bridgeUpgrade does with a 101 from the app what httputil.ReverseProxy
+// would — check the protocol, hijack the client connection, send the
+// 101's header, copy both ways until both are done or one fails — with
+// less held per idle session: the handler returns once the 101 is sent
+// (with it go its goroutine's stack, grown by the request's work, and
+// the HTTP server's per-connection state and buffers), two goroutines of
+// the session copy with copyAdaptive, and h.cut closes the app
+// connection through context.AfterFunc instead of a watcher goroutine.
+// Bytes the client sent before the 101 (already buffered by the server)
+// go to the app first; httputil would drop them. Once the client
+// connection is hijacked the error returned wraps errUpgradeBridged;
+// before, it is the proxy's error for a bad switch (a 502 page).
+func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff) error {
+	req := res.Request
+	reqUp, resUp := upgradeType(req.Header), upgradeType(res.Header)
+	if !isPrintable(resUp) {
+		return fmt.Errorf("backend tried to switch to invalid protocol %q", resUp)
+	}
+	if !strings.EqualFold(reqUp, resUp) {
+		return fmt.Errorf("backend tried to switch protocol %q when %q was requested", resUp, reqUp)
+	}
+	appConn, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		return errors.New("internal error: 101 switching protocols response with non-writable body")
+	}
+	conn, brw, err := http.NewResponseController(rw).Hijack()
+	if errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("can't switch protocols using non-Hijacker ResponseWriter type %T", rw)
+	}
+	if err != nil {
+		return fmt.Errorf("hijack failed on protocol switch: %w", err)
+	}
+
+	hdr := rw.Header()
+	for k, vs := range res.Header {
+		for _, v := range vs {
+			hdr.Add(k, v)
+		}
+	}
+	head := *res
+	head.Header, head.Body = hdr, nil // only the header: the body is appConn
+	err = head.Write(brw)
+	if err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("%w: response: %w", errUpgradeBridged, err)
+	}
+
+	b := &upgradedSession{client: conn, fromClient: conn, app: appConn}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b.fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)
+	}
+	if h.cut == nil {
+		return b.run(req.Context())
+	}
+	res.Body = http.NoBody // the proxy closes it on our error; the session owns appConn
+	h.detached = true
+	go func() {
+		defer h.end()
+		_ = b.run(h.cut)
+	}()
+	return errUpgradeBridged
+}
+
+// upgradedSession is the two connections of a protocol switch.
+type upgradedSession struct {
+	client     net.Conn
+	fromClient io.Reader // client, after any bytes read before the hijack
+	app        io.ReadWriteCloser
+}
+
+// run copies both ways until both directions are done or one fails, or
+// ctx ends; then both connections are closed. The calling goroutine
+// copies app → client, one more client → app.
+func (b *upgradedSession) run(ctx context.Context) error {
+	end := func() {
+		_ = b.client.Close()
+		_ = b.app.Close()
+	}
+	defer end()
+	stop := context.AfterFunc(ctx, end)
+	defer stop()
+	toApp := make(chan error, 1)
+	go func() {
+		err := copyThenCloseWrite(b.app, b.fromClient)
+		if err != nil {
+			end() // the other direction's read returns
+		}
+		toApp <- err
+	}()
+	err := copyThenCloseWrite(b.client, b.app)
+	if err != nil {
+		end()
+	}
+	if err2 := <-toApp; err == nil {
+		err = err2
+	}
+	if err == nil {
+		return errUpgradeBridged
+	}
+	return fmt.Errorf("%w: %w", errUpgradeBridged, err)
+}
+
+// copyThenCloseWrite copies src to dst and, once src ends, half-closes
+// dst so its peer sees the end too.
+func copyThenCloseWrite(dst io.Writer, src io.Reader) error {
+	if _, err := copyAdaptive(dst, src); err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNoCloseWrite
+}
+
+// upgradeType is the protocol a header asks to switch to, "" if none.
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
