@@ -502,7 +502,7 @@ func (s *sideLoad) report(b *testing.B, prefix string, ps []namedPid) {
 //     reference proxy) and cpu (their sum). shared is this process (dev
 //     agent, dev primary, relay, load generator), in no sum.
 //   - idle-websocket: 1,000 websockets to the same app's /ws echo through
-//     each side, RSS growth (VmRSS) per open session of each process and
+//     each side, opened as the app's page would (with its Origin), RSS growth (VmRSS) per open session of each process and
 //     summed (ws-B/session), then echo latency on idle sessions,
 //     interleaved.
 //
@@ -548,6 +548,19 @@ func (rb *referenceBench) load(b *testing.B, conc int) {
 	b.ReportMetric(1.0, "bar-ratio-max-cpu-µs/req")
 }
 
+// openBrowserWebsockets opens n websockets as a page of the app would: a
+// browser sends its page's Origin with every websocket handshake (so on
+// wsedge they take the app route, where jwt_authn verifies the cookie and
+// ext_proc sees the 101, not the warm route).
+func openBrowserWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(context.Context, string, string) (net.Conn, error)) (*wsSet, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return nil, err
+	}
+	h := http.Header{"Cookie": {cookie}, "Origin": {"http://" + u.Host}}
+	return openWebsocketsWith(ctx, n, wsURL, &http.Client{Transport: &http.Transport{DialContext: dial}}, h)
+}
+
 func (rb *referenceBench) idleWebsockets(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -563,7 +576,7 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 		{prefix: "", ps: rb.wsedge, dial: rb.bp.dial},
 	}
 	for _, s := range sides {
-		warm, err := openWebsockets(ctx, 8, wsURL, rb.bp.codeCookie, s.dial)
+		warm, err := openBrowserWebsockets(ctx, 8, wsURL, rb.bp.codeCookie, s.dial)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -578,7 +591,7 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 	var mem []metric
 	for _, s := range sides {
 		before := sample(b, s.ps, rss)
-		set, err := openWebsockets(ctx, idleWebsockets, wsURL, rb.bp.codeCookie, s.dial)
+		set, err := openBrowserWebsockets(ctx, idleWebsockets, wsURL, rb.bp.codeCookie, s.dial)
 		if err != nil {
 			b.Fatal(err)
 		}
