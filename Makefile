@@ -184,7 +184,7 @@ bench: setup build
 ## Envoy in front of a Go reverse proxy over the same tailnet to the same
 ## agent), with issue 16's bars, written to bench/results/fastpath.md.
 ## `make bench` runs the same benchmark among all the others.
-REFERENCE_BENCHTIME ?= 2s
+REFERENCE_BENCHTIME ?= 5s
 bench-reference: setup build
 	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -out bench/results/fastpath.md ./e2e/
 
