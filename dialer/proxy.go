@@ -83,7 +83,7 @@ func isUnderscoreSpelling(name string) bool {
 // back through the request's state, the writers it wraps around the
 // client's, the admission slot and the stats session.
 type appExchange struct {
-	transport *http.Transport
+	transport *agentTransport
 	target    *url.URL
 	appPath   string
 	rt        appurl.Route
@@ -130,11 +130,17 @@ func (s *Server) newAppProxy() *httputil.ReverseProxy {
 	}
 }
 
-// agentRoundTripper sends a request with its agent's transport.
+// agentRoundTripper sends a request with its agent's transport: the
+// common warm request synchronously (syncrt.go), the others with the
+// agent's http.Transport.
 type agentRoundTripper struct{}
 
 func (agentRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	return appExchangeOf(r.Context()).transport.RoundTrip(r)
+	at := appExchangeOf(r.Context()).transport
+	if syncEligible(r) {
+		return at.roundTripSync(r)
+	}
+	return at.t.RoundTrip(r)
 }
 
 // serveApp proxies a path or subdomain app request (docs/protocol.md#proxying-rules).

@@ -45,9 +45,19 @@ type transportCache struct {
 	m  map[uuid.UUID]*agentTransport
 }
 
+// agentTransport is an agent's http.Transport and the pool of the
+// synchronous round trip (syncrt.go).
 type agentTransport struct {
 	t        *http.Transport
-	lastUsed time.Time
+	cache    *transportCache
+	agentID  uuid.UUID
+	lastUsed time.Time // guarded by transportCache.mu
+
+	mu sync.Mutex // guards idle and closed
+	// idle connections, the least recently used first.
+	idle []*agentConn
+	// closed: evicted, connections are no longer pooled.
+	closed bool
 }
 
 func newTransportCache(agents AgentDialer, dialTimeout, responseTimeout time.Duration, now func() time.Time, m *metrics) *transportCache {
@@ -55,16 +65,16 @@ func newTransportCache(agents AgentDialer, dialTimeout, responseTimeout time.Dur
 }
 
 // get returns the agent's transport, creating it on first use.
-func (c *transportCache) get(agentID uuid.UUID) *http.Transport {
+func (c *transportCache) get(agentID uuid.UUID) *agentTransport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	at, ok := c.m[agentID]
 	if !ok {
-		at = &agentTransport{t: c.newTransport(agentID)}
+		at = &agentTransport{t: c.newTransport(agentID), cache: c, agentID: agentID}
 		c.m[agentID] = at
 	}
 	at.lastUsed = c.now()
-	return at.t
+	return at
 }
 
 func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
@@ -131,6 +141,7 @@ func (c *transportCache) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 			c.evictIdle(c.now().Add(-transportIdleEvict))
+			c.closeExpired(c.now().Add(-idleConnTimeout))
 		}
 	}
 }
@@ -141,7 +152,7 @@ func (c *transportCache) evictIdle(cutoff time.Time) {
 	defer c.mu.Unlock()
 	for id, at := range c.m {
 		if at.lastUsed.Before(cutoff) {
-			at.t.CloseIdleConnections()
+			at.closeIdle(true)
 			delete(c.m, id)
 		}
 	}
@@ -153,7 +164,7 @@ func (c *transportCache) closeIdleOf(agentID uuid.UUID) {
 	at := c.m[agentID]
 	c.mu.Unlock()
 	if at != nil {
-		at.t.CloseIdleConnections()
+		at.closeIdle(false)
 	}
 }
 
@@ -161,6 +172,16 @@ func (c *transportCache) closeIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, at := range c.m {
-		at.t.CloseIdleConnections()
+		at.closeIdle(false)
+	}
+}
+
+// closeExpired closes the synchronous round trip's connections idle
+// since before cutoff (http.Transport times its own out).
+func (c *transportCache) closeExpired(cutoff time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, at := range c.m {
+		at.closeExpired(cutoff)
 	}
 }

@@ -21,7 +21,7 @@ func TestTransportPerAgentAndEviction(t *testing.T) {
 	if c.get(a) != ta || c.get(b) == ta {
 		t.Fatal("transports are not per agent")
 	}
-	if ta.MaxIdleConnsPerHost != maxIdleConnsPerAgent || ta.IdleConnTimeout != 10*time.Minute || ta.ResponseHeaderTimeout != 10*time.Second || ta.Proxy != nil || !ta.TLSClientConfig.InsecureSkipVerify {
+	if tt := ta.t; tt.MaxIdleConnsPerHost != maxIdleConnsPerAgent || tt.IdleConnTimeout != 10*time.Minute || tt.ResponseHeaderTimeout != 10*time.Second || tt.Proxy != nil || !tt.TLSClientConfig.InsecureSkipVerify {
 		t.Fatalf("transport settings %+v", ta)
 	}
 	now = now.Add(20 * time.Minute)

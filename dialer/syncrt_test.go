@@ -1,0 +1,271 @@
+package dialer
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsedge/wsedge/edgewire"
+)
+
+// scriptedApp is an app on loopback that answers each path with fixed
+// bytes on keep-alive connections and records the requests it reads.
+// "/hang" is never answered; after "/close…" the connection is closed.
+// closeAfter makes it close each connection
+// right after its first answer, without saying so (Connection: close
+// absent), as apps with a short keep-alive timeout do.
+type scriptedApp struct {
+	addr       string
+	answers    map[string]string
+	closeAfter bool
+	requests   chan *http.Request
+	closed     chan struct{}
+}
+
+func newScriptedApp(t *testing.T, closeAfter bool, answers map[string]string) *scriptedApp {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &scriptedApp{addr: ln.Addr().String(), answers: answers, closeAfter: closeAfter,
+		requests: make(chan *http.Request, 64), closed: make(chan struct{}, 64)}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { a.serve(c) })
+		}
+	})
+	return a
+}
+
+func (a *scriptedApp) serve(c net.Conn) {
+	defer func() { a.closed <- struct{}{} }()
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		a.requests <- req
+		if req.URL.Path == "/hang" {
+			continue
+		}
+		answer, ok := a.answers[req.URL.Path]
+		if !ok {
+			answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		}
+		_, _ = io.WriteString(c, answer)
+		if a.closeAfter || strings.HasPrefix(req.URL.Path, "/close") {
+			return
+		}
+	}
+}
+
+func (a *scriptedApp) lastRequest(t *testing.T) *http.Request {
+	t.Helper()
+	var last *http.Request
+	for {
+		select {
+		case r := <-a.requests:
+			last = r
+		default:
+			if last == nil {
+				t.Fatal("the app saw no request")
+			}
+			return last
+		}
+	}
+}
+
+const syncAppURL = "http://" + testAccessHost + "/@alice/dev.main/apps/code"
+
+// TestSyncRoundTripReusesOneConnection: sequential GETs share one agent
+// connection, and the app sees the request as the client sent it (no
+// Accept-Encoding added, which http.Transport would add).
+func TestSyncRoundTripReusesOneConnection(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, nil)
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	for i := range 5 {
+		resp := e.do("GET", syncAppURL+"/page", tok, nil)
+		if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		if r := app.lastRequest(t); r.Header.Get("Accept-Encoding") != "" {
+			t.Fatalf("request %d reached the app with Accept-Encoding %q", i, r.Header.Get("Accept-Encoding"))
+		}
+	}
+	if n := len(e.agents.dialed()); n != 1 {
+		t.Errorf("%d dials for 5 sequential GETs, want 1", n)
+	}
+}
+
+// TestPostStillUsesTransport: a request with a body goes through
+// http.Transport (which asks for gzip on the client's behalf).
+func TestPostStillUsesTransport(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, nil)
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	req, _ := http.NewRequest("POST", syncAppURL+"/form", strings.NewReader("a=1"))
+	req.Header.Set(edgewire.AppTokenHeader, tok)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("POST: %d %q", resp.StatusCode, body)
+	}
+	if r := app.lastRequest(t); r.Method != "POST" || r.Header.Get("Accept-Encoding") != "gzip" {
+		t.Fatalf("POST reached the app as %s with Accept-Encoding %q, want http.Transport's gzip", r.Method, r.Header.Get("Accept-Encoding"))
+	}
+}
+
+// TestSyncRoundTripStaleIdleConnection: an app that closed a pooled
+// connection while it was idle does not fail the next request: it is
+// sent again on a new connection.
+func TestSyncRoundTripStaleIdleConnection(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, true, nil)
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	for i := range 3 {
+		resp := e.do("GET", syncAppURL+"/", tok, nil)
+		if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		select {
+		case <-app.closed: // the idle connection is now stale
+		case <-time.After(5 * time.Second):
+			t.Fatal("the app did not close its connection")
+		}
+	}
+	// Each request after the first found the pooled connection closed.
+	if n := len(e.agents.dialed()); n != 3 {
+		t.Errorf("%d dials, want 3", n)
+	}
+}
+
+// TestSyncRoundTripFraming: bodiless answers (HEAD, 204, 304), chunked
+// bodies with trailers and Content-Length reach the client intact, and
+// the connection stays in step for the next request.
+func TestSyncRoundTripFraming(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, map[string]string{
+		"/head":           "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\n",
+		"/empty":          "HTTP/1.1 204 No Content\r\nX-App: a\r\n\r\n",
+		"/cached":         "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\n\r\n",
+		"/chunked":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n",
+		"/length":         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+		"/hint":           "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhint",
+		"/close-identity": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+	})
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	check := func(method, path string, status int, body string, hdr map[string]string) *http.Response {
+		t.Helper()
+		resp := e.do(method, syncAppURL+path, tok, nil)
+		got := readAll(t, resp)
+		if resp.StatusCode != status || got != body {
+			t.Fatalf("%s %s: %d %q, want %d %q", method, path, resp.StatusCode, got, status, body)
+		}
+		for k, v := range hdr {
+			if g := resp.Header.Get(k); g != v {
+				t.Errorf("%s %s: %s %q, want %q", method, path, k, g, v)
+			}
+		}
+		return resp
+	}
+	check("HEAD", "/head", 200, "", map[string]string{"Content-Length": "5"})
+	check("GET", "/empty", 204, "", map[string]string{"X-App": "a"})
+	check("GET", "/cached", 304, "", map[string]string{"Etag": `"v1"`})
+	resp := check("GET", "/chunked", 200, "hello, world", nil)
+	if resp.Trailer.Get("X-Sum") != "12" {
+		t.Errorf("trailer %v, want X-Sum: 12", resp.Trailer)
+	}
+	check("GET", "/length", 200, "0123456789", map[string]string{"Content-Length": "10"})
+	check("GET", "/hint", 200, "hint", nil)
+	if n := len(e.agents.dialed()); n != 1 {
+		t.Errorf("%d dials, want 1: a response's framing was misread", n)
+	}
+	// A body delimited by the connection's end: the connection is not
+	// reused.
+	check("GET", "/close-identity", 200, "until close", nil)
+	check("GET", "/length", 200, "0123456789", nil)
+	if n := len(e.agents.dialed()); n != 2 {
+		t.Errorf("%d dials, want 2 (the connection that ended a body is not reused)", n)
+	}
+}
+
+// TestSyncRoundTripResponseTimeout: an app that never answers gets the
+// 502 page with http.Transport's wording once the response timeout
+// passes.
+func TestSyncRoundTripResponseTimeout(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.ResponseTimeout = 300 * time.Millisecond }).start()
+	app := newScriptedApp(t, false, nil)
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	resp := e.do("GET", syncAppURL+"/hang", tok, nil)
+	body := readAll(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "Failed to proxy request to application: net/http: timeout awaiting response headers") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	select {
+	case <-app.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection of the unanswered request was not closed")
+	}
+}
+
+// TestSyncRoundTripClientGone: a client that gives up closes the app
+// connection its request waits on.
+func TestSyncRoundTripClientGone(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, nil)
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", syncAppURL+"/hang", nil)
+	req.Header.Set(edgewire.AppTokenHeader, tok)
+	go func() {
+		<-app.requests
+		cancel()
+	}()
+	if resp, err := e.client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("request answered %d, want cancelled", resp.StatusCode)
+	}
+	select {
+	case <-app.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app connection outlived the cancelled request")
+	}
+}
