@@ -218,9 +218,11 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 }
 
 // release ends a round trip on c: back to the pool when the exchange
-// ended cleanly and neither side asked to close, else closed.
+// ended cleanly, neither side asked to close and the app sent nothing
+// past its response (what it did send would be read as the next
+// request's answer), else closed.
 func (at *agentTransport) release(c *agentConn, stop func() bool, keep bool) {
-	if !stop() || !keep {
+	if !stop() || !keep || c.br.Buffered() > 0 {
 		c.conn.Close()
 		return
 	}

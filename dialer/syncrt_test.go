@@ -269,3 +269,24 @@ func TestSyncRoundTripClientGone(t *testing.T) {
 		t.Fatal("the app connection outlived the cancelled request")
 	}
 }
+
+// TestSyncRoundTripExtraBytesNotReused: an app that sends bytes past its
+// response (a wrong Content-Length) does not get that connection again,
+// so the stray bytes are never read as the next request's answer.
+func TestSyncRoundTripExtraBytesNotReused(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, map[string]string{
+		"/sloppy": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
+	})
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	for _, tt := range []struct{ path, want string }{{"/sloppy", "ok"}, {"/next", "ok"}} {
+		resp := e.do("GET", syncAppURL+tt.path, tok, nil)
+		if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != tt.want {
+			t.Fatalf("%s: %d %q, want 200 %q", tt.path, resp.StatusCode, body, tt.want)
+		}
+	}
+	if n := len(e.agents.dialed()); n != 2 {
+		t.Errorf("%d dials, want 2 (the sloppy connection not reused)", n)
+	}
+}
