@@ -203,6 +203,7 @@ func TestFastPath(t *testing.T) {
 		{"unknown kid", signedLike(t, unknownKey, real, func(*tokens.SignedToken) {}), "invalid"},
 		{"another app's token", signedLike(t, key, real, func(s *tokens.SignedToken) { s.Request = otherApp }), "mismatch"},
 		{"not a cookie value Go reads", `"unterminated`, "missing"},
+		{"empty", "", "missing"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fastPath := func() float64 {

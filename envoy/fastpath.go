@@ -262,18 +262,6 @@ func noFastPath(c Config, r *routev3.Route) *routev3.Route {
 	return r
 }
 
-// Regexes of the warm routes (Envoy's safe_regex is a full match, RE2
-// programs are limited to 100 instructions, hence one per query key).
-const (
-	// tokenCookieRegex matches a Cookie header holding a non-empty
-	// coder_signed_app_token cookie.
-	tokenCookieRegex = `(.*[;,] *)?` + signedAppTokenCookie + `=[^;, ].*`
-	// smuggledKeyQueryRegex and tokenQueryRegex match a :path whose query
-	// has the key (with or without a value).
-	smuggledKeyQueryRegex = `[^?]*\?([^&]*&)*` + smuggledAPIKeyQueryParam + `([=&].*)?`
-	tokenQueryRegex       = `[^?]*\?([^&]*&)*` + signedAppTokenQueryParam + `([=&].*)?`
-)
-
 // warmFirst puts the app route's warm twin in front of it (Config.FastPath
 // without a rate limit): a request that carries a coder_signed_app_token
 // cookie, no Origin, and nothing the pipeline treats specially (the
@@ -295,22 +283,31 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 	if !c.FastPath || c.RateLimit.Enabled() {
 		return []*routev3.Route{app}
 	}
-	regex := func(name, re string, invert bool) *routev3.HeaderMatcher {
+	// The matchers only choose who checks the token: whatever the warm
+	// route lets through, the dialer verifies, and sends to authz what it
+	// refuses (a name in the Cookie header that is no readable token
+	// cookie included). So plain substring tests do, leaning cold: any
+	// mention of the cold-path cookie or of either query parameter in the
+	// path takes the app route (measured: Envoy CPU/request ~2 % below the
+	// same tests as anchored regexes).
+	has := func(name, s string, invert bool) *routev3.HeaderMatcher {
 		return &routev3.HeaderMatcher{Name: name, InvertMatch: invert, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
-			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}},
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: s}},
 		}}
 	}
 	match := proto.Clone(app.Match).(*routev3.RouteMatch)
 	match.Headers = append(match.Headers,
-		regex("cookie", tokenCookieRegex, false),
-		regex("cookie", coldPathCookieRegex, true),
+		has("cookie", signedAppTokenCookie+"=", false),
+		has("cookie", edgewire.ColdPathCookie+"=", true),
 		&routev3.HeaderMatcher{Name: "origin", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
 		&routev3.HeaderMatcher{Name: ":authority", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: logoutHostPrefix}, IgnoreCase: true},
 		}},
-		regex(":path", smuggledKeyQueryRegex, true),
-		regex(":path", tokenQueryRegex, true),
-		regex(":path", queryKeyEscapedRegex, true),
+		has(":path", smuggledAPIKeyQueryParam, true),
+		has(":path", signedAppTokenQueryParam, true),
+		&routev3.HeaderMatcher{Name: ":path", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: queryKeyEscapedRegex}}},
+		}},
 	)
 	// Disabled this way Envoy does not even create the filters for the
 	// request (measured: Envoy CPU/request 1.28× → 1.16–1.21× the minimal
