@@ -1,16 +1,36 @@
 package appurl
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// coderd's regexps for a subdomain-app label and a wildcard host: the
+// parsers must read input exactly as they do.
+var appURLRE = regexp.MustCompile(`^([a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)--([a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)--([a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)--([a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)$`)
+
+func hostMatchRE(suffix string) *regexp.Regexp {
+	return regexp.MustCompile(`^\s*([^.]+)` + regexp.QuoteMeta(suffix) + `\.?(:\d+)?\s*$`)
+}
 
 func FuzzParseSubdomainAppURL(f *testing.F) {
 	for _, s := range []string{"code--main--dev--alice", "pre---8443s--a--b--c", "a---b---c--d--e--f", "--", "-----", "x"} {
 		f.Add(s)
 	}
+	f.Add("a-b--c--d--e-")
+	f.Add("a--b--c--d--e")
+	f.Add("a-b-c--d--e--f9")
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseSubdomainAppURL(s)
+		rest := s
+		if i := strings.LastIndex(s, "---"); i >= 0 {
+			rest = s[i+3:]
+		}
+		m := appURLRE.FindStringSubmatch(rest)
+		if (m == nil) != (err != nil) || m != nil && (m[1] != a.AppSlugOrPort || m[2] != a.AgentName || m[3] != a.WorkspaceName || m[4] != a.Username) {
+			t.Fatalf("%q: parsed %+v, %v; coderd's regexp: %q", s, a, err, m)
+		}
 		if err != nil {
 			return
 		}
@@ -68,12 +88,20 @@ func FuzzHostnamePattern(f *testing.F) {
 	f.Add("*.apps.example.com", "a--b--c--d.apps.example.com:80")
 	f.Add("*--apps.example.com", "a--b--c--d--apps.example.com.")
 	f.Add("*.x.y", "..x.y")
+	f.Add("*.x.y", " .x.y")
+	f.Add("*.x.y", "  a b .x.y.:80 \t")
+	f.Add("*.x.y", "a.x.y:80.")
+	f.Add("*.x.y", "a.x.y..")
 	f.Fuzz(func(t *testing.T, pattern, host string) {
 		p, err := CompileHostnamePattern(pattern)
 		if err != nil {
 			return
 		}
 		sub, ok := p.Match(host)
+		m := hostMatchRE(p.Suffix()).FindStringSubmatch(host)
+		if (m != nil) != ok || ok && m[1] != sub {
+			t.Fatalf("%q ~ %q: matched %v %q; coderd's regexp: %q", host, pattern, ok, sub, m)
+		}
 		if !ok {
 			return
 		}

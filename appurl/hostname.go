@@ -13,7 +13,6 @@ type HostnamePattern struct {
 	pattern string
 	// suffix is everything after the "*", lower-cased, port removed.
 	suffix string
-	re     *regexp.Regexp
 }
 
 var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -60,12 +59,7 @@ func CompileHostnamePattern(pattern string) (*HostnamePattern, error) {
 			return bad(fmt.Sprintf("label %q is not a valid DNS label", labels[i]))
 		}
 	}
-	suffix := p[1:]
-	re, err := regexp.Compile(`^\s*([^.]+)` + regexp.QuoteMeta(suffix) + `\.?(:\d+)?\s*$`)
-	if err != nil {
-		return bad(err.Error())
-	}
-	return &HostnamePattern{pattern: pattern, suffix: suffix, re: re}, nil
+	return &HostnamePattern{pattern: pattern, suffix: p[1:]}, nil
 }
 
 // String returns the pattern as it was configured.
@@ -77,10 +71,42 @@ func (p *HostnamePattern) Suffix() string { return p.suffix }
 // Match returns the subdomain part of a request host that matches the
 // pattern. Like coderd it compares case-sensitively against the
 // lower-cased pattern: browsers send lower-case hosts.
+//
+// The host is read as coderd's pattern regexp reads it,
+// `^\s*([^.]+)<suffix>\.?(:\d+)?\s*$` (hostMatchRE in the tests holds
+// it and a fuzz test the two to each other), without a regexp: it runs
+// on every app request.
 func (p *HostnamePattern) Match(host string) (subdomain string, ok bool) {
-	m := p.re.FindStringSubmatch(host)
-	if m == nil {
+	h := strings.TrimRight(host, asciiRESpace)
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && allDigits(h[i+1:]) {
+		h = h[:i]
+	}
+	h, _ = strings.CutSuffix(h, ".")
+	rest, ok := strings.CutSuffix(h, p.suffix)
+	if !ok || rest == "" || strings.IndexByte(rest, '.') >= 0 {
 		return "", false
 	}
-	return m[1], true
+	// The leading \s* takes what white space it can and leaves the
+	// group at least one character.
+	sub := strings.TrimLeft(rest, asciiRESpace)
+	if sub == "" {
+		sub = rest[len(rest)-1:]
+	}
+	return sub, true
+}
+
+// asciiRESpace is what \s matches in Go's regexp.
+const asciiRESpace = "\t\n\f\r "
+
+// allDigits reports whether s is one or more ASCII digits.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

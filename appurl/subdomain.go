@@ -3,7 +3,6 @@ package appurl
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -22,9 +21,6 @@ type ApplicationURL struct {
 	Username      string
 }
 
-const nameRE = `[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*`
-
-var appURLRE = regexp.MustCompile(`^(` + nameRE + `)--(` + nameRE + `)--(` + nameRE + `)--(` + nameRE + `)$`)
 
 // ErrInvalidApplicationURL wraps every reason a subdomain does not parse.
 var ErrInvalidApplicationURL = errors.New("invalid application url format")
@@ -37,12 +33,37 @@ func ParseSubdomainAppURL(subdomain string) (ApplicationURL, error) {
 		a.Prefix = subdomain[:i+3]
 		rest = subdomain[i+3:]
 	}
-	m := appURLRE.FindStringSubmatch(rest)
-	if m == nil {
-		return ApplicationURL{}, fmt.Errorf("%w: %q", ErrInvalidApplicationURL, rest)
+	// Four names joined by "--", a name being letters and digits in runs
+	// joined by single hyphens (the tests hold this to coderd's regexp,
+	// appURLRE; no regexp here: it runs on every subdomain app request).
+	var parts [4]string
+	label := rest
+	for i := range parts {
+		name, more, found := strings.Cut(rest, "--")
+		if found == (i == len(parts)-1) || !isAppName(name) {
+			return ApplicationURL{}, fmt.Errorf("%w: %q", ErrInvalidApplicationURL, label)
+		}
+		parts[i], rest = name, more
 	}
-	a.AppSlugOrPort, a.AgentName, a.WorkspaceName, a.Username = m[1], m[2], m[3], m[4]
+	a.AppSlugOrPort, a.AgentName, a.WorkspaceName, a.Username = parts[0], parts[1], parts[2], parts[3]
 	return a, nil
+}
+
+// isAppName reports whether s is [a-zA-Z0-9]+(-[a-zA-Z0-9]+)*.
+func isAppName(s string) bool {
+	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-' && s[i-1] != '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // String formats the subdomain label.
