@@ -39,7 +39,28 @@ var accessLogFields = map[string]any{
 	"upstream_failed": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }
 
+// The requests the access log records (Config.AccessLog, --access-log).
+const (
+	// AccessLogAll records every request.
+	AccessLogAll = "all"
+	// AccessLogErrors records responses with a status of 400 or more
+	// and those Envoy flagged (upstream failures, timeouts, overload,
+	// rate limits, resets: any %RESPONSE_FLAGS%): a busy edge logs what
+	// went wrong without paying for a line per warm request.
+	AccessLogErrors = "errors"
+	// AccessLogOff records nothing (the Envoy stats and the services'
+	// metrics still count every request).
+	AccessLogOff = "off"
+)
+
+// errorsMinStatusRuntimeKey lets an operator move the errors filter's
+// threshold at run time (Envoy runtime), e.g. to 500.
+const errorsMinStatusRuntimeKey = "wsedge.access_log.errors_min_status"
+
 func accessLogs(c Config) []*accesslogv3.AccessLog {
+	if c.AccessLog == AccessLogOff {
+		return nil
+	}
 	fields, err := structpb.NewStruct(accessLogFields)
 	if err != nil {
 		panic("envoy: access log fields: " + err.Error()) // static strings only
@@ -67,6 +88,20 @@ func accessLogs(c Config) []*accesslogv3.AccessLog {
 				AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: format},
 			})},
 		}
+	}
+	if c.AccessLog == AccessLogErrors {
+		cfg.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_OrFilter{OrFilter: &accesslogv3.OrFilter{
+			Filters: []*accesslogv3.AccessLogFilter{
+				{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
+					Comparison: &accesslogv3.ComparisonFilter{
+						Op:    accesslogv3.ComparisonFilter_GE,
+						Value: &corev3.RuntimeUInt32{DefaultValue: 400, RuntimeKey: errorsMinStatusRuntimeKey},
+					},
+				}}},
+				// No flags listed: any response flag matches.
+				{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{}}},
+			},
+		}}}
 	}
 	return []*accesslogv3.AccessLog{cfg}
 }

@@ -3,6 +3,8 @@ package envoy
 import (
 	"testing"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 )
 
@@ -29,5 +31,50 @@ func TestAccessLogCarriesTheRequestIDAuthzAndTheDialerLog(t *testing.T) {
 	got := out.GetLogFormat().GetJsonFormat().GetFields()["request_id"].GetStringValue()
 	if got != "%REQ(X-REQUEST-ID)%" {
 		t.Fatalf("access log request_id = %q, want %%REQ(X-REQUEST-ID)%%", got)
+	}
+}
+
+// TestAccessLogModes: "all" logs every request to stdout (or the file),
+// "errors" logs only status ≥ 400 or a response flag, through Envoy's own
+// access log filters, and "off" configures no access log at all.
+func TestAccessLogModes(t *testing.T) {
+	for _, mode := range []string{"", AccessLogAll} {
+		c := DefaultConfig()
+		c.AccessLog = mode
+		logs := hcmOf(t, c).GetAccessLog()
+		if len(logs) != 1 || logs[0].GetFilter() != nil {
+			t.Fatalf("mode %q: %d access logs, filter %v; want one, unfiltered", mode, len(logs), logs[0].GetFilter())
+		}
+	}
+
+	c := DefaultConfig()
+	c.AccessLog = AccessLogOff
+	if logs := hcmOf(t, c).GetAccessLog(); len(logs) != 0 {
+		t.Fatalf("off: %d access logs", len(logs))
+	}
+
+	c = DefaultConfig()
+	c.AccessLog, c.AccessLogPath = AccessLogErrors, "/var/log/envoy/errors.json"
+	logs := hcmOf(t, c).GetAccessLog()
+	if len(logs) != 1 {
+		t.Fatalf("errors: %d access logs", len(logs))
+	}
+	var file filev3.FileAccessLog
+	if err := logs[0].GetTypedConfig().UnmarshalTo(&file); err != nil {
+		t.Fatalf("errors to a file: %v", err)
+	}
+	if file.GetPath() != c.AccessLogPath {
+		t.Fatalf("errors: path %q", file.GetPath())
+	}
+	or := logs[0].GetFilter().GetOrFilter().GetFilters()
+	if len(or) != 2 {
+		t.Fatalf("errors: filter %v, want status or flags", logs[0].GetFilter())
+	}
+	cmp := or[0].GetStatusCodeFilter().GetComparison()
+	if cmp.GetOp() != accesslogv3.ComparisonFilter_GE || cmp.GetValue().GetDefaultValue() != 400 {
+		t.Fatalf("errors: status filter %v, want ≥ 400", cmp)
+	}
+	if rf := or[1].GetResponseFlagFilter(); rf == nil || len(rf.GetFlags()) != 0 {
+		t.Fatalf("errors: flag filter %v, want any flag", or[1])
 	}
 }

@@ -250,6 +250,10 @@ func TestEnvoyValidates(t *testing.T) {
 			c.AccessLogPath, c.XFFNumTrustedHops = filepath.Join(t.TempDir(), "access.json"), 1
 		},
 		"rate-limit": func(c *Config) { c.RateLimit.Requests = 10 },
+		"access-log-errors-to-file": func(c *Config) {
+			c.AccessLog, c.AccessLogPath = AccessLogErrors, filepath.Join(t.TempDir(), "errors.json")
+		},
+		"access-log-off": func(c *Config) { c.AccessLog = AccessLogOff },
 		"tls-with-http-redirect": func(c *Config) {
 			c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
 			c.RedirectListenAddr = netip.MustParseAddrPort("127.0.0.1:8081")

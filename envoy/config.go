@@ -84,6 +84,10 @@ type Config struct {
 	// RateLimit is the per-user local rate limit; off unless
 	// RateLimit.Requests is set.
 	RateLimit RateLimit
+	// AccessLog is which requests the JSON access log records:
+	// AccessLogAll (the default; empty means the same), AccessLogErrors or
+	// AccessLogOff.
+	AccessLog string
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
 	// Tracing exports Envoy's spans over OTLP; off unless
@@ -152,6 +156,7 @@ func DefaultConfig() Config {
 		StreamIdleTimeout:     5 * time.Minute,
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
+		AccessLog:             AccessLogAll,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
 		Tracing:               Tracing{SamplePercent: 100, ServiceName: DefaultTraceServiceName},
 		Limits:                DefaultLimits(),
@@ -225,6 +230,11 @@ func (c Config) Validate() error {
 		if d.v%time.Millisecond != 0 {
 			return bad(d.field, "must be whole milliseconds, got %s", d.v)
 		}
+	}
+	switch c.AccessLog {
+	case "", AccessLogAll, AccessLogErrors, AccessLogOff:
+	default:
+		return bad("access-log", "%q: want %s, %s or %s", c.AccessLog, AccessLogAll, AccessLogErrors, AccessLogOff)
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err

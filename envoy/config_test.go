@@ -47,6 +47,8 @@ func TestValidateRejects(t *testing.T) {
 		{"rate limit interval fraction", func(c *Config) { c.RateLimit.Requests, c.RateLimit.Interval = 5, 50500*time.Microsecond }, "rate-limit-interval"},
 		{"rate limit no keys", func(c *Config) { c.RateLimit.Requests, c.RateLimit.MaxKeys = 5, 0 }, "rate-limit-max-keys"},
 		{"rate limit too many", func(c *Config) { c.RateLimit.Requests = 1 << 32 }, "rate-limit"},
+		{"access log mode unknown", func(c *Config) { c.AccessLog = "some" }, "access-log"},
+		{"access log mode spelt in capitals", func(c *Config) { c.AccessLog = "OFF" }, "access-log"},
 		{"rate limit burst too big", func(c *Config) { c.RateLimit.Requests, c.RateLimit.Burst = 1, 1<<32 }, "rate-limit-burst"},
 	}
 	for _, tt := range tests {
