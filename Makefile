@@ -184,9 +184,12 @@ bench: setup build
 ## Envoy in front of a Go reverse proxy over the same tailnet to the same
 ## agent), with issue 16's bars, written to bench/results/fastpath.md.
 ## `make bench` runs the same benchmark among all the others.
+## REFERENCE_ACCESS_LOG=errors|off measures wsedge with that --access-log
+## mode instead of the default, written to fastpath-access-log-<mode>.md.
 REFERENCE_BENCHTIME ?= 5s
+REFERENCE_ACCESS_LOG ?=
 bench-reference: setup build
-	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -out bench/results/fastpath.md ./e2e/
+	WSEDGE_BENCH_ACCESS_LOG=$(REFERENCE_ACCESS_LOG) $(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -out bench/results/fastpath$(if $(REFERENCE_ACCESS_LOG),-access-log-$(REFERENCE_ACCESS_LOG)).md ./e2e/
 
 ## soak: load and soak through the whole path (e2e TestSoak*): sustained
 ## warm-cookie rate, 1,000 websockets for SOAK_DURATION, a mixed soak for

@@ -46,6 +46,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	devprimary "github.com/wsedge/wsedge/dev/primary"
+	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/primary"
 	"github.com/wsedge/wsedge/tailnet"
@@ -283,7 +284,15 @@ func startReferenceBench(b *testing.B) *referenceBench {
 			return fmt.Errorf("%s exited: %w", service, c.err)
 		}
 	}
-	rb.bp = startEdge(b, benchPath(WithDev(func(cfg *devstack.DevConfig) { cfg.ServeElsewhere = elsewhere }))...)
+	// WSEDGE_BENCH_ACCESS_LOG measures another --access-log mode than the
+	// default (make bench-reference REFERENCE_ACCESS_LOG=errors).
+	accessLog := os.Getenv("WSEDGE_BENCH_ACCESS_LOG")
+	rb.bp = startEdge(b, benchPath(WithDev(func(cfg *devstack.DevConfig) {
+		cfg.ServeElsewhere = elsewhere
+		if accessLog != "" {
+			cfg.Envoy = func(e *envoy.Config) { e.AccessLog = accessLog }
+		}
+	}))...)
 	dev := rb.bp.dev
 	mu.Lock()
 	rb.wsedge = []namedPid{{"envoy", dev.Envoy.Pid()}, {"authz", pids[devstack.ServiceAuthz]}, {"proxy", pids[devstack.ServiceDialer]}}

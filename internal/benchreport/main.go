@@ -145,6 +145,18 @@ func goTest(ctx context.Context, goBin string, args, env []string) ([]byte, erro
 	return out.Bytes(), nil
 }
 
+// benchEnv is the WSEDGE_BENCH_* settings of the run (knobs of the
+// benchmarks themselves), as a command prefix.
+func benchEnv() string {
+	var b strings.Builder
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "WSEDGE_BENCH_") && !strings.HasSuffix(kv, "=") {
+			b.WriteString(kv + " ")
+		}
+	}
+	return b.String()
+}
+
 func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	var b strings.Builder
 	b.WriteString("# wsedge benchmarks\n\n")
@@ -152,7 +164,7 @@ func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	b.WriteString("## Machine\n\n")
 	b.WriteString(m.Markdown())
 	if o.in == "" {
-		fmt.Fprintf(&b, "- command: `go test -run '^$' -bench %s -benchmem -json`%s%s %s\n", o.bench, flagIf(" -tags ", o.tags), flagIf(" -benchtime ", o.benchtime), strings.Join(o.pkgs, " "))
+		fmt.Fprintf(&b, "- command: `%sgo test -run '^$' -bench %s -benchmem -json`%s%s %s\n", benchEnv(), o.bench, flagIf(" -tags ", o.tags), flagIf(" -benchtime ", o.benchtime), strings.Join(o.pkgs, " "))
 	}
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(Table(rows))
