@@ -21,7 +21,6 @@ type ApplicationURL struct {
 	Username      string
 }
 
-
 // ErrInvalidApplicationURL wraps every reason a subdomain does not parse.
 var ErrInvalidApplicationURL = errors.New("invalid application url format")
 
