@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strconv"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -114,15 +113,7 @@ func (at *agentTransport) roundTripSync(req *http.Request) (*http.Response, erro
 
 // dialSync opens a new connection to addr through the cache's dial.
 func (at *agentTransport) dialSync(ctx context.Context, addr string) (*agentConn, error) {
-	_, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial agent: %w", err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("dial agent: bad port %q: %w", portStr, err)
-	}
-	conn, err := at.cache.dial(ctx, at.agentID, uint16(port))
+	conn, err := at.cache.dialAddr(ctx, at.agentID, addr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx) // as http.Transport

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,30 +35,7 @@ func newScriptedApp(t *testing.T, closeAfter bool, answers map[string]string) *s
 	}
 	a := &scriptedApp{addr: ln.Addr().String(), answers: answers, closeAfter: closeAfter,
 		requests: make(chan *http.Request, 64), closed: make(chan struct{}, 64)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { a.serve(c) })
-		}
-	})
+	acceptLoopback(t, ln, a.serve)
 	return a
 }
 

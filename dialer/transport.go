@@ -77,20 +77,26 @@ func (c *transportCache) get(agentID uuid.UUID) *agentTransport {
 	return at
 }
 
+// dialAddr dials the agent's port named by addr ("host:port"; the host is
+// the agent's and ignored).
+func (c *transportCache) dialAddr(ctx context.Context, agentID uuid.UUID, addr string) (net.Conn, error) {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial agent: %w", err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial agent: bad port %q: %w", portStr, err)
+	}
+	return c.dial(ctx, agentID, uint16(port))
+}
+
 func (c *transportCache) newTransport(agentID uuid.UUID) *http.Transport {
 	return &http.Transport{
 		// Never use proxy environment variables for tailnet traffic.
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			_, portStr, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, fmt.Errorf("dial agent: %w", err)
-			}
-			port, err := strconv.ParseUint(portStr, 10, 16)
-			if err != nil {
-				return nil, fmt.Errorf("dial agent: bad port %q: %w", portStr, err)
-			}
-			return c.dial(ctx, agentID, uint16(port))
+			return c.dialAddr(ctx, agentID, addr)
 		},
 		// Agents serve apps with whatever certificate they have.
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // tailnet peers, as Coder does

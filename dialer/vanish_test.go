@@ -24,13 +24,10 @@ type keepAliveApp struct {
 	closed chan struct{}
 }
 
-func newKeepAliveApp(t *testing.T) *keepAliveApp {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &keepAliveApp{addr: ln.Addr().String(), closed: make(chan struct{}, 16)}
+// acceptLoopback serves each connection ln accepts with serve, on its own
+// goroutine, until the test ends; then it closes ln and every connection
+// and waits for the goroutines.
+func acceptLoopback(t *testing.T, ln net.Listener, serve func(net.Conn)) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -52,9 +49,19 @@ func newKeepAliveApp(t *testing.T) *keepAliveApp {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			wg.Go(func() { a.serve(c) })
+			wg.Go(func() { serve(c) })
 		}
 	})
+}
+
+func newKeepAliveApp(t *testing.T) *keepAliveApp {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &keepAliveApp{addr: ln.Addr().String(), closed: make(chan struct{}, 16)}
+	acceptLoopback(t, ln, a.serve)
 	return a
 }
 
