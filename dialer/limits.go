@@ -85,15 +85,25 @@ func (a *admission) inFlight() float64 {
 	return float64(a.total)
 }
 
+// reserve is the share of a limit kept for requests authz authorized
+// (Limits): an eighth, none below eight.
+func reserve(limit int) int { return limit / 8 }
+
 // take takes a slot for a request to agent; reason names the limit that
-// refused it ("" when taken). put gives it back.
-func (a *admission) take(agent uuid.UUID) (reason string) {
+// refused it ("" when taken). put gives it back. A request authz did not
+// authorize (a warm token cookie) may not take the reserve.
+func (a *admission) take(agent uuid.UUID, byAuthz bool) (reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.total >= a.limits.Requests {
+	total, perAgent := a.limits.Requests, a.limits.RequestsPerAgent
+	if !byAuthz {
+		total -= reserve(total)
+		perAgent -= reserve(perAgent)
+	}
+	if a.total >= total {
 		return "requests"
 	}
-	if a.perAgent[agent] >= a.limits.RequestsPerAgent {
+	if a.perAgent[agent] >= perAgent {
 		return "agent_requests"
 	}
 	a.total++
@@ -110,11 +120,12 @@ func (a *admission) put(agent uuid.UUID) {
 	}
 }
 
-// admit takes a slot for a request to agent; reason names the limit that
-// refused it. release is safe to call more than once.
+// admit takes a slot for a request to agent that authz authorized (a
+// terminal); reason names the limit that refused it. release is safe to
+// call more than once.
 func (a *admission) admit(agent uuid.UUID) (release func(), reason string) {
 	slot := &admissionSlot{}
-	if reason := slot.take(a, agent); reason != "" {
+	if reason := slot.take(a, agent, true); reason != "" {
 		return nil, reason
 	}
 	return slot.release, ""
@@ -128,8 +139,8 @@ type admissionSlot struct {
 	released atomic.Bool
 }
 
-func (s *admissionSlot) take(a *admission, agent uuid.UUID) (reason string) {
-	if reason := a.take(agent); reason != "" {
+func (s *admissionSlot) take(a *admission, agent uuid.UUID, byAuthz bool) (reason string) {
+	if reason := a.take(agent, byAuthz); reason != "" {
 		return reason
 	}
 	s.a, s.agent = a, agent
@@ -170,9 +181,10 @@ func (s *Server) admitRequest(w http.ResponseWriter, r *http.Request, agent uuid
 	return release, true
 }
 
-// admitInto is admitRequest into a slot the caller holds.
-func (s *Server) admitInto(w http.ResponseWriter, r *http.Request, slot *admissionSlot, agent uuid.UUID) bool {
-	if reason := slot.take(s.admission, agent); reason != "" {
+// admitInto is admitRequest into a slot the caller holds; byAuthz says
+// whether authz authorized the request (else it may not take the reserve).
+func (s *Server) admitInto(w http.ResponseWriter, r *http.Request, slot *admissionSlot, agent uuid.UUID, byAuthz bool) bool {
+	if reason := slot.take(s.admission, agent, byAuthz); reason != "" {
 		s.unavailable(w, r, reason)
 		return false
 	}

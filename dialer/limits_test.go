@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tokens"
 )
 
 // gatedApp answers once gate is closed; arrived counts requests waiting.
@@ -241,4 +242,65 @@ func TestTerminalsBeyondTheLimits(t *testing.T) {
 			t.Errorf("dial shed not counted:\n%s", m)
 		}
 	})
+}
+
+// TestWarmRequestsLeaveTheReserve: warm requests (a token cookie, no
+// authz) may take all but an eighth of the slots; the rest stay for
+// requests authz authorized, so a warm flood does not shed every new
+// session whose token authz has just checked or issued.
+func TestWarmRequestsLeaveTheReserve(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Limits = Limits{Requests: 8, RequestsPerAgent: 64} }).start()
+	gate := make(chan struct{})
+	var arrived atomic.Int32
+	app := gatedApp(t, gate, &arrived)
+	open := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(open) // before the app closes, should a request be held
+	e.agents.set(8080, app.Listener.Addr().String())
+	url := "http://" + testAccessHost + "/@alice/dev.main/apps/code/"
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	cookie := tokens.SignedAppTokenCookie + "=" + tok
+	var wg sync.WaitGroup
+	held := func(n int32, send func() *http.Response) {
+		wg.Go(func() {
+			resp := send()
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("held request: %d", resp.StatusCode)
+			}
+		})
+		waitUntil(t, "the held requests at the app", func() bool { return arrived.Load() == n })
+	}
+	for i := range int32(7) {
+		held(i+1, func() *http.Response { return e.doCookies(url, cookie, nil) })
+	}
+	acceptJSON := http.Header{"Accept": {"application/json"}}
+	// The eighth slot is the reserve: a warm request is shed…
+	assertShed(t, answeredAtOnce(t, func() *http.Response { return e.doCookies(url, cookie, acceptJSON) }), "application/json")
+	// …a request authz authorized takes it…
+	held(8, func() *http.Response { return e.do("GET", url, tok, nil) })
+	// …and then nothing fits.
+	assertShed(t, answeredAtOnce(t, func() *http.Response { return e.do("GET", url, tok, acceptJSON) }), "application/json")
+	if n := arrived.Load(); n != 8 {
+		t.Fatalf("the app saw %d requests, want 8", n)
+	}
+	open()
+	wg.Wait()
+	if m := scrape(t, e.srv); !strings.Contains(m, `wsedge_dialer_shed_total{limit="requests"} 2`) {
+		t.Errorf("metrics lack 2 sheds by the requests limit")
+	}
+}
+
+// answeredAtOnce is send's response, or a failure when none comes within
+// five seconds (the request was admitted and waits at the gated app).
+func answeredAtOnce(t *testing.T, send func() *http.Response) *http.Response {
+	t.Helper()
+	got := make(chan *http.Response, 1)
+	go func() { got <- send() }()
+	select {
+	case resp := <-got:
+		return resp
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer within 5 s: the request was admitted")
+		return nil
+	}
 }

@@ -250,7 +250,11 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	ex.target = known.target
 	ex.transport = s.transports.get(tok.AgentID)
 
-	if !s.admitInto(w, r, &ex.slot, tok.AgentID) {
+	// A request authz authorized (its token header, from Envoy's ext_authz
+	// or the dialer's own Check) may take the slots kept for it: it cost a
+	// Check and often an issue call at the primary, and a warm flood must
+	// not shed every new session.
+	if !s.admitInto(w, r, &ex.slot, tok.AgentID, len(r.Header.Values(edgewire.AppTokenHeader)) == 1) {
 		return
 	}
 	defer ex.slot.release()
