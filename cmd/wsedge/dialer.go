@@ -43,7 +43,7 @@ func (c *dialerCmd) flags(fs *flag.FlagSet) {
 	fs.UintVar(&c.udpPort, "tailnet-udp-port", 0, "UDP port for WireGuard (0: any)")
 	fs.StringVar(&c.authzAddr, "authz-addr", "", "authz gRPC address (as Envoy's --authz-addr), checked for /healthz-report and asked about fast-path requests whose token the dialer refuses, e.g. wsedge-authz:9001 (empty: not checked; such requests are redirected back through Envoy)")
 	fs.DurationVar(&c.grace, "shutdown-grace", 15*time.Second, "how long in-flight requests and websockets may take to finish on shutdown")
-	fs.IntVar(&c.limits.Requests, "max-requests", dialer.DefaultMaxRequests, "app and terminal requests waiting for their agent's answer, in total; beyond it 503 with Retry-After")
+	fs.IntVar(&c.limits.Requests, "max-requests", dialer.DefaultMaxRequests, "app and terminal requests waiting for their agent's answer, in total; beyond it 503 with Retry-After (warm-path requests may take all but an eighth, kept for requests authz authorized)")
 	fs.IntVar(&c.limits.RequestsPerAgent, "max-requests-per-agent", dialer.DefaultMaxRequestsPerAgent, "the same, per workspace agent")
 	fs.IntVar(&c.limits.Dials, "max-dials", dialer.DefaultMaxDials, "concurrent tailnet dials to agents; beyond it 503 with Retry-After")
 	fs.DurationVar(&c.dialTimeout, "agent-dial-timeout", dialer.DefaultDialTimeout, "how long dialling a workspace agent may take before the request gets a 502")
