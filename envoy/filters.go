@@ -180,5 +180,13 @@ func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 }
 
 func routerFilter(Config) (*hcmv3.HttpFilter, error) {
-	return httpFilter(routerFilterName, &routerv3.Router{}), nil
+	return httpFilter(routerFilterName, quietRouter()), nil
+}
+
+// quietRouter is Envoy's router without the x-envoy-* headers it adds by
+// default (x-envoy-upstream-service-time on every response,
+// x-envoy-overloaded on overload answers, and their kin upstream): Coder's
+// proxy sends none of them, and they tell a client what runs the edge.
+func quietRouter() *routerv3.Router {
+	return &routerv3.Router{SuppressEnvoyHeaders: true}
 }

@@ -80,9 +80,13 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 		StripTrailingHostDot: true,
 		// Paths are not normalised: apps get the path the browser sent, as
 		// with Coder's proxy. Routes that skip ext_authz match exact paths.
-		RequestHeadersTimeout: durationpb.New(c.RequestHeadersTimeout),
-		StreamIdleTimeout:     durationpb.New(c.StreamIdleTimeout),
-		RequestTimeout:        durationpb.New(0),
+		// An app's Server header reaches the browser as the app sent it,
+		// and Envoy adds none (its default writes "envoy" over the app's):
+		// Coder's proxy, a Go server, adds none either.
+		ServerHeaderTransformation: hcmv3.HttpConnectionManager_PASS_THROUGH,
+		RequestHeadersTimeout:      durationpb.New(c.RequestHeadersTimeout),
+		StreamIdleTimeout:          durationpb.New(c.StreamIdleTimeout),
+		RequestTimeout:             durationpb.New(0),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			IdleTimeout: durationpb.New(c.UpgradeIdleTimeout),
 			// Client headers spelt with underscores (X_Forwarded_For,

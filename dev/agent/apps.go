@@ -21,6 +21,10 @@ import (
 // DemoAppTitle is the HTML title of the demo app's page.
 const DemoAppTitle = "wsedge demo app"
 
+// DemoAppServer is the Server header of every demo app response: real
+// apps name themselves, and a proxy should pass the name on untouched.
+const DemoAppServer = "wsedge-demo-app"
+
 // MaxBytesResponse bounds /bytes?n= so a test typo cannot exhaust memory or
 // bandwidth.
 const MaxBytesResponse = 256 << 20
@@ -122,7 +126,10 @@ func DemoApp(logger *slog.Logger) http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 		_, _ = w.Write(buf.Bytes())
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", DemoAppServer)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func serveEcho(w http.ResponseWriter, r *http.Request) {
