@@ -29,6 +29,9 @@ type Config struct {
 	// XFFTrustedHops mirrors Envoy's xff_num_trusted_hops: how many
 	// right-most X-Forwarded-For entries were added by trusted proxies.
 	XFFTrustedHops int
+	// Version is the build version authz's answers carry outside
+	// subdomain apps, as Coder's proxy's do; empty means "dev".
+	Version string
 }
 
 // compiled is Config with everything parsed once.
@@ -60,6 +63,9 @@ func compile(c Config) (*compiled, error) {
 	}
 	if c.WildcardHostname != "" {
 		cc.subdomainCookie = tokens.SubdomainAppSessionCookie(c.WildcardHostname)
+	}
+	if cc.Version == "" {
+		cc.Version = "dev"
 	}
 	return cc, nil
 }

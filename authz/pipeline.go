@@ -2,10 +2,20 @@ package authz
 
 import "context"
 
-// Check decides one request. It reads top to bottom: each step either
-// answers (a non-nil Decision) or hands the request on. Beyond
-// Limits.Checks calls in flight it answers 503 at once.
+// Check decides one request (decide). An answer for the browser carries
+// what Coder's proxy puts on its own answers (proxyHeaders).
 func (s *Service) Check(ctx context.Context, in *Input) Decision {
+	d := s.decide(ctx, in)
+	if !d.Allow {
+		s.proxyHeaders(in, &d)
+	}
+	return d
+}
+
+// decide reads top to bottom: each step either answers (a non-nil
+// Decision) or hands the request on. Beyond Limits.Checks calls in flight
+// it answers 503 at once.
+func (s *Service) decide(ctx context.Context, in *Input) Decision {
 	if !s.checks.take() {
 		return s.overloaded(in, "shed_checks")
 	}

@@ -162,18 +162,34 @@ func TestFixedOutcomes(t *testing.T) {
 		wantType   string
 		wantBody   string
 		wantLoc    string
+		// subdomain: answered as Coder's subdomain-app handler would,
+		// without the proxy's build version (and nosniff only if the
+		// answer is one of the error pages, which always carry it).
+		subdomain bool
 	}{
 		{name: "missing host is 400 JSON", in: request("", "/@alice/dev/apps/code/"), wantStatus: 400, wantType: "application/json", wantBody: "Could not determine request Host."},
 		{name: "@me is a 404 page", in: request(accessHost, "/@me/dev/apps/code/"), wantStatus: 404, wantType: "text/html", wantBody: "not @me"},
 		{name: "%40me is a 404 page too", in: request(accessHost, "/%40me/dev/apps/code/"), wantStatus: 404, wantType: "text/html", wantBody: "not @me"},
 		{name: "path apps disabled is a 403 page", mod: func(c *Config) { c.PathAppsDisabled = true }, in: request(accessHost, "/@alice/dev/apps/code/"), wantStatus: 403, wantType: "text/html", wantBody: "Path-based applications are disabled"},
-		{name: "invalid subdomain is a 400 page", in: request("not--an--app.apps.example.com", "/"), wantStatus: 400, wantType: "text/html", wantBody: "Invalid Application URL"},
-		{name: "coder-logout redirects to the access URL", in: request("coder-logout.apps.example.com", "/"), wantStatus: 303, wantLoc: "https://" + accessHost},
+		{name: "invalid subdomain is a 400 page", in: request("not--an--app.apps.example.com", "/"), wantStatus: 400, wantType: "text/html", wantBody: "Invalid Application URL", subdomain: true},
+		{name: "coder-logout redirects to the access URL", in: request("coder-logout.apps.example.com", "/"), wantStatus: 303, wantLoc: "https://" + accessHost, subdomain: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, tt.mod)
+			f := newFixture(t, func(c *Config) {
+				c.Version = "v9.8.7"
+				if tt.mod != nil {
+					tt.mod(c)
+				}
+			})
 			d := f.svc.Check(context.Background(), tt.in)
+			version, sniff := d.Header.Values("X-Coder-Build-Version"), d.Header.Values("X-Content-Type-Options")
+			if tt.subdomain && len(version) != 0 {
+				t.Errorf("subdomain host's answer has X-Coder-Build-Version %q", version)
+			}
+			if !tt.subdomain && (len(version) != 1 || version[0] != "v9.8.7" || len(sniff) != 1 || sniff[0] != "nosniff") {
+				t.Errorf("X-Coder-Build-Version %q, X-Content-Type-Options %q: want v9.8.7 and nosniff, once each", version, sniff)
+			}
 			if d.Allow {
 				t.Fatalf("allowed, want %d", tt.wantStatus)
 			}

@@ -66,6 +66,20 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 	return d
 }
 
+// proxyHeaders adds to an answer for the browser what Coder's proxy adds
+// to everything but the answers of its subdomain-app handler (which also
+// serves the logout host): the build version and nosniff.
+func (s *Service) proxyHeaders(in *Input, d *Decision) {
+	rt, _ := s.cfg.router.Route(s.effectiveHost(in), in.EscapedPath())
+	if rt.Kind == appurl.KindSubdomainApp || rt.Kind == appurl.KindLogout {
+		return
+	}
+	if d.Header == nil {
+		d.Header = http.Header{}
+	}
+	coderhttp.SetProxyHeaders(d.Header, s.cfg.Version)
+}
+
 // Redirects.
 
 // handOff answers a smuggled key that decrypted: the app session cookie

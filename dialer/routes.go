@@ -28,6 +28,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	path := raw
 	isDERP := path == "/derp" || strings.HasPrefix(path, "/derp/")
 	rt, err := s.router.Route(r.Host, raw)
+	if rt.Kind != appurl.KindSubdomainApp && rt.Kind != appurl.KindLogout {
+		// What Coder's proxy adds to everything its subdomain-app
+		// handler (the logout host's included) does not answer.
+		coderhttp.SetProxyHeaders(w.Header(), s.version)
+	}
 	if err != nil {
 		s.routeError(w, r, rt, err, isDERP)
 		return

@@ -331,3 +331,50 @@ func TestLatencyCheckOnAppHosts(t *testing.T) {
 		t.Errorf("metrics lack %q (the three app paths, none of the latency probes)", want)
 	}
 }
+
+// TestProxyHeaders: what Coder's proxy puts on everything outside its
+// subdomain-app handler — X-Coder-Build-Version and nosniff — is on the
+// dialer's answers for the access host (probes, pages, path apps, their
+// refusals) and not on subdomain apps' or the latency probe's.
+func TestProxyHeaders(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "app")
+	}))
+	defer app.Close()
+	e.agents.set(8080, app.Listener.Addr().String())
+	base := "http://" + testAccessHost
+	subHost := "http://code--main--dev--alice.apps.example.com"
+	cases := []struct {
+		name, url, token string
+		status           int
+		proxy            bool
+	}{
+		{"healthz", base + "/healthz", "", 200, true},
+		{"buildinfo", base + "/api/v2/buildinfo", "", 200, true},
+		{"dashboard page", base + "/", "", 400, true},
+		{"@me", base + "/@me/dev/apps/code/", "", 404, true},
+		{"path app", base + "/@alice/dev.main/apps/code/", e.token(pathAppRequest("code"), "http://127.0.0.1:8080"), 200, true},
+		{"path app without a token", base + "/@alice/dev.main/apps/code/", "", 401, true},
+		{"subdomain app", subHost + "/", e.token(subdomainAppRequest("code"), "http://127.0.0.1:8080"), 200, false},
+		{"subdomain app without a token", subHost + "/", "", 401, false},
+		{"invalid subdomain", "http://not_valid.apps.example.com/", "", 400, false},
+		{"latency probe", base + "/latency-check", "", 200, false},
+	}
+	for _, c := range cases {
+		resp := e.do("GET", c.url, c.token, nil)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("%s: status %d, want %d", c.name, resp.StatusCode, c.status)
+		}
+		version := resp.Header.Values("X-Coder-Build-Version")
+		switch {
+		case c.proxy && (len(version) != 1 || version[0] != "v9.9.9-test" || resp.Header.Get("X-Content-Type-Options") != "nosniff"):
+			t.Errorf("%s: X-Coder-Build-Version %q, X-Content-Type-Options %q; want v9.9.9-test and nosniff", c.name, version, resp.Header.Values("X-Content-Type-Options"))
+		case !c.proxy && len(version) != 0:
+			t.Errorf("%s: X-Coder-Build-Version %q, want none", c.name, version)
+		}
+	}
+}

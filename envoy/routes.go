@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/wsedge/wsedge/coderhttp"
 	"github.com/wsedge/wsedge/edgewire"
 )
 
@@ -44,6 +45,13 @@ func routeConfiguration(c Config) (*routev3.RouteConfiguration, error) {
 		vhosts = append(vhosts, w)
 	}
 	vhosts = append(vhosts, fallbackVirtualHost(c))
+	for _, vh := range vhosts {
+		for _, r := range vh.Routes {
+			if r.Name != latencyCheckRouteName {
+				r.ResponseHeadersToAdd = append(r.ResponseHeadersToAdd, requestIDHeader())
+			}
+		}
+	}
 	return &routev3.RouteConfiguration{
 		Name:                     routeConfig,
 		VirtualHosts:             vhosts,
@@ -177,10 +185,25 @@ func probeRoutes(c Config) []*routev3.Route {
 	return append(out, latencyCheckRoute(c))
 }
 
+// requestIDHeader gives a response the request's ID, as Coder's proxy
+// does: Envoy's x-request-id (the access log's request_id, the ID authz
+// and the dialer log), on upstream answers and authz's alike.
+func requestIDHeader() *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: coderhttp.RequestIDHeader, Value: "%REQ(X-REQUEST-ID)%"},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// latencyCheckRouteName is the dashboard's latency probe on every host:
+// Coder mounts it in front of all its middleware, so its answer has no
+// request ID either.
+const latencyCheckRouteName = "latency-check"
+
 // latencyCheckRoute is the dashboard's latency probe. The dialer answers it
 // with wildcard CORS itself, as Coder mounts it outside its CORS middleware.
 func latencyCheckRoute(c Config) *routev3.Route {
-	r := unlimited(c, unchecked(c, &routev3.Route{Name: "latency-check", Match: exactMatch("/latency-check"), Action: toDialer(short(c))}))
+	r := unlimited(c, unchecked(c, &routev3.Route{Name: latencyCheckRouteName, Match: exactMatch("/latency-check"), Action: toDialer(short(c))}))
 	r.TypedPerFilterConfig[corsFilterName] = typed(&routev3.FilterConfig{Disabled: true})
 	return r
 }

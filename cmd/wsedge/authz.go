@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wsedge/wsedge/authz"
+	"github.com/wsedge/wsedge/internal/buildinfo"
 	"github.com/wsedge/wsedge/internal/stack"
 )
 
@@ -79,6 +80,7 @@ func (c *authzCmd) run(ctx context.Context, _, stderr io.Writer) error {
 		Cookies:          cookies,
 		TrustedProxies:   prefixes,
 		XFFTrustedHops:   c.trustedHops,
+		Version:          buildinfo.Version(),
 		Listener:         ln,
 		JWKSListener:     jwksLn,
 		Registerer:       reg,

@@ -374,6 +374,7 @@ func authzConfig(cfg DevConfig, client *primary.Client, ln, jwks net.Listener, t
 		Cookies:  tokens.CookieConfig{Secure: cfg.AccessURL.Scheme == "https", SameSite: http.SameSiteLaxMode},
 		Listener: ln, Grace: 2 * time.Second, Logger: log.With("component", "authz"), KeyRetry: 200 * time.Millisecond,
 		Registerer: cfg.AuthzRegisterer, JWKSListener: jwks, KeyRefresh: cfg.KeyRefresh, TracerProvider: tp, Limits: cfg.AuthzLimits,
+		Version: buildinfo.Version(),
 	}
 }
 

@@ -33,6 +33,9 @@ type AuthzConfig struct {
 	Cookies          tokens.CookieConfig
 	TrustedProxies   []netip.Prefix
 	XFFTrustedHops   int
+	// Version is the build version authz's answers report (Coder's
+	// X-Coder-Build-Version); empty: "dev".
+	Version string
 	// Listener receives Envoy's gRPC calls.
 	Listener net.Listener
 	// JWKSListener, if set, serves the app-token keys as a JWKS for
@@ -83,6 +86,7 @@ func ServeAuthz(ctx context.Context, cfg AuthzConfig) error {
 			Cookies:          cfg.Cookies,
 			TrustedProxies:   cfg.TrustedProxies,
 			XFFTrustedHops:   cfg.XFFTrustedHops,
+			Version:          cfg.Version,
 		},
 		Keys:           keys,
 		Issuer:         PrimaryIssuer{Client: cfg.Primary},
