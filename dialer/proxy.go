@@ -37,6 +37,11 @@ var nonCanonicalHeaders = []struct{ canonical, rfc string }{
 	{"Sec-Websocket-Version", "Sec-WebSocket-Version"},
 }
 
+// envoyClientHeaders are what Envoy tells its upstream about the client
+// (use_remote_address): facts for the edge's own decisions, which Coder's
+// proxy never sends an app.
+var envoyClientHeaders = []string{"X-Envoy-External-Address", "X-Envoy-Internal"}
+
 // visitorIdentityHeaders are the headers newer Coder releases declare as
 // injected by the workspace app proxy to tell an app who is visiting
 // (codersdk VisitorUserIDHeader, VisitorUsernameHeader,
@@ -413,6 +418,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, target *url.URL, appPath str
 		}
 	}
 	for _, h := range visitorIdentityHeaders {
+		delete(out.Header, h)
+	}
+	for _, h := range envoyClientHeaders {
 		delete(out.Header, h)
 	}
 

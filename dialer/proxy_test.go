@@ -219,6 +219,10 @@ func TestAppRequestHeaders(t *testing.T) {
 		"X-Coder-User-Id":    {"00000000-0000-0000-0000-000000000001"},
 		"X-Coder-Username":   {"admin"},
 		"X-Coder-User-Email": {"admin@example.com"},
+		// What Envoy tells its upstream about the client.
+		"X-Envoy-External-Address": {"203.0.113.9"},
+		"X-Envoy-Internal":         {"true"},
+		"X-Request-Id":             {"3f0e8a52-7d0c-4c8e-9a43-6f7b0f1f2a11"},
 	}
 	resp := e.do("GET", "http://"+testAccessHost+"/@alice/dev.main/apps/code/sub/dir%2Fx?q=1&coder_session_token=z", tok, hdr)
 	resp.Body.Close()
@@ -250,13 +254,14 @@ func TestAppRequestHeaders(t *testing.T) {
 		"Sec-WebSocket-Extensions: permessage-deflate",
 		"Authorization: Bearer app-token",
 		"Coder-Session-Token: kept",
+		"X-Request-Id: 3f0e8a52-7d0c-4c8e-9a43-6f7b0f1f2a11",
 	} {
 		if !has(want) {
 			t.Errorf("app did not receive %q; head:\n%s", want, head)
 		}
 	}
 	lower := strings.ToLower(head)
-	for _, bad := range []string{"x-wsedge-", "x-coder-user-id", "x-coder-username", "x-coder-user-email", "coder_session_token=secret", "coder_signed_app_token", "coder_subdomain_app_session_token", "coder_path_app_session_token", "sec-websocket-key: dg"} {
+	for _, bad := range []string{"x-wsedge-", "x-coder-user-id", "x-coder-username", "x-coder-user-email", "coder_session_token=secret", "coder_signed_app_token", "coder_subdomain_app_session_token", "coder_path_app_session_token", "sec-websocket-key: dg", "x-envoy-"} {
 		if bad == "sec-websocket-key: dg" {
 			if strings.Contains(head, "Sec-Websocket-Key") {
 				t.Errorf("Go-canonical websocket header spelling reached the app:\n%s", head)

@@ -21,7 +21,8 @@ import (
 // untouched and Envoy adds none (no "Server: envoy", no
 // x-envoy-upstream-service-time); every answer but the latency probe's
 // carries X-Coder-Request-Id, Envoy's request ID, the one in its access
-// log; answers outside subdomain apps carry X-Coder-Build-Version. Checked
+// log, which the app gets as X-Request-Id (and nothing of Envoy's
+// x-envoy-*); answers outside subdomain apps carry X-Coder-Build-Version. Checked
 // on the warm path, ext_proc's route, a websocket's 101, authz's answer
 // and Envoy's own error page.
 func TestResponseHeaders(t *testing.T) {
@@ -62,12 +63,25 @@ func TestResponseHeaders(t *testing.T) {
 	}
 	warm := http.Header{"Cookie": {e.codeCookie}}
 
-	res, _ := e.roundTrip(t, http.MethodGet, "http://"+codeHost+"/echo", warm)
+	res, body := e.roundTrip(t, http.MethodGet, "http://"+codeHost+"/echo", warm)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("warm request: status %d", res.StatusCode)
 	}
 	check(t, "warm request", res.Header, devagent.DemoAppServer, false, true)
 	warmID := res.Header.Get("X-Coder-Request-Id")
+	// The app, for its part, gets the same ID and nothing else of Envoy's.
+	var got devagent.Received
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("echo: %v: %s", err, body)
+	}
+	for k, v := range got.Headers {
+		if strings.HasPrefix(strings.ToLower(k), "x-envoy-") {
+			t.Errorf("the app received Envoy's %s: %q", k, v)
+		}
+	}
+	if id := got.Headers["X-Request-Id"]; len(id) != 1 || id[0] != warmID {
+		t.Errorf("the app received X-Request-Id %q, want the browser's X-Coder-Request-Id %q", id, warmID)
+	}
 
 	res, _ = e.roundTrip(t, http.MethodGet, "http://"+codeHost+"/echo", http.Header{"Cookie": {e.codeCookie}, "Origin": {"http://" + codeHost}})
 	if res.StatusCode != http.StatusOK {
