@@ -45,7 +45,12 @@ func (s *Server) consultAuthz(w http.ResponseWriter, r *http.Request) (respHeade
 		return nil, false, fmt.Errorf("%w: %v", errAuthzUnavailable, err)
 	}
 	if d := res.GetDeniedResponse(); d != nil {
+		// authz's answer is the whole answer: its headers replace any
+		// of the same name the dialer set (X-Coder-Build-Version, nosniff).
 		h := w.Header()
+		for _, o := range d.GetHeaders() {
+			h.Del(o.GetHeader().GetKey())
+		}
 		for _, o := range d.GetHeaders() {
 			setOption(h, o)
 		}

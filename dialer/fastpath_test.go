@@ -261,8 +261,13 @@ func TestFastPathAsksAuthz(t *testing.T) {
 	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
 		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
-			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "location", Value: "https://dash.example.com/login"}}},
-			Body:    "see other",
+			Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "location", Value: "https://dash.example.com/login"}},
+				// authz adds what Coder's proxy adds; so did the dialer.
+				{Header: &corev3.HeaderValue{Key: "X-Coder-Build-Version", Value: "v9.9.9-test"}},
+				{Header: &corev3.HeaderValue{Key: "X-Content-Type-Options", Value: "nosniff"}},
+			},
+			Body: "see other",
 		}}}, nil
 	}
 	resp := e.doCookies("http://"+testAccessHost+base+"x?q=1", "coder_signed_app_token="+stale+"; theme=dark", hdr)
@@ -270,6 +275,9 @@ func TestFastPathAsksAuthz(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "https://dash.example.com/login" || string(body) != "see other" {
 		t.Errorf("denial: %d %q %q", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	if v, n := resp.Header.Values("X-Coder-Build-Version"), resp.Header.Values("X-Content-Type-Options"); len(v) != 1 || len(n) != 1 {
+		t.Errorf("denial: X-Coder-Build-Version %q, X-Content-Type-Options %q, want authz's, once each", v, n)
 	}
 	calls := az.calls()
 	if len(calls) != 1 {
