@@ -260,7 +260,7 @@ func TestFastPathAsksAuthz(t *testing.T) {
 
 	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
 		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_SeeOther},
 			Headers: []*corev3.HeaderValueOption{
 				{Header: &corev3.HeaderValue{Key: "location", Value: "https://dash.example.com/login"}},
 				// authz adds what Coder's proxy adds; so did the dialer.
