@@ -104,16 +104,31 @@ func (rt *Router) Route(host, escapedPath string) (Route, error) {
 	return Route{Kind: KindPathApp, Request: req.Normalize(), AppPath: appPath}, nil
 }
 
-// subdomain reports ok=false when host is not a subdomain-app host.
-func (rt *Router) subdomain(host, escapedPath string) (Route, bool, error) {
+// IsAppHost reports whether host is a subdomain-app host, one the
+// wildcard pattern matches (the logout host and malformed app names
+// included): Coder's subdomain-app handler answers such a host whatever
+// the path.
+func (rt *Router) IsAppHost(host string) bool {
+	_, ok := rt.appSubdomain(host)
+	return ok
+}
+
+// appSubdomain is the part of host the wildcard matched, if host is a
+// subdomain-app host.
+func (rt *Router) appSubdomain(host string) (string, bool) {
 	if rt.Wildcard == nil {
-		return Route{}, false, nil
+		return "", false
 	}
 	norm := NormalizeHost(host)
 	if norm == rt.AccessHost || norm == rt.DashboardHost || !strings.Contains(norm, ".") {
-		return Route{}, false, nil
+		return "", false
 	}
-	sub, ok := rt.Wildcard.Match(strings.ToLower(host))
+	return rt.Wildcard.Match(strings.ToLower(host))
+}
+
+// subdomain reports ok=false when host is not a subdomain-app host.
+func (rt *Router) subdomain(host, escapedPath string) (Route, bool, error) {
+	sub, ok := rt.appSubdomain(host)
 	if !ok {
 		return Route{}, false, nil
 	}

@@ -70,8 +70,7 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 // to everything but the answers of its subdomain-app handler (which also
 // serves the logout host): the build version and nosniff.
 func (s *Service) proxyHeaders(in *Input, d *Decision) {
-	rt, _ := s.cfg.router.Route(s.effectiveHost(in), in.EscapedPath())
-	if rt.Kind == appurl.KindSubdomainApp || rt.Kind == appurl.KindLogout {
+	if s.cfg.router.IsAppHost(s.effectiveHost(in)) {
 		return
 	}
 	if d.Header == nil {
