@@ -335,3 +335,17 @@ func TestBars(t *testing.T) {
 		t.Error("a table without bars has a bar column")
 	}
 }
+
+// TestMarkdownSaysHowManyRuns: a report of repeated runs says so, and its
+// command line carries -count, so that a mean is never read as one run.
+func TestMarkdownSaysHowManyRuns(t *testing.T) {
+	rows := []Row{{Component: "e2e", Figure: "X", Unit: "req/s", Value: 2, BaseName: "X baseline", BaseValue: 1}}
+	out := benchMarkdown(Machine{}, options{bench: "X", benchtime: "5s", count: "3", pkgs: []string{"./e2e/"}}, rows, nil)
+	if !strings.Contains(out, "-benchtime 5s -count 3 ./e2e/") || !strings.Contains(out, "each benchmark ran 3 times") {
+		t.Errorf("report of -count 3 runs:\n%s", out)
+	}
+	out = benchMarkdown(Machine{}, options{bench: "X", pkgs: []string{"./e2e/"}}, rows, nil)
+	if strings.Contains(out, "-count") || strings.Contains(out, "ran ") {
+		t.Errorf("report of one run mentions repetitions:\n%s", out)
+	}
+}

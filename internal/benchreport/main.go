@@ -12,7 +12,7 @@
 // baseline of its siblings. A few benchmarks older than this convention
 // are paired by name in legacyBenchBaselines and legacyMetricBaselines.
 //
-//	go run ./internal/benchreport [-tags T] [-bench RE] [-benchtime D] [-pkgs ./...] [-out FILE]
+//	go run ./internal/benchreport [-tags T] [-bench RE] [-benchtime D] [-count N] [-pkgs ./...] [-out FILE]
 //	go run ./internal/benchreport -in run.json        # report a saved `go test -json` run
 //	go run ./internal/benchreport -soak [-out FILE]   # soak tests → FILE
 package main
@@ -43,7 +43,7 @@ func main() {
 }
 
 type options struct {
-	goBin, tags, bench, benchtime, timeout, in, out, raw, soakRun string
+	goBin, tags, bench, benchtime, count, timeout, in, out, raw, soakRun string
 	pkgs                                                          []string
 	soak                                                          bool
 }
@@ -54,6 +54,7 @@ func run() error {
 	flag.StringVar(&o.tags, "tags", "", "build tags for go test")
 	flag.StringVar(&o.bench, "bench", ".", "benchmarks to run (go test -bench)")
 	flag.StringVar(&o.benchtime, "benchtime", "", "go test -benchtime (default: go test's)")
+	flag.StringVar(&o.count, "count", "", "go test -count: run each benchmark this many times; the report shows each figure's mean (default: once)")
 	flag.StringVar(&o.timeout, "timeout", "60m", "go test -timeout")
 	flag.StringVar(&o.in, "in", "", "read this saved `go test -json` output instead of running")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file")
@@ -86,6 +87,9 @@ func run() error {
 		}
 		if o.benchtime != "" {
 			args = append(args, "-benchtime", o.benchtime)
+		}
+		if o.count != "" {
+			args = append(args, "-count", o.count)
 		}
 		args = append(args, o.pkgs...)
 		fmt.Fprintf(os.Stderr, "benchreport: %s %s\n", o.goBin, strings.Join(args, " "))
@@ -164,7 +168,10 @@ func benchMarkdown(m Machine, o options, rows []Row, failures []string) string {
 	b.WriteString("## Machine\n\n")
 	b.WriteString(m.Markdown())
 	if o.in == "" {
-		fmt.Fprintf(&b, "- command: `%sgo test -run '^$' -bench %s -benchmem -json`%s%s %s\n", benchEnv(), o.bench, flagIf(" -tags ", o.tags), flagIf(" -benchtime ", o.benchtime), strings.Join(o.pkgs, " "))
+		fmt.Fprintf(&b, "- command: `%sgo test -run '^$' -bench %s -benchmem -json`%s%s %s\n", benchEnv(), o.bench, flagIf(" -tags ", o.tags), flagIf(" -benchtime ", o.benchtime)+flagIf(" -count ", o.count), strings.Join(o.pkgs, " "))
+	}
+	if o.count != "" && o.count != "1" {
+		fmt.Fprintf(&b, "- figures: each benchmark ran %s times; a figure and its baseline are each the mean over those runs\n", o.count)
 	}
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(Table(rows))
