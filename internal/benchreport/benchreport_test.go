@@ -216,6 +216,28 @@ func TestMergeAveragesRepeatedRuns(t *testing.T) {
 	if v, _ := got[0].Metric("ns/op"); v != 200 {
 		t.Errorf("mean ns/op %v, want 200", v)
 	}
+	// A figure only some runs report is the mean over those runs.
+	got = Merge([]Result{
+		res("e2e", "Z", 10.0, "req/s", 1000.0, "ws-B/session"), res("e2e", "Z", 20.0, "req/s"), res("e2e", "Z", 30.0, "req/s", 3000.0, "ws-B/session"),
+	})
+	if v, _ := got[0].Metric("req/s"); v != 20 {
+		t.Errorf("mean req/s %v, want 20", v)
+	}
+	if v, _ := got[0].Metric("ws-B/session"); v != 2000 {
+		t.Errorf("ws-B/session %v, want 2000, the mean of the two runs that reported it", v)
+	}
+}
+
+// TestSkippedBenchmarkIsNoResult: go test prints a line of zeros (and NaN
+// ns/op) for a skipped benchmark; it is no result.
+func TestSkippedBenchmarkIsNoResult(t *testing.T) {
+	var pending string
+	if r, ok := parseLine("BenchmarkWarmPathVsReference/idle-websocket-2         \t       0\t               NaN ns/op\t       0 B/op\t       0 allocs/op", &pending); ok {
+		t.Errorf("skipped benchmark parsed as %+v", r)
+	}
+	if _, ok := parseLine("BenchmarkX-2   \t 10\t 5.0 ns/op", &pending); !ok {
+		t.Error("a result line was not parsed")
+	}
 }
 
 func TestTable(t *testing.T) {

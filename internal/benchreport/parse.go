@@ -157,7 +157,9 @@ func parseLine(text string, pending *string) (Result, bool) {
 	}
 	*pending = ""
 	n, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
+	if err != nil || n == 0 {
+		// n == 0: the benchmark was skipped (go test still prints a line
+		// of zeros and NaN for it).
 		return Result{}, false
 	}
 	fields := strings.Fields(f[2])
@@ -189,28 +191,31 @@ func trimProcs(name string, procs int) string {
 }
 
 // Merge averages the figures of results that share a key (from -count
-// > 1), keeping the order of first appearance.
+// > 1), keeping the order of first appearance. A figure is the mean over
+// the runs that reported it.
 func Merge(rs []Result) []Result {
 	var out []Result
 	idx := map[string]int{}
-	counts := map[string]int{}
+	counts := map[string]int{} // key + "\x00" + unit → runs that reported it
 	for _, r := range rs {
 		k := r.Key()
 		i, ok := idx[k]
 		if !ok {
 			idx[k] = len(out)
-			counts[k] = 1
 			r.Metrics = append([]Metric(nil), r.Metrics...)
+			for _, m := range r.Metrics {
+				counts[k+"\x00"+m.Unit] = 1
+			}
 			out = append(out, r)
 			continue
 		}
-		counts[k]++
-		n := float64(counts[k])
 		o := &out[i]
 		o.Iterations += r.Iterations
 		for j := range o.Metrics {
 			if v, ok := r.Metric(o.Metrics[j].Unit); ok {
-				o.Metrics[j].Value += (v - o.Metrics[j].Value) / n
+				ck := k + "\x00" + o.Metrics[j].Unit
+				counts[ck]++
+				o.Metrics[j].Value += (v - o.Metrics[j].Value) / float64(counts[ck])
 			}
 		}
 	}
