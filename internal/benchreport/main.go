@@ -44,8 +44,8 @@ func main() {
 
 type options struct {
 	goBin, tags, bench, benchtime, count, timeout, in, out, raw, soakRun string
-	pkgs                                                          []string
-	soak                                                          bool
+	pkgs                                                                 []string
+	soak                                                                 bool
 }
 
 func run() error {
