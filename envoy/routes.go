@@ -99,17 +99,22 @@ func wildcardVirtualHost(c Config) (*routev3.VirtualHost, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envoy: wildcard host: %w", err)
 	}
+	app := warmFirst(c, appPolicy(&routev3.Route{
+		Name:   "subdomain-app",
+		Match:  prefixMatch("/"),
+		Action: toDialer(longLived(c)),
+	}, false))
+	// The warm twin (if any) goes ahead of the preflight route: it takes
+	// no request with Origin and the preflight route only such requests,
+	// so the order changes no routing, and a warm request is matched
+	// against one route fewer (make bench-envoy: ~0.3 % of Envoy's
+	// instructions per warm request).
+	warm, cold := app[:len(app)-1], app[len(app)-1]
+	routes := append([]*routev3.Route{latencyCheckRoute(c)}, warm...)
 	return &routev3.VirtualHost{
 		Name:    "apps",
 		Domains: []string{domain},
-		Routes: append([]*routev3.Route{
-			latencyCheckRoute(c),
-			subdomainPreflightRoute(c),
-		}, warmFirst(c, appPolicy(&routev3.Route{
-			Name:   "subdomain-app",
-			Match:  prefixMatch("/"),
-			Action: toDialer(longLived(c)),
-		}, false))...),
+		Routes:  append(routes, subdomainPreflightRoute(c), cold),
 	}, nil
 }
 
