@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -323,5 +324,76 @@ func TestFastPathAsksAuthz(t *testing.T) {
 	}
 	if hits.Load() != 1 {
 		t.Errorf("app hits %d, want only the allowed one", hits.Load())
+	}
+}
+
+// TestFastPathUpgradePolicy checks the response policy holds on a warm
+// websocket's 101 too (no Origin: ext_proc never sees it): an app that
+// plants a Coder cookie or its own CORS headers on the switch gets
+// neither to the browser, as ext_proc strips them on the cold path.
+func TestFastPathUpgradePolicy(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Add("Set-Cookie", "coder_session_token=planted; Path=/")
+		h.Add("Set-Cookie", "app=1")
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Vary", "Accept-Encoding, Origin")
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, b, err := c.Read(r.Context())
+		if err == nil {
+			_ = c.Write(r.Context(), typ, b)
+		}
+	}))
+	defer app.Close()
+	port := appPort(t, app)
+	e.agents.set(port, app.Listener.Addr().String())
+	for _, tt := range []struct {
+		name, url   string
+		req         appurl.Request
+		wantNosniff bool
+	}{
+		{"path app", "ws://" + testAccessHost + "/@alice/dev.main/apps/code/ws", pathAppRequest("code"), true},
+		{"subdomain app", "ws://code--main--dev--alice.apps.example.com/ws", subdomainAppRequest("code"), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := e.token(tt.req, "http://127.0.0.1:"+itoa(port))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, resp, err := websocket.Dial(ctx, tt.url, &websocket.DialOptions{
+				HTTPClient: e.client,
+				HTTPHeader: http.Header{"Cookie": {"coder_signed_app_token=" + tok}},
+			})
+			if err != nil {
+				t.Fatalf("dial: %v (resp %v)", err, resp)
+			}
+			defer c.CloseNow()
+			if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1"}) {
+				t.Errorf("101 Set-Cookie %q, want only the app's own", got)
+			}
+			if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+				t.Error("the app's CORS header reached the browser on the 101")
+			}
+			if got := resp.Header.Values("Vary"); !slices.Equal(got, []string{"Origin", "Accept-Encoding"}) {
+				t.Errorf("101 Vary %q", got)
+			}
+			var wantNosniff []string
+			if tt.wantNosniff {
+				wantNosniff = []string{"nosniff"}
+			}
+			if got := resp.Header.Values("X-Content-Type-Options"); !slices.Equal(got, wantNosniff) {
+				t.Errorf("101 X-Content-Type-Options %q, want %q", got, wantNosniff)
+			}
+			if err := c.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if _, b, err := c.Read(ctx); err != nil || string(b) != "ping" {
+				t.Fatalf("echo %q, %v", b, err)
+			}
+		})
 	}
 }

@@ -119,7 +119,13 @@ func (s *Server) newAppProxy() *httputil.ReverseProxy {
 		ModifyResponse: func(res *http.Response) error {
 			ex := appExchangeOf(res.Request.Context())
 			if ex.upgrade != nil && res.StatusCode == http.StatusSwitchingProtocols {
-				return bridgeUpgrade(&ex.headers, res, ex.upgrade)
+				// The 101 is written without WriteHeader: the policy
+				// writer (warm path) gets its head this way.
+				var head func(http.Header)
+				if ex.policy.ResponseWriter != nil {
+					head = ex.policy.applyTo
+				}
+				return bridgeUpgrade(&ex.headers, res, ex.upgrade, head)
 			}
 			return nil
 		},
@@ -528,16 +534,21 @@ func (p *policyWriter) WriteHeader(code int) {
 		if p.written {
 			return
 		}
-		p.written = true
-		h := p.Header()
-		extproc.ApplyResponsePolicy(&p.ex, h)
-		for k, vs := range p.after {
-			for _, v := range vs {
-				h.Add(k, v)
-			}
-		}
+		p.applyTo(p.Header())
 	}
 	p.ResponseWriter.WriteHeader(code)
+}
+
+// applyTo applies the policy, then the headers added after it, to h: the
+// head of the one response this writer answers with.
+func (p *policyWriter) applyTo(h http.Header) {
+	p.written = true
+	extproc.ApplyResponsePolicy(&p.ex, h)
+	for k, vs := range p.after {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
 }
 
 func (p *policyWriter) Write(b []byte) (int, error) {

@@ -122,10 +122,12 @@ func cutContext(ctx context.Context) context.Context {
 // the session copy with copyAdaptive, and h.cut closes the app
 // connection through context.AfterFunc instead of a watcher goroutine.
 // Bytes the client sent before the 101 (already buffered by the server)
-// go to the app first; httputil would drop them. Once the client
+// go to the app first; httputil would drop them. head, if not nil, sees
+// the 101's header last, before it is written (the warm path's response
+// policy: the 101 never passes through WriteHeader). Once the client
 // connection is hijacked the error returned wraps errUpgradeBridged;
 // before, it is the proxy's error for a bad switch (a 502 page).
-func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff) error {
+func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff, head func(http.Header)) error {
 	req := res.Request
 	reqUp, resUp := upgradeType(req.Header), upgradeType(res.Header)
 	if !isPrintable(resUp) {
@@ -152,9 +154,12 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff
 			hdr.Add(k, v)
 		}
 	}
-	head := *res
-	head.Header, head.Body = hdr, nil // only the header: the body is appConn
-	err = head.Write(brw)
+	if head != nil {
+		head(hdr)
+	}
+	resp := *res
+	resp.Header, resp.Body = hdr, nil // only the header: the body is appConn
+	err = resp.Write(brw)
 	if err == nil {
 		err = brw.Flush()
 	}
