@@ -122,13 +122,57 @@ func TestFastPathServes(t *testing.T) {
 	if hits.Load() != 2 {
 		t.Errorf("app hits %d, want 2", hits.Load())
 	}
-	// With Origin, Envoy's ext_proc applies the policy: the dialer
-	// leaves the response alone.
-	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
-	resp := e.doCookies("http://"+testAccessHost+"/@alice/dev.main/apps/code/", "coder_signed_app_token="+tok, http.Header{"Origin": {"https://x.example"}})
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
-		t.Errorf("with Origin: status %d ACAO %q, want the app's response untouched", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	// With Origin the dialer applies the policy too: Envoy runs ext_proc
+	// only for cross-origin requests, which decides their CORS on top
+	// (e2e TestSameOriginSkipsExtProc). Here a cross-origin request gets
+	// no CORS allowance, a same-host Origin to a simple-mode subdomain app
+	// is allowed (the token matches the host, so its user owns the app),
+	// and a passthru app keeps its own CORS headers.
+	const codeHost = "code--main--dev--alice.apps.example.com"
+	passthru, err := tokens.SignToken(e.key, tokens.SignedToken{
+		Request: subdomainAppRequest("code"), UserID: testUserID, WorkspaceID: testWorkspaceID, AgentID: testAgentID,
+		AppURL: "http://127.0.0.1:8080", Expiry: time.Now().Add(time.Minute), CORSBehavior: "passthru",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, url, origin, tok string
+		wantACAO, wantACAC     string
+		wantVary               []string
+	}{
+		{"path app, cross-origin", "http://" + testAccessHost + "/@alice/dev.main/apps/code/", "https://x.example",
+			e.token(pathAppRequest("code"), "http://127.0.0.1:8080"), "", "", []string{"Origin", "Accept-Encoding"}},
+		{"subdomain app, cross-origin", "http://" + codeHost + "/", "http://web--main--dev--alice.apps.example.com",
+			e.token(subdomainAppRequest("code"), "http://127.0.0.1:8080"), "", "", []string{"Origin", "Accept-Encoding"}},
+		{"subdomain app, same origin", "http://" + codeHost + "/", "http://" + codeHost,
+			e.token(subdomainAppRequest("code"), "http://127.0.0.1:8080"), "http://" + codeHost, "true", []string{"Origin", "Accept-Encoding"}},
+		{"subdomain app, same host, other scheme", "http://" + codeHost + "/", "https://" + codeHost,
+			e.token(subdomainAppRequest("code"), "http://127.0.0.1:8080"), "https://" + codeHost, "true", []string{"Origin", "Accept-Encoding"}},
+		{"subdomain app, another port", "http://" + codeHost + "/", "http://" + codeHost + ":8443",
+			e.token(subdomainAppRequest("code"), "http://127.0.0.1:8080"), "", "", []string{"Origin", "Accept-Encoding"}},
+		{"passthru app, same origin", "http://" + codeHost + "/", "http://" + codeHost,
+			passthru, "*", "", []string{"Accept-Encoding, Origin"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.doCookies(tt.url, "coder_signed_app_token="+tt.tok, http.Header{"Origin": {tt.origin}})
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.wantACAO {
+				t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tt.wantACAO)
+			}
+			if got := resp.Header.Get("Access-Control-Allow-Credentials"); got != tt.wantACAC {
+				t.Errorf("Access-Control-Allow-Credentials %q, want %q", got, tt.wantACAC)
+			}
+			if got := resp.Header.Values("Vary"); !slices.Equal(got, tt.wantVary) {
+				t.Errorf("Vary %q, want %q", got, tt.wantVary)
+			}
+			if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1"}) {
+				t.Errorf("Set-Cookie %q, want only the app's own", got)
+			}
+		})
 	}
 }
 

@@ -120,12 +120,8 @@ func (s *Server) newAppProxy() *httputil.ReverseProxy {
 			ex := appExchangeOf(res.Request.Context())
 			if ex.upgrade != nil && res.StatusCode == http.StatusSwitchingProtocols {
 				// The 101 is written without WriteHeader: the policy
-				// writer (warm path) gets its head this way.
-				var head func(http.Header)
-				if ex.policy.ResponseWriter != nil {
-					head = ex.policy.applyTo
-				}
-				return bridgeUpgrade(&ex.headers, res, ex.upgrade, head)
+				// writer gets its head this way.
+				return bridgeUpgrade(&ex.headers, res, ex.upgrade, ex.policy.applyTo)
 			}
 			return nil
 		},
@@ -192,15 +188,20 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		r = r.WithContext(context.WithValue(r.Context(), requestStateKey{}, st))
 	}
 	ex := &appExchange{rt: rt}
-	if len(r.Header.Values("Origin")) == 0 {
-		// Envoy's ext_proc runs only for requests with Origin (fast
-		// path): the same response policy applies here to the others.
-		ex.policy = policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
-			Method: r.Method, Host: r.Host,
-			App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
-		}}
-		w = &ex.policy
+	// Envoy's ext_proc runs only for cross-origin requests (fast path):
+	// the response policy applies here to every response. A same-host
+	// Origin is allowed here (the token matches this host, so its user
+	// owns the app); others are not, and ext_proc, applying the same
+	// policy again, decides them with the owner lookup.
+	var origin string
+	if o := r.Header.Values("Origin"); len(o) == 1 {
+		origin = o[0]
 	}
+	ex.policy = policyWriter{ResponseWriter: w, after: authzResponse, ex: extproc.Exchange{
+		Method: r.Method, Host: r.Host, Origin: origin,
+		App: extproc.TokenAppInfo(tok.Request.AccessMethod, tok.CORSBehavior, tok.UserID),
+	}}
+	w = &ex.policy
 
 	// A target built before for the same app URL, agent and app passed
 	// every check below that depends only on them.

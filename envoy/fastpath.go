@@ -1,10 +1,14 @@
 package envoy
 
 import (
+	"net/http"
 	"time"
+
+	celexpr "cel.dev/expr"
 
 	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
 	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -195,10 +199,17 @@ func verifiedTokenMatcher() *matcherv3.MetadataMatcher {
 	}
 }
 
-// onlyWithOrigin wraps a filter so that Envoy skips it (both directions)
-// for requests without an Origin header. Per-route settings still address
-// the filter by its HCM name.
-func onlyWithOrigin(name string, inner proto.Message) *matchingv3.ExtensionWithMatcher {
+// onlyCrossOrigin wraps a filter so that Envoy skips it (both directions)
+// for requests without an Origin header and for same-origin requests
+// other than OPTIONS: an Origin that is exactly the request's own scheme
+// and host (a page of the app calling itself: POSTs, websockets). The
+// dialer applies the app response policy to every app response, and it
+// allows a same-host origin itself (the token it matched to the host names
+// the owner, so no owner lookup is needed); only a cross-origin request
+// needs ext_proc, which asks the primary who owns the origin's app.
+// Preflights always meet it. Per-route settings still address the filter
+// by its HCM name.
+func onlyCrossOrigin(name string, inner proto.Message) *matchingv3.ExtensionWithMatcher {
 	hasOrigin := &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_{
 		SinglePredicate: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate{
 			Input: &xdscorev3.TypedExtensionConfig{Name: "origin", TypedConfig: typed(&matcherv3.HttpRequestHeaderMatchInput{HeaderName: "origin"})},
@@ -211,17 +222,82 @@ func onlyWithOrigin(name string, inner proto.Message) *matchingv3.ExtensionWithM
 			}},
 		},
 	}}
+	sameOrigin := &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_{
+		SinglePredicate: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate{
+			Input: &xdscorev3.TypedExtensionConfig{Name: "request", TypedConfig: typed(&xdsmatcherv3.HttpAttributesCelMatchInput{})},
+			Matcher: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_CustomMatch{CustomMatch: &xdscorev3.TypedExtensionConfig{
+				Name: "same-origin", TypedConfig: typed(&xdsmatcherv3.CelMatcher{
+					ExprMatch:   &xdstypev3.CelExpression{CelExprParsed: sameOriginCEL()},
+					Description: "an Origin that is the request's own scheme and host, not a preflight",
+				}),
+			}},
+		},
+	}}
+	skip := &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_OrMatcher{
+		OrMatcher: &xdsmatcherv3.Matcher_MatcherList_Predicate_PredicateList{Predicate: []*xdsmatcherv3.Matcher_MatcherList_Predicate{
+			{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_NotMatcher{NotMatcher: hasOrigin}},
+			sameOrigin,
+		}},
+	}}
 	return &matchingv3.ExtensionWithMatcher{
 		XdsMatcher: &xdsmatcherv3.Matcher{MatcherType: &xdsmatcherv3.Matcher_MatcherList_{MatcherList: &xdsmatcherv3.Matcher_MatcherList{
 			Matchers: []*xdsmatcherv3.Matcher_MatcherList_FieldMatcher{{
-				Predicate: &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_NotMatcher{NotMatcher: hasOrigin}},
+				Predicate: skip,
 				OnMatch: &xdsmatcherv3.Matcher_OnMatch{OnMatch: &xdsmatcherv3.Matcher_OnMatch_Action{Action: &xdscorev3.TypedExtensionConfig{
-					Name: "skip-without-origin", TypedConfig: typed(&actionv3.SkipFilter{}),
+					Name: "skip-unless-cross-origin", TypedConfig: typed(&actionv3.SkipFilter{}),
 				}}},
 			}},
 		}}},
 		ExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: typed(inner)},
 	}
+}
+
+// sameOriginCEL is, as the parsed CEL expression Envoy 1.40's matcher
+// takes (it parses no source text, and its CEL has no string
+// concatenation, so the comparison is spelled by prefix, suffix and
+// length),
+//
+//	request.method != 'OPTIONS' &&
+//	  (request.scheme == 'http' && request.headers['origin'].startsWith('http://') ||
+//	   request.scheme == 'https' && request.headers['origin'].startsWith('https://')) &&
+//	  request.headers['origin'].endsWith(request.host) &&
+//	  size(request.headers['origin']) == size(request.scheme) + 3 + size(request.host)
+//
+// which is true exactly when the Origin is the request's own
+// scheme://host, byte for byte, and it is not an OPTIONS request. A
+// missing Origin is an evaluation error, which matches nothing; several
+// Origin headers are joined by Envoy and never match.
+func sameOriginCEL() *celexpr.ParsedExpr {
+	var id int64
+	node := func(e *celexpr.Expr) *celexpr.Expr { id++; e.Id = id; return e }
+	attr := func(name string) *celexpr.Expr {
+		request := node(&celexpr.Expr{ExprKind: &celexpr.Expr_IdentExpr{IdentExpr: &celexpr.Expr_Ident{Name: "request"}}})
+		return node(&celexpr.Expr{ExprKind: &celexpr.Expr_SelectExpr{SelectExpr: &celexpr.Expr_Select{Operand: request, Field: name}}})
+	}
+	str := func(v string) *celexpr.Expr {
+		return node(&celexpr.Expr{ExprKind: &celexpr.Expr_ConstExpr{ConstExpr: &celexpr.Constant{ConstantKind: &celexpr.Constant_StringValue{StringValue: v}}}})
+	}
+	num := func(v int64) *celexpr.Expr {
+		return node(&celexpr.Expr{ExprKind: &celexpr.Expr_ConstExpr{ConstExpr: &celexpr.Constant{ConstantKind: &celexpr.Constant_Int64Value{Int64Value: v}}}})
+	}
+	call := func(fn string, args ...*celexpr.Expr) *celexpr.Expr {
+		return node(&celexpr.Expr{ExprKind: &celexpr.Expr_CallExpr{CallExpr: &celexpr.Expr_Call{Function: fn, Args: args}}})
+	}
+	method := func(target *celexpr.Expr, fn string, arg *celexpr.Expr) *celexpr.Expr {
+		return node(&celexpr.Expr{ExprKind: &celexpr.Expr_CallExpr{CallExpr: &celexpr.Expr_Call{Target: target, Function: fn, Args: []*celexpr.Expr{arg}}}})
+	}
+	origin := func() *celexpr.Expr { return call("_[_]", attr("headers"), str("origin")) }
+	scheme := func(s string) *celexpr.Expr {
+		return call("_&&_", call("_==_", attr("scheme"), str(s)), method(origin(), "startsWith", str(s+"://")))
+	}
+	length := call("_==_", call("size", origin()),
+		call("_+_", call("_+_", call("size", attr("scheme")), num(int64(len("://")))), call("size", attr("host"))))
+	all := call("_&&_",
+		call("_&&_",
+			call("_&&_", call("_!=_", attr("method"), str(http.MethodOptions)), call("_||_", scheme("http"), scheme("https"))),
+			method(origin(), "endsWith", attr("host"))),
+		length)
+	return &celexpr.ParsedExpr{Expr: all}
 }
 
 // jwtUserAction reads the verified token's user_id into key; without a

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	celexpr "cel.dev/expr"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
@@ -134,9 +136,11 @@ func TestExtAuthzSkippedOnlyWhenVerified(t *testing.T) {
 	}
 }
 
-// TestExtProcOnlyWithOrigin checks the app-policy ext_proc is skipped for
-// requests without an Origin header.
-func TestExtProcOnlyWithOrigin(t *testing.T) {
+// TestExtProcOnlyCrossOrigin checks the app-policy ext_proc is skipped for
+// requests without an Origin header and for same-origin requests other
+// than OPTIONS (the dialer applies the policy; e2e TestSameOriginSkipsExtProc
+// runs it through Envoy).
+func TestExtProcOnlyCrossOrigin(t *testing.T) {
 	f := filterByName(t, hcmOf(t, DefaultConfig()), ExtProcFilter)
 	var w matchingv3.ExtensionWithMatcher
 	if err := f.GetTypedConfig().UnmarshalTo(&w); err != nil {
@@ -146,13 +150,32 @@ func TestExtProcOnlyWithOrigin(t *testing.T) {
 	if len(ms) != 1 {
 		t.Fatalf("matchers %v", ms)
 	}
-	single := ms[0].GetPredicate().GetNotMatcher().GetSinglePredicate()
+	either := ms[0].GetPredicate().GetOrMatcher().GetPredicate()
+	if len(either) != 2 {
+		t.Fatalf("skip predicate %v, want: no Origin, or same origin", ms[0].GetPredicate())
+	}
+	single := either[0].GetNotMatcher().GetSinglePredicate()
 	var in matcherv3.HttpRequestHeaderMatchInput
 	if err := single.GetInput().GetTypedConfig().UnmarshalTo(&in); err != nil || in.GetHeaderName() != "origin" {
 		t.Errorf("input %v (%v)", single.GetInput(), err)
 	}
 	if single.GetValueMatch().GetSafeRegex().GetRegex() != ".*" {
 		t.Errorf("value match %v: want any value", single.GetValueMatch())
+	}
+	same := either[1].GetSinglePredicate()
+	if !same.GetInput().GetTypedConfig().MessageIs(&xdsmatcherv3.HttpAttributesCelMatchInput{}) {
+		t.Errorf("same-origin input %v, want the request's CEL attributes", same.GetInput())
+	}
+	var cel xdsmatcherv3.CelMatcher
+	if err := same.GetCustomMatch().GetTypedConfig().UnmarshalTo(&cel); err != nil {
+		t.Fatal(err)
+	}
+	const want = "((((request.method != 'OPTIONS') && " +
+		"(((request.scheme == 'http') && request.headers['origin'].startsWith('http://')) || ((request.scheme == 'https') && request.headers['origin'].startsWith('https://')))) && " +
+		"request.headers['origin'].endsWith(request.host)) && " +
+		"(size(request.headers['origin']) == ((size(request.scheme) + 3) + size(request.host))))"
+	if got := celSource(t, cel.GetExprMatch().GetCelExprParsed().GetExpr()); got != want {
+		t.Errorf("same-origin expression\n%s\nwant\n%s", got, want)
 	}
 	if !ms[0].GetOnMatch().GetAction().GetTypedConfig().MessageIs(&actionv3.SkipFilter{}) {
 		t.Errorf("action %v, want SkipFilter", ms[0].GetOnMatch().GetAction())
@@ -163,6 +186,49 @@ func TestExtProcOnlyWithOrigin(t *testing.T) {
 	if !f.GetDisabled() {
 		t.Error("enabled by default; app routes must opt in")
 	}
+}
+
+// celSource writes a parsed CEL expression back as source, every binary
+// operator in parentheses; node ids must be unique.
+func celSource(t *testing.T, e *celexpr.Expr) string {
+	t.Helper()
+	seen := map[int64]bool{}
+	var src func(*celexpr.Expr) string
+	src = func(e *celexpr.Expr) string {
+		if seen[e.GetId()] {
+			t.Errorf("node id %d twice", e.GetId())
+		}
+		seen[e.GetId()] = true
+		switch k := e.GetExprKind().(type) {
+		case *celexpr.Expr_IdentExpr:
+			return k.IdentExpr.GetName()
+		case *celexpr.Expr_SelectExpr:
+			return src(k.SelectExpr.GetOperand()) + "." + k.SelectExpr.GetField()
+		case *celexpr.Expr_ConstExpr:
+			if v, ok := k.ConstExpr.GetConstantKind().(*celexpr.Constant_Int64Value); ok {
+				return fmt.Sprint(v.Int64Value)
+			}
+			return "'" + k.ConstExpr.GetStringValue() + "'"
+		case *celexpr.Expr_CallExpr:
+			args := k.CallExpr.GetArgs()
+			fn := k.CallExpr.GetFunction()
+			if target := k.CallExpr.GetTarget(); target != nil && len(args) == 1 {
+				return src(target) + "." + fn + "(" + src(args[0]) + ")"
+			}
+			if fn == "size" && len(args) == 1 {
+				return "size(" + src(args[0]) + ")"
+			}
+			if fn == "_[_]" && len(args) == 2 {
+				return src(args[0]) + "[" + src(args[1]) + "]"
+			}
+			if op, ok := strings.CutPrefix(fn, "_"); ok && len(args) == 2 {
+				return "(" + src(args[0]) + " " + strings.TrimSuffix(op, "_") + " " + src(args[1]) + ")"
+			}
+		}
+		t.Errorf("unexpected node %v", e)
+		return "?"
+	}
+	return src(e)
 }
 
 // TestFastPathRoutes checks jwt_authn runs on app routes only: every other

@@ -169,9 +169,9 @@ func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 	}
 	var f *hcmv3.HttpFilter
 	if c.FastPath {
-		// Only requests with Origin (preflights included) need it; the
-		// dialer applies the same response policy to the others.
-		f = httpFilter(ExtProcFilter, onlyWithOrigin(ExtProcFilter, cfg))
+		// Only cross-origin requests (preflights included) need it; the
+		// dialer applies the same response policy to every response.
+		f = httpFilter(ExtProcFilter, onlyCrossOrigin(ExtProcFilter, cfg))
 	} else {
 		f = httpFilter(ExtProcFilter, cfg)
 	}

@@ -3,6 +3,8 @@ package extproc
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -146,6 +148,10 @@ type policy struct {
 	owners   OwnerResolver
 	// lookupTimeout bounds one owner lookup; 0 means no bound of its own.
 	lookupTimeout time.Duration
+	// ownHost, when set, replaces the lookup: only an origin on this
+	// host is allowed, the request's own, whose app's owner is the
+	// token's (the dialer matched the token to the host).
+	ownHost string
 }
 
 // owner resolves one app's owner within the lookup timeout.
@@ -164,6 +170,9 @@ func (p *policy) owner(ctx context.Context, req appurl.Request) (uuid.UUID, erro
 func (p *policy) originAllowed(ctx context.Context, origin string, owner uuid.UUID) (allowed bool, lookupFailed bool) {
 	if owner == uuid.Nil {
 		return false, false
+	}
+	if p.ownHost != "" {
+		return ownOrigin(origin, p.ownHost), false
 	}
 	req, ok := originApp(p.wildcard, origin)
 	if !ok {
@@ -275,18 +284,28 @@ func (p *policy) response(ctx context.Context, e *Exchange, h http.Header) Respo
 }
 
 // ApplyResponsePolicy applies the app response policy to the headers h of
-// an app's response to a request without an Origin header, in place, and
-// returns what it did. It is the policy the processor applies (the same
-// code): Coder Set-Cookie lines dropped, the app's CORS headers and CORS
-// Vary values removed and Vary: Origin added unless passthru, nosniff
-// except on subdomain apps. With Envoy's fast path the processor only
-// sees requests with Origin, so the dialer applies this to the others.
-// No origin is ever allowed here (no owner lookup is made).
+// an app's response, in place, and returns what it did. It is the policy
+// the processor applies (the same code): Coder Set-Cookie lines dropped,
+// the app's CORS headers and CORS Vary values removed and Vary: Origin
+// added unless passthru, nosniff except on subdomain apps. It makes no
+// owner lookup: a simple-mode app's response allows an Origin only when it
+// names the request's own host (e.Host), whose app's owner is the token's
+// user; Envoy runs the processor for every other Origin, and the
+// processor, applying the same policy to this one's result, decides those
+// with the lookup (applying the policy twice is applying it once). With
+// Envoy's fast path the dialer applies this to every app response.
 func ApplyResponsePolicy(e *Exchange, h http.Header) ResponseDecision {
-	var none policy
-	d := none.response(context.Background(), e, h)
+	p := policy{ownHost: e.Host}
+	d := p.response(context.Background(), e, h)
 	d.Mutation.Apply(h)
 	return d
+}
+
+// ownOrigin reports whether origin names host: the same host and port,
+// whatever the scheme, as originApp reads an origin.
+func ownOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && host != "" && strings.EqualFold(u.Host, host)
 }
 
 // TokenAppInfo is what a verified token says about its app, as authz's

@@ -474,6 +474,46 @@ func TestApplyResponsePolicy(t *testing.T) {
 	}
 }
 
+// TestDialerThenProcessor checks the fast path's division of work: the
+// dialer applies the policy to every response (no lookups; the request's
+// own origin allowed), and Envoy runs the processor only for cross-origin
+// requests, on the dialer's result. For every origin and app, the
+// processor on the dialer's result gives the browser exactly what the
+// processor alone gives; for the request's own origin, so does the dialer
+// alone.
+func TestDialerThenProcessor(t *testing.T) {
+	in := http.Header{
+		"Set-Cookie":                       {"coder_session_token=x", "a=1"},
+		"Vary":                             {"Accept-Encoding, origin"},
+		"Access-Control-Allow-Origin":      {"*"},
+		"Access-Control-Allow-Credentials": {"false"},
+		"X-Content-Type-Options":           {"sniff"},
+	}
+	own := "https://" + targetHost
+	for _, app := range []AppInfo{simpleApp, passthruApp, pathApp, {}} {
+		for _, origin := range []string{own, "http://" + targetHost, aliceOrigin, aliceOrigin + ":8443", bobOrigin, evilOrigin, brokenOrigin, "null", ""} {
+			for _, method := range []string{"GET", "POST", "PROPFIND"} {
+				e := &Exchange{Method: method, Host: targetHost, Origin: origin, App: app}
+				p, _ := testPolicy(t)
+				alone := apply(in, p.response(context.Background(), e, in).Mutation)
+				dialer := in.Clone()
+				ApplyResponsePolicy(e, dialer)
+				both := apply(dialer, p.response(context.Background(), e, dialer).Mutation)
+				if !reflect.DeepEqual(both, alone) {
+					t.Errorf("%+v %s %q: dialer then processor %v, processor alone %v", app, method, origin, both, alone)
+				}
+				if strings.HasSuffix(origin, "://"+targetHost) {
+					if !reflect.DeepEqual(dialer, alone) {
+						t.Errorf("%+v %s own origin %q: dialer alone %v, processor %v", app, method, origin, dialer, alone)
+					}
+				} else if app != passthruApp && dialer.Get("Access-Control-Allow-Origin") != "" {
+					t.Errorf("%+v %s %q: the dialer alone allowed another origin: %v", app, method, origin, dialer)
+				}
+			}
+		}
+	}
+}
+
 func TestTokenAppInfo(t *testing.T) {
 	if got := TokenAppInfo(appurl.AccessMethodSubdomain, "", alice); got != simpleApp {
 		t.Errorf("%+v, want %+v (no cors_behavior is simple)", got, simpleApp)
