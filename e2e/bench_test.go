@@ -55,12 +55,21 @@ func withDirectApp() edgeOption {
 
 // get1KiB fetches /bytes?n=1024 of the code app and checks every byte.
 func get1KiB(c *http.Client, host, cookie string) (time.Duration, error) {
+	return get1KiBFrom(c, host, cookie, "")
+}
+
+// get1KiBFrom is get1KiB sent with an Origin header (none when empty), as a
+// page's fetch or POST sends it.
+func get1KiBFrom(c *http.Client, host, cookie, origin string) (time.Duration, error) {
 	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/bytes?n="+strconv.Itoa(appBytes), nil)
 	if err != nil {
 		return 0, err
 	}
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
 	}
 	start := time.Now()
 	res, err := c.Do(req)
