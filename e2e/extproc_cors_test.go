@@ -269,8 +269,9 @@ func TestExtProcOnlyWithOrigin(t *testing.T) {
 func TestExtProcCORS(t *testing.T) {
 	f := &corsFakes{}
 	// Without the fast path ext_proc processes every app response, which
-	// is what this test exercises (with it the dialer applies the same
-	// policy to requests without Origin; TestExtProcOnlyWithOrigin).
+	// is what this test exercises (with it ext_proc sees only cross-origin
+	// requests and the dialer applies the same policy to every response;
+	// TestExtProcOnlyWithOrigin, TestSameOriginSkipsExtProc).
 	st := startEdge(t, withCORSFakes(f), WithoutFastPath())
 	do := st.roundTrip
 	preflightHeaders := func(origin, method, headers string) http.Header {

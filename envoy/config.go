@@ -54,8 +54,8 @@ type Config struct {
 	// AdminAddr is Envoy's admin listener; keep it on loopback.
 	AdminAddr netip.AddrPort
 	// FastPath lets Envoy verify signed app token cookies itself and skip
-	// ext_authz (and, without Origin, ext_proc) for requests whose token
-	// verified (see fastpath.go). On by default.
+	// ext_authz for requests whose token verified, and ext_proc for all but
+	// cross-origin requests (see fastpath.go). On by default.
 	FastPath bool
 	// AuthzJWKSAddr is host:port of wsedge authz's internal JWKS listener
 	// (`wsedge authz --jwks-listen`), which only Envoy may reach. Used

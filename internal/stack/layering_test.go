@@ -91,9 +91,10 @@ func TestOnlyTSNodeImportsTheEngine(t *testing.T) {
 // The services behind Envoy share the edge contract through edgewire, not
 // through each other: authz, extproc, the dialer and envoy never depend on
 // one another (only the composition root puts them together). One
-// exception: on Envoy's warm path ext_proc does not run for requests
-// without Origin, so the dialer applies extproc's response policy itself —
-// the same code (extproc.ApplyResponsePolicy), never a copy.
+// exception: with Envoy's fast path ext_proc runs only for cross-origin
+// requests, so the dialer applies extproc's response policy itself to
+// every app response — the same code (extproc.ApplyResponsePolicy), never
+// a copy.
 func TestEdgeServicesShareOnlyTheContract(t *testing.T) {
 	services := []string{"authz", "extproc", "dialer", "envoy"}
 	allowed := map[[2]string]bool{{"dialer", "extproc"}: true}
