@@ -65,6 +65,23 @@ func policyApp(t *testing.T, hits *atomic.Int32) *httptest.Server {
 	return app
 }
 
+// policyCase is an app URL the response policy is checked on.
+type policyCase struct {
+	name, url string
+	req       appurl.Request
+	// wantNosniff: the policy adds nosniff (path apps, not subdomain apps).
+	wantNosniff bool
+}
+
+// policyCases are the code app as a path app and as a subdomain app, with
+// rest after the app's base.
+func policyCases(scheme, rest string) []policyCase {
+	return []policyCase{
+		{"path app", scheme + "://" + testAccessHost + "/@alice/dev.main/apps/code" + rest, pathAppRequest("code"), true},
+		{"subdomain app", scheme + "://code--main--dev--alice.apps.example.com" + rest, subdomainAppRequest("code"), false},
+	}
+}
+
 func (e *testEnv) doCookies(rawURL string, cookies string, hdr http.Header) *http.Response {
 	e.t.Helper()
 	h := http.Header{"Cookie": {cookies}}
@@ -83,14 +100,7 @@ func TestFastPathServes(t *testing.T) {
 	e := newEnv(t, nil).start()
 	var hits atomic.Int32
 	e.agents.set(8080, policyApp(t, &hits).Listener.Addr().String())
-	for _, tt := range []struct {
-		name, url   string
-		req         appurl.Request
-		wantNosniff bool
-	}{
-		{"path app", "http://" + testAccessHost + "/@alice/dev.main/apps/code/x?a=1", pathAppRequest("code"), true},
-		{"subdomain app", "http://code--main--dev--alice.apps.example.com/x?a=1", subdomainAppRequest("code"), false},
-	} {
+	for _, tt := range policyCases("http", "/x?a=1") {
 		t.Run(tt.name, func(t *testing.T) {
 			tok := e.token(tt.req, "http://127.0.0.1:8080")
 			resp := e.doCookies(tt.url, "coder_signed_app_token="+tok+"; coder_session_token=secret; theme=dark; "+edgewire.ColdPathCookie+"=1", nil)
@@ -396,14 +406,7 @@ func TestFastPathUpgradePolicy(t *testing.T) {
 	defer app.Close()
 	port := appPort(t, app)
 	e.agents.set(port, app.Listener.Addr().String())
-	for _, tt := range []struct {
-		name, url   string
-		req         appurl.Request
-		wantNosniff bool
-	}{
-		{"path app", "ws://" + testAccessHost + "/@alice/dev.main/apps/code/ws", pathAppRequest("code"), true},
-		{"subdomain app", "ws://code--main--dev--alice.apps.example.com/ws", subdomainAppRequest("code"), false},
-	} {
+	for _, tt := range policyCases("ws", "/ws") {
 		t.Run(tt.name, func(t *testing.T) {
 			tok := e.token(tt.req, "http://127.0.0.1:"+itoa(port))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
