@@ -123,8 +123,8 @@ func cutContext(ctx context.Context) context.Context {
 // connection through context.AfterFunc instead of a watcher goroutine.
 // Bytes the client sent before the 101 (already buffered by the server)
 // go to the app first; httputil would drop them. head, if not nil, sees
-// the 101's header last, before it is written (the warm path's response
-// policy: the 101 never passes through WriteHeader). Once the client
+// the 101's header last, before it is written (the app response policy:
+// the 101 never passes through WriteHeader). Once the client
 // connection is hijacked the error returned wraps errUpgradeBridged;
 // before, it is the proxy's error for a bad switch (a 502 page).
 func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff, head func(http.Header)) error {
