@@ -136,20 +136,20 @@ func TestRoutes(t *testing.T) {
 
 	unchecked := uncheckedRoutes(t, m)
 	// The warm twins leave the check to the dialer (TestWarmRoutes).
-	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check", "path-app-warm", "path-app-encoded-warm"}; !slices.Equal(unchecked["access"], want) {
+	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check", "path-app-warm", "path-app-warm-same-origin", "path-app-encoded-warm", "path-app-encoded-warm-same-origin"}; !slices.Equal(unchecked["access"], want) {
 		t.Fatalf("access routes without ext_authz = %v, want %v", unchecked["access"], want)
 	}
 	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "unknown-host"}; !slices.Equal(unchecked["fallback"], want) {
 		t.Fatalf("fallback routes without ext_authz = %v, want %v", unchecked["fallback"], want)
 	}
-	if want := []string{"latency-check", "subdomain-app-warm"}; !slices.Equal(unchecked["apps"], want) {
+	if want := []string{"latency-check", "subdomain-app-warm", "subdomain-app-warm-same-origin"}; !slices.Equal(unchecked["apps"], want) {
 		t.Fatalf("app host routes without ext_authz = %v, want %v", unchecked["apps"], want)
 	}
 	// Every route that skips ext_authz matches one exact path, answers
 	// directly, or is a warm twin that sends the token to the dialer.
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil && !strings.HasSuffix(r.GetName(), "-warm") {
+			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil && !strings.HasSuffix(r.GetName(), "-warm") && !strings.HasSuffix(r.GetName(), "-warm-same-origin") {
 				t.Errorf("%s/%s skips ext_authz without an exact path: %v", vh.GetName(), r.GetName(), r.GetMatch())
 			}
 		}

@@ -27,12 +27,14 @@ import (
 
 // The warm fast path (Config.FastPath).
 //
-// Each app route has a warm twin in front of it (warmFirst): a request
-// with a coder_signed_app_token cookie, no Origin, and nothing the
-// pipeline treats specially goes to the dialer with jwt_authn, ext_authz
-// and ext_proc off; the dialer verifies the cookie with its own keys,
-// matches it to the request, strips Coder cookies, applies the response
-// policy, and sends what it refuses to authz's Check.
+// Each app route has two warm twins in front of it (warmFirst): a request
+// with a coder_signed_app_token cookie and nothing the pipeline treats
+// specially, and either no Origin or a browser's Sec-Fetch-Site:
+// same-origin (a page calling its own app; never a preflight), goes to the
+// dialer with jwt_authn, ext_authz and ext_proc off; the dialer verifies
+// the cookie with its own keys, matches it to the request, strips Coder
+// cookies, applies the response policy (allowing only the request's own
+// origin), and sends what it refuses to authz's Check.
 //
 // On the app routes themselves Envoy verifies the coder_signed_app_token
 // cookie with jwt_authn (HS512, keys from the JWKS that wsedge authz
@@ -48,10 +50,11 @@ import (
 //     (and any query key with a %-escape, which Go decodes and Envoy's
 //     matcher does not), CORS preflights and coder-logout hosts by rule;
 //     the terminal, DERP, probes and the catch-all by route;
-//   - the app-policy ext_proc runs only for requests with an Origin header
-//     (ExtensionWithMatcher + SkipFilter), reading the verified claims; the
-//     dialer applies the same response policy to the others (see package
-//     extproc);
+//   - the app-policy ext_proc runs only for cross-origin requests
+//     (ExtensionWithMatcher + SkipFilter: no Origin, or an Origin that is
+//     the request's own scheme://host, skips it), reading the verified
+//     claims; the dialer applies the same response policy to every
+//     response (see package extproc);
 //   - with a rate limit there are no warm twins, and the per-user limit
 //     reads the verified token's user_id, the value authz emits as
 //     rate_limit_key, so a user has one bucket on both paths.
@@ -371,11 +374,12 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: s}},
 		}}
 	}
-	match := proto.Clone(app.Match).(*routev3.RouteMatch)
-	match.Headers = append(match.Headers,
+	present := func(name string, invert bool) *routev3.HeaderMatcher {
+		return &routev3.HeaderMatcher{Name: name, InvertMatch: invert, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}
+	}
+	common := []*routev3.HeaderMatcher{
 		has("cookie", signedAppTokenCookie+"=", false),
 		has("cookie", edgewire.ColdPathCookie+"=", true),
-		&routev3.HeaderMatcher{Name: "origin", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
 		&routev3.HeaderMatcher{Name: ":authority", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: logoutHostPrefix}, IgnoreCase: true},
 		}},
@@ -384,7 +388,12 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 		&routev3.HeaderMatcher{Name: ":path", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: queryKeyEscapedRegex}}},
 		}},
-	)
+	}
+	withMatchers := func(extra ...*routev3.HeaderMatcher) *routev3.RouteMatch {
+		m := proto.Clone(app.Match).(*routev3.RouteMatch)
+		m.Headers = append(append(m.Headers, common...), extra...)
+		return m
+	}
 	// Disabled this way Envoy does not even create the filters for the
 	// request (measured: Envoy CPU/request 1.28× → 1.16–1.21× the minimal
 	// Envoy's at c=8). The header filter's one job that matters here —
@@ -394,12 +403,31 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 	for _, f := range []string{edgewire.JWTAuthnFilter, edgewire.ExtAuthzFilter, corsFilterName, headerMutationFilterName} {
 		off[f] = typed(&routev3.FilterConfig{Disabled: true})
 	}
-	warm := &routev3.Route{
-		Name:                   app.Name + "-warm",
-		Match:                  match,
-		Action:                 &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)},
-		TypedPerFilterConfig:   off,
-		RequestHeadersToRemove: []string{edgewire.AppTokenHeader},
+	twin := func(name string, match *routev3.RouteMatch) *routev3.Route {
+		return &routev3.Route{
+			Name:                   name,
+			Match:                  match,
+			Action:                 &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)},
+			TypedPerFilterConfig:   off,
+			RequestHeadersToRemove: []string{edgewire.AppTokenHeader},
+		}
 	}
-	return []*routev3.Route{warm, app}
+	// A browser marks a page's requests to its own origin (its POSTs,
+	// fetches and websockets, which carry Origin) Sec-Fetch-Site:
+	// same-origin, a header no page can set. Such a request needs no
+	// owner lookup for its CORS answer (the dialer allows the request's
+	// own host; any other Origin gets no allowance there), so it is as
+	// warm as one without Origin. A client that forges the header only
+	// chooses the dialer's checks, as every warm request does. Never a
+	// preflight (those meet the preflight route and ext_proc).
+	return []*routev3.Route{
+		twin(app.Name+"-warm", withMatchers(present("origin", true))),
+		twin(app.Name+"-warm-same-origin", withMatchers(
+			&routev3.HeaderMatcher{Name: "sec-fetch-site", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "same-origin"}},
+			}},
+			present("access-control-request-method", true),
+		)),
+		app,
+	}
 }

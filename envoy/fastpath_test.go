@@ -378,39 +378,56 @@ func TestWarmRoutes(t *testing.T) {
 		}
 		return false
 	}
+	// Each app route has two warm twins: -warm (no Origin) and
+	// -warm-same-origin (a browser's same-origin request).
+	twinSuffixes := []string{"-warm", "-warm-same-origin"}
 	warmOf := func(c Config) map[string]*routev3.Route {
 		t.Helper()
 		out := map[string]*routev3.Route{}
 		for _, vh := range hcmOf(t, c).GetRouteConfig().GetVirtualHosts() {
 			rs := vh.GetRoutes()
 			for i, r := range rs {
-				name, ok := strings.CutSuffix(r.GetName(), "-warm")
-				if !ok {
+				var name, suffix string
+				for _, s := range twinSuffixes {
+					if n, ok := strings.CutSuffix(r.GetName(), s); ok {
+						name, suffix = n, s
+					}
+				}
+				if suffix == "" {
 					continue
 				}
-				// The app route follows; only routes that take nothing
-				// the warm twin takes (they need Origin, which it
+				// The app route follows; only its other twin and routes
+				// that take nothing a warm twin takes (the preflight
+				// route: it needs Origin, which -warm refuses, and
+				// Access-Control-Request-Method, which -warm-same-origin
 				// refuses) may stand between them.
 				j := i + 1
-				for j < len(rs) && rs[j].GetName() != name && needsOrigin(rs[j]) {
+				for j < len(rs) && rs[j].GetName() != name && (needsOrigin(rs[j]) || strings.HasPrefix(rs[j].GetName(), name+"-warm")) {
 					j++
 				}
 				if j == len(rs) || rs[j].GetName() != name {
-					t.Errorf("%s/%s is not before %s with only Origin routes between", vh.GetName(), r.GetName(), name)
+					t.Errorf("%s/%s is not before %s with only its twin and Origin routes between", vh.GetName(), r.GetName(), name)
 					continue
 				}
 				app := rs[j]
 				if !proto.Equal(r.GetRoute(), app.GetRoute()) || r.GetMatch().GetPrefix() != app.GetMatch().GetPrefix() {
 					t.Errorf("%s: action or path differs from %s: %v", r.GetName(), name, r)
 				}
-				out[name] = r
+				out[r.GetName()] = r
 			}
 		}
 		return out
 	}
 	warm := warmOf(DefaultConfig())
-	if got := slices.Sorted(maps.Keys(warm)); !slices.Equal(got, []string{"path-app", "path-app-encoded", "subdomain-app"}) {
-		t.Fatalf("warm twins of %v", got)
+	var wantTwins []string
+	for _, app := range []string{"path-app", "path-app-encoded", "subdomain-app"} {
+		for _, s := range twinSuffixes {
+			wantTwins = append(wantTwins, app+s)
+		}
+	}
+	slices.Sort(wantTwins)
+	if got := slices.Sorted(maps.Keys(warm)); !slices.Equal(got, wantTwins) {
+		t.Fatalf("warm twins %v, want %v", got, wantTwins)
 	}
 	for name, r := range warm {
 		per := r.GetTypedPerFilterConfig()
@@ -429,17 +446,21 @@ func TestWarmRoutes(t *testing.T) {
 		var hs []string
 		for _, h := range r.GetMatch().GetHeaders() {
 			m := h.GetStringMatch()
-			hs = append(hs, fmt.Sprintf("%s invert=%v %s%s%s%v", h.GetName(), h.GetInvertMatch(),
-				m.GetSafeRegex().GetRegex(), m.GetPrefix(), m.GetContains(), h.GetPresentMatch()))
+			hs = append(hs, fmt.Sprintf("%s invert=%v %s%s%s%s%v", h.GetName(), h.GetInvertMatch(),
+				m.GetSafeRegex().GetRegex(), m.GetPrefix(), m.GetContains(), m.GetExact(), h.GetPresentMatch()))
 		}
 		want := []string{
 			"cookie invert=false coder_signed_app_token=false",
 			"cookie invert=true wsedge_cold_path=false",
-			"origin invert=true true",
 			":authority invert=true coder-logout.false",
 			":path invert=true coder_application_connect_api_key_35e783false",
 			":path invert=true coder_signed_app_token_23db1ddefalse",
 			":path invert=true " + queryKeyEscapedRegex + "false",
+		}
+		if strings.HasSuffix(name, "-same-origin") {
+			want = append(want, "sec-fetch-site invert=false same-originfalse", "access-control-request-method invert=true true")
+		} else {
+			want = append(want, "origin invert=true true")
 		}
 		if !slices.Equal(hs, want) {
 			t.Errorf("%s headers\n%s\nwant\n%s", name, strings.Join(hs, "\n"), strings.Join(want, "\n"))
