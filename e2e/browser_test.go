@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -152,6 +153,8 @@ func TestBrowser(t *testing.T) {
 	if strings.Contains(page.cookieNames, "coder_") {
 		t.Errorf("the app saw Coder's cookies %q; the proxy must strip them", page.cookieNames)
 	}
+
+	checkSameOriginWarm(t, ctx, dev, appHost)
 
 	subCookie := tokens.SubdomainAppSessionCookie(fmt.Sprintf("*.apps.localhost:%d", dev.port))
 	jar := cookiesFor(t, ctx, dev.subdomainURL, dev.loginURL)
@@ -822,4 +825,115 @@ func groupProcesses(pgid int) map[int]string {
 		}
 	}
 	return out
+}
+
+// checkSameOriginWarm has the app's page call its own app as pages do: a
+// POST with fetch and a websocket, both with Origin. Neither may cost an
+// ext_proc call (the dialer answers CORS for the page's own origin), and
+// the POST's answer allows that origin, as coderd's CORS handler does.
+// Chromium marks the POST Sec-Fetch-Site: same-origin, so it takes the
+// warm twin for same-origin requests (no jwt_authn either); it sends no
+// Sec-Fetch-* on a websocket handshake (seen with Chromium 156), which
+// therefore takes the app route, where Envoy verifies the cookie.
+func checkSameOriginWarm(t *testing.T, ctx context.Context, dev *wsedgeDev, appHost string) {
+	t.Helper()
+	before := extprocMessages(t, dev.metricsURLs["authz"])
+	got, err := runIn(ctx, 20*time.Second, chromedp.Evaluate[string](`(async () => {
+		const r = await fetch("/echo?format=json", {method: "POST", body: "x=1"});
+		const seen = await r.json();
+		const ws = new WebSocket("ws://" + location.host + "/ws");
+		await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+		const echoed = new Promise((ok) => { ws.onmessage = (m) => ok(m.data); });
+		ws.send("same origin");
+		const back = await echoed;
+		ws.close();
+		return JSON.stringify({status: r.status, id: r.headers.get("X-Coder-Request-Id"),
+			acao: r.headers.get("Access-Control-Allow-Origin"), method: seen.method, back: back});
+	})()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("the page's own fetch and websocket: %v", err)
+	}
+	var r struct {
+		Status           int
+		ID, ACAO, Method string
+		Back             string
+	}
+	if err := json.Unmarshal([]byte(got), &r); err != nil {
+		t.Fatalf("page answered %q: %v", got, err)
+	}
+	if r.Status != 200 || r.Method != "POST" || r.Back != "same origin" {
+		t.Errorf("the page's own POST and websocket: %+v, want 200, the app seeing POST, the message echoed", r)
+	}
+	if want := "http://" + appHost; r.ACAO != want {
+		t.Errorf("the page's own POST: Access-Control-Allow-Origin %q, want %q", r.ACAO, want)
+	}
+	// The access log names the route of each (a websocket is logged when
+	// it ends, so wait for it).
+	routes := func() (post, ws string) {
+		b, _ := os.ReadFile(filepath.Join(dev.dir, "stdout.log"))
+		for _, l := range strings.Split(string(b), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) != nil || m["authority"] != appHost {
+				continue
+			}
+			route, _ := m["route"].(string)
+			switch {
+			case m["request_id"] == r.ID:
+				post = route
+			case m["path"] == "/ws":
+				ws = route
+			}
+		}
+		return post, ws
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		post, ws := routes()
+		if post != "" && ws != "" {
+			if post != "subdomain-app-warm-same-origin" {
+				t.Errorf("the page's own POST took route %q, want subdomain-app-warm-same-origin", post)
+			}
+			if ws != "subdomain-app-warm-same-origin" && ws != "subdomain-app" {
+				t.Errorf("the page's own websocket took route %q, want an app route", ws)
+			}
+			t.Logf("the page's own POST took route %s, its websocket %s", post, ws)
+			if n := extprocMessages(t, dev.metricsURLs["authz"]) - before; n != 0 {
+				t.Errorf("ext_proc handled %v messages for the page's own requests", n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no access log lines for the page's own POST (%q) and websocket (%q)", post, ws)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// extprocMessages sums wsedge_extproc_messages_total on authz's metrics
+// endpoint (0 before the first message).
+func extprocMessages(t *testing.T, metricsURL string) float64 {
+	t.Helper()
+	res, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatalf("authz metrics: %v", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("authz metrics: %v", err)
+	}
+	var sum float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "wsedge_extproc_messages_total{"); ok {
+			if i := strings.LastIndexByte(rest, ' '); i >= 0 {
+				v, err := strconv.ParseFloat(rest[i+1:], 64)
+				if err != nil {
+					t.Fatalf("authz metrics line %q: %v", l, err)
+				}
+				sum += v
+			}
+		}
+	}
+	return sum
 }

@@ -2,14 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsedge/wsedge/internal/devstack"
@@ -405,7 +408,9 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 		return counter(t, e.authzMetrics, "wsedge_extproc_messages_total", "", "")
 	}
 	c := e.httpClient(1)
-	send := func(method, origin string) *http.Response {
+	// sendFrom sends what a page's fetch sends; site, if set, is the
+	// browser's Sec-Fetch-Site.
+	sendFrom := func(method, origin, site string) *http.Response {
 		t.Helper()
 		req, err := http.NewRequest(method, "http://"+codeHost+"/cors", strings.NewReader("x=1"))
 		if err != nil {
@@ -413,12 +418,17 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 		}
 		req.Header.Set("Cookie", e.codeCookie)
 		req.Header.Set("Origin", origin)
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+			req.Header.Set("Sec-Fetch-Mode", "cors")
+		}
 		res := mustDo(t, c, req)
 		if body := readAll(t, res); res.StatusCode != http.StatusOK || body != "cors\n" {
 			t.Fatalf("%s with Origin %s: status %d body %q", method, origin, res.StatusCode, body)
 		}
 		return res
 	}
+	send := func(method, origin string) *http.Response { t.Helper(); return sendFrom(method, origin, "") }
 	// What coderd's CORS handler sends for an allowed origin: the origin
 	// echoed with credentials, Vary: Origin first, the app's own CORS
 	// headers gone.
@@ -474,6 +484,65 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 			t.Error("a cross-origin request skipped ext_proc")
 		}
 	})
+	// A browser marks its page's own requests Sec-Fetch-Site:
+	// same-origin: those take the warm route (no jwt_authn, no ext_proc);
+	// the dialer's answer is the same.
+	t.Run("a browser's same-origin POST takes the warm route", func(t *testing.T) {
+		before := messages()
+		res := sendFrom(http.MethodPost, own, "same-origin")
+		allowed(t, res, own)
+		if got := messages() - before; got != 0 {
+			t.Errorf("ext_proc handled %v messages", got)
+		}
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-same-origin" {
+			t.Errorf("route %q, want subdomain-app-warm-same-origin", got)
+		}
+	})
+	t.Run("a forged Sec-Fetch-Site wins no CORS allowance", func(t *testing.T) {
+		res := sendFrom(http.MethodPost, "https://evil.example", "same-origin")
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("Access-Control-Allow-Origin %q for a foreign origin", got)
+		}
+		if got := res.Header.Get("Access-Control-Allow-Methods"); got != "" {
+			t.Errorf("the app's Access-Control-Allow-Methods %q reached the client", got)
+		}
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-same-origin" {
+			t.Errorf("route %q, want subdomain-app-warm-same-origin", got)
+		}
+	})
+	t.Run("a cross-site request stays on the app route", func(t *testing.T) {
+		before := messages()
+		other := "http://" + echoHost
+		res := sendFrom(http.MethodPost, other, "same-site")
+		allowed(t, res, other)
+		if got := messages() - before; got == 0 {
+			t.Error("a cross-origin request skipped ext_proc")
+		}
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app" {
+			t.Errorf("route %q, want subdomain-app", got)
+		}
+	})
+	t.Run("a browser's same-origin websocket takes the warm route", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{
+			"Cookie": {e.codeCookie}, "Origin": {own}, "Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"websocket"},
+		})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer ws.CloseNow()
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != own {
+			t.Errorf("101 Access-Control-Allow-Origin %q, want %q", got, own)
+		}
+		if err := echoOnce(ctx, ws, "warm"); err != nil {
+			t.Fatal(err)
+		}
+		_ = ws.Close(websocket.StatusNormalClosure, "") // Envoy logs it when it ends
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-same-origin" {
+			t.Errorf("route %q, want subdomain-app-warm-same-origin", got)
+		}
+	})
 	// Origins that are not byte for byte the request's own meet ext_proc
 	// (Envoy's matcher spells the comparison by prefix, suffix and
 	// length), which allows those naming the same app (another scheme or
@@ -505,4 +574,26 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 			}
 		})
 	}
+}
+
+// accessLogRoute is the route of the request with this ID in Envoy's
+// access log (a request is logged when it ends: a websocket once closed).
+func accessLogRoute(t *testing.T, e *edge, id string) string {
+	t.Helper()
+	if id == "" {
+		t.Fatal("no X-Coder-Request-Id on the response")
+	}
+	var route string
+	waitFor(t, 15*time.Second, "the access log line of request "+id, func() (bool, string) {
+		b, _ := os.ReadFile(e.dev.Envoy.StdoutPath())
+		for _, l := range strings.Split(string(b), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["request_id"] == id {
+				route, _ = m["route"].(string)
+				return true, l
+			}
+		}
+		return false, ""
+	})
+	return route
 }
