@@ -58,8 +58,10 @@ func get1KiB(c *http.Client, host, cookie string) (time.Duration, error) {
 	return get1KiBFrom(c, host, cookie, "")
 }
 
-// get1KiBFrom is get1KiB sent with an Origin header (none when empty), as a
-// page's fetch or POST sends it.
+// get1KiBFrom is get1KiB sent as a page's fetch to its own origin sends it
+// when origin is set: that Origin, and the fetch metadata Chromium adds
+// (Sec-Fetch-Site: same-origin, Sec-Fetch-Mode: cors, Sec-Fetch-Dest:
+// empty).
 func get1KiBFrom(c *http.Client, host, cookie, origin string) (time.Duration, error) {
 	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/bytes?n="+strconv.Itoa(appBytes), nil)
 	if err != nil {
@@ -70,6 +72,9 @@ func get1KiBFrom(c *http.Client, host, cookie, origin string) (time.Duration, er
 	}
 	if origin != "" {
 		req.Header.Set("Origin", origin)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.Header.Set("Sec-Fetch-Mode", "cors")
+		req.Header.Set("Sec-Fetch-Dest", "empty")
 	}
 	start := time.Now()
 	res, err := c.Do(req)

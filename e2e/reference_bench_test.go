@@ -514,10 +514,10 @@ func (s *sideLoad) report(b *testing.B, prefix string, ps []namedPid) {
 //     side's rounds only: envoy, authz and proxy (the dialer; the
 //     reference proxy) and cpu (their sum). shared is this process (dev
 //     agent, dev primary, relay, load generator), in no sum.
-//   - same-origin: c=1 again, every request with the app's own Origin,
-//     as a page's fetch or POST to its app sends it (on wsedge the app
-//     route: jwt_authn verifies the cookie, ext_authz and ext_proc are
-//     skipped, the dialer applies the response policy); no bars.
+//   - same-origin: c=1 again, every request as a page's fetch to its own
+//     app sends it: the app's own Origin and Chromium's fetch metadata
+//     (Sec-Fetch-Site: same-origin; on wsedge the warm twin for
+//     same-origin requests, the dialer answering CORS); no bars.
 //   - idle-websocket: 1,000 websockets to the same app's /ws echo through
 //     each side, opened as the app's page would (with its Origin), RSS
 //     growth (VmRSS) per open session of each process and summed
@@ -534,10 +534,9 @@ func BenchmarkWarmPathVsReference(b *testing.B) {
 	b.Run("idle-websocket", rb.idleWebsockets)
 }
 
-// load measures conc clients of warm requests, sent with origin as their
-// Origin header when it is set (a page's fetch or POST to its own app:
-// on wsedge the app route, jwt_authn verifying the cookie, no ext_proc;
-// no bar is reported for it, the bars are for requests without).
+// load measures conc clients of warm requests, sent as a page's fetch to
+// its own app when origin is set (get1KiBFrom; no bar is reported for
+// those, the bars are for requests without Origin).
 func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
 	perClient := 100
 	if conc > 1 {
@@ -574,9 +573,10 @@ func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
 }
 
 // openBrowserWebsockets opens n websockets as a page of the app would: a
-// browser sends its page's Origin with every websocket handshake (so on
-// wsedge they take the app route, where jwt_authn verifies the cookie and
-// ext_proc sees the 101, not the warm route).
+// browser sends its page's Origin with every websocket handshake and, as
+// Chromium 156 does, no Sec-Fetch-* headers (so on wsedge they take the
+// app route, where jwt_authn verifies the cookie; ext_proc is skipped for
+// the page's own origin).
 func openBrowserWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(context.Context, string, string) (net.Conn, error)) (*wsSet, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
