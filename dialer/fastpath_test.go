@@ -379,6 +379,36 @@ func TestFastPathAsksAuthz(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Errorf("app hits %d, want only the allowed one", hits.Load())
 	}
+
+	// With Origin on one of Envoy's warm routes (marked so; no ext_proc
+	// sees the answer) the dialer asks authz as without Origin, and its
+	// own response policy answers CORS: a same-origin page's request
+	// with a stale token is served with authz's new token, no bounce.
+	az.resp = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-wsedge-app-token", Value: fresh}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD},
+			},
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "set-cookie", Value: "coder_signed_app_token=" + fresh + "; Path=" + base}}},
+		}}}, nil
+	}
+	n = len(az.calls())
+	resp = e.doCookies("http://"+testAccessHost+base, "coder_signed_app_token="+stale, http.Header{
+		"Origin": {"http://" + testAccessHost}, "Sec-Fetch-Site": {"same-origin"}, edgewire.WarmRouteHeader: {edgewire.WarmRouteValue},
+	})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(az.calls()) != n+1 {
+		t.Errorf("with Origin on a warm route: status %d, %d Check calls, want the app after one Check", resp.StatusCode, len(az.calls())-n)
+	}
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"app=1", "coder_signed_app_token=" + fresh + "; Path=" + base}) {
+		t.Errorf("with Origin on a warm route: Set-Cookie %q, want the app's own and authz's issued token", got)
+	}
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("path app: Access-Control-Allow-Origin %q, want none (the dashboard's CORS is Envoy's)", got)
+	}
+	if hits.Load() != 2 {
+		t.Errorf("app hits %d, want the two allowed ones", hits.Load())
+	}
 }
 
 // TestFastPathUpgradePolicy checks the response policy holds on a warm

@@ -158,10 +158,11 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 		s.metrics.fastPathBy.get(cold.reason).Inc()
 		s.log.Info("dialer: fast-path token refused, asking authz", "reason", cold.reason, "error", cold.err,
 			"host", r.Host, "path", r.URL.Path, "request_id", requestID(r.Context()))
-		if s.authz == nil || len(r.Header.Values("Origin")) > 0 {
-			// With Origin, Envoy's ext_proc decides CORS from the claims
-			// Envoy verified, which are not this request's: only a
-			// request that meets ext_authz may be answered.
+		if s.authz == nil || len(r.Header.Values("Origin")) > 0 && r.Header.Get(edgewire.WarmRouteHeader) != edgewire.WarmRouteValue {
+			// With Origin off Envoy's warm routes, ext_proc may decide
+			// CORS from the claims Envoy verified, which are not this
+			// request's: only a request that meets ext_authz may be
+			// answered.
 			s.toColdPath(w, r, rt)
 			return
 		}

@@ -47,6 +47,25 @@ func TestBackgroundRequestsAfterTokenExpiry(t *testing.T) {
 		}
 	})
 
+	// A page's fetch to its own app takes the same-origin warm route;
+	// the dialer asks authz about the expired token as for a navigation,
+	// so the page gets its answer in one round trip, CORS included.
+	t.Run("same-origin fetch, session alive: re-issued silently", func(t *testing.T) {
+		hdr := fetchHeaders(expiredCookie + "; " + sessionCookie)
+		hdr.Set("Origin", "http://"+codeHost)
+		hdr.Set("Sec-Fetch-Site", "same-origin")
+		a := h.do("POST", "http://"+codeHost+"/echo", hdr)
+		if a.status != http.StatusOK || !reachedApp(a.body) {
+			t.Fatalf("status %d Location %q, want the app without a bounce", a.status, a.header.Get("Location"))
+		}
+		if fresh := setCookieValue(a.header, tokens.SignedAppTokenCookie); fresh == "" || fresh == expired {
+			t.Errorf("no new signed token cookie: %q", a.header.Values("Set-Cookie"))
+		}
+		if got := a.header.Get("Access-Control-Allow-Origin"); got != "http://"+codeHost {
+			t.Errorf("Access-Control-Allow-Origin %q, want the page's own origin", got)
+		}
+	})
+
 	t.Run("session gone: 401 JSON naming the sign-in URL", func(t *testing.T) {
 		for _, cookie := range []string{expiredCookie, expiredCookie + "; " + tokens.SubdomainAppSessionCookie(wildcardHost) + "=deleted-session"} {
 			a := h.do("GET", "http://"+codeHost+"/api/data", fetchHeaders(cookie))

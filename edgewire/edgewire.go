@@ -35,6 +35,12 @@ const (
 	// AppTokenHeader carries the verified signed app token from authz to
 	// the dialer.
 	AppTokenHeader = InternalHeaderPrefix + "app-token"
+	// WarmRouteHeader, set to WarmRouteValue by Envoy's warm routes
+	// (overwriting any client copy; every other route strips the prefix),
+	// tells the dialer that no ext_proc will see the response: a token it
+	// refuses may then be sent to authz's Check even with Origin.
+	WarmRouteHeader = InternalHeaderPrefix + "warm-route"
+	WarmRouteValue  = "1"
 )
 
 // IsInternalHeader reports whether name (in any case) starts with

@@ -410,6 +410,12 @@ func warmFirst(c Config, app *routev3.Route) []*routev3.Route {
 			Action:                 &routev3.Route_Route{Route: proto.Clone(app.GetRoute()).(*routev3.RouteAction)},
 			TypedPerFilterConfig:   off,
 			RequestHeadersToRemove: []string{edgewire.AppTokenHeader},
+			// No ext_proc sees a warm twin's response: the dialer may
+			// ask authz about a token it refuses, Origin or not.
+			RequestHeadersToAdd: []*corev3.HeaderValueOption{{
+				Header:       &corev3.HeaderValue{Key: edgewire.WarmRouteHeader, Value: edgewire.WarmRouteValue},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}},
 		}
 	}
 	// A browser marks a page's requests to its own origin (its POSTs,

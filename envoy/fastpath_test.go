@@ -12,6 +12,7 @@ import (
 	celexpr "cel.dev/expr"
 	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	actionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
@@ -442,6 +443,10 @@ func TestWarmRoutes(t *testing.T) {
 		}
 		if !slices.Equal(r.GetRequestHeadersToRemove(), []string{edgewire.AppTokenHeader}) {
 			t.Errorf("%s removes %v, want authz's token header", name, r.GetRequestHeadersToRemove())
+		}
+		if add := r.GetRequestHeadersToAdd(); len(add) != 1 || add[0].GetHeader().GetKey() != edgewire.WarmRouteHeader ||
+			add[0].GetHeader().GetValue() != edgewire.WarmRouteValue || add[0].GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("%s adds %v, want the warm-route marker, overwriting a client's", name, add)
 		}
 		var hs []string
 		for _, h := range r.GetMatch().GetHeaders() {
