@@ -583,17 +583,25 @@ func accessLogRoute(t *testing.T, e *edge, id string) string {
 	if id == "" {
 		t.Fatal("no X-Coder-Request-Id on the response")
 	}
-	var route string
-	waitFor(t, 15*time.Second, "the access log line of request "+id, func() (bool, string) {
-		b, _ := os.ReadFile(e.dev.Envoy.StdoutPath())
+	route, _ := e.accessLogLine(t, "the access log line of request "+id, func(m map[string]any) bool { return m["request_id"] == id })["route"].(string)
+	return route
+}
+
+// accessLogLine waits for the first line of Envoy's JSON access log that
+// match accepts and returns it.
+func (h *edge) accessLogLine(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var line map[string]any
+	waitFor(t, 15*time.Second, what, func() (bool, string) {
+		b, _ := os.ReadFile(h.dev.Envoy.StdoutPath())
 		for _, l := range strings.Split(string(b), "\n") {
 			var m map[string]any
-			if json.Unmarshal([]byte(l), &m) == nil && m["request_id"] == id {
-				route, _ = m["route"].(string)
-				return true, l
+			if json.Unmarshal([]byte(l), &m) == nil && match(m) {
+				line = m
+				return true, ""
 			}
 		}
-		return false, ""
+		return false, string(b)
 	})
-	return route
+	return line
 }

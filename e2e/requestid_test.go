@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // jsonLines parses the JSON log lines written to b.
@@ -39,20 +37,9 @@ func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 	}
 
 	// Envoy's access log line for the request.
-	var id string
-	var authzLatency any
-	waitFor(t, 10*time.Second, "the access log line", func() (bool, string) {
-		b, _ := os.ReadFile(fp.dev.Envoy.StdoutPath())
-		for _, l := range strings.Split(string(b), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(l), &m) == nil && m["authority"] == codeHost && m["path"] == "/echo" {
-				id, _ = m["request_id"].(string)
-				authzLatency = m["authz_check_us"]
-				return true, ""
-			}
-		}
-		return false, string(b)
-	})
+	line := fp.accessLogLine(t, "the access log line", func(m map[string]any) bool { return m["authority"] == codeHost && m["path"] == "/echo" })
+	id, _ := line["request_id"].(string)
+	authzLatency := line["authz_check_us"]
 	if id == "" || id == "client-chosen" {
 		t.Fatalf("access log request_id %q, want one Envoy generated", id)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,14 +136,8 @@ func TestResponseHeaders(t *testing.T) {
 	check(t, "Envoy's 400", res.Header, "", false, false)
 
 	// The ID a browser sees finds the request's access log line.
-	waitFor(t, 15*time.Second, "the warm request's access log line, by its X-Coder-Request-Id", func() (bool, string) {
-		b, _ := os.ReadFile(e.dev.Envoy.StdoutPath())
-		for _, l := range strings.Split(string(b), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(l), &m) == nil && m["request_id"] == warmID {
-				return m["path"] == "/echo" && m["authority"] == codeHost, l
-			}
-		}
-		return false, string(b)
-	})
+	m := e.accessLogLine(t, "the warm request's access log line, by its X-Coder-Request-Id", func(m map[string]any) bool { return m["request_id"] == warmID })
+	if m["path"] != "/echo" || m["authority"] != codeHost {
+		t.Errorf("access log line of %s: %v, want the warm GET /echo on %s", warmID, m, codeHost)
+	}
 }
