@@ -35,11 +35,11 @@ const (
 	// AppTokenHeader carries the verified signed app token from authz to
 	// the dialer.
 	AppTokenHeader = InternalHeaderPrefix + "app-token"
-	// WarmRouteHeader, set to WarmRouteValue by Envoy's warm route for
-	// same-origin requests (overwriting any client copy; every route that
-	// is not warm strips the prefix), tells the dialer that no ext_proc
-	// will see the response: a token it refuses may then be sent to
-	// authz's Check even with Origin.
+	// WarmRouteHeader, set to WarmRouteValue by Envoy's warm routes for
+	// same-origin requests and websocket handshakes (overwriting any
+	// client copy; every route that is not warm strips the prefix), tells
+	// the dialer that no ext_proc will see the response: a token it
+	// refuses may then be sent to authz's Check even with Origin.
 	WarmRouteHeader = InternalHeaderPrefix + "warm-route"
 	WarmRouteValue  = "1"
 )

@@ -136,20 +136,20 @@ func TestRoutes(t *testing.T) {
 
 	unchecked := uncheckedRoutes(t, m)
 	// The warm twins leave the check to the dialer (TestWarmRoutes).
-	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check", "path-app-warm", "path-app-warm-same-origin", "path-app-encoded-warm", "path-app-encoded-warm-same-origin"}; !slices.Equal(unchecked["access"], want) {
+	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "derp", "derp-slash", "derp-latency-check", "path-app-warm", "path-app-warm-same-origin", "path-app-warm-websocket", "path-app-encoded-warm", "path-app-encoded-warm-same-origin", "path-app-encoded-warm-websocket"}; !slices.Equal(unchecked["access"], want) {
 		t.Fatalf("access routes without ext_authz = %v, want %v", unchecked["access"], want)
 	}
 	if want := []string{"healthz", "healthz-report", "buildinfo", "latency-check", "unknown-host"}; !slices.Equal(unchecked["fallback"], want) {
 		t.Fatalf("fallback routes without ext_authz = %v, want %v", unchecked["fallback"], want)
 	}
-	if want := []string{"latency-check", "subdomain-app-warm", "subdomain-app-warm-same-origin"}; !slices.Equal(unchecked["apps"], want) {
+	if want := []string{"latency-check", "subdomain-app-warm", "subdomain-app-warm-same-origin", "subdomain-app-warm-websocket"}; !slices.Equal(unchecked["apps"], want) {
 		t.Fatalf("app host routes without ext_authz = %v, want %v", unchecked["apps"], want)
 	}
 	// Every route that skips ext_authz matches one exact path, answers
 	// directly, or is a warm twin that sends the token to the dialer.
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil && !strings.HasSuffix(r.GetName(), "-warm") && !strings.HasSuffix(r.GetName(), "-warm-same-origin") {
+			if slices.Contains(unchecked[vh.GetName()], r.GetName()) && r.GetMatch().GetPath() == "" && r.GetDirectResponse() == nil && !isWarmTwin(r.GetName()) {
 				t.Errorf("%s/%s skips ext_authz without an exact path: %v", vh.GetName(), r.GetName(), r.GetMatch())
 			}
 		}
@@ -292,4 +292,15 @@ func TestDropsUnderscoreHeaders(t *testing.T) {
 			t.Errorf("%s: headers_with_underscores_action = %v, want DROP_HEADER", ex.File, got)
 		}
 	}
+}
+
+// isWarmTwin reports whether a route name is one of an app route's warm
+// twins (warmFirst).
+func isWarmTwin(name string) bool {
+	for _, s := range []string{"-warm", "-warm-same-origin", "-warm-websocket"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
 }

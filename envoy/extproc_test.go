@@ -177,7 +177,7 @@ func TestExtProcRoutes(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{"latency-check", "subdomain-app-warm", "subdomain-app-warm-same-origin", "subdomain-app-preflight", "subdomain-app"}; !slices.Equal(apps, want) {
+	if want := []string{"latency-check", "subdomain-app-warm", "subdomain-app-warm-same-origin", "subdomain-app-warm-websocket", "subdomain-app-preflight", "subdomain-app"}; !slices.Equal(apps, want) {
 		t.Errorf("app host routes %v, want %v", apps, want)
 	}
 }

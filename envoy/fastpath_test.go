@@ -379,9 +379,10 @@ func TestWarmRoutes(t *testing.T) {
 		}
 		return false
 	}
-	// Each app route has two warm twins: -warm (no Origin) and
-	// -warm-same-origin (a browser's same-origin request).
-	twinSuffixes := []string{"-warm", "-warm-same-origin"}
+	// Each app route has three warm twins: -warm (no Origin),
+	// -warm-same-origin (a browser's same-origin request) and
+	// -warm-websocket (any websocket handshake).
+	twinSuffixes := []string{"-warm", "-warm-same-origin", "-warm-websocket"}
 	warmOf := func(c Config) map[string]*routev3.Route {
 		t.Helper()
 		out := map[string]*routev3.Route{}
@@ -397,11 +398,12 @@ func TestWarmRoutes(t *testing.T) {
 				if suffix == "" {
 					continue
 				}
-				// The app route follows; only its other twin and routes
-				// that take nothing a warm twin takes (the preflight
-				// route: it needs Origin, which -warm refuses, and
+				// The app route follows; only its other twins and
+				// routes that take nothing a warm twin takes (the
+				// preflight route: it needs Origin, which -warm refuses,
 				// Access-Control-Request-Method, which -warm-same-origin
-				// refuses) may stand between them.
+				// refuses, and OPTIONS, which -warm-websocket refuses)
+				// may stand between them.
 				j := i + 1
 				for j < len(rs) && rs[j].GetName() != name && (needsOrigin(rs[j]) || strings.HasPrefix(rs[j].GetName(), name+"-warm")) {
 					j++
@@ -444,10 +446,10 @@ func TestWarmRoutes(t *testing.T) {
 		if !slices.Equal(r.GetRequestHeadersToRemove(), []string{edgewire.AppTokenHeader}) {
 			t.Errorf("%s removes %v, want authz's token header", name, r.GetRequestHeadersToRemove())
 		}
-		// The twin that takes requests with Origin marks them for the
+		// The twins that take requests with Origin mark them for the
 		// dialer (without Origin it needs no marker).
 		add := r.GetRequestHeadersToAdd()
-		if !strings.HasSuffix(name, "-same-origin") {
+		if strings.HasSuffix(name, "-warm") {
 			if len(add) != 0 {
 				t.Errorf("%s adds %v, want nothing", name, add)
 			}
@@ -458,22 +460,28 @@ func TestWarmRoutes(t *testing.T) {
 		var hs []string
 		for _, h := range r.GetMatch().GetHeaders() {
 			m := h.GetStringMatch()
-			hs = append(hs, fmt.Sprintf("%s invert=%v %s%s%s%s%v", h.GetName(), h.GetInvertMatch(),
-				m.GetSafeRegex().GetRegex(), m.GetPrefix(), m.GetContains(), m.GetExact(), h.GetPresentMatch()))
+			hs = append(hs, fmt.Sprintf("%s invert=%v %s%s%s%s%v ignoreCase=%v", h.GetName(), h.GetInvertMatch(),
+				m.GetSafeRegex().GetRegex(), m.GetPrefix(), m.GetContains(), m.GetExact(), h.GetPresentMatch(), m.GetIgnoreCase()))
 		}
-		want := []string{
-			"cookie invert=false coder_signed_app_token=false",
-			"cookie invert=true wsedge_cold_path=false",
-			":authority invert=true coder-logout.false",
-			":path invert=true coder_application_connect_api_key_35e783false",
-			":path invert=true coder_signed_app_token_23db1ddefalse",
-			":path invert=true " + queryKeyEscapedRegex + "false",
+		// Its own matchers first (they tell the twins apart), then the
+		// ones every twin shares.
+		var want []string
+		switch {
+		case strings.HasSuffix(name, "-same-origin"):
+			want = []string{"sec-fetch-site invert=false same-originfalse ignoreCase=false", "access-control-request-method invert=true true ignoreCase=false"}
+		case strings.HasSuffix(name, "-websocket"):
+			want = []string{"upgrade invert=false websocketfalse ignoreCase=true", ":method invert=false GETfalse ignoreCase=false"}
+		default:
+			want = []string{"origin invert=true true ignoreCase=false"}
 		}
-		if strings.HasSuffix(name, "-same-origin") {
-			want = append(want, "sec-fetch-site invert=false same-originfalse", "access-control-request-method invert=true true")
-		} else {
-			want = append(want, "origin invert=true true")
-		}
+		want = append(want,
+			"cookie invert=false coder_signed_app_token=false ignoreCase=false",
+			"cookie invert=true wsedge_cold_path=false ignoreCase=false",
+			":authority invert=true coder-logout.false ignoreCase=true",
+			":path invert=true coder_application_connect_api_key_35e783false ignoreCase=false",
+			":path invert=true coder_signed_app_token_23db1ddefalse ignoreCase=false",
+			":path invert=true "+queryKeyEscapedRegex+"false ignoreCase=false",
+		)
 		if !slices.Equal(hs, want) {
 			t.Errorf("%s headers\n%s\nwant\n%s", name, strings.Join(hs, "\n"), strings.Join(want, "\n"))
 		}
