@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -63,6 +64,27 @@ func TestBackgroundRequestsAfterTokenExpiry(t *testing.T) {
 		}
 		if got := a.header.Get("Access-Control-Allow-Origin"); got != "http://"+codeHost {
 			t.Errorf("Access-Control-Allow-Origin %q, want the page's own origin", got)
+		}
+	})
+
+	// A browser's websocket (Origin, no Sec-Fetch-*) takes the websocket
+	// twin: the dialer asks authz about the expired token and the 101
+	// brings the new one (a redirect would fail the handshake).
+	t.Run("browser websocket, session alive: opens with a new token", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ws, res, err := fp.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{
+			"Cookie": {expiredCookie + "; " + sessionCookie}, "Origin": {"http://" + codeHost},
+		})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer ws.CloseNow()
+		if fresh := setCookieValue(res.Header, tokens.SignedAppTokenCookie); fresh == "" || fresh == expired {
+			t.Errorf("no new signed token cookie on the 101: %q", res.Header.Values("Set-Cookie"))
+		}
+		if err := echoOnce(ctx, ws, "after expiry"); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -834,7 +834,7 @@ func groupProcesses(pgid int) map[int]string {
 // Chromium marks the POST Sec-Fetch-Site: same-origin, so it takes the
 // warm twin for same-origin requests (no jwt_authn either); it sends no
 // Sec-Fetch-* on a websocket handshake (seen with Chromium 156), which
-// therefore takes the app route, where Envoy verifies the cookie.
+// takes the websocket twin (no jwt_authn: the dialer checks the token).
 func checkSameOriginWarm(t *testing.T, ctx context.Context, dev *wsedgeDev, appHost string) {
 	t.Helper()
 	before := extprocMessages(t, dev.metricsURLs["authz"])
@@ -893,8 +893,8 @@ func checkSameOriginWarm(t *testing.T, ctx context.Context, dev *wsedgeDev, appH
 			if post != "subdomain-app-warm-same-origin" {
 				t.Errorf("the page's own POST took route %q, want subdomain-app-warm-same-origin", post)
 			}
-			if ws != "subdomain-app-warm-same-origin" && ws != "subdomain-app" {
-				t.Errorf("the page's own websocket took route %q, want an app route", ws)
+			if ws != "subdomain-app-warm-websocket" && ws != "subdomain-app-warm-same-origin" {
+				t.Errorf("the page's own websocket took route %q, want a warm twin", ws)
 			}
 			t.Logf("the page's own POST took route %s, its websocket %s", post, ws)
 			if n := extprocMessages(t, dev.metricsURLs["authz"]) - before; n != 0 {

@@ -475,6 +475,35 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 		if got := messages() - before; got != 0 {
 			t.Errorf("ext_proc handled %v messages for a same-origin websocket", got)
 		}
+		_ = ws.Close(websocket.StatusNormalClosure, "") // Envoy logs it when it ends
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-websocket" {
+			t.Errorf("route %q, want subdomain-app-warm-websocket (Chromium sends no Sec-Fetch-* on websockets)", got)
+		}
+	})
+	// Every websocket handshake is warm: a browser reads no CORS header
+	// of a 101. The dialer allows only the page's own origin.
+	t.Run("a cross-origin websocket takes the warm route without an allowance", func(t *testing.T) {
+		before := messages()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{"Cookie": {e.codeCookie}, "Origin": {"http://" + echoHost}})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer ws.CloseNow()
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("101 Access-Control-Allow-Origin %q, want none", got)
+		}
+		if err := echoOnce(ctx, ws, "cross origin"); err != nil {
+			t.Fatal(err)
+		}
+		if got := messages() - before; got != 0 {
+			t.Errorf("ext_proc handled %v messages for a websocket", got)
+		}
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-websocket" {
+			t.Errorf("route %q, want subdomain-app-warm-websocket", got)
+		}
 	})
 	t.Run("another app of the same owner meets ext_proc", func(t *testing.T) {
 		before := messages()

@@ -574,9 +574,9 @@ func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
 
 // openBrowserWebsockets opens n websockets as a page of the app would: a
 // browser sends its page's Origin with every websocket handshake and, as
-// Chromium 156 does, no Sec-Fetch-* headers (so on wsedge they take the
-// app route, where jwt_authn verifies the cookie; ext_proc is skipped for
-// the page's own origin).
+// Chromium 156 does, no Sec-Fetch-* headers (on wsedge they take the
+// websocket warm twin: no jwt_authn, no ext_proc; the dialer checks the
+// token).
 func openBrowserWebsockets(ctx context.Context, n int, wsURL, cookie string, dial func(context.Context, string, string) (net.Conn, error)) (*wsSet, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
