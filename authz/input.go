@@ -82,11 +82,14 @@ func inputFromCheck(req *authv3.CheckRequest) *Input {
 		RequestID: requestID(httpReq),
 		Header:    make(http.Header, len(httpReq.GetHeaders())),
 	}
+	// One backing array for every header's one value.
+	vals := make([]string, 0, len(httpReq.GetHeaders()))
 	for k, v := range httpReq.GetHeaders() {
 		if strings.HasPrefix(k, ":") {
 			continue
 		}
-		in.Header[http.CanonicalHeaderKey(k)] = []string{v}
+		vals = append(vals, v)
+		in.Header[http.CanonicalHeaderKey(k)] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		if a, err := netip.ParseAddr(sa.GetAddress()); err == nil {

@@ -33,7 +33,6 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 	d := Decision{
 		Allow:          true,
 		UpstreamHeader: http.Header{},
-		ResponseHeader: http.Header{},
 		Outcome:        "allow_cookie",
 	}
 	d.UpstreamHeader.Set(edgewire.AppTokenHeader, raw)
@@ -47,21 +46,22 @@ func (s *Service) allow(in *Input, tok tokens.SignedToken, raw string, issued bo
 	}
 	if issued {
 		d.Outcome = "allow_issued"
-		d.ResponseHeader.Add("Set-Cookie", s.cfg.Cookies.SignedTokenCookie(raw, tok.Request.BasePath, tok.Expiry).String())
+		d.ResponseHeader = http.Header{"Set-Cookie": {s.cfg.Cookies.SignedTokenCookie(raw, tok.Request.BasePath, tok.Expiry).String()}}
 	}
 	app := tok.Request.AppSlugOrPort
 	cors := tok.CORSBehavior
 	if cors == "" {
 		cors = "simple"
 	}
+	user := tok.UserID.String()
 	d.Metadata = map[string]string{
-		edgewire.MetaUserID:       tok.UserID.String(),
+		edgewire.MetaUserID:       user,
 		edgewire.MetaWorkspaceID:  tok.WorkspaceID.String(),
 		edgewire.MetaAgentID:      tok.AgentID.String(),
 		edgewire.MetaApp:          app,
 		edgewire.MetaAccessMethod: string(tok.Request.AccessMethod),
 		edgewire.MetaCORSBehavior: cors,
-		edgewire.MetaRateLimitKey: tok.UserID.String(),
+		edgewire.MetaRateLimitKey: user,
 	}
 	return d
 }
@@ -250,9 +250,17 @@ func checkResponse(d Decision) *authv3.CheckResponse {
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
 	if len(d.Metadata) > 0 {
+		// Every Check that allows carries this: the values and their
+		// kinds are allocated together rather than two by two.
 		fields := make(map[string]*structpb.Value, len(d.Metadata))
+		vals := make([]structpb.Value, len(d.Metadata))
+		strs := make([]structpb.Value_StringValue, len(d.Metadata))
+		i := 0
 		for k, v := range d.Metadata {
-			fields[k] = structpb.NewStringValue(v)
+			strs[i].StringValue = v
+			vals[i].Kind = &strs[i]
+			fields[k] = &vals[i]
+			i++
 		}
 		resp.DynamicMetadata = &structpb.Struct{Fields: fields}
 	}
@@ -266,24 +274,51 @@ func headerOptions(h http.Header, action corev3.HeaderValueOption_HeaderAppendAc
 		return nil
 	}
 	keys := make([]string, 0, len(h))
-	for k := range h {
+	n := 0
+	for k, vs := range h {
 		keys = append(keys, k)
+		n += len(vs)
 	}
 	sort.Strings(keys)
-	var out []*corev3.HeaderValueOption
+	out := make([]*corev3.HeaderValueOption, 0, n)
+	opts := make([]corev3.HeaderValueOption, n)
+	hvs := make([]corev3.HeaderValue, n)
 	for _, k := range keys {
+		name := lowerHeaderName(k)
 		for i, v := range h[k] {
 			a := action
 			if i > 0 {
 				a = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
 			}
-			out = append(out, &corev3.HeaderValueOption{
-				Header:       &corev3.HeaderValue{Key: strings.ToLower(k), Value: v},
-				AppendAction: a,
-			})
+			j := len(out)
+			hvs[j].Key, hvs[j].Value = name, v
+			opts[j].Header, opts[j].AppendAction = &hvs[j], a
+			out = append(out, &opts[j])
 		}
 	}
 	return out
+}
+
+// lowerNames are the lower-case forms of the header names authz's answers
+// use, so that spelling them for Envoy allocates nothing.
+var lowerNames = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		edgewire.AppTokenHeader, "Cookie", "Set-Cookie", "Location", "Content-Type", "Cache-Control",
+		"Retry-After", "X-Content-Type-Options", "X-Coder-Build-Version", "Vary",
+	} {
+		m[http.CanonicalHeaderKey(k)] = strings.ToLower(k)
+	}
+	return m
+}()
+
+// lowerHeaderName is strings.ToLower(k), without allocating for the names
+// authz uses.
+func lowerHeaderName(k string) string {
+	if l, ok := lowerNames[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
 }
 
 func lower(ss []string) []string {
