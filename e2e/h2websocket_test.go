@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/wsedge/wsedge/internal/devstack"
+	"github.com/wsedge/wsedge/tokens"
 )
 
 // TestWebsocketsOverOneHTTP2Connection opens several RFC 8441 websockets
@@ -58,12 +59,19 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 	// As a page load does: ordinary requests first, so no websocket is the
 	// connection's first stream, then websockets opened while more
 	// ordinary requests come and go on the same connection.
+	var tokenMu sync.Mutex
+	var token string // a signed app token authz issued for the echo app
 	get := func() error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+echoHost+"/", nil)
 		req.Header.Set("Coder-Session-Token", session)
 		res, err := cc.RoundTrip(req)
 		if err != nil {
 			return err
+		}
+		if v := setCookieValue(res.Header, tokens.SignedAppTokenCookie); v != "" {
+			tokenMu.Lock()
+			token = v
+			tokenMu.Unlock()
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		_ = res.Body.Close()
@@ -84,7 +92,7 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			if err := h2EchoSocket(ctx, cc, session, i); err != nil {
+			if _, err := h2EchoSocket(ctx, cc, http.Header{"Coder-Session-Token": {session}}, i); err != nil {
 				errs <- fmt.Errorf("websocket %d: %w", i, err)
 			}
 		}()
@@ -101,51 +109,68 @@ func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
 		t.Error(err)
 	}
 	// And once they are closed, the connection still upgrades.
-	if err := h2EchoSocket(ctx, cc, session, sockets); err != nil {
+	if _, err := h2EchoSocket(ctx, cc, http.Header{"Coder-Session-Token": {session}}, sockets); err != nil {
 		t.Errorf("websocket after the others closed: %v", err)
+	}
+	// With the token cookie a page holds, Envoy presents the extended
+	// CONNECT to its route table as a GET asking for websocket: the
+	// websocket warm twin takes it.
+	if token == "" {
+		t.Fatal("authz issued no signed app token cookie")
+	}
+	id, err := h2EchoSocket(ctx, cc, http.Header{"Cookie": {tokens.SignedAppTokenCookie + "=" + token}}, sockets+1)
+	if err != nil {
+		t.Fatalf("websocket with the token cookie: %v", err)
+	}
+	if got := accessLogRoute(t, fp, id); got != "subdomain-app-warm-websocket" {
+		t.Errorf("the extended CONNECT with a token cookie took route %q, want subdomain-app-warm-websocket", got)
 	}
 }
 
 // h2EchoSocket opens one websocket as a browser does over HTTP/2 (no
-// Sec-WebSocket-Key: RFC 8441 has none), holds it open while the others
-// are opened, and checks a few messages come back unchanged.
+// Sec-WebSocket-Key: RFC 8441 has none) with the given headers, holds it
+// open while the others are opened, checks a few messages come back
+// unchanged, and returns the X-Coder-Request-Id of its answer.
 //
 //lint:ignore SA1019 see TestWebsocketsOverOneHTTP2Connection
-func h2EchoSocket(ctx context.Context, cc *http2.ClientConn, session string, n int) error {
+func h2EchoSocket(ctx context.Context, cc *http2.ClientConn, hdr http.Header, n int) (requestID string, _ error) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, "https://"+echoHost+"/", pr)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Header.Set(":protocol", "websocket")
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	req.Header.Set("Origin", "https://"+echoHost)
-	req.Header.Set("Coder-Session-Token", session)
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
 	res, err := cc.RoundTrip(req)
 	if err != nil {
-		return fmt.Errorf("extended CONNECT: %w", err)
+		return "", fmt.Errorf("extended CONNECT: %w", err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-		return fmt.Errorf("extended CONNECT: status %d: %q", res.StatusCode, b)
+		return "", fmt.Errorf("extended CONNECT: status %d: %q", res.StatusCode, b)
 	}
+	requestID = res.Header.Get("X-Coder-Request-Id")
 	for i := range 3 {
 		msg := fmt.Sprintf("socket %d message %d %x", n, i, make([]byte, 8*n))
 		if err := writeFrame(pw, []byte(msg)); err != nil {
-			return fmt.Errorf("write: %w", err)
+			return "", fmt.Errorf("write: %w", err)
 		}
 		got, err := readFrame(res.Body)
 		if err != nil {
-			return fmt.Errorf("read: %w", err)
+			return "", fmt.Errorf("read: %w", err)
 		}
 		if string(got) != msg {
-			return fmt.Errorf("echo %q, want %q", got, msg)
+			return "", fmt.Errorf("echo %q, want %q", got, msg)
 		}
 		time.Sleep(50 * time.Millisecond) // keep every socket open together
 	}
-	return nil
+	return requestID, nil
 }
 
 // writeFrame writes one masked, final text frame (RFC 6455 §5.2).
