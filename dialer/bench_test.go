@@ -76,3 +76,26 @@ func BenchmarkDirectGET(b *testing.B) {
 		resp.Body.Close()
 	}
 }
+
+// BenchmarkProxyUpgrade opens a protocol switch through the dialer to a
+// loopback app, echoes one message and closes it: what a websocket's
+// handshake costs the dialer (with the client's and the app's work).
+func BenchmarkProxyUpgrade(b *testing.B) {
+	e := newEnv(b, nil).start()
+	app := rawUpgradeApp(b)
+	port := appPort(b, app)
+	e.agents.set(port, app.Listener.Addr().String())
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:"+itoa(port))
+	got := make([]byte, 4)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, br := openRawUpgrade(b, e.addr, tok, nil)
+		if _, err := io.WriteString(c, "ping"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+			b.Fatalf("echo %q, %v", got, err)
+		}
+		_ = c.Close()
+	}
+}

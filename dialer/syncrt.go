@@ -2,6 +2,7 @@ package dialer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,18 +12,22 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
 
 // The synchronous round trip: the common warm request (GET or HEAD, no
-// body, no upgrade, plain HTTP) is written and its response read in the
-// calling goroutine, on a connection from the agent's own small pool.
+// body, plain HTTP) and a websocket's handshake (a GET asking to switch
+// protocols) are written and their response read in the calling
+// goroutine, on a connection from the agent's own small pool.
 // http.Transport hands every request to a connection's read and write
 // goroutines and back (channels, selects, wake-ups), a visible share of
-// the dialer's CPU per request. Everything else goes to the agent's
-// http.Transport.
+// the dialer's CPU per request; for a handshake it also starts both
+// goroutines and allocates a connection's buffers only to drop them at
+// the 101. Everything else goes to the agent's http.Transport.
 
 // maxResponseHeaderBytes bounds a response's headers, 1xx ones included,
 // as http.Transport's default does.
@@ -42,9 +47,17 @@ func (e timeoutError) Temporary() bool { return true }
 func syncEligible(r *http.Request) bool {
 	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || r.URL.Scheme != "http" ||
 		(r.Body != nil && r.Body != http.NoBody) || r.ContentLength != 0 ||
-		len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 || r.Header == nil ||
-		r.Header["Upgrade"] != nil || httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		len(r.TransferEncoding) != 0 || len(r.Trailer) != 0 || r.Header == nil {
 		return false
+	}
+	// A protocol switch as httputil.ReverseProxy asks for one: a GET with
+	// one Upgrade value and Connection: Upgrade. Any other use of the two
+	// headers goes to http.Transport.
+	up, conn := r.Header["Upgrade"], r.Header["Connection"]
+	if up != nil || httpguts.HeaderValuesContainsToken(conn, "upgrade") {
+		if r.Method != http.MethodGet || len(up) != 1 || up[0] == "" || len(conn) != 1 || !strings.EqualFold(conn[0], "upgrade") {
+			return false
+		}
 	}
 	// A header http.Transport refuses goes to it, which answers with
 	// its own error.
@@ -74,6 +87,45 @@ type agentConn struct {
 	idleSince time.Time
 	readLimit int64
 	nread     int64
+}
+
+// The buffers of the synchronous round trip's connections, reused once a
+// connection is closed or has switched protocols.
+var (
+	syncReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, syncBufferSize) }}
+	syncWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, syncBufferSize) }}
+)
+
+// syncBufferSize is bufio's default, as http.Transport's.
+const syncBufferSize = 4096
+
+func newAgentConn(conn net.Conn, addr string) *agentConn {
+	c := &agentConn{conn: conn, addr: addr}
+	c.br = syncReaders.Get().(*bufio.Reader)
+	c.br.Reset(c)
+	c.bw = syncWriters.Get().(*bufio.Writer)
+	c.bw.Reset(conn)
+	return c
+}
+
+// close closes the connection and gives its buffers back: c is not used
+// again (the request's context.AfterFunc only closes the connection).
+func (c *agentConn) close() {
+	_ = c.conn.Close()
+	c.dropBuffers()
+}
+
+func (c *agentConn) dropBuffers() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		syncReaders.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		syncWriters.Put(c.bw)
+		c.bw = nil
+	}
 }
 
 func (c *agentConn) Read(p []byte) (int, error) {
@@ -120,10 +172,7 @@ func (at *agentTransport) dialSync(ctx context.Context, addr string) (*agentConn
 		}
 		return nil, err
 	}
-	c := &agentConn{conn: conn, addr: addr}
-	c.br = bufio.NewReader(c)
-	c.bw = bufio.NewWriter(conn)
-	return c, nil
+	return newAgentConn(conn, addr), nil
 }
 
 // exchange writes req on c and reads the response headers. retry is set
@@ -135,7 +184,7 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
-		c.conn.Close()
+		c.close()
 		if ctx.Err() != nil {
 			return nil, false, context.Cause(ctx)
 		}
@@ -188,7 +237,7 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 		// it (http.Transport drops such a connection unseen): ask again
 		// on a new one, whose answer stands.
 		stop()
-		c.conn.Close()
+		c.close()
 		if ctx.Err() != nil {
 			return nil, false, context.Cause(ctx)
 		}
@@ -199,7 +248,16 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 	}
 	c.readLimit = math.MaxInt64
 
-	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	upgrade := req.Header["Upgrade"] != nil
+	if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
+		// The connection is the body now, as http.Transport hands it
+		// over: the caller owns it, the request's end no longer closes it.
+		stop()
+		resp.Body = newSwitchedConn(c)
+		return resp, false, nil
+	}
+	// A connection that was asked to switch protocols is not reused.
+	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols && !upgrade
 	if resp.Body == http.NoBody {
 		at.release(c, stop, keep)
 		return resp, false, nil
@@ -214,7 +272,7 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 // request's answer), else closed.
 func (at *agentTransport) release(c *agentConn, stop func() bool, keep bool) {
 	if !stop() || !keep || c.br.Buffered() > 0 {
-		c.conn.Close()
+		c.close()
 		return
 	}
 	at.putIdle(c)
@@ -289,7 +347,7 @@ func (at *agentTransport) putIdle(c *agentConn) {
 	at.mu.Lock()
 	if at.closed || len(at.idle) >= maxIdleConnsPerAgent {
 		at.mu.Unlock()
-		c.conn.Close()
+		c.close()
 		return
 	}
 	c.reused, c.idleSince = true, now
@@ -336,6 +394,47 @@ func (at *agentTransport) closeExpired(cutoff time.Time) {
 
 func closeConns(cs []*agentConn) {
 	for _, c := range cs {
-		c.conn.Close()
+		c.close()
 	}
+}
+
+// switchedConn is the body of a 101 on the synchronous round trip: the
+// connection, after the bytes the app sent behind the 101's header (read
+// already). Its reader and writer are dropped: a session holds nothing
+// but the connection once those bytes are read.
+type switchedConn struct {
+	early []byte
+	conn  net.Conn
+}
+
+func newSwitchedConn(c *agentConn) *switchedConn {
+	s := &switchedConn{conn: c.conn}
+	if n := c.br.Buffered(); n > 0 {
+		b, _ := c.br.Peek(n)
+		s.early = bytes.Clone(b)
+	}
+	c.dropBuffers()
+	return s
+}
+
+func (s *switchedConn) Read(p []byte) (int, error) {
+	if len(s.early) > 0 {
+		n := copy(p, s.early)
+		s.early = s.early[n:]
+		return n, nil
+	}
+	return s.conn.Read(p)
+}
+
+func (s *switchedConn) Write(p []byte) (int, error) { return s.conn.Write(p) }
+
+func (s *switchedConn) Close() error { return s.conn.Close() }
+
+// CloseWrite half-closes the connection: bridgeUpgrade passes the
+// client's end of its stream on to the app.
+func (s *switchedConn) CloseWrite() error {
+	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("CloseWrite: %w", errors.ErrUnsupported)
 }

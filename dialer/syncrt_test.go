@@ -266,3 +266,43 @@ func TestSyncRoundTripExtraBytesNotReused(t *testing.T) {
 		t.Errorf("%d dials, want 2 (the sloppy connection not reused)", n)
 	}
 }
+
+// TestSyncRoundTripUpgrade: a protocol switch takes the synchronous round
+// trip (the app sees the handshake as the client sent it: no
+// Accept-Encoding added), bytes the app sends right behind its 101 reach
+// the client first, and a connection whose switch was refused is not
+// reused.
+func TestSyncRoundTripUpgrade(t *testing.T) {
+	e := newEnv(t, nil).start()
+	app := newScriptedApp(t, false, map[string]string{
+		"/ws":     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\ngreeting",
+		"/refuse": "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno",
+	})
+	e.agents.set(8080, app.addr)
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+
+	c, br := openRawUpgrade(t, e.addr, tok, nil)
+	defer c.Close()
+	got := make([]byte, len("greeting"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "greeting" {
+		t.Fatalf("bytes behind the 101: %q, %v", got, err)
+	}
+	r := app.lastRequest(t)
+	if r.URL.Path != "/ws" || r.Header.Get("Upgrade") != "echo" || r.Header.Get("Accept-Encoding") != "" {
+		t.Errorf("the app saw %s with Upgrade %q, Accept-Encoding %q; want /ws, echo, none (the synchronous round trip)",
+			r.URL.Path, r.Header.Get("Upgrade"), r.Header.Get("Accept-Encoding"))
+	}
+
+	before := len(e.agents.dialed())
+	resp := e.do("GET", syncAppURL+"/refuse", tok, http.Header{"Upgrade": {"echo"}, "Connection": {"Upgrade"}})
+	if body := readAll(t, resp); resp.StatusCode != http.StatusUpgradeRequired || body != "no" {
+		t.Fatalf("refused switch: %d %q", resp.StatusCode, body)
+	}
+	resp = e.do("GET", syncAppURL+"/page", tok, nil)
+	if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("GET after the refused switch: %d %q", resp.StatusCode, body)
+	}
+	if n := len(e.agents.dialed()) - before; n != 2 {
+		t.Errorf("%d dials for a refused switch and a GET, want 2 (the refused switch's connection is not reused)", n)
+	}
+}
