@@ -457,53 +457,44 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 			}
 		})
 	}
-	t.Run("websocket from the app's own origin", func(t *testing.T) {
+	// websocketFrom opens a websocket to the app with hdr besides the
+	// cookie, checks the 101's allowance (wantACAO) and one echo, that no
+	// ext_proc message was spent on it, and the route it took.
+	websocketFrom := func(t *testing.T, hdr http.Header, wantACAO, wantRoute string) {
+		t.Helper()
 		before := messages()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{"Cookie": {e.codeCookie}, "Origin": {own}})
+		hdr.Set("Cookie", e.codeCookie)
+		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", hdr)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
 		defer ws.CloseNow()
-		if got := res.Header.Get("Access-Control-Allow-Origin"); got != own {
-			t.Errorf("101 Access-Control-Allow-Origin %q, want %q (as ext_proc adds it)", got, own)
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != wantACAO {
+			t.Errorf("101 Access-Control-Allow-Origin %q, want %q", got, wantACAO)
 		}
-		if err := echoOnce(ctx, ws, "same origin"); err != nil {
-			t.Fatal(err)
-		}
-		if got := messages() - before; got != 0 {
-			t.Errorf("ext_proc handled %v messages for a same-origin websocket", got)
-		}
-		_ = ws.Close(websocket.StatusNormalClosure, "") // Envoy logs it when it ends
-		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-websocket" {
-			t.Errorf("route %q, want subdomain-app-warm-websocket (Chromium sends no Sec-Fetch-* on websockets)", got)
-		}
-	})
-	// Every websocket handshake is warm: a browser reads no CORS header
-	// of a 101. The dialer allows only the page's own origin.
-	t.Run("a cross-origin websocket takes the warm route without an allowance", func(t *testing.T) {
-		before := messages()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{"Cookie": {e.codeCookie}, "Origin": {"http://" + echoHost}})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer ws.CloseNow()
-		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
-			t.Errorf("101 Access-Control-Allow-Origin %q, want none", got)
-		}
-		if err := echoOnce(ctx, ws, "cross origin"); err != nil {
+		if err := echoOnce(ctx, ws, "hello"); err != nil {
 			t.Fatal(err)
 		}
 		if got := messages() - before; got != 0 {
 			t.Errorf("ext_proc handled %v messages for a websocket", got)
 		}
-		_ = ws.Close(websocket.StatusNormalClosure, "")
-		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-websocket" {
-			t.Errorf("route %q, want subdomain-app-warm-websocket", got)
+		_ = ws.Close(websocket.StatusNormalClosure, "") // Envoy logs it when it ends
+		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != wantRoute {
+			t.Errorf("route %q, want %s", got, wantRoute)
 		}
+	}
+	// Chromium sends no Sec-Fetch-* on websockets: its own-origin
+	// websocket takes the websocket twin, the 101 allowing its origin as
+	// ext_proc would.
+	t.Run("websocket from the app's own origin", func(t *testing.T) {
+		websocketFrom(t, http.Header{"Origin": {own}}, own, "subdomain-app-warm-websocket")
+	})
+	// Every websocket handshake is warm: a browser reads no CORS header
+	// of a 101. The dialer allows only the page's own origin.
+	t.Run("a cross-origin websocket takes the warm route without an allowance", func(t *testing.T) {
+		websocketFrom(t, http.Header{"Origin": {"http://" + echoHost}}, "", "subdomain-app-warm-websocket")
 	})
 	t.Run("another app of the same owner meets ext_proc", func(t *testing.T) {
 		before := messages()
@@ -552,25 +543,8 @@ func TestSameOriginSkipsExtProc(t *testing.T) {
 		}
 	})
 	t.Run("a browser's same-origin websocket takes the warm route", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		ws, res, err := e.dialWebsocket(ctx, "ws://"+codeHost+"/ws", http.Header{
-			"Cookie": {e.codeCookie}, "Origin": {own}, "Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"websocket"},
-		})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		defer ws.CloseNow()
-		if got := res.Header.Get("Access-Control-Allow-Origin"); got != own {
-			t.Errorf("101 Access-Control-Allow-Origin %q, want %q", got, own)
-		}
-		if err := echoOnce(ctx, ws, "warm"); err != nil {
-			t.Fatal(err)
-		}
-		_ = ws.Close(websocket.StatusNormalClosure, "") // Envoy logs it when it ends
-		if got := accessLogRoute(t, e, res.Header.Get("X-Coder-Request-Id")); got != "subdomain-app-warm-same-origin" {
-			t.Errorf("route %q, want subdomain-app-warm-same-origin", got)
-		}
+		websocketFrom(t, http.Header{"Origin": {own}, "Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"websocket"}},
+			own, "subdomain-app-warm-same-origin")
 	})
 	// Origins that are not byte for byte the request's own meet ext_proc
 	// (Envoy's matcher spells the comparison by prefix, suffix and
