@@ -306,3 +306,44 @@ func TestSyncRoundTripUpgrade(t *testing.T) {
 		t.Errorf("%d dials for a refused switch and a GET, want 2 (the refused switch's connection is not reused)", n)
 	}
 }
+
+// TestSyncRoundTripUpgradeOnPooledConnection: a handshake takes a pooled
+// connection when there is one (one dial for a GET and a switch); when
+// the app had closed that connection while it was idle, the handshake is
+// sent again on a new connection and switches there.
+func TestSyncRoundTripUpgradeOnPooledConnection(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		closeAfter bool
+		dials      int
+	}{{"pooled", false, 1}, {"stale", true, 2}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil).start()
+			app := newScriptedApp(t, tt.closeAfter, map[string]string{
+				"/ws": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhi",
+			})
+			e.agents.set(8080, app.addr)
+			tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+			resp := e.do("GET", syncAppURL+"/", tok, nil)
+			if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+				t.Fatalf("GET: %d %q", resp.StatusCode, body)
+			}
+			if tt.closeAfter {
+				select {
+				case <-app.closed: // the pooled connection is now stale
+				case <-time.After(5 * time.Second):
+					t.Fatal("the app did not close its connection")
+				}
+			}
+			c, br := openRawUpgrade(t, e.addr, tok, nil)
+			defer c.Close()
+			got := make([]byte, 2)
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != "hi" {
+				t.Fatalf("after the 101: %q, %v", got, err)
+			}
+			if n := len(e.agents.dialed()); n != tt.dials {
+				t.Errorf("%d dials, want %d", n, tt.dials)
+			}
+		})
+	}
+}
