@@ -129,11 +129,9 @@ func subdomainPreflightRoute(c Config) *routev3.Route {
 		Match: &routev3.RouteMatch{
 			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 			Headers: []*routev3.HeaderMatcher{
-				{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
-					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "OPTIONS"},
-				}}},
-				{Name: "origin", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
-				{Name: "access-control-request-method", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+				headerIs(":method", exactly("OPTIONS", false), false),
+				headerPresent("origin", false),
+				headerPresent("access-control-request-method", false),
 			},
 		},
 		Action: toDialer(short(c)),
