@@ -286,7 +286,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	sess := s.stats.Start(tok)
 	s.upgrades.add()
 	s.metrics.websockets.WithLabelValues("app").Inc()
-	ex.upgrade = &upgradeHandoff{cut: cutContext(r.Context()), end: func() {
+	ex.upgrade = &upgradeHandoff{cut: cutContext(r.Context()), poller: pollerOf(r.Context()), end: func() {
 		s.metrics.websockets.WithLabelValues("app").Dec()
 		s.upgrades.done()
 		sess.End()

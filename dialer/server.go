@@ -273,6 +273,13 @@ func (s *Server) Stats() *StatsCollector { return s.stats }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hardCtx, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardCancel()
+	// Idle websockets wait for their clients here instead of in a
+	// goroutine each (readinessPoller).
+	poller, err := newReadinessPoller()
+	if err != nil {
+		s.log.Warn("dialer: no readiness poller: each websocket reads its client with a goroutine", "error", err)
+	}
+	baseCtx := context.WithValue(context.WithValue(hardCtx, cutKey{}, hardCtx), pollerKey{}, poller)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -282,7 +289,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		// Upgraded app sessions outlive their handler: hardCtx cuts them too.
-		BaseContext: func(net.Listener) context.Context { return context.WithValue(hardCtx, cutKey{}, hardCtx) },
+		BaseContext: func(net.Listener) context.Context { return baseCtx },
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
@@ -291,16 +298,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); s.stats.Run(loopCtx) }()
 	go func() { defer loops.Done(); s.transports.sweep(loopCtx) }()
+	// The poller outlives the shutdown grace (loopCtx does not): it stops
+	// once the websockets are drained or cut.
+	pollCtx, pollCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer pollCancel()
+	if poller != nil {
+		loops.Add(1)
+		go func() { defer loops.Done(); poller.run(pollCtx) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	var err error
 	select {
 	case err = <-serveErr:
 		// The listener failed: no graceful shutdown to do.
 		loopCancel()
 		hardCancel()
+		pollCancel()
 		loops.Wait()
 		s.transports.closeIdle()
 		return fmt.Errorf("dialer: serve: %w", err)
@@ -331,6 +346,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	<-serveErr
 	loopCancel()
+	pollCancel()
 	loops.Wait()
 	s.transports.closeIdle()
 	return nil

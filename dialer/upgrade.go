@@ -1,6 +1,7 @@
 package dialer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -91,6 +93,9 @@ type upgradeHandoff struct {
 	// the handler is not run by Serve: the session then stays on the
 	// handler's goroutine.
 	cut context.Context
+	// poller watches the client connections of detached sessions (nil:
+	// each session reads its client with a goroutine of its own).
+	poller *readinessPoller
 	// end is what the handler does when the session is over.
 	end func()
 	// detached: a goroutine of the session calls end. Set and read on
@@ -113,14 +118,25 @@ func cutContext(ctx context.Context) context.Context {
 	return c
 }
 
+// pollerKey carries the server's readinessPoller.
+type pollerKey struct{}
+
+func pollerOf(ctx context.Context) *readinessPoller {
+	p, _ := ctx.Value(pollerKey{}).(*readinessPoller)
+	return p
+}
+
 // bridgeUpgrade does with a 101 from the app what httputil.ReverseProxy
 // would — check the protocol, hijack the client connection, send the
 // 101's header, copy both ways until both are done or one fails — with
 // less held per idle session: the handler returns once the 101 is sent
 // (with it go its goroutine's stack, grown by the request's work, and
-// the HTTP server's per-connection state and buffers), two goroutines of
-// the session copy with copyAdaptive, and h.cut closes the app
-// connection through context.AfterFunc instead of a watcher goroutine.
+// the HTTP server's per-connection state and buffers), one goroutine of
+// the session copies app → client with copyAdaptive, the client → app
+// direction runs only while the client sends (the server's
+// readinessPoller tells when; without one, a second goroutine copies),
+// and h.cut closes the connections through context.AfterFunc instead of
+// a watcher goroutine.
 // Bytes the client sent before the 101 (already buffered by the server)
 // go to the app first; httputil would drop them. head, if not nil, sees
 // the 101's header last, before it is written (the app response policy:
@@ -168,48 +184,69 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff
 		return fmt.Errorf("%w: response: %w", errUpgradeBridged, err)
 	}
 
-	b := &upgradedSession{client: conn, fromClient: conn, app: appConn}
+	b := &upgradedSession{client: conn, app: appConn}
 	if n := brw.Reader.Buffered(); n > 0 {
-		b.fromClient = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), conn)
+		early, _ := brw.Reader.Peek(n)
+		b.early = bytes.Clone(early) // not the server's 4 KiB reader
 	}
 	if h.cut == nil {
-		return b.run(req.Context())
+		return b.run(req.Context(), nil)
 	}
 	res.Body = http.NoBody // the proxy closes it on our error; the session owns appConn
 	h.detached = true
 	go func() {
 		defer h.end()
-		_ = b.run(h.cut)
+		_ = b.run(h.cut, h.poller)
 	}()
 	return errUpgradeBridged
 }
 
 // upgradedSession is the two connections of a protocol switch.
 type upgradedSession struct {
-	client     net.Conn
-	fromClient io.Reader // client, after any bytes read before the hijack
-	app        io.ReadWriteCloser
+	client net.Conn
+	// early is what the client sent before the hijack (the HTTP server
+	// had read it already): it goes to the app first.
+	early []byte
+	app   io.ReadWriteCloser
 }
+
+// errSessionCut ends a direction of a session that the other direction's
+// failure, or the server's hard shutdown, ended.
+var errSessionCut = errors.New("upgraded session cut")
 
 // run copies both ways until both directions are done or one fails, or
 // ctx ends; then both connections are closed. The calling goroutine
-// copies app → client, one more client → app.
-func (b *upgradedSession) run(ctx context.Context) error {
+// copies app → client. The client → app direction is pumped by
+// pumpFromClient when poller says the client sent something, or copied
+// by one more goroutine without a poller (or for a client connection it
+// cannot poll).
+func (b *upgradedSession) run(ctx context.Context, poller *readinessPoller) error {
+	toApp := make(chan error, 1)
+	var once sync.Once
+	finish := func(err error) { once.Do(func() { toApp <- err }) }
+	var w *readinessWaiter
 	end := func() {
+		if w != nil && w.stop() {
+			finish(errSessionCut) // no pump is running to report it
+		}
 		_ = b.client.Close()
 		_ = b.app.Close()
 	}
+	w = poller.watch(b.client, func() { b.pumpFromClient(w, finish, end) })
 	defer end()
 	stop := context.AfterFunc(ctx, end)
 	defer stop()
-	toApp := make(chan error, 1)
-	go func() {
-		err := copyThenCloseWrite(b.app, b.fromClient)
-		if err != nil {
-			end() // the other direction's read returns
-		}
-		toApp <- err
-	}()
+	if w != nil {
+		go b.pumpFromClient(w, finish, end)
+	} else {
+		go func() {
+			err := copyThenCloseWrite(b.app, io.MultiReader(bytes.NewReader(b.early), b.client))
+			if err != nil {
+				end() // the other direction's read returns
+			}
+			finish(err)
+		}()
+	}
 	err := copyThenCloseWrite(b.client, b.app)
 	if err != nil {
 		end()
@@ -223,13 +260,67 @@ func (b *upgradedSession) run(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", errUpgradeBridged, err)
 }
 
+// pumpFromClient moves what the client sent to the app until the client
+// connection has nothing more to read, then arms w and returns: the
+// client → app direction of an idle session holds no goroutine and no
+// buffer. It runs for one readiness event at a time (w is one-shot).
+// finish reports the direction's end: the client's EOF (passed on as a
+// half-close) or an error (which ends the session).
+func (b *upgradedSession) pumpFromClient(w *readinessWaiter, finish func(error), end func()) {
+	fail := func(err error) {
+		end()
+		finish(err)
+	}
+	if early := b.early; len(early) > 0 {
+		b.early = nil
+		if _, err := b.app.Write(early); err != nil {
+			fail(err)
+			return
+		}
+	}
+	buf := proxyBuffers.Get()
+	for {
+		n, err := readNow(w.rc, buf)
+		if n > 0 {
+			if _, werr := b.app.Write(buf[:n]); werr != nil {
+				proxyBuffers.Put(buf)
+				fail(werr)
+				return
+			}
+			continue
+		}
+		proxyBuffers.Put(buf)
+		switch {
+		case wouldBlock(err):
+			if err := w.arm(); err != nil {
+				fail(err)
+			}
+		case err != nil:
+			fail(err)
+		default: // EOF
+			w.stop()
+			if err := closeWrite(b.app); err != nil {
+				fail(err)
+				return
+			}
+			finish(nil)
+		}
+		return
+	}
+}
+
 // copyThenCloseWrite copies src to dst and, once src ends, half-closes
 // dst so its peer sees the end too.
 func copyThenCloseWrite(dst io.Writer, src io.Reader) error {
 	if _, err := copyAdaptive(dst, src); err != nil {
 		return err
 	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+	return closeWrite(dst)
+}
+
+// closeWrite half-closes c, or fails if it cannot.
+func closeWrite(c any) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return errNoCloseWrite
