@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -100,6 +101,12 @@ func (p *readinessPoller) run(ctx context.Context) {
 			if id := eventID(&events[i]); id != wakeID {
 				p.fire(id)
 			}
+		}
+		if n > 0 {
+			// Let the pumps just started run on this P before the wait:
+			// a goroutine blocked in a system call keeps its P until
+			// the runtime takes it back (20 µs or more).
+			runtime.Gosched()
 		}
 	}
 	p.mu.Lock()
