@@ -117,7 +117,7 @@ func (p *readinessPoller) run(ctx context.Context) {
 	_ = unix.Close(p.wakefd)
 	p.mu.Unlock()
 	for _, w := range left {
-		w.fireClosed()
+		w.fireReady() // an armed waiter's owner finds out: arm fails
 	}
 }
 
@@ -196,19 +196,23 @@ func (w *readinessWaiter) arm() error {
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setEventID(&ev, w.id)
-	var cerr error
-	err := w.rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(w.p.epfd, op, int(fd), &ev)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := w.epollCtl(op, &ev); err != nil {
 		w.running = true
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	w.added = true
 	return nil
+}
+
+// epollCtl applies op to the connection's registration; w.p.mu is held
+// and the poller open. The connection's file descriptor cannot be closed
+// (and its number reused) while Control runs.
+func (w *readinessWaiter) epollCtl(op int, ev *unix.EpollEvent) error {
+	var cerr error
+	if err := w.rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(w.p.epfd, op, int(fd), ev) }); err != nil {
+		return err
+	}
+	return cerr
 }
 
 // fireReady runs ready unless the waiter stopped or is running.
@@ -221,12 +225,6 @@ func (w *readinessWaiter) fireReady() {
 	w.running = true
 	w.mu.Unlock()
 	go w.ready()
-}
-
-// fireClosed runs ready once more when the poller closes under an armed
-// waiter, so that its owner finds out (arm fails).
-func (w *readinessWaiter) fireClosed() {
-	w.fireReady()
 }
 
 // stop ends the watch: the connection is no longer polled, and ready
@@ -243,9 +241,8 @@ func (w *readinessWaiter) stop() (idle bool) {
 	w.p.mu.Lock()
 	defer w.p.mu.Unlock()
 	if w.added && !w.p.closed {
-		_ = w.rc.Control(func(fd uintptr) {
-			_ = unix.EpollCtl(w.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-		})
+		// A closed connection left epoll with its last descriptor.
+		_ = w.epollCtl(unix.EPOLL_CTL_DEL, nil)
 	}
 	if w.p.waiters != nil {
 		delete(w.p.waiters, w.id)
