@@ -32,8 +32,9 @@ type readinessPoller struct {
 	epfd   int
 	wakefd int // an eventfd that ends run's wait
 
-	mu sync.Mutex
-	// mu guards the following.
+	// mu guards the following. Re-arming a connection (every burst of
+	// every session) only reads them: it takes mu shared.
+	mu      sync.RWMutex
 	closed  bool // epfd and wakefd are closed (their numbers may be reused)
 	next    uint64
 	waiters map[uint64]*readinessWaiter
@@ -81,8 +82,8 @@ func (p *readinessPoller) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() {
 		var one [8]byte
 		binary.NativeEndian.PutUint64(one[:], 1)
-		p.mu.Lock()
-		defer p.mu.Unlock()
+		p.mu.RLock()
+		defer p.mu.RUnlock()
 		if !p.closed {
 			_, _ = unix.Write(p.wakefd, one[:])
 		}
@@ -122,9 +123,9 @@ func (p *readinessPoller) run(ctx context.Context) {
 }
 
 func (p *readinessPoller) fire(id uint64) {
-	p.mu.Lock()
+	p.mu.RLock()
 	w := p.waiters[id]
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if w != nil {
 		w.fireReady()
 	}
@@ -184,8 +185,8 @@ func (w *readinessWaiter) arm() error {
 		return errSessionCut
 	}
 	w.running = false
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
+	w.p.mu.RLock()
+	defer w.p.mu.RUnlock()
 	if w.p.closed {
 		w.running = true
 		return errPollerClosed
@@ -205,7 +206,7 @@ func (w *readinessWaiter) arm() error {
 }
 
 // epollCtl applies op to the connection's registration; w.p.mu is held
-// and the poller open. The connection's file descriptor cannot be closed
+// (shared at least) and the poller open. The connection's file descriptor cannot be closed
 // (and its number reused) while Control runs.
 func (w *readinessWaiter) epollCtl(op int, ev *unix.EpollEvent) error {
 	var cerr error
