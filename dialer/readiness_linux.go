@@ -184,11 +184,9 @@ func (w *readinessWaiter) arm() error {
 	if w.stopped {
 		return errSessionCut
 	}
-	w.running = false
 	w.p.mu.RLock()
 	defer w.p.mu.RUnlock()
 	if w.p.closed {
-		w.running = true
 		return errPollerClosed
 	}
 	op := unix.EPOLL_CTL_MOD
@@ -198,10 +196,10 @@ func (w *readinessWaiter) arm() error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setEventID(&ev, w.id)
 	if err := w.epollCtl(op, &ev); err != nil {
-		w.running = true
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
-	w.added = true
+	// An event cannot be handled before this: fireReady waits for w.mu.
+	w.added, w.running = true, false
 	return nil
 }
 
