@@ -62,8 +62,15 @@ type StatsCollector struct {
 	sessions map[uuid.UUID]*StatsReport
 	groups   map[statsGroupKey][]*StatsReport
 	// rolled holds each group's rolled-up report, re-sent as it grows.
-	rolled  map[statsGroupKey]*StatsReport
+	rolled  map[statsGroupKey]*rolledReport
 	backlog []StatsReport
+}
+
+// rolledReport is a group's rolled-up report; changed marks one that grew
+// since it was last taken for upload.
+type rolledReport struct {
+	StatsReport
+	changed bool
 }
 
 // statsGroupKey is the roll-up key: start truncated to the window, plus
@@ -92,7 +99,7 @@ func NewStatsCollector(o StatsCollectorOptions) *StatsCollector {
 		opts:     o,
 		sessions: map[uuid.UUID]*StatsReport{},
 		groups:   map[statsGroupKey][]*StatsReport{},
-		rolled:   map[statsGroupKey]*StatsReport{},
+		rolled:   map[statsGroupKey]*rolledReport{},
 	}
 }
 
@@ -135,7 +142,10 @@ func (c *StatsCollector) newSession(tok tokens.SignedToken) *StatsSession {
 	return s
 }
 
-// begin starts s, a session not yet begun, for tok.
+// begin starts s, a session not yet begun, for tok. Its ID is drawn
+// when it is first collected: most sessions are HTTP requests that end
+// within the roll-up window and are only ever counted in their group's
+// rolled-up report.
 func (c *StatsCollector) begin(s *StatsSession, tok tokens.SignedToken) {
 	slug := tok.Request.AppSlugOrPort
 	if tok.Request.AccessMethod == appurl.AccessMethodTerminal {
@@ -148,7 +158,6 @@ func (c *StatsCollector) begin(s *StatsSession, tok tokens.SignedToken) {
 		AgentID:          tok.AgentID,
 		AccessMethod:     tok.Request.AccessMethod,
 		SlugOrPort:       slug,
-		SessionID:        uuid.New(),
 		SessionStartedAt: c.opts.Now(),
 		Requests:         1,
 	}
@@ -164,22 +173,65 @@ func (c *StatsCollector) Start(tok tokens.SignedToken) *StatsSession {
 // when it ends (a terminal).
 func (c *StatsCollector) StartOpen(tok tokens.SignedToken) *StatsSession {
 	s := c.newSession(tok)
+	s.report.SessionID = uuid.New()
 	c.Collect(s.report)
 	return s
 }
 
-// End closes the session; later calls do nothing.
+// End closes the session; later calls do nothing. A session that was
+// never collected (not reported open) and ended within the roll-up
+// window goes straight into its group's rolled-up report, as the next
+// roll-up would put it; any other is collected.
 func (s *StatsSession) End() {
 	s.once.Do(func() {
 		r := s.report
 		r.SessionEndedAt = s.c.opts.Now()
+		if r.SessionID == uuid.Nil {
+			if r.SessionEndedAt.Sub(r.SessionStartedAt) <= StatsRollupWindow {
+				s.c.rollIn(r)
+				return
+			}
+			r.SessionID = uuid.New()
+		}
 		s.c.Collect(r)
 	})
 }
 
+// rollIn adds r, an ended short session, to its group's rolled-up report.
+func (c *StatsCollector) rollIn(r StatsReport) {
+	k := groupKey(r)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	acc := c.rolledLocked(k)
+	acc.Requests += r.Requests
+	acc.changed = true
+}
+
+// rolledLocked is k's rolled-up report, made under a new ID when there
+// is none.
+func (c *StatsCollector) rolledLocked(k statsGroupKey) *rolledReport {
+	if acc := c.rolled[k]; acc != nil {
+		return acc
+	}
+	acc := &rolledReport{StatsReport: StatsReport{
+		UserID:           k.user,
+		WorkspaceID:      k.workspace,
+		AgentID:          k.agent,
+		AccessMethod:     k.method,
+		SlugOrPort:       k.slugOrPort,
+		SessionID:        uuid.New(),
+		SessionStartedAt: k.start,
+		SessionEndedAt:   k.start.Add(StatsRollupWindow),
+	}}
+	c.rolled[k] = acc
+	return acc
+}
+
 // rollup takes what is ready to report at now, with coderd's rules.
 // Sessions that ended within the window are added to their group's
-// rolled-up report, which borrows the first such session's ID, spans the
+// rolled-up report (End adds most of them at once), which has an ID of
+// its own (coderd's borrows its first session's; a young open session is
+// never uploaded, so no ID the primary holds is lost), spans the
 // truncated start plus the window, and is re-sent with its running total
 // whenever it grows (the primary upserts by session ID). Sessions that
 // ended after a longer time are reported as they are. Open sessions older
@@ -188,28 +240,14 @@ func (s *StatsSession) End() {
 func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 	var out []StatsReport
 	for k, group := range c.groups {
-		acc := c.rolled[k]
-		changed := false
 		var keep []*StatsReport
 		for _, r := range group {
 			ended := !r.SessionEndedAt.IsZero()
 			switch {
 			case ended && r.SessionEndedAt.Sub(r.SessionStartedAt) <= StatsRollupWindow:
-				if acc == nil {
-					acc = &StatsReport{
-						UserID:           k.user,
-						WorkspaceID:      k.workspace,
-						AgentID:          k.agent,
-						AccessMethod:     k.method,
-						SlugOrPort:       k.slugOrPort,
-						SessionID:        r.SessionID,
-						SessionStartedAt: k.start,
-						SessionEndedAt:   k.start.Add(StatsRollupWindow),
-					}
-					c.rolled[k] = acc
-				}
+				acc := c.rolledLocked(k)
 				acc.Requests += r.Requests
-				changed = true
+				acc.changed = true
 				delete(c.sessions, r.SessionID)
 			case !ended && !force && now.Sub(r.SessionStartedAt) <= StatsRollupWindow:
 				keep = append(keep, r)
@@ -226,9 +264,6 @@ func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 				out = append(out, p)
 			}
 		}
-		if changed {
-			out = append(out, *acc)
-		}
 		if len(keep) == 0 {
 			delete(c.groups, k)
 		} else {
@@ -237,6 +272,10 @@ func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 	}
 	// Rolled-up reports stay one more window for late sessions.
 	for k, acc := range c.rolled {
+		if acc.changed {
+			out = append(out, acc.StatsReport)
+			acc.changed = false
+		}
 		if _, busy := c.groups[k]; !busy && acc.SessionEndedAt.Add(StatsRollupWindow).Before(now) {
 			delete(c.rolled, k)
 		}
@@ -340,13 +379,19 @@ func (c *StatsCollector) Run(ctx context.Context) {
 	}
 }
 
-// pending lists the sessions not yet uploaded, for tests.
+// pending lists what is not yet taken for upload, for tests: the
+// collected sessions and the rolled-up reports that grew.
 func (c *StatsCollector) pending() []StatsReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]StatsReport, 0, len(c.sessions))
 	for _, r := range c.sessions {
 		out = append(out, *r)
+	}
+	for _, acc := range c.rolled {
+		if acc.changed {
+			out = append(out, acc.StatsReport)
+		}
 	}
 	return out
 }

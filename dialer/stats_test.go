@@ -37,13 +37,9 @@ func TestStatsRollup(t *testing.T) {
 	c := NewStatsCollector(StatsCollectorOptions{Reporter: rep, Now: clk.Now})
 
 	// Three short requests to one app within the minute, one to another.
-	var firstID uuid.UUID
 	for i, d := range []time.Duration{10, 20, 40} {
 		clk.set(at(d * time.Second))
 		s := c.Start(appToken("code"))
-		if i == 0 {
-			firstID = s.report.SessionID
-		}
 		clk.set(at(d*time.Second + time.Duration(i+1)*time.Second))
 		s.End()
 	}
@@ -76,11 +72,15 @@ func TestStatsRollup(t *testing.T) {
 	if r := got[1]; r.SlugOrPort != "code" || r.Requests != 1 || !r.SessionStartedAt.Equal(at(5*time.Second)) || !r.SessionEndedAt.Equal(at(70*time.Second)) {
 		t.Errorf("long: %+v", r)
 	}
-	// The rolled-up report borrows the first session's ID and spans the
-	// truncated minute.
+	// The rolled-up report spans the truncated minute, under an ID of its
+	// own; every report has a different ID.
+	firstID := got[2].SessionID
 	if r := got[2]; r.SlugOrPort != "code" || r.Requests != 3 || !r.SessionStartedAt.Equal(t0) || !r.SessionEndedAt.Equal(at(time.Minute)) ||
-		r.SessionID != firstID || r.UserID != testUserID || r.WorkspaceID != testWorkspaceID || r.AgentID != testAgentID || r.AccessMethod != "subdomain" {
+		r.SessionID == uuid.Nil || r.UserID != testUserID || r.WorkspaceID != testWorkspaceID || r.AgentID != testAgentID || r.AccessMethod != "subdomain" {
 		t.Errorf("rolled up: %+v", r)
+	}
+	if got[0].SessionID == uuid.Nil || got[1].SessionID == uuid.Nil || got[0].SessionID == got[1].SessionID || got[0].SessionID == firstID || got[1].SessionID == firstID {
+		t.Errorf("session IDs: %v %v %v", got[0].SessionID, got[1].SessionID, firstID)
 	}
 	if len(c.pending()) != 0 {
 		t.Fatalf("pending after flush: %+v", c.pending())
@@ -138,6 +138,30 @@ func TestStatsOpenSession(t *testing.T) {
 	got = rep.all()
 	if len(got) != 2 || got[1].SessionID != id || !got[1].SessionEndedAt.Equal(at(300*time.Second)) || !got[1].SessionStartedAt.Equal(t0) {
 		t.Fatalf("final: %+v", got)
+	}
+}
+
+// A terminal that closes within the window, never uploaded while open
+// (young open sessions wait), is rolled up with the requests of its group
+// that ended meanwhile.
+func TestStatsShortOpenSessionRollsUp(t *testing.T) {
+	clk := &fakeClock{t: at(10 * time.Second)}
+	rep := &recordingReporter{}
+	c := NewStatsCollector(StatsCollectorOptions{Reporter: rep, Now: clk.Now})
+	tok := tokens.SignedToken{Request: terminalRequest(testAgentID), UserID: testUserID, WorkspaceID: testWorkspaceID, AgentID: testAgentID}
+	term := c.StartOpen(tok)
+	id := term.report.SessionID
+	clk.set(at(20 * time.Second))
+	term.End()
+	c.Start(tok).End()
+	clk.set(at(30 * time.Second))
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := rep.all()
+	if len(got) != 1 || got[0].SessionID == uuid.Nil || got[0].Requests != 2 || !got[0].SessionStartedAt.Equal(t0) ||
+		!got[0].SessionEndedAt.Equal(at(time.Minute)) || got[0].AccessMethod != "terminal" || got[0].SlugOrPort != "" {
+		t.Fatalf("reports %+v (open session %v)", got, id)
 	}
 }
 
