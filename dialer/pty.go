@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -97,68 +96,108 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 
 // bridgeTerminal copies websocket message bytes to the agent stream as-is
 // and agent output to binary messages, until either side ends, the
-// client stops answering pings, or the server shuts down.
+// client stops answering pings, or the server shuts down. The handler's
+// goroutine copies the agent's output and one more the client's input;
+// the heartbeat runs on a timer and the shutdown on a context callback,
+// so an idle terminal holds two goroutines.
 func (s *Server) bridgeTerminal(ctx context.Context, conn *websocket.Conn, agentConn net.Conn) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wsNet := websocket.NetConn(ctx, conn, websocket.MessageBinary)
 
-	var wg sync.WaitGroup
-	done := make(chan struct{}, 2)
-	copyHalf := func(dst io.Writer, src io.Reader) {
-		defer wg.Done()
-		// Not io.Copy: a terminal idles for hours, and io.Copy would
-		// hold 32 KiB per direction all along.
-		_, _ = copyAdaptive(dst, src)
-		done <- struct{}{}
+	// end closes the websocket with code, then the agent stream, which
+	// ends both copies. The first caller's code is sent; the others wait
+	// until its close handshake is over.
+	var once sync.Once
+	end := func(code websocket.StatusCode, reason string) {
+		once.Do(func() {
+			_ = conn.Close(code, reason)
+			cancel()
+			_ = agentConn.Close()
+		})
 	}
-	wg.Add(2)
-	go copyHalf(agentConn, wsNet)
-	go copyHalf(wsNet, agentConn)
+	stopShutdown := context.AfterFunc(s.closing, func() {
+		end(websocket.StatusGoingAway, "workspace proxy is shutting down")
+	})
+	defer stopShutdown()
+	hb := s.startHeartbeat(ctx, conn, func() {
+		cancel()
+		conn.CloseNow()
+		_ = agentConn.Close()
+	})
+	defer hb.stop()
 
-	wg.Add(1)
+	// Not io.Copy: a terminal idles for hours, and io.Copy would hold
+	// 32 KiB per direction all along.
+	fromClient := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		s.heartbeat(ctx, conn, cancel)
+		defer close(fromClient)
+		_, _ = copyAdaptive(agentConn, wsNet)
+		end(websocket.StatusNormalClosure, "")
 	}()
-
-	select {
-	case <-done:
-		_ = conn.Close(websocket.StatusNormalClosure, "")
-	case <-s.closing:
-		_ = conn.Close(websocket.StatusGoingAway, "workspace proxy is shutting down")
-	case <-ctx.Done():
-	}
-	cancel()
-	_ = agentConn.Close()
+	_, _ = copyAdaptive(wsNet, agentConn)
+	end(websocket.StatusNormalClosure, "")
+	<-fromClient
 	_ = wsNet.Close()
-	wg.Wait()
 }
 
-// heartbeat pings the client every terminalPingInterval and closes the
-// connection when a pong does not arrive in time.
-func (s *Server) heartbeat(ctx context.Context, conn *websocket.Conn, cancel context.CancelFunc) {
-	t := time.NewTicker(s.pingInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, s.pingInterval())
-		err := conn.Ping(pctx)
-		pcancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Info("dialer: terminal missed a heartbeat; closing", "error", err, "request_id", requestID(ctx))
-				s.metrics.heartbeatClosed.Inc()
-			}
-			cancel()
-			conn.CloseNow()
-			return
-		}
+// terminalHeartbeat pings a terminal's client every ping interval from a
+// timer, and calls dead when a pong does not arrive in time.
+type terminalHeartbeat struct {
+	s    *Server
+	ctx  context.Context
+	conn *websocket.Conn
+	dead func()
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	pinging sync.WaitGroup
+}
+
+func (s *Server) startHeartbeat(ctx context.Context, conn *websocket.Conn, dead func()) *terminalHeartbeat {
+	h := &terminalHeartbeat{s: s, ctx: ctx, conn: conn, dead: dead}
+	h.mu.Lock()
+	h.t = time.AfterFunc(s.pingInterval(), h.ping)
+	h.mu.Unlock()
+	return h
+}
+
+func (h *terminalHeartbeat) ping() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
 	}
+	h.pinging.Add(1)
+	h.mu.Unlock()
+	defer h.pinging.Done()
+
+	pctx, cancel := context.WithTimeout(h.ctx, h.s.pingInterval())
+	err := h.conn.Ping(pctx)
+	cancel()
+	if err != nil {
+		if h.ctx.Err() == nil {
+			h.s.log.Info("dialer: terminal missed a heartbeat; closing", "error", err, "request_id", requestID(h.ctx))
+			h.s.metrics.heartbeatClosed.Inc()
+		}
+		h.dead()
+		return
+	}
+	h.mu.Lock()
+	if !h.stopped {
+		h.t.Reset(h.s.pingInterval())
+	}
+	h.mu.Unlock()
+}
+
+// stop ends the heartbeat and waits for a ping in flight.
+func (h *terminalHeartbeat) stop() {
+	h.mu.Lock()
+	h.stopped = true
+	h.t.Stop()
+	h.mu.Unlock()
+	h.pinging.Wait()
 }
 
 func (s *Server) pingInterval() time.Duration {

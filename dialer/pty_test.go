@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -358,4 +359,61 @@ func TestShutdownClosesTerminalCleanly(t *testing.T) {
 	if !found {
 		t.Fatalf("terminal session not uploaded at shutdown: %+v", e.stats.all())
 	}
+}
+
+// An idle terminal holds two of the dialer's goroutines: the handler's,
+// copying the agent's output, and one reading the client; the heartbeat
+// waits on a timer and the shutdown on a context callback. Every byte
+// still passes both ways, and closing the client ends them all.
+func TestIdleTerminalGoroutines(t *testing.T) {
+	e := newEnv(t, nil).start()
+	pty, addr := startFakePTY(t, 0)
+	e.agents.set(ReconnectingPTYPort, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { // the fake agent reports each session's init, input and end
+		for {
+			select {
+			case <-pty.inits:
+			case <-pty.inputs:
+			case <-pty.closed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	tok := e.token(terminalRequest(testAgentID), "")
+	open := func() *websocket.Conn {
+		c, _, err := e.dialTerminal(ctx, "reconnect="+uuid.NewString(), "", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readN(ctx, t, c, 2) // the agent's prompt: the bridge runs
+		return c
+	}
+	open().Close(websocket.StatusNormalClosure, "") // warm the transport
+	goroutines := runtime.NumGoroutine()
+
+	const sessions = 20
+	var conns []*websocket.Conn
+	for range sessions {
+		conns = append(conns, open())
+	}
+	time.Sleep(100 * time.Millisecond) // let the dials' helpers end
+	// The fake agent runs one goroutine per connection; the client none
+	// while it does not read.
+	perSession := float64(runtime.NumGoroutine()-goroutines)/sessions - 1
+	t.Logf("dialer goroutines per idle terminal: %.2f", perSession)
+	if perSession > 2.05 {
+		t.Errorf("dialer runs %.2f goroutines per idle terminal, want 2", perSession)
+	}
+	for _, c := range conns {
+		if err := c.Write(ctx, websocket.MessageBinary, []byte(`{"data":"x"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+	settle(t, goroutines)
 }

@@ -132,9 +132,9 @@ type Server struct {
 	stats      *StatsCollector
 
 	shuttingDown atomic.Bool
-	// closing is closed when shutdown begins: terminals close with 1001.
-	closing     chan struct{}
-	closingOnce sync.Once
+	// closing ends when shutdown begins: terminals close with 1001.
+	closing      context.Context
+	beginClosing context.CancelFunc
 	// upgrades counts hijacked connections (websockets), which
 	// http.Server.Shutdown does not wait for.
 	upgrades activeSet
@@ -187,8 +187,8 @@ func New(o Options) (*Server, error) {
 		dialTimeout:     o.DialTimeout,
 		responseTimeout: o.ResponseTimeout,
 		grace:           o.ShutdownGrace,
-		closing:         make(chan struct{}),
 	}
+	s.closing, s.beginClosing = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -354,5 +354,5 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) beginShutdown() {
 	s.shuttingDown.Store(true)
-	s.closingOnce.Do(func() { close(s.closing) })
+	s.beginClosing()
 }
