@@ -199,20 +199,23 @@ func (s *StatsSession) End() {
 
 // rollIn adds r, an ended short session, to its group's rolled-up report.
 func (c *StatsCollector) rollIn(r StatsReport) {
-	k := groupKey(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	acc := c.rolledLocked(k)
-	acc.Requests += r.Requests
+	c.rollInLocked(groupKey(r), r.Requests)
+}
+
+// rollInLocked adds requests to k's rolled-up report, made under a new ID
+// when there is none, and marks it for the next upload.
+func (c *StatsCollector) rollInLocked(k statsGroupKey, requests int) {
+	acc := c.rolled[k]
+	if acc == nil {
+		acc = c.newRolled(k)
+	}
+	acc.Requests += requests
 	acc.changed = true
 }
 
-// rolledLocked is k's rolled-up report, made under a new ID when there
-// is none.
-func (c *StatsCollector) rolledLocked(k statsGroupKey) *rolledReport {
-	if acc := c.rolled[k]; acc != nil {
-		return acc
-	}
+func (c *StatsCollector) newRolled(k statsGroupKey) *rolledReport {
 	acc := &rolledReport{StatsReport: StatsReport{
 		UserID:           k.user,
 		WorkspaceID:      k.workspace,
@@ -245,9 +248,7 @@ func (c *StatsCollector) rollup(now time.Time, force bool) []StatsReport {
 			ended := !r.SessionEndedAt.IsZero()
 			switch {
 			case ended && r.SessionEndedAt.Sub(r.SessionStartedAt) <= StatsRollupWindow:
-				acc := c.rolledLocked(k)
-				acc.Requests += r.Requests
-				acc.changed = true
+				c.rollInLocked(k, r.Requests)
 				delete(c.sessions, r.SessionID)
 			case !ended && !force && now.Sub(r.SessionStartedAt) <= StatsRollupWindow:
 				keep = append(keep, r)
