@@ -595,7 +595,8 @@ func openBrowserWebsockets(ctx context.Context, n int, wsURL, cookie string, dia
 func (rb *referenceBench) idleWebsockets(b *testing.B) {
 	// Memory per session is an RSS delta: a second round on the same
 	// processes reuses what the first freed and measures next to
-	// nothing. With -count it is measured once, on the first round.
+	// nothing, so a set of processes is measured once (the benchmark
+	// starts a set for each round).
 	if rb.idleMeasured {
 		b.Skip("idle websocket memory is measured once per set of processes (the first round)")
 	}
