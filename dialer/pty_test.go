@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,19 +364,21 @@ func TestShutdownClosesTerminalCleanly(t *testing.T) {
 
 // An idle terminal holds two of the dialer's goroutines: the handler's,
 // copying the agent's output, and one reading the client; the heartbeat
-// waits on a timer and the shutdown on a context callback. Every byte
-// still passes both ways, and closing the client ends them all.
+// waits on a timer and the shutdown on a context callback. Output and
+// input still pass, and closing the clients ends every goroutine.
 func TestIdleTerminalGoroutines(t *testing.T) {
 	e := newEnv(t, nil).start()
 	pty, addr := startFakePTY(t, 0)
 	e.agents.set(ReconnectingPTYPort, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	var inputBytes atomic.Int64
 	go func() { // the fake agent reports each session's init, input and end
 		for {
 			select {
 			case <-pty.inits:
-			case <-pty.inputs:
+			case in := <-pty.inputs:
+				inputBytes.Add(int64(len(in)))
 			case <-pty.closed:
 			case <-ctx.Done():
 				return
@@ -407,10 +410,18 @@ func TestIdleTerminalGoroutines(t *testing.T) {
 	if perSession > 2.05 {
 		t.Errorf("dialer runs %.2f goroutines per idle terminal, want 2", perSession)
 	}
+	input := []byte(`{"data":"x"}`)
 	for _, c := range conns {
-		if err := c.Write(ctx, websocket.MessageBinary, []byte(`{"data":"x"}`)); err != nil {
+		if err := c.Write(ctx, websocket.MessageBinary, input); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for want := int64(sessions * len(input)); inputBytes.Load() != want; time.Sleep(10 * time.Millisecond) {
+		if ctx.Err() != nil {
+			t.Fatalf("the agent got %d bytes of input, want %d", inputBytes.Load(), want)
+		}
+	}
+	for _, c := range conns {
 		if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
 			t.Fatalf("close: %v", err)
 		}
