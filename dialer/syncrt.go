@@ -323,22 +323,59 @@ func (b *syncBody) end(err error, keep bool) {
 }
 
 // takeIdle returns the most recently used idle connection to addr, or
-// nil; it closes the connections idle longer than idleConnTimeout.
+// nil; it closes the connections idle longer than idleConnTimeout, and
+// those idle longer than idleProbeAfter that have something to read.
 func (at *agentTransport) takeIdle(addr string) *agentConn {
-	cutoff := at.cache.now().Add(-idleConnTimeout)
+	now := at.cache.now()
 	at.mu.Lock()
-	expired := at.dropExpiredLocked(cutoff)
-	var c *agentConn
-	for i := len(at.idle) - 1; i >= 0; i-- {
-		if at.idle[i].addr == addr {
-			c = at.idle[i]
-			at.idle = append(at.idle[:i], at.idle[i+1:]...)
-			break
-		}
-	}
+	expired := at.dropExpiredLocked(now.Add(-idleConnTimeout))
 	at.mu.Unlock()
 	closeConns(expired)
-	return c
+	for {
+		at.mu.Lock()
+		var c *agentConn
+		for i := len(at.idle) - 1; i >= 0; i-- {
+			if at.idle[i].addr == addr {
+				c = at.idle[i]
+				at.idle = append(at.idle[:i], at.idle[i+1:]...)
+				break
+			}
+		}
+		at.mu.Unlock()
+		if c == nil || now.Sub(c.idleSince) < idleProbeAfter || c.quiet(at.cache.idleProbeWait) {
+			return c
+		}
+		c.close()
+	}
+}
+
+// A pooled connection idle for idleProbeAfter is read for up to
+// idleProbeWait before it is used: bytes an app sent on it unasked would
+// be read as the next request's answer (http.Transport's reader goroutine
+// per idle connection drops such a connection; the synchronous round
+// trip keeps none). Busy connections are not probed, so a steady load
+// never waits; the first request after a pause of a second or more waits
+// up to idleProbeWait (the runtime's timers are that coarse on an idle
+// machine anyway). A read preempted for longer than the wait times out
+// without looking: the connection is then used as before the probe.
+const (
+	idleProbeAfter = time.Second
+	idleProbeWait  = time.Millisecond
+)
+
+// quiet reports whether c has nothing to read: no bytes, no close. A read
+// whose deadline has passed does not look (gVisor's gonet, like
+// net.Conn, checks the deadline first), so it waits up to wait.
+func (c *agentConn) quiet(wait time.Duration) bool {
+	if c.conn.SetReadDeadline(time.Now().Add(wait)) != nil {
+		return false
+	}
+	var b [1]byte
+	n, err := c.conn.Read(b[:])
+	if ne, ok := errors.AsType[net.Error](err); n > 0 || !ok || !ne.Timeout() {
+		return false
+	}
+	return c.conn.SetReadDeadline(time.Time{}) == nil
 }
 
 // putIdle pools c, or closes it when the pool is full or closed.

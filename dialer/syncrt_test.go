@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -345,5 +346,72 @@ func TestSyncRoundTripUpgradeOnPooledConnection(t *testing.T) {
 				t.Errorf("%d dials, want %d", n, tt.dials)
 			}
 		})
+	}
+}
+
+// offsetClock is the wall clock moved by a settable offset.
+type offsetClock struct{ offset atomic.Int64 }
+
+func (c *offsetClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *offsetClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// TestSyncRoundTripUnsolicitedBytesOnIdleConnection: an app that writes
+// on a keep-alive connection while it is idle (here a whole stray
+// response, a while after its answer) does not answer the next request
+// with those bytes: a connection idle for a second is looked at before it
+// is used, and dropped. A quiet one is used again.
+func TestSyncRoundTripUnsolicitedBytesOnIdleConnection(t *testing.T) {
+	clk := &offsetClock{}
+	e := newEnv(t, func(o *Options) { o.Now = clk.Now })
+	// Long enough that a loaded machine does not preempt the probe's read
+	// past its deadline (which would skip the look).
+	e.srv.transports.idleProbeWait = 100 * time.Millisecond
+	e.start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strayed := make(chan struct{})
+	var conns atomic.Int32
+	acceptLoopback(t, ln, func(c net.Conn) {
+		defer c.Close()
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+			if first && req.URL.Path == "/first" {
+				time.Sleep(20 * time.Millisecond)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+				close(strayed)
+			}
+		}
+	})
+	e.agents.set(8080, ln.Addr().String())
+	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:8080")
+	get := func(path string) {
+		t.Helper()
+		resp := e.do("GET", syncAppURL+path, tok, nil)
+		if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("%s: %d %q, want 200 \"ok\"", path, resp.StatusCode, body)
+		}
+	}
+	get("/first")
+	<-strayed
+	time.Sleep(20 * time.Millisecond) // the stray bytes reach the pooled connection
+	clk.advance(2 * time.Second)
+	get("/second")
+	if n := len(e.agents.dialed()); n != 2 {
+		t.Errorf("%d dials after the stray bytes, want 2", n)
+	}
+	clk.advance(2 * time.Second)
+	get("/third")
+	if n := len(e.agents.dialed()); n != 2 {
+		t.Errorf("%d dials, want 2 (a quiet idle connection is used again)", n)
 	}
 }

@@ -37,7 +37,10 @@ type transportCache struct {
 	dialTimeout     time.Duration
 	responseTimeout time.Duration
 	now             func() time.Time
-	metrics         *metrics
+	// idleProbeWait is how long a pooled connection idle for
+	// idleProbeAfter is read before it is used (syncrt.go).
+	idleProbeWait time.Duration
+	metrics       *metrics
 	// tracer is nil when tracing is off.
 	tracer trace.Tracer
 
@@ -61,7 +64,8 @@ type agentTransport struct {
 }
 
 func newTransportCache(agents AgentDialer, dialTimeout, responseTimeout time.Duration, now func() time.Time, m *metrics) *transportCache {
-	return &transportCache{agents: agents, dialTimeout: dialTimeout, responseTimeout: responseTimeout, now: now, metrics: m, m: map[uuid.UUID]*agentTransport{}}
+	return &transportCache{agents: agents, dialTimeout: dialTimeout, responseTimeout: responseTimeout, now: now,
+		idleProbeWait: idleProbeWait, metrics: m, m: map[uuid.UUID]*agentTransport{}}
 }
 
 // get returns the agent's transport, creating it on first use.
