@@ -327,12 +327,9 @@ func (b *syncBody) end(err error, keep bool) {
 // those idle longer than idleProbeAfter that have something to read.
 func (at *agentTransport) takeIdle(addr string) *agentConn {
 	now := at.cache.now()
-	at.mu.Lock()
-	expired := at.dropExpiredLocked(now.Add(-idleConnTimeout))
-	at.mu.Unlock()
-	closeConns(expired)
 	for {
 		at.mu.Lock()
+		expired := at.dropExpiredLocked(now.Add(-idleConnTimeout))
 		var c *agentConn
 		for i := len(at.idle) - 1; i >= 0; i-- {
 			if at.idle[i].addr == addr {
@@ -342,6 +339,7 @@ func (at *agentTransport) takeIdle(addr string) *agentConn {
 			}
 		}
 		at.mu.Unlock()
+		closeConns(expired)
 		if c == nil || now.Sub(c.idleSince) < idleProbeAfter || c.quiet(at.cache.idleProbeWait) {
 			return c
 		}
