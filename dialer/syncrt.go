@@ -191,7 +191,7 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 		return nil, false, err
 	}
 
-	err := req.Write(c.bw)
+	err := writeSyncRequest(c.bw, req)
 	if err == nil {
 		err = c.bw.Flush()
 	}
