@@ -2,6 +2,7 @@ package tailnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -42,7 +43,50 @@ func (d Dialer) DialAgent(ctx context.Context, agentID uuid.UUID, port uint16) (
 		release()
 		return nil, fmt.Errorf("dial agent %s port %d: %w", agentID, port, err)
 	}
-	return &tunnelConn{Conn: conn, release: release}, nil
+	tc := &tunnelConn{Conn: conn, release: release}
+	if _, ok := conn.(ReadinessConn); ok {
+		return &readinessTunnelConn{tc}, nil
+	}
+	return tc, nil
+}
+
+// ErrWouldBlock is ReadNow's answer when nothing has arrived.
+var ErrWouldBlock = errors.New("tailnet: nothing to read yet")
+
+// ReadinessConn is a connection that says when it has something to read,
+// so that a reader waiting on an idle connection need not hold a
+// goroutine (tailnet/tsnode's connections are).
+type ReadinessConn interface {
+	net.Conn
+	// NotifyReadable calls f whenever the connection may have turned
+	// readable: bytes arrived, the peer closed its side, the connection
+	// failed or was closed. f runs on the network stack's goroutine: it
+	// must return at once, and may be called when a read would still
+	// find nothing. stop unregisters f (a call in flight may still end
+	// after stop returns).
+	NotifyReadable(f func()) (stop func())
+	// ReadNow reads what has arrived without waiting: (0, ErrWouldBlock)
+	// when nothing has, io.EOF once the peer's close has been read.
+	ReadNow(p []byte) (int, error)
+}
+
+// CloseWrite half-closes the connection when the node's connection can.
+func (c *tunnelConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("tailnet: CloseWrite: %w", errors.ErrUnsupported)
+}
+
+// readinessTunnelConn is a tunnelConn whose connection is a ReadinessConn.
+type readinessTunnelConn struct{ *tunnelConn }
+
+func (c *readinessTunnelConn) NotifyReadable(f func()) (stop func()) {
+	return c.Conn.(ReadinessConn).NotifyReadable(f)
+}
+
+func (c *readinessTunnelConn) ReadNow(p []byte) (int, error) {
+	return c.Conn.(ReadinessConn).ReadNow(p)
 }
 
 // tunnelConn releases its tunnel once, on the first Close.

@@ -3,6 +3,7 @@ package tailnet
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -81,5 +82,95 @@ func TestDialerErrors(t *testing.T) {
 	}
 	if tun.open[agent] != 0 || tun.released != 1 {
 		t.Fatalf("a failed dial must release its tunnel: refs %d, releases %d", tun.open[agent], tun.released)
+	}
+}
+
+// readyNode dials a loopback TCP server; with ready, its connections are
+// ReadinessConns (fake ones: they report what they are asked).
+type readyNode struct {
+	addr  string
+	ready bool
+}
+
+type fakeReadiness struct {
+	*net.TCPConn
+	notified chan func()
+}
+
+func (c *fakeReadiness) NotifyReadable(f func()) func() { c.notified <- f; return func() {} }
+func (c *fakeReadiness) ReadNow(p []byte) (int, error)  { return 0, ErrWouldBlock }
+
+func (n readyNode) Dial(ctx context.Context, _ uuid.UUID, _ uint16) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", n.addr)
+	if err != nil || !n.ready {
+		return c, err
+	}
+	return &fakeReadiness{TCPConn: c.(*net.TCPConn), notified: make(chan func(), 1)}, nil
+}
+
+// TestDialerKeepsWhatTheNodeConnectionCan: the tunnel's wrapper passes on
+// a node connection's half-close and, when it has them, its readiness
+// calls; a connection without them gets none.
+func TestDialerKeepsWhatTheNodeConnectionCan(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c) // until the half-close
+				_, _ = c.Write([]byte("after " + string(b)))
+				got <- string(b)
+			}()
+		}
+	}()
+	for _, ready := range []bool{false, true} {
+		d := Dialer{Tunnels: &fakeTunnels{}, Node: readyNode{addr: ln.Addr().String(), ready: ready}}
+		conn, err := d.DialAgent(context.Background(), uuid.New(), 80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, isReady := conn.(ReadinessConn)
+		if isReady != ready {
+			t.Fatalf("node readiness %v: tunnel connection is a ReadinessConn: %v", ready, isReady)
+		}
+		if ready {
+			called := false
+			rc.NotifyReadable(func() { called = true })
+			(<-conn.(*readinessTunnelConn).Conn.(*fakeReadiness).notified)()
+			if n, err := rc.ReadNow(make([]byte, 1)); n != 0 || !errors.Is(err, ErrWouldBlock) || !called {
+				t.Fatalf("readiness calls not passed on: %d, %v, called %v", n, err, called)
+			}
+		}
+		if _, err := conn.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		if b, err := io.ReadAll(conn); err != nil || string(b) != "after hello" {
+			t.Fatalf("after the half-close: %q, %v", b, err)
+		}
+		if s := <-got; s != "hello" {
+			t.Fatalf("server read %q", s)
+		}
+		_ = conn.Close()
+	}
+	// A node connection that cannot half-close says so.
+	conn, err := (Dialer{Tunnels: &fakeTunnels{}, Node: pipeNode{}}).DialAgent(context.Background(), uuid.New(), 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.(interface{ CloseWrite() error }).CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("CloseWrite on a pipe: %v, want ErrUnsupported", err)
 	}
 }
