@@ -114,7 +114,7 @@ func (n *Node) dialTCP(ctx context.Context, agentID uuid.UUID, dst netip.AddrPor
 			if attempt == 0 {
 				n.observeHandshake(agentID, took)
 			}
-			return c, nil
+			return withReadiness(c), nil
 		}
 		if ctx.Err() != nil || !timedOut {
 			return nil, err
