@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/edgewire"
+	"github.com/wsedge/wsedge/tailnet"
 	"github.com/wsedge/wsedge/tokens"
 )
 
@@ -40,6 +43,9 @@ type loopAgents struct {
 	// agent).
 	block bool
 	dials []string
+	// poller, when set, makes the dialed connections
+	// tailnet.ReadinessConns, as the tailnet's are (watchAppReadiness).
+	poller *readinessPoller
 }
 
 func (a *loopAgents) set(port uint16, addr string) {
@@ -65,7 +71,76 @@ func (a *loopAgents) DialAgent(ctx context.Context, agentID uuid.UUID, port uint
 		return nil, errors.New("connection refused")
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil || a.poller == nil {
+		return c, err
+	}
+	tc := c.(*net.TCPConn)
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return &pollReadyConn{TCPConn: tc, p: a.poller, rc: rc}, nil
+}
+
+// watchAppReadiness makes e's agent connections say when they are
+// readable, as the tailnet's do: upgraded sessions then hold no
+// goroutine while idle.
+func (e *testEnv) watchAppReadiness(t testing.TB) *testEnv {
+	t.Helper()
+	p, err := newReadinessPoller()
+	if err != nil {
+		t.Skipf("no readiness poller: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.agents.mu.Lock()
+	e.agents.poller = p
+	e.agents.mu.Unlock()
+	return e
+}
+
+// pollReadyConn is a loopback agent connection that is a
+// tailnet.ReadinessConn without a goroutine of its own: a
+// readinessPoller watches its socket, armed again whenever a ReadNow
+// finds nothing (the tailnet's connection calls back at every arrival;
+// the session must work with both).
+type pollReadyConn struct {
+	*net.TCPConn
+	p  *readinessPoller
+	rc syscall.RawConn
+	mu sync.Mutex
+	w  *readinessWaiter // set by NotifyReadable
+}
+
+func (c *pollReadyConn) NotifyReadable(f func()) (stop func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.w = c.p.watch(c.TCPConn, f)
+	_ = c.w.arm()
+	return func() { c.w.stop() }
+}
+
+func (c *pollReadyConn) ReadNow(p []byte) (int, error) {
+	c.mu.Lock()
+	w := c.w
+	c.mu.Unlock()
+	n, err := readNow(c.rc, p)
+	switch {
+	case n > 0:
+		return n, nil
+	case wouldBlock(err):
+		if w != nil {
+			_ = w.arm()
+		}
+		return 0, tailnet.ErrWouldBlock
+	case err != nil:
+		return 0, err
+	}
+	return 0, io.EOF
 }
 
 func (a *loopAgents) dialed() []string {

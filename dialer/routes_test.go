@@ -244,7 +244,11 @@ func TestShutdownLetsInFlightRequestFinish(t *testing.T) {
 }
 
 func TestShutdownCutsAppWebsocketAtDeadline(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.ShutdownGrace = 300 * time.Millisecond }).start()
+	appSides(t, shutdownCutsAppWebsocketAtDeadline)
+}
+
+func shutdownCutsAppWebsocketAtDeadline(t *testing.T, watch func(*testEnv) *testEnv) {
+	e := watch(newEnv(t, func(o *Options) { o.ShutdownGrace = 300 * time.Millisecond }).start())
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {

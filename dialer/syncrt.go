@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/wsedge/wsedge/tailnet"
 )
 
 // The synchronous round trip: the common warm request (GET or HEAD, no
@@ -340,22 +342,40 @@ func (at *agentTransport) takeIdle(addr string) *agentConn {
 		}
 		at.mu.Unlock()
 		closeConns(expired)
-		if c == nil || now.Sub(c.idleSince) < idleProbeAfter || c.quiet(at.cache.idleProbeWait) {
+		if c == nil {
+			return nil
+		}
+		if rc, ok := c.conn.(tailnet.ReadinessConn); ok {
+			if quietNow(rc) {
+				return c
+			}
+		} else if now.Sub(c.idleSince) < idleProbeAfter || c.quiet(at.cache.idleProbeWait) {
 			return c
 		}
 		c.close()
 	}
 }
 
-// A pooled connection idle for idleProbeAfter is read for up to
-// idleProbeWait before it is used: bytes an app sent on it unasked would
-// be read as the next request's answer (http.Transport's reader goroutine
-// per idle connection drops such a connection; the synchronous round
-// trip keeps none). Busy connections are not probed, so a steady load
-// never waits; the first request after a pause of a second or more waits
-// up to idleProbeWait (the runtime's timers are that coarse on an idle
-// machine anyway). A read preempted for longer than the wait times out
-// without looking: the connection is then used as before the probe.
+// quietNow is quiet for a connection that can be read without waiting
+// (the tailnet's): exact and immediate, so every reuse is looked at.
+func quietNow(rc tailnet.ReadinessConn) bool {
+	var b [1]byte
+	n, err := rc.ReadNow(b[:])
+	return n == 0 && errors.Is(err, tailnet.ErrWouldBlock)
+}
+
+// A pooled connection is looked at before it is used: bytes an app sent
+// on it unasked would be read as the next request's answer
+// (http.Transport's reader goroutine per idle connection drops such a
+// connection; the synchronous round trip keeps none). A tailnet
+// connection is read without waiting (quietNow), at every reuse. Another
+// connection (a loopback agent in tests) is read for up to idleProbeWait
+// once it has been idle for idleProbeAfter: busy connections are not
+// probed, so a steady load never waits; the first request after a pause
+// of a second or more waits up to idleProbeWait (the runtime's timers
+// are that coarse on an idle machine anyway). A read preempted for
+// longer than the wait times out without looking: the connection is then
+// used as before the probe.
 const (
 	idleProbeAfter = time.Second
 	idleProbeWait  = time.Millisecond

@@ -131,12 +131,13 @@ func pollerOf(ctx context.Context) *readinessPoller {
 // 101's header, copy both ways until both are done or one fails — with
 // less held per idle session: the handler returns once the 101 is sent
 // (with it go its goroutine's stack, grown by the request's work, and
-// the HTTP server's per-connection state and buffers), one goroutine of
-// the session copies app → client with copyAdaptive, the client → app
+// the HTTP server's per-connection state and buffers), the client → app
 // direction runs only while the client sends (the server's
 // readinessPoller tells when; without one, a second goroutine copies),
-// and h.cut closes the connections through context.AfterFunc instead of
-// a watcher goroutine.
+// the app → client direction likewise when the app's connection says
+// when it is readable (the tailnet's: startWatched), else one goroutine
+// of the session copies it with copyAdaptive, and h.cut closes the
+// connections through context.AfterFunc instead of a watcher goroutine.
 // Bytes the client sent before the 101 (already buffered by the server)
 // go to the app first; httputil would drop them. head, if not nil, sees
 // the 101's header last, before it is written (the app response policy:
@@ -194,6 +195,9 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff
 	}
 	res.Body = http.NoBody // the proxy closes it on our error; the session owns appConn
 	h.detached = true
+	if b.startWatched(h.cut, h.poller, h.end) {
+		return errUpgradeBridged
+	}
 	go func() {
 		defer h.end()
 		_ = b.run(h.cut, h.poller)
