@@ -1,7 +1,6 @@
 package tsnode
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,37 +9,21 @@ import (
 )
 
 // TestShortReadDeadlineLooksAtPendingBytes: the dialer looks at an idle
-// pooled connection with a read whose deadline is a few microseconds
-// away. Over the tailnet that read must return bytes already there, or
-// the peer's close, rather than time out; with nothing there it times out
-// (a net.Error whose Timeout is true) and the connection still works.
+// pooled connection that cannot be read without waiting (Dial's, should
+// withReadiness not reach gonet's endpoint) with a read whose deadline is
+// a millisecond away. Over the tailnet that read must return bytes
+// already there, or the peer's close, rather than time out; with nothing
+// there it times out (a net.Error whose Timeout is true) and the
+// connection still works.
 func TestShortReadDeadlineLooksAtPendingBytes(t *testing.T) {
-	proxy, agent, agentID := twoNodes(t, Options{})
-	ln, err := agent.Listen(9001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	c, _ := dialServed(t, 9001, func(c net.Conn) {
 		var b [2]byte
 		if _, err := io.ReadFull(c, b[:]); err != nil {
 			return
 		}
 		_, _ = c.Write([]byte("hello"))
 		_, _ = io.ReadFull(c, b[:]) // then close when asked
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := proxy.Dial(ctx, agentID, 9001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	})
 	// The dialer waits a millisecond; a read preempted past its deadline
 	// does not look, so a probe that must see bytes may take a few tries
 	// on a loaded machine.

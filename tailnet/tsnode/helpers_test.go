@@ -191,3 +191,32 @@ func readAll(t testing.TB, r io.Reader) string {
 	}
 	return string(b)
 }
+
+// dialServed dials port on the agent of a fresh pair of nodes, whose
+// listener hands the first connection it accepts to serve (closed after
+// serve returns); the context bounds the test's waits.
+func dialServed(t *testing.T, port uint16, serve func(net.Conn)) (net.Conn, context.Context) {
+	t.Helper()
+	proxy, agent, agentID := twoNodes(t, Options{})
+	ln, err := agent.Listen(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		serve(c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	c, err := proxy.Dial(ctx, agentID, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, ctx
+}

@@ -1,9 +1,9 @@
 package tsnode
 
 import (
-	"context"
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -16,18 +16,7 @@ import (
 // after which ReadNow returns the bytes and then io.EOF; a stopped
 // watcher is not called again; writing still works throughout.
 func TestConnReadiness(t *testing.T) {
-	proxy, agent, agentID := twoNodes(t, Options{})
-	ln, err := agent.Listen(9002)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	nc, ctx := dialServed(t, 9002, func(c net.Conn) {
 		var b [2]byte
 		for _, answer := range []string{"hello", "again"} {
 			if _, err := io.ReadFull(c, b[:]); err != nil {
@@ -36,14 +25,7 @@ func TestConnReadiness(t *testing.T) {
 			_, _ = c.Write([]byte(answer))
 		}
 		_, _ = io.ReadFull(c, b[:]) // then close when asked
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nc, err := proxy.Dial(ctx, agentID, 9002)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	})
 	c, ok := nc.(tailnet.ReadinessConn)
 	if !ok {
 		t.Fatalf("Dial returned %T, not a tailnet.ReadinessConn", nc)
