@@ -201,10 +201,12 @@ bench: setup setup-profiler build
 ## bench-envoy: what Envoy itself executes per warm request, counted by
 ## valgrind's callgrind (user-space instructions; no noise from the
 ## machine's load): wsedge's generated edge, its access log modes and the
-## edge without one part each, against the minimal Envoy of bench-reference,
-## written to bench/results/envoy-instructions.md. Needs make profiler.
+## edge without one part each, against the minimal Envoy of bench-reference;
+## and the heap Envoy keeps per open, idle websocket (its allocator's count,
+## admin /memory), edge against minimal Envoy. Written to
+## bench/results/envoy-instructions.md. Needs make profiler.
 bench-envoy: setup profiler build
-	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench EnvoyInstructions -out bench/results/envoy-instructions.md ./e2e/
+	$(GO) run ./internal/benchreport -tags $(GOTAGS) -bench 'EnvoyInstructions|EnvoyWebsocketMemory' -out bench/results/envoy-instructions.md ./e2e/
 
 ## bench-reference: only the warm path against its reference (a minimal
 ## Envoy in front of a Go reverse proxy over the same tailnet to the same
