@@ -304,3 +304,34 @@ func isWarmTwin(name string) bool {
 	}
 	return false
 }
+
+// TestEdgeBufferLimits: every client-facing listener and the dialer's
+// cluster buffer at most 32 KiB per connection before Envoy stops reading
+// (Envoy's default is 1 MiB); the HTTP/2 limits are checked on the wire
+// by e2e TestHTTP2ClientLimits.
+func TestEdgeBufferLimits(t *testing.T) {
+	for _, ex := range Examples() {
+		b, err := Bootstrap(ex.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range b.GetStaticResources().GetListeners() {
+			if got := l.GetPerConnectionBufferLimitBytes().GetValue(); got != 32<<10 {
+				t.Errorf("%s: listener %s buffers %d bytes per connection, want 32 KiB", ex.File, l.GetName(), got)
+			}
+		}
+		found := false
+		for _, c := range b.GetStaticResources().GetClusters() {
+			if c.GetName() != DialerCluster {
+				continue
+			}
+			found = true
+			if got := c.GetPerConnectionBufferLimitBytes().GetValue(); got != 32<<10 {
+				t.Errorf("%s: the dialer's cluster buffers %d bytes per connection, want 32 KiB", ex.File, got)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no %s cluster", ex.File, DialerCluster)
+		}
+	}
+}

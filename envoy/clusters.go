@@ -10,6 +10,7 @@ import (
 	httpupstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 const (
@@ -42,6 +43,7 @@ func authzCluster(c Config) *clusterv3.Cluster {
 func dialerCluster(c Config) *clusterv3.Cluster {
 	cl := staticOrDNSCluster(DialerCluster, c.DialerAddr, c.ConnectTimeout)
 	cl.CircuitBreakers = dialerCircuitBreakers(c)
+	cl.PerConnectionBufferLimitBytes = wrapperspb.UInt32(edgeBufferLimit)
 	cl.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		httpProtocolOptionsKey: typed(&httpupstreamv3.HttpProtocolOptions{
 			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{

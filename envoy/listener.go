@@ -28,11 +28,29 @@ func edgeListener(c Config) (*listenerv3.Listener, error) {
 		chain.TransportSocket = downstreamTLS(c)
 	}
 	return &listenerv3.Listener{
-		Name:         ListenerName,
-		Address:      socketAddress(c.ListenAddr.Addr().String(), uint32(c.ListenAddr.Port())),
-		FilterChains: []*listenerv3.FilterChain{chain},
+		Name:                          ListenerName,
+		Address:                       socketAddress(c.ListenAddr.Addr().String(), uint32(c.ListenAddr.Port())),
+		FilterChains:                  []*listenerv3.FilterChain{chain},
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(edgeBufferLimit),
 	}, nil
 }
+
+// Envoy's defaults suit a service mesh; an edge takes the limits Envoy's
+// own edge guidance gives, so a client cannot make Envoy hold much for
+// it: 32 KiB buffered per connection in either direction before Envoy
+// stops reading (the client's and the dialer's sides; a bulk transfer
+// waits for the slower side instead of piling up in Envoy), and for
+// HTTP/2 clients at most 100 concurrent streams, 64 KiB in flight per
+// stream and 1 MiB per connection (Envoy 1.40's defaults: 1,024 streams,
+// 16 MiB per stream and 24 MiB per connection, which one client may send
+// before flow control holds it back). An HTTP/2 upload then moves at most
+// 64 KiB per stream per round trip.
+const (
+	edgeBufferLimit          = 32 << 10
+	edgeMaxConcurrentStreams = 100
+	edgeStreamWindow         = 64 << 10
+	edgeConnectionWindow     = 1 << 20
+)
 
 // downstreamTLS terminates TLS with the configured certificate, offering
 // HTTP/2 and HTTP/1.1.
@@ -106,7 +124,10 @@ func connectionManager(c Config) (*hcmv3.HttpConnectionManager, error) {
 			// them (the 400s behind envoy#38645 / #8547); the dialer adds
 			// one for the app. Several such websockets on one connection
 			// are covered by e2e TestWebsocketsOverOneHTTP2Connection.
-			AllowConnect: true,
+			AllowConnect:                true,
+			MaxConcurrentStreams:        wrapperspb.UInt32(edgeMaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(edgeStreamWindow),
+			InitialConnectionWindowSize: wrapperspb.UInt32(edgeConnectionWindow),
 		},
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{
 			{UpgradeType: "websocket"},

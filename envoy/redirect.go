@@ -41,8 +41,9 @@ func redirectListener(c Config) *listenerv3.Listener {
 		ServerHeaderTransformation: hcmv3.HttpConnectionManager_PASS_THROUGH,
 	}
 	return &listenerv3.Listener{
-		Name:    RedirectListenerName,
-		Address: socketAddress(c.RedirectListenAddr.Addr().String(), uint32(c.RedirectListenAddr.Port())),
+		Name:                          RedirectListenerName,
+		Address:                       socketAddress(c.RedirectListenAddr.Addr().String(), uint32(c.RedirectListenAddr.Port())),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(edgeBufferLimit),
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       "envoy.filters.network.http_connection_manager",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)},
