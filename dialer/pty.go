@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/wsedge/wsedge/appurl"
 	"github.com/wsedge/wsedge/coderhttp"
+	"github.com/wsedge/wsedge/tailnet"
 )
 
 // terminalPingInterval is how often terminals are pinged; a ping without
@@ -42,8 +45,12 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	}
 	defer release()
 
+	// What ends with the terminal: run by the handler when it returns
+	// before the bridge starts, else by the bridge when it is over.
+	var ends sessionEnds
+	defer ends.runUnlessDetached()
 	s.upgrades.add()
-	defer s.upgrades.done()
+	ends.add(s.upgrades.done)
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		CompressionMode: websocket.CompressionDisabled,
 		// Terminals are opened from the dashboard and connect here.
@@ -55,11 +62,14 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 		return
 	}
 	s.metrics.websockets.WithLabelValues("terminal").Inc()
-	defer s.metrics.websockets.WithLabelValues("terminal").Dec()
-	defer conn.CloseNow()
+	ends.add(func() { s.metrics.websockets.WithLabelValues("terminal").Dec() })
+	ends.add(func() { _ = conn.CloseNow() })
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
+	// The request's context ends when the handler returns, which it does
+	// once the bridge runs: the terminal keeps the context's values
+	// (request ID, trace) under a cancel of its own.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	ends.add(cancel)
 
 	// The span covers setting the bridge up (agent dial, init frame), not
 	// the terminal session, which may last hours.
@@ -77,7 +87,7 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 		_ = conn.Close(websocket.StatusInternalError, closeReason("dial workspace agent: %s", err))
 		return
 	}
-	defer agentConn.Close()
+	ends.add(func() { _ = agentConn.Close() })
 	frame, err := init.AppendFrame(nil)
 	if err == nil {
 		_, err = agentConn.Write(frame)
@@ -89,56 +99,154 @@ func (s *Server) serveTerminal(w http.ResponseWriter, r *http.Request, rt appurl
 	}
 
 	sess := s.stats.StartOpen(tok)
-	defer sess.End()
+	ends.add(sess.End)
 
-	s.bridgeTerminal(ctx, conn, agentConn)
+	ends.detached = true
+	s.bridgeTerminal(ctx, conn, agentConn, ends.run)
+}
+
+// sessionEnds is what a detached session does when it is over, last
+// added first, as defers would.
+type sessionEnds struct {
+	fs       []func()
+	detached bool
+}
+
+func (e *sessionEnds) add(f func()) { e.fs = append(e.fs, f) }
+
+func (e *sessionEnds) run() {
+	for i := len(e.fs) - 1; i >= 0; i-- {
+		e.fs[i]()
+	}
+	e.fs = nil
+}
+
+func (e *sessionEnds) runUnlessDetached() {
+	if !e.detached {
+		e.run()
+	}
 }
 
 // bridgeTerminal copies websocket message bytes to the agent stream as-is
 // and agent output to binary messages, until either side ends, the
-// client stops answering pings, or the server shuts down. The handler's
-// goroutine copies the agent's output and one more the client's input;
-// the heartbeat runs on a timer and the shutdown on a context callback,
-// so an idle terminal holds two goroutines.
-func (s *Server) bridgeTerminal(ctx context.Context, conn *websocket.Conn, agentConn net.Conn) {
+// client stops answering pings, or the server shuts down; then it runs
+// done. The handler returns once the bridge runs (its goroutine's stack,
+// grown by the request's work, goes with it): one goroutine reads the
+// client (coder/websocket reads in a goroutine, which also answers the
+// heartbeat's pongs); the agent's output is pumped only while it flows,
+// when the agent's connection says when it is readable (the tailnet's),
+// else copied by a second goroutine. The heartbeat runs on a timer and
+// the shutdown on a context callback, so an idle terminal holds one
+// goroutine.
+func (s *Server) bridgeTerminal(ctx context.Context, conn *websocket.Conn, agentConn net.Conn, done func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	wsNet := websocket.NetConn(ctx, conn, websocket.MessageBinary)
 
 	// end closes the websocket with code, then the agent stream, which
 	// ends both copies. The first caller's code is sent; the others wait
 	// until its close handshake is over.
 	var once sync.Once
+	// stopAgent, when the agent's output is pumped on readiness, stops
+	// the watch (reporting the direction's end if no pump runs); set
+	// before anything can end the bridge.
+	stopAgent := func() {}
 	end := func(code websocket.StatusCode, reason string) {
 		once.Do(func() {
 			_ = conn.Close(code, reason)
 			cancel()
 			_ = agentConn.Close()
 		})
+		stopAgent()
 	}
-	stopShutdown := context.AfterFunc(s.closing, func() {
+	// The second direction to finish tears the bridge down.
+	var left atomic.Int32
+	left.Store(2)
+	var hb *terminalHeartbeat
+	var stopShutdown func() bool
+	finished := func() {
+		end(websocket.StatusNormalClosure, "")
+		if left.Add(-1) != 0 {
+			return
+		}
+		_ = wsNet.Close()
+		hb.stop()
+		stopShutdown()
+		cancel()
+		done()
+	}
+	rc, watched := agentConn.(tailnet.ReadinessConn)
+	var startAgentPump func()
+	if watched {
+		stopAgent, startAgentPump = watchAgentOutput(rc, wsNet, finished)
+	}
+	stopShutdown = context.AfterFunc(s.closing, func() {
 		end(websocket.StatusGoingAway, "workspace proxy is shutting down")
 	})
-	defer stopShutdown()
-	hb := s.startHeartbeat(ctx, conn, func() {
+	hb = s.startHeartbeat(ctx, conn, func() {
 		cancel()
 		conn.CloseNow()
 		_ = agentConn.Close()
+		stopAgent()
 	})
-	defer hb.stop()
 
 	// Not io.Copy: a terminal idles for hours, and io.Copy would hold
 	// 32 KiB per direction all along.
-	fromClient := make(chan struct{})
 	go func() {
-		defer close(fromClient)
 		_, _ = copyAdaptive(agentConn, wsNet)
-		end(websocket.StatusNormalClosure, "")
+		finished()
 	}()
-	_, _ = copyAdaptive(wsNet, agentConn)
-	end(websocket.StatusNormalClosure, "")
-	<-fromClient
-	_ = wsNet.Close()
+	if watched {
+		startAgentPump()
+		return
+	}
+	go func() {
+		_, _ = copyAdaptive(wsNet, agentConn)
+		finished()
+	}()
+}
+
+// watchAgentOutput prepares to move the agent's output to the client
+// while it flows, with no goroutine while the terminal is idle; finished
+// runs once, when the agent's stream ends or fails or the client cannot
+// take more. start runs the first pump (what is there already, then the
+// watch is armed); stop ends the watch, and runs finished itself when no
+// pump is running.
+func watchAgentOutput(rc tailnet.ReadinessConn, client io.Writer, finished func()) (stop, start func()) {
+	var w *appWaiter
+	var finishOnce sync.Once
+	finish := func() { finishOnce.Do(finished) }
+	pump := func() {
+		buf := proxyBuffers.Get()
+		defer proxyBuffers.Put(buf)
+		for {
+			n, err := rc.ReadNow(buf)
+			if n > 0 {
+				if _, werr := client.Write(buf[:n]); werr != nil {
+					break
+				}
+				continue
+			}
+			if err != nil && !errors.Is(err, tailnet.ErrWouldBlock) {
+				break // the agent's end of stream, or a failure
+			}
+			again, aerr := w.arm()
+			if aerr != nil {
+				break // stopped
+			}
+			if !again {
+				return
+			}
+		}
+		w.stop()
+		finish()
+	}
+	w = watchApp(rc, pump)
+	stop = func() {
+		if w.stop() {
+			finish()
+		}
+	}
+	return stop, func() { go pump() }
 }
 
 // terminalHeartbeat pings a terminal's client every ping interval from a
