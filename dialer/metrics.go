@@ -57,7 +57,7 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wsedge_dialer_request_duration_seconds",
-			Help:    "Time to serve a request (app websockets: until switched; terminals: until closed), by route kind.",
+			Help:    "Time to serve a request (websockets and terminals: until the switch, not the session), by route kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 
 			NativeHistogramBucketFactor:     nativeBucketFactor,
