@@ -186,7 +186,9 @@ func (s *Server) bridgeTerminal(ctx context.Context, conn *websocket.Conn, agent
 		cancel()
 		conn.CloseNow()
 		_ = agentConn.Close()
-		stopAgent()
+		// Not on the ping's goroutine: the bridge's end waits for the
+		// ping in flight (hb.stop), and stopAgent may end the bridge.
+		go stopAgent()
 	})
 
 	// Not io.Copy: a terminal idles for hours, and io.Copy would hold

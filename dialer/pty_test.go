@@ -297,9 +297,14 @@ func TestTerminalAgentUnreachable(t *testing.T) {
 }
 
 func TestTerminalHeartbeatClosesDeadClient(t *testing.T) {
+	appSides(t, terminalHeartbeatClosesDeadClient)
+}
+
+// The bridge is let go too (shutdown would otherwise wait for it).
+func terminalHeartbeatClosesDeadClient(t *testing.T, watch func(*testEnv) *testEnv) {
 	e := newEnv(t, nil)
 	e.srv.testPingInterval = 100 * time.Millisecond
-	e.start()
+	watch(e.start())
 	pty, addr := startFakePTY(t, 0)
 	e.agents.set(ReconnectingPTYPort, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -315,6 +320,11 @@ func TestTerminalHeartbeatClosesDeadClient(t *testing.T) {
 	case <-pty.closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("dead client kept the terminal open")
+	}
+	select {
+	case <-e.srv.upgrades.drained():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dead terminal's bridge was never let go")
 	}
 }
 
