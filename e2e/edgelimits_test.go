@@ -2,15 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
-	"net/url"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
-
-	"github.com/wsedge/wsedge/internal/devstack"
 )
 
 // TestHTTP2ClientLimits: an HTTP/2 client is told the edge's limits in
@@ -19,25 +14,9 @@ import (
 // 1.40's own defaults: 1,024 streams, 16 MiB per stream, 24 MiB per
 // connection, which one client may make Envoy hold).
 func TestHTTP2ClientLimits(t *testing.T) {
-	certFile, keyFile, roots := testCert(t)
-	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
-		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", fp.dev.EdgeAddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := tls.Client(raw, &tls.Config{ServerName: echoHost, RootCAs: roots, NextProtos: []string{"h2"}})
-	defer conn.Close()
-	if err := conn.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
+	_, conn := dialEdgeHTTP2(ctx, t)
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
 		t.Fatal(err)

@@ -144,14 +144,7 @@ func BenchmarkEnvoyInstructions(b *testing.B) {
 	baseline := pricer.price(b, fmt.Appendf(nil, minimalBootstrap, port), "direct")
 	for _, v := range envoyCostVariants {
 		b.Run(v.name, func(b *testing.B) {
-			c := envoy.DefaultConfig()
-			c.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-			c.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-			c.AccessURLHost, c.WildcardHostname = accessHost, wildcardHost
-			c.DashboardURL = "http://" + dashboardHost
-			c.DialerAddr = app.String()
-			c.AuthzJWKSAddr = jwks.String()
-			c.AuthzAddr = closedPort(b)
+			c := costEdgeConfig(b, app, jwks)
 			if v.config != nil {
 				v.config(&c)
 			}
@@ -167,6 +160,22 @@ func BenchmarkEnvoyInstructions(b *testing.B) {
 			b.ReportMetric(baseline, "baseline-instr/req")
 		})
 	}
+}
+
+// costEdgeConfig is wsedge's default edge on loopback ports in front of
+// the upstream app (as the dialer) and the JWKS server (as authz's JWKS
+// listener); ext_authz goes to a closed port, the warm route never calls
+// it.
+func costEdgeConfig(tb testing.TB, app, jwks netip.AddrPort) envoy.Config {
+	c := envoy.DefaultConfig()
+	c.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	c.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	c.AccessURLHost, c.WildcardHostname = accessHost, wildcardHost
+	c.DashboardURL = "http://" + dashboardHost
+	c.DialerAddr = app.String()
+	c.AuthzJWKSAddr = jwks.String()
+	c.AuthzAddr = closedPort(tb)
+	return c
 }
 
 // envoyPricer runs an Envoy under callgrind and counts a warm request.

@@ -43,15 +43,7 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 	port := strconv.Itoa(int(app.Port()))
 	baseline, _ := envoyWebsocketMemory(b, bin, fmt.Appendf(nil, minimalBootstrap, port), "direct")
 
-	c := envoy.DefaultConfig()
-	c.ListenAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	c.AdminAddr = netip.MustParseAddrPort("127.0.0.1:0")
-	c.AccessURLHost, c.WildcardHostname = accessHost, wildcardHost
-	c.DashboardURL = "http://" + dashboardHost
-	c.DialerAddr = app.String()
-	c.AuthzJWKSAddr = jwks.String()
-	c.AuthzAddr = closedPort(b)
-	bs, err := envoy.Bootstrap(c)
+	bs, err := envoy.Bootstrap(costEdgeConfig(b, app, jwks))
 	if err != nil {
 		b.Fatal(err)
 	}

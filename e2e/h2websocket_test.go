@@ -20,6 +20,30 @@ import (
 	"github.com/wsedge/wsedge/tokens"
 )
 
+// dialEdgeHTTP2 starts the whole path with TLS on the edge and opens an
+// HTTP/2 connection (ALPN h2) to it, for the echo app's host.
+func dialEdgeHTTP2(ctx context.Context, t *testing.T) (*edge, *tls.Conn) {
+	t.Helper()
+	certFile, keyFile, roots := testCert(t)
+	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
+		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+	}))
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", fp.dev.EdgeAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := tls.Client(raw, &tls.Config{ServerName: echoHost, RootCAs: roots, NextProtos: []string{"h2"}})
+	t.Cleanup(func() { _ = conn.Close() })
+	if err := conn.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q, want h2", p)
+	}
+	return fp, conn
+}
+
 // TestWebsocketsOverOneHTTP2Connection opens several RFC 8441 websockets
 // (extended CONNECT, as Firefox sends them once it speaks HTTP/2 to a
 // site) at once over one TLS HTTP/2 connection to real Envoy, through
@@ -27,26 +51,10 @@ import (
 // each echoes its own bytes. Envoy with allow_connect had only the first
 // stream of a connection upgrade (envoy#38645).
 func TestWebsocketsOverOneHTTP2Connection(t *testing.T) {
-	certFile, keyFile, roots := testCert(t)
-	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
-		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
-		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	}))
-	session, _ := fp.dev.Primary.SessionToken("alice")
-
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", fp.dev.EdgeAddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := tls.Client(raw, &tls.Config{ServerName: echoHost, RootCAs: roots, NextProtos: []string{"h2"}})
-	if err := conn.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
+	fp, conn := dialEdgeHTTP2(ctx, t)
+	session, _ := fp.dev.Primary.SessionToken("alice")
 	// x/net's HTTP/2 client: net/http's own ClientConn refuses the
 	// :protocol pseudo-header an extended CONNECT needs.
 	//lint:ignore SA1019 net/http cannot send RFC 8441 extended CONNECT
