@@ -218,28 +218,10 @@ func watchAgentOutput(rc tailnet.ReadinessConn, client io.Writer, finished func(
 	var finishOnce sync.Once
 	finish := func() { finishOnce.Do(finished) }
 	pump := func() {
-		buf := proxyBuffers.Get()
-		defer proxyBuffers.Put(buf)
-		for {
-			n, err := rc.ReadNow(buf)
-			if n > 0 {
-				if _, werr := client.Write(buf[:n]); werr != nil {
-					break
-				}
-				continue
-			}
-			if err != nil && !errors.Is(err, tailnet.ErrWouldBlock) {
-				break // the agent's end of stream, or a failure
-			}
-			again, aerr := w.arm()
-			if aerr != nil {
-				break // stopped
-			}
-			if !again {
-				return
-			}
+		if w.drainTo(client) == nil {
+			return // armed
 		}
-		w.stop()
+		w.stop() // the agent's end of stream, a failure, or stopped
 		finish()
 	}
 	w = watchApp(rc, pump)

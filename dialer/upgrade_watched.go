@@ -79,6 +79,31 @@ func (w *appWaiter) arm() (again bool, err error) {
 	return false, nil
 }
 
+// drainTo is a pump's work: it moves what the connection has to dst
+// until a read finds nothing, then arms the waiter and returns nil. It
+// returns io.EOF at the connection's end of stream, errSessionCut when
+// the waiter was stopped, or the read's or write's error.
+func (w *appWaiter) drainTo(dst io.Writer) error {
+	buf := proxyBuffers.Get()
+	defer proxyBuffers.Put(buf)
+	for {
+		n, err := w.rc.ReadNow(buf)
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, tailnet.ErrWouldBlock) {
+			return err
+		}
+		again, err := w.arm()
+		if err != nil || !again {
+			return err
+		}
+	}
+}
+
 // stop ends the watch, as readinessWaiter.stop: idle reports that no
 // pump was running, so the caller must report the direction's end.
 func (w *appWaiter) stop() (idle bool) {
@@ -184,37 +209,16 @@ func (s *watchedSession) pumpFromApp() {
 			return
 		}
 	}
-	buf := proxyBuffers.Get()
-	defer proxyBuffers.Put(buf)
-	for {
-		n, err := s.app.rc.ReadNow(buf)
-		if n > 0 {
-			if _, werr := s.b.client.Write(buf[:n]); werr != nil {
-				fail(werr)
-				return
-			}
-			continue
-		}
-		switch {
-		case err == nil || errors.Is(err, tailnet.ErrWouldBlock):
-			again, aerr := s.app.arm()
-			if aerr != nil {
-				fail(aerr)
-				return
-			}
-			if again {
-				continue
-			}
-		case errors.Is(err, io.EOF):
-			s.app.stop()
-			if err := closeWrite(s.b.client); err != nil {
-				fail(err)
-				return
-			}
-			s.finishFromApp(nil)
-		default:
+	switch err := s.app.drainTo(s.b.client); {
+	case err == nil: // armed: nothing more to read for now
+	case errors.Is(err, io.EOF):
+		s.app.stop()
+		if err := closeWrite(s.b.client); err != nil {
 			fail(err)
+			return
 		}
-		return
+		s.finishFromApp(nil)
+	default:
+		fail(err)
 	}
 }

@@ -44,8 +44,8 @@ func (d Dialer) DialAgent(ctx context.Context, agentID uuid.UUID, port uint16) (
 		return nil, fmt.Errorf("dial agent %s port %d: %w", agentID, port, err)
 	}
 	tc := &tunnelConn{Conn: conn, release: release}
-	if _, ok := conn.(ReadinessConn); ok {
-		return &readinessTunnelConn{tc}, nil
+	if rc, ok := conn.(ReadinessConn); ok {
+		return &readinessTunnelConn{tunnelConn: tc, rc: rc}, nil
 	}
 	return tc, nil
 }
@@ -79,15 +79,14 @@ func (c *tunnelConn) CloseWrite() error {
 }
 
 // readinessTunnelConn is a tunnelConn whose connection is a ReadinessConn.
-type readinessTunnelConn struct{ *tunnelConn }
-
-func (c *readinessTunnelConn) NotifyReadable(f func()) (stop func()) {
-	return c.Conn.(ReadinessConn).NotifyReadable(f)
+type readinessTunnelConn struct {
+	*tunnelConn
+	rc ReadinessConn
 }
 
-func (c *readinessTunnelConn) ReadNow(p []byte) (int, error) {
-	return c.Conn.(ReadinessConn).ReadNow(p)
-}
+func (c *readinessTunnelConn) NotifyReadable(f func()) (stop func()) { return c.rc.NotifyReadable(f) }
+
+func (c *readinessTunnelConn) ReadNow(p []byte) (int, error) { return c.rc.ReadNow(p) }
 
 // tunnelConn releases its tunnel once, on the first Close.
 type tunnelConn struct {
