@@ -203,8 +203,9 @@ type benchChild struct {
 	err  error
 }
 
-// startBenchChild runs this test binary as role, serving on ln.
-func startBenchChild(role string, ln net.Listener, spec benchChildSpec) (*benchChild, error) {
+// startBenchChild runs this test binary as role, serving on ln, with env
+// (KEY=value) added to this process's environment.
+func startBenchChild(role string, ln net.Listener, spec benchChildSpec, env ...string) (*benchChild, error) {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
 		return nil, fmt.Errorf("bench child %s: listener is a %T", role, ln)
@@ -219,7 +220,7 @@ func startBenchChild(role string, ln net.Listener, spec benchChildSpec) (*benchC
 		return nil, err
 	}
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), benchChildRole+"="+role, benchChildSpecEnv+"="+string(js))
+	cmd.Env = append(append(os.Environ(), env...), benchChildRole+"="+role, benchChildSpecEnv+"="+string(js))
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -271,8 +272,18 @@ func startReferenceBench(b *testing.B) *referenceBench {
 	rb := &referenceBench{}
 	var mu sync.Mutex
 	pids := map[string]int{}
+	// WSEDGE_BENCH_DIALER_GOGC runs the dialer alone with that GOGC, as an
+	// operator would set it (make bench-reference REFERENCE_DIALER_GOGC=25).
+	var dialerEnv []string
+	if v := os.Getenv("WSEDGE_BENCH_DIALER_GOGC"); v != "" {
+		dialerEnv = []string{"GOGC=" + v}
+	}
 	elsewhere := func(ctx context.Context, service string, ln net.Listener, spec devstack.ServiceSpec) error {
-		c, err := startBenchChild(service, ln, benchChildSpec{Service: spec})
+		var env []string
+		if service == devstack.ServiceDialer {
+			env = dialerEnv
+		}
+		c, err := startBenchChild(service, ln, benchChildSpec{Service: spec}, env...)
 		if err != nil {
 			return err
 		}
