@@ -55,12 +55,19 @@ type envoyCostVariant struct {
 	// edit changes the generated bootstrap, for accounting only: never a
 	// config wsedge ships.
 	edit func(testing.TB, *bootstrapv3.Bootstrap)
+	// upstreamHeader, if set, is one more header the upstream answers
+	// with (name, value).
+	upstreamHeader [2]string
 }
 
 // envoyCostVariants: wsedge's default edge, its access log modes, and the
-// default without one part each (the difference is that part's price).
+// default without one part each (the difference is that part's price) or
+// with one more (with-*: the same, the other way).
 var envoyCostVariants = []envoyCostVariant{
 	{name: "default"},
+	// The dialer answers every app response with Coder's Vary: Origin;
+	// what one header an upstream sends costs Envoy.
+	{name: "with-upstream-vary-origin", upstreamHeader: [2]string{"Vary", "Origin"}},
 	{name: "access-log=errors", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogErrors }},
 	{name: "access-log=off", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogOff }},
 	{name: "without-use-remote-address", edit: editHCM(func(h *hcmv3.HttpConnectionManager) { h.UseRemoteAddress = nil })},
@@ -136,7 +143,7 @@ func BenchmarkEnvoyInstructions(b *testing.B) {
 	if err != nil {
 		b.Skip(err)
 	}
-	app := startCostUpstream(b)
+	app := startCostUpstream(b, [2]string{})
 	jwks := startCostJWKS(b)
 	pricer := &envoyPricer{valgrind: valgrind, control: control, envoy: bin}
 
@@ -144,7 +151,11 @@ func BenchmarkEnvoyInstructions(b *testing.B) {
 	baseline := pricer.price(b, fmt.Appendf(nil, minimalBootstrap, port), "direct")
 	for _, v := range envoyCostVariants {
 		b.Run(v.name, func(b *testing.B) {
-			c := costEdgeConfig(b, app, jwks)
+			up := app
+			if v.upstreamHeader[0] != "" {
+				up = startCostUpstream(b, v.upstreamHeader)
+			}
+			c := costEdgeConfig(b, up, jwks)
 			if v.config != nil {
 				v.config(&c)
 			}
@@ -283,13 +294,16 @@ func callgrindTotal(path string) (uint64, error) {
 	return 0, fmt.Errorf("%s: no totals line", path)
 }
 
-// startCostUpstream answers every request as the dialer answers a warm
-// GET of the demo app's /bytes: 1 KiB with its headers.
-func startCostUpstream(tb testing.TB) netip.AddrPort {
+// startCostUpstream answers every request as the demo app answers a GET
+// of its /bytes: 1 KiB with its headers, and extra if it names one.
+func startCostUpstream(tb testing.TB, extra [2]string) netip.AddrPort {
 	tb.Helper()
 	body := devagent.PatternBytes(appBytes)
 	return serveLoopback(tb, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
+		if extra[0] != "" {
+			h.Set(extra[0], extra[1])
+		}
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		h.Set("Server", "wsedge-demo-app")
