@@ -50,7 +50,7 @@ const envoyMemStreamsPerConn = 4
 //   - tls-http1: the same over TLS, a browser at an https edge that does
 //     not offer HTTP/2 websockets;
 //   - tls-http2: RFC 8441 extended CONNECT over TLS, envoyMemStreamsPerConn
-//     websockets per connection, as a browser sends them once its
+//     websockets per connection, as Firefox sends them once its
 //     connection to the edge speaks HTTP/2 (both Envoys allow_connect).
 //
 // Both Envoys still open an HTTP/1.1 connection upstream per websocket.
@@ -297,7 +297,7 @@ func echoHello(w io.Writer, r io.Reader) error {
 }
 
 // h2Opener opens websockets as RFC 8441 extended CONNECTs, perConn to a
-// TLS HTTP/2 connection, as a browser does once its connection to the
+// TLS HTTP/2 connection, as Firefox does once its connection to the
 // edge speaks HTTP/2.
 type h2Opener struct {
 	roots   *x509.CertPool
