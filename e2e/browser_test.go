@@ -124,12 +124,7 @@ func TestBrowser(t *testing.T) {
 
 	// 2. Sign in with the credentials the summary printed; the hand-off
 	// ends on the app itself.
-	if _, err := runIn(ctx, 30*time.Second, chromedp.Steps(
-		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), dev.user),
-		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), dev.password),
-		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.ID("host")),
-	)); err != nil {
+	if _, err := runIn(ctx, 30*time.Second, signInToApp(dev)); err != nil {
 		shot("02-subdomain-app-failed.png")
 		t.Fatalf("sign in as %s: the app's page never came: %v (now at %s)", dev.user, err, location(t, ctx))
 	}
@@ -349,6 +344,17 @@ func checkHops(t *testing.T, step string, got, want []string) {
 	}
 }
 
+// signInToApp fills the dashboard's login form with the credentials the
+// summary printed and waits for the demo app's page the hand-off ends on.
+func signInToApp(dev *wsedgeDev) chromedp.Action[struct{}] {
+	return chromedp.Steps(
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), dev.user),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), dev.password),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("host")),
+	)
+}
+
 // runIn runs one action with a timeout; the browser lives on after it.
 func runIn[T any](ctx context.Context, d time.Duration, a chromedp.Action[T]) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -505,6 +511,12 @@ func artifactsDir(t *testing.T) string {
 // another address.
 func startChromium(t *testing.T, bin, art string, ports ...int) context.Context {
 	t.Helper()
+	return startChromiumWith(t, bin, art, nil, ports...)
+}
+
+// startChromiumWith is startChromium with more command-line options.
+func startChromiumWith(t *testing.T, bin, art string, more []chromedp.ExecAllocatorOption, ports ...int) context.Context {
+	t.Helper()
 	profile, err := os.MkdirTemp("", "wsedge-chromium-")
 	if err != nil {
 		t.Fatal(err)
@@ -532,6 +544,7 @@ func startChromium(t *testing.T, bin, art string, ports ...int) context.Context 
 		// A free port can be one of Chromium's restricted ports.
 		chromedp.Flag("explicitly-allowed-ports", strings.Join(allowed, ",")),
 	)
+	opts = append(opts, more...)
 	if os.Geteuid() == 0 {
 		// Chromium refuses to start its sandbox as root.
 		opts = append(opts, chromedp.NoSandbox)
@@ -633,15 +646,15 @@ func wsedgeBinary(t *testing.T) string {
 
 var summaryCreds = regexp.MustCompile(`\(user (\S+), password (\S+)\)`)
 
-// startWsedgeDev starts bin/wsedge dev on free ports in its own process
-// group and waits for its summary.
-func startWsedgeDev(t *testing.T, art string) *wsedgeDev {
+// startWsedgeDev starts bin/wsedge dev on free ports, with flags added to
+// its command line, in its own process group and waits for its summary.
+func startWsedgeDev(t *testing.T, art string, flags ...string) *wsedgeDev {
 	t.Helper()
 	bin := wsedgeBinary(t)
 	envoy := testutil.EnvoyBinary(t)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		d, err := tryStartWsedgeDev(t, bin, envoy, art)
+		d, err := tryStartWsedgeDev(t, bin, envoy, art, flags)
 		if err == nil {
 			return d
 		}
@@ -656,7 +669,7 @@ func startWsedgeDev(t *testing.T, art string) *wsedgeDev {
 
 var errPortTaken = errors.New("a port was taken meanwhile")
 
-func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error) {
+func tryStartWsedgeDev(t *testing.T, bin, envoy, art string, flags []string) (*wsedgeDev, error) {
 	d := &wsedgeDev{
 		port:        testutil.FreePort(t),
 		primaryPort: testutil.FreePort(t),
@@ -667,11 +680,11 @@ func tryStartWsedgeDev(t *testing.T, bin, envoy, art string) (*wsedgeDev, error)
 	}
 	// Fixed free ports for metrics too, so that the summary prints URLs
 	// that work.
-	d.cmd = exec.Command(bin, "dev",
+	d.cmd = exec.Command(bin, append([]string{"dev",
 		"--port", strconv.Itoa(d.port), "--primary-port", strconv.Itoa(d.primaryPort),
 		"--dir", d.dir, "--envoy-bin", envoy,
 		"--authz-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		"--dialer-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
+		"--dialer-metrics-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))}, flags...)...)
 	// Its own process group, as a shell gives a foreground job: Ctrl-C
 	// reaches the whole group, and cleanup can kill all of it.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

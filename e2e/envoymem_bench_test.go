@@ -50,8 +50,9 @@ const envoyMemStreamsPerConn = 4
 //   - tls-http1: the same over TLS, a browser at an https edge that does
 //     not offer HTTP/2 websockets;
 //   - tls-http2: RFC 8441 extended CONNECT over TLS, envoyMemStreamsPerConn
-//     websockets per connection, as Firefox sends them once its
-//     connection to the edge speaks HTTP/2 (both Envoys allow_connect).
+//     websockets per connection, as Chromium and Firefox send them once
+//     their connection to the edge speaks HTTP/2 (both Envoys
+//     allow_connect; TestBrowserWebsocketOverHTTP2).
 //
 // Both Envoys still open an HTTP/1.1 connection upstream per websocket.
 func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
@@ -297,8 +298,8 @@ func echoHello(w io.Writer, r io.Reader) error {
 }
 
 // h2Opener opens websockets as RFC 8441 extended CONNECTs, perConn to a
-// TLS HTTP/2 connection, as Firefox does once its connection to the
-// edge speaks HTTP/2.
+// TLS HTTP/2 connection, as Chromium and Firefox do once their connection
+// to the edge speaks HTTP/2.
 type h2Opener struct {
 	roots   *x509.CertPool
 	perConn int

@@ -594,9 +594,15 @@ func accessLogRoute(t *testing.T, e *edge, id string) string {
 // match accepts and returns it.
 func (h *edge) accessLogLine(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
+	return accessLogLineIn(t, h.dev.Envoy.StdoutPath(), what, match)
+}
+
+// accessLogLineIn is accessLogLine for the access log written to path.
+func accessLogLineIn(t *testing.T, path, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
 	var line map[string]any
 	waitFor(t, 15*time.Second, what, func() (bool, string) {
-		b, _ := os.ReadFile(h.dev.Envoy.StdoutPath())
+		b, _ := os.ReadFile(path)
 		for _, l := range strings.Split(string(b), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && match(m) {
