@@ -77,7 +77,7 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 			minimal := fmt.Appendf(nil, minimalBootstrap, port)
 			cfg := costEdgeConfig(b, app, jwks)
 			if v.tls {
-				minimal = fmt.Appendf(nil, minimalTLSBootstrap, certFile, keyFile, port)
+				minimal = minimalTLSBootstrap(b, certFile, keyFile, port)
 				cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
 			}
 			baseline, _ := envoyWebsocketMemory(b, bin, minimal, "direct", v.open)

@@ -692,19 +692,13 @@ static_resources:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
 `
 
-// minimalTLSBootstrap is minimalBootstrap terminating TLS (certificate and
-// key files, then the upstream port) with HTTP/2 by ALPN and RFC 8441
-// websockets allowed, as wsedge's TLS edge does: the baseline for a
-// browser that reaches an https edge.
-const minimalTLSBootstrap = `
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-static_resources:
-  listeners:
-  - name: direct
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - transport_socket:
+// minimalTLSBootstrap is minimalBootstrap for port terminating TLS with
+// certFile and keyFile, HTTP/2 by ALPN and RFC 8441 websockets allowed, as
+// wsedge's TLS edge does: the baseline for a browser that reaches an https
+// edge.
+func minimalTLSBootstrap(tb testing.TB, certFile, keyFile, port string) []byte {
+	tb.Helper()
+	tls := fmt.Sprintf(`    - transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
@@ -714,30 +708,14 @@ static_resources:
             - certificate_chain: {filename: %q}
               private_key: {filename: %q}
       filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: direct
-          upgrade_configs: [{upgrade_type: websocket}]
-          http2_protocol_options: {allow_connect: true}
-          route_config:
-            virtual_hosts:
-            - name: app
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: app}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: app
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
-`
+`, certFile, keyFile)
+	upgrades := "          upgrade_configs: [{upgrade_type: websocket}]\n"
+	b := fmt.Sprintf(minimalBootstrap, port)
+	for _, r := range [][2]string{{"    - filters:\n", tls}, {upgrades, upgrades + "          http2_protocol_options: {allow_connect: true}\n"}} {
+		if !strings.Contains(b, r[0]) {
+			tb.Fatalf("minimalBootstrap has no %q to change", r[0])
+		}
+		b = strings.Replace(b, r[0], r[1], 1)
+	}
+	return []byte(b)
+}
