@@ -71,7 +71,7 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 	}{
 		{"plain-http1", false, openEchoWebsocket},
 		{"tls-http1", true, tlsHTTP1Opener(roots)},
-		{"tls-http2", true, (&h2Opener{roots: roots, perConn: envoyMemStreamsPerConn}).open},
+		{"tls-http2", true, envoyH2Opener(roots).open},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			minimal := fmt.Appendf(nil, minimalBootstrap, port)
@@ -185,10 +185,14 @@ func envoyWebsocketMemory(b *testing.B, bin string, bootstrap []byte, listener s
 	return envoyMem{alloc: (a1 - a0) / envoyMemSessions, rss: (r1 - r0) / envoyMemSessions}, conns
 }
 
+// fakeTokenCookie is a cookie header with a signed app token cookie that
+// only has the shape of one (the Envoy benchmarks' upstream checks none).
+const fakeTokenCookie = "theme=dark; " + tokens.SignedAppTokenCookie + "=eyJhbGciOiJIUzUxMiIsImtpZCI6IjEifQ.e30.c2ln"
+
 // browserWebsocketHeaders are the headers a browser page of the demo app
-// sends with a websocket handshake (its Origin, a signed app token cookie
-// among others, no Sec-Fetch-*), but those of the handshake itself.
-func browserWebsocketHeaders(scheme string) [][2]string {
+// sends with a websocket handshake (its Origin, its cookies, no
+// Sec-Fetch-*), but those of the handshake itself.
+func browserWebsocketHeaders(scheme, cookie string) [][2]string {
 	return [][2]string{
 		{"Sec-WebSocket-Version", "13"},
 		{"Origin", scheme + "://" + codeHost},
@@ -197,7 +201,7 @@ func browserWebsocketHeaders(scheme string) [][2]string {
 		{"Accept-Language", "en-US,en;q=0.9"},
 		{"Cache-Control", "no-cache"},
 		{"Pragma", "no-cache"},
-		{"Cookie", "theme=dark; " + tokens.SignedAppTokenCookie + "=eyJhbGciOiJIUzUxMiIsImtpZCI6IjEifQ.e30.c2ln"},
+		{"Cookie", cookie},
 	}
 }
 
@@ -215,7 +219,7 @@ func openEchoWebsocket(addr netip.AddrPort) (io.ReadWriteCloser, error) {
 // that speaks HTTP/1.1 (ALPN), trusting roots.
 func tlsHTTP1Opener(roots *x509.CertPool) wsOpener {
 	return func(addr netip.AddrPort) (io.ReadWriteCloser, error) {
-		c, err := dialEdgeTLS(addr, roots, "http/1.1")
+		c, err := dialEdgeTLS(addr, codeHost, roots, "http/1.1")
 		if err != nil {
 			return nil, err
 		}
@@ -223,14 +227,14 @@ func tlsHTTP1Opener(roots *x509.CertPool) wsOpener {
 	}
 }
 
-// dialEdgeTLS dials addr and completes a TLS handshake for the demo app's
-// host offering proto by ALPN.
-func dialEdgeTLS(addr netip.AddrPort, roots *x509.CertPool, proto string) (*tls.Conn, error) {
+// dialEdgeTLS dials addr and completes a TLS handshake for host offering
+// proto by ALPN.
+func dialEdgeTLS(addr netip.AddrPort, host string, roots *x509.CertPool, proto string) (*tls.Conn, error) {
 	raw, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	c := tls.Client(raw, &tls.Config{ServerName: codeHost, RootCAs: roots, NextProtos: []string{proto}})
+	c := tls.Client(raw, &tls.Config{ServerName: host, RootCAs: roots, NextProtos: []string{proto}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.HandshakeContext(ctx); err != nil {
@@ -250,7 +254,7 @@ func upgradeHTTP1(c net.Conn, scheme string) (io.ReadWriteCloser, error) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	var req strings.Builder
 	req.WriteString("GET /ws HTTP/1.1\r\nHost: " + codeHost + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
-	for _, h := range browserWebsocketHeaders(scheme) {
+	for _, h := range browserWebsocketHeaders(scheme, fakeTokenCookie) {
 		req.WriteString(h[0] + ": " + h[1] + "\r\n")
 	}
 	req.WriteString("\r\n")
@@ -299,18 +303,32 @@ func echoHello(w io.Writer, r io.Reader) error {
 
 // h2Opener opens websockets as RFC 8441 extended CONNECTs, perConn to a
 // TLS HTTP/2 connection, as Chromium and Firefox do once their connection
-// to the edge speaks HTTP/2.
+// to the edge speaks HTTP/2: to path on host with headers, each checked
+// with check before it is handed out.
 type h2Opener struct {
-	roots   *x509.CertPool
-	perConn int
+	roots      *x509.CertPool
+	perConn    int
+	host, path string
+	headers    [][2]string
+	check      func(io.ReadWriter) error
 
 	cc     *http2.ClientConn //lint:ignore SA1019 net/http cannot send RFC 8441 extended CONNECT
 	onConn int
 }
 
+// envoyH2Opener is the h2Opener of the Envoy benchmarks: the demo app's
+// /ws with a browser's headers, echoing raw bytes.
+func envoyH2Opener(roots *x509.CertPool) *h2Opener {
+	return &h2Opener{
+		roots: roots, perConn: envoyMemStreamsPerConn, host: codeHost, path: "/ws",
+		headers: browserWebsocketHeaders("https", fakeTokenCookie),
+		check:   func(rw io.ReadWriter) error { return echoHello(rw, rw) },
+	}
+}
+
 func (o *h2Opener) open(addr netip.AddrPort) (io.ReadWriteCloser, error) {
 	if o.cc == nil || o.onConn == o.perConn {
-		c, err := dialEdgeTLS(addr, o.roots, "h2")
+		c, err := dialEdgeTLS(addr, o.host, o.roots, "h2")
 		if err != nil {
 			return nil, err
 		}
@@ -325,13 +343,13 @@ func (o *h2Opener) open(addr netip.AddrPort) (io.ReadWriteCloser, error) {
 	o.onConn++
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, "https://"+codeHost+"/ws", pr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, "https://"+o.host+o.path, pr)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	req.Header.Set(":protocol", "websocket")
-	for _, h := range browserWebsocketHeaders("https") {
+	for _, h := range o.headers {
 		req.Header.Set(h[0], h[1])
 	}
 	stream := &h2Stream{w: pw, cancel: cancel}
@@ -347,7 +365,7 @@ func (o *h2Opener) open(addr netip.AddrPort) (io.ReadWriteCloser, error) {
 		_ = stream.Close()
 		return nil, fmt.Errorf("extended CONNECT answered %d", res.StatusCode)
 	}
-	if err := echoHello(stream, stream); err != nil {
+	if err := o.check(stream); err != nil {
 		_ = stream.Close()
 		return nil, err
 	}

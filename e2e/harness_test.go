@@ -279,8 +279,12 @@ func WithJar() edgeOption {
 func WithWarmCookies() edgeOption {
 	return func(s *edgeSetup) {
 		s.after = append(s.after, func(h *edge) {
-			h.codeCookie = h.warmCookie(h.t, "http://"+codeHost+"/bytes?n=1")
-			h.echoCookie = h.warmCookie(h.t, "http://"+echoHost+"/")
+			scheme := "http://"
+			if h.tls != nil {
+				scheme = "https://"
+			}
+			h.codeCookie = h.warmCookie(h.t, scheme+codeHost+"/bytes?n=1")
+			h.echoCookie = h.warmCookie(h.t, scheme+echoHost+"/")
 		})
 	}
 }
@@ -435,7 +439,7 @@ func (h *edge) warmCookie(tb testing.TB, appURL string) string {
 	}
 	req, _ := http.NewRequest(http.MethodGet, appURL, nil)
 	req.Header.Set("Coder-Session-Token", session)
-	tr := &http.Transport{DialContext: h.dial}
+	tr := &http.Transport{DialContext: h.dial, TLSClientConfig: h.tls}
 	defer tr.CloseIdleConnections()
 	res, err := tr.RoundTrip(req)
 	if err != nil {

@@ -23,14 +23,20 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -117,7 +123,7 @@ func runBenchChild(role string) int {
 // (signature, algorithm, kid, expiry; with tokens.Verifier's cache of
 // verified tokens, as authz has) with keys fetched from the same primary.
 // A request without a valid token gets 401; nothing else is checked or
-// rewritten.
+// rewritten but a websocket key (below).
 func serveReferenceProxy(ctx context.Context, ln net.Listener, spec benchChildSpec, log *slog.Logger) error {
 	roots, err := spec.Service.DERPRoots()
 	if err != nil {
@@ -157,6 +163,15 @@ func serveReferenceProxy(ctx context.Context, ln net.Listener, spec benchChildSp
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
 			pr.Out.Host = pr.In.Host
+			// Behind an Envoy that speaks HTTP/2 to browsers, any
+			// proxy must do this much: Envoy turns an RFC 8441
+			// websocket into an HTTP/1.1 upgrade without a
+			// Sec-WebSocket-Key, which the app refuses with 400.
+			if pr.In.Header.Get("Upgrade") != "" && pr.Out.Header.Get("Sec-Websocket-Key") == "" {
+				var key [16]byte
+				_, _ = rand.Read(key[:])
+				pr.Out.Header.Set("Sec-Websocket-Key", base64.StdEncoding.EncodeToString(key[:]))
+			}
 		},
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -257,6 +272,9 @@ type referenceBench struct {
 	ref *edge
 	// idleMeasured: idleWebsockets ran on these processes already.
 	idleMeasured bool
+	// roots trusts both Envoys' certificate (startReferenceBenchOver
+	// with TLS).
+	roots *x509.CertPool
 }
 
 type namedPid struct {
@@ -269,7 +287,20 @@ type namedPid struct {
 // coordinating with the same primary's coordinator under an ID of its
 // own) behind a minimal Envoy.
 func startReferenceBench(b *testing.B) *referenceBench {
+	return startReferenceBenchOver(b, false)
+}
+
+// startReferenceBenchOver starts both sides; with overTLS both Envoys
+// terminate TLS (HTTP/2 by ALPN, RFC 8441 websockets) with a certificate
+// rb.roots trusts, as at an https edge, and the side's clients speak TLS.
+func startReferenceBenchOver(b *testing.B, overTLS bool) *referenceBench {
 	rb := &referenceBench{}
+	var certFile, keyFile string
+	var clientTLS *tls.Config
+	if overTLS {
+		certFile, keyFile, rb.roots = testCert(b)
+		clientTLS = &tls.Config{RootCAs: rb.roots}
+	}
 	var mu sync.Mutex
 	pids := map[string]int{}
 	// WSEDGE_BENCH_DIALER_GOGC runs the dialer alone with that GOGC, as an
@@ -305,7 +336,11 @@ func startReferenceBench(b *testing.B) *referenceBench {
 		if accessLog != "" {
 			cfg.Envoy = func(e *envoy.Config) { e.AccessLog = accessLog }
 		}
-	}))...)
+		if overTLS {
+			cfg.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
+			cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+		}
+	}), WithTLS(clientTLS))...)
 	dev := rb.bp.dev
 	mu.Lock()
 	rb.wsedge = []namedPid{{"envoy", dev.Envoy.Pid()}, {"authz", pids[devstack.ServiceAuthz]}, {"proxy", pids[devstack.ServiceDialer]}}
@@ -333,9 +368,16 @@ func startReferenceBench(b *testing.B) *referenceBench {
 			b.Errorf("reference proxy: %v", err)
 		}
 	})
-	rb.ref = startEdge(b, WithMinimalEnvoy(), WithUpstreamAddr(ln.Addr().String()))
+	if overTLS {
+		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		rb.ref = startEdge(b, WithBootstrap(minimalTLSBootstrap(b, certFile, keyFile, port), "direct"), WithTLS(clientTLS))
+	} else {
+		rb.ref = startEdge(b, WithMinimalEnvoy(), WithUpstreamAddr(ln.Addr().String()))
+		// The load rounds' clients speak clear text; over TLS only
+		// websockets are measured.
+		rb.checkCookieRequired(b)
+	}
 	rb.reference = []namedPid{{"envoy", rb.ref.envoy.Pid()}, {"proxy", ref.cmd.Process.Pid}}
-	rb.checkCookieRequired(b)
 	return rb
 }
 
@@ -534,6 +576,11 @@ func (s *sideLoad) report(b *testing.B, prefix string, ps []namedPid) {
 //     opened as the app's page would (with its Origin), RSS growth
 //     (VmRSS) per open session of each process and summed
 //     (ws-B/session), then echo latency on idle sessions, interleaved.
+//   - idle-websocket-tls-http2: the same on edges that terminate TLS (the
+//     dev edge with a certificate; the minimal Envoy with the same
+//     certificate and allow_connect), each websocket an RFC 8441 extended
+//     CONNECT, envoyMemStreamsPerConn to a TLS HTTP/2 connection, as
+//     Chromium opens them at an https edge.
 //
 // The bars are issue 16's: req/s ≥ 1.0×, p50 ≤ 1.1×, p99 ≤ 1.2×, summed
 // CPU ≤ 1.0× the reference's; ≤ 64 KiB RSS per idle websocket.
@@ -544,6 +591,9 @@ func BenchmarkWarmPathVsReference(b *testing.B) {
 	// dialer's share read 1–6 KB instead of the 25–35 KB it takes), and
 	// the load rounds must not run on heaps 1,000 sessions grew.
 	b.Run("idle-websocket", func(b *testing.B) { startReferenceBench(b).idleWebsockets(b) })
+	// The same as browsers open them at an https edge: over the page's
+	// TLS HTTP/2 connection, a few to a connection.
+	b.Run("idle-websocket-tls-http2", func(b *testing.B) { startReferenceBenchOver(b, true).idleWebsocketsOverHTTP2(b) })
 	rb := startReferenceBench(b)
 	for _, conc := range []int{1, 8} {
 		b.Run("c="+strconv.Itoa(conc), func(b *testing.B) { rb.load(b, conc, "") })
@@ -604,6 +654,91 @@ func openBrowserWebsockets(ctx context.Context, n int, wsURL, cookie string, dia
 }
 
 func (rb *referenceBench) idleWebsockets(b *testing.B) {
+	wsURL := "ws://" + codeHost + "/ws"
+	openVia := func(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, int) (idleSet, error) {
+		return func(ctx context.Context, n int) (idleSet, error) {
+			return openBrowserWebsockets(ctx, n, wsURL, rb.bp.codeCookie, dial)
+		}
+	}
+	rb.measureIdle(b, openVia(rb.ref.dial), openVia(rb.bp.dial))
+}
+
+// idleWebsocketsOverHTTP2 is idleWebsockets as browsers open them at an
+// https edge (startReferenceBenchOver with TLS): RFC 8441 extended
+// CONNECTs, envoyMemStreamsPerConn to a TLS HTTP/2 connection, as Chromium
+// does (TestBrowserWebsocketOverHTTP2).
+func (rb *referenceBench) idleWebsocketsOverHTTP2(b *testing.B) {
+	openVia := func(e *edge) func(context.Context, int) (idleSet, error) {
+		addr := netip.MustParseAddrPort(e.addr)
+		return func(ctx context.Context, n int) (idleSet, error) {
+			o := &h2Opener{
+				roots: rb.roots, perConn: envoyMemStreamsPerConn, host: codeHost, path: "/ws",
+				headers: browserWebsocketHeaders("https", rb.bp.codeCookie),
+				check:   func(rw io.ReadWriter) error { return frameEcho(rw, "hello") },
+			}
+			set := &h2Set{}
+			for range n {
+				if err := ctx.Err(); err != nil {
+					set.closeAll()
+					return nil, err
+				}
+				s, err := o.open(addr)
+				if err != nil {
+					set.closeAll()
+					return nil, err
+				}
+				set.streams = append(set.streams, s)
+			}
+			return set, nil
+		}
+	}
+	rb.measureIdle(b, openVia(rb.ref), openVia(rb.bp))
+}
+
+// idleSet is a set of open websockets.
+type idleSet interface {
+	// echo sends msg on the i-th session (modulo) and checks it comes back.
+	echo(ctx context.Context, i int, msg string) error
+	closeAll()
+}
+
+func (s *wsSet) echo(ctx context.Context, i int, msg string) error {
+	return echoOnce(ctx, s.conns[i%len(s.conns)], msg)
+}
+
+// h2Set is a set of websockets over HTTP/2 (h2Opener).
+type h2Set struct{ streams []io.ReadWriteCloser }
+
+func (s *h2Set) echo(_ context.Context, i int, msg string) error {
+	return frameEcho(s.streams[i%len(s.streams)], msg)
+}
+
+func (s *h2Set) closeAll() {
+	for _, st := range s.streams {
+		_ = st.Close()
+	}
+}
+
+// frameEcho sends msg in one websocket frame on rw and checks the echo.
+func frameEcho(rw io.ReadWriter, msg string) error {
+	if err := writeFrame(rw, []byte(msg)); err != nil {
+		return fmt.Errorf("websocket write: %w", err)
+	}
+	got, err := readFrame(rw)
+	if err != nil {
+		return fmt.Errorf("websocket read: %w", err)
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
+}
+
+// measureIdle opens idleWebsockets sessions through each side with its
+// open (the reference's, then wsedge's), reports the RSS growth per open
+// session of each process and summed, then the echo latency on idle
+// sessions, the sides interleaved.
+func (rb *referenceBench) measureIdle(b *testing.B, openRef, openWsedge func(context.Context, int) (idleSet, error)) {
 	// Memory per session is an RSS delta: a second round on the same
 	// processes reuses what the first freed and measures next to
 	// nothing, so a set of processes is measured once (the benchmark
@@ -614,19 +749,18 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 	rb.idleMeasured = true
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	wsURL := "ws://" + codeHost + "/ws"
 	type side struct {
 		prefix string
 		ps     []namedPid
-		dial   func(context.Context, string, string) (net.Conn, error)
-		set    *wsSet
+		open   func(context.Context, int) (idleSet, error)
+		set    idleSet
 	}
 	sides := []*side{
-		{prefix: "baseline-", ps: rb.reference, dial: rb.ref.dial},
-		{prefix: "", ps: rb.wsedge, dial: rb.bp.dial},
+		{prefix: "baseline-", ps: rb.reference, open: openRef},
+		{prefix: "", ps: rb.wsedge, open: openWsedge},
 	}
 	for _, s := range sides {
-		warm, err := openBrowserWebsockets(ctx, 8, wsURL, rb.bp.codeCookie, s.dial)
+		warm, err := s.open(ctx, 8)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -641,7 +775,7 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 	var mem []metric
 	for _, s := range sides {
 		before := sample(b, s.ps, rss)
-		set, err := openBrowserWebsockets(ctx, idleWebsockets, wsURL, rb.bp.codeCookie, s.dial)
+		set, err := s.open(ctx, idleWebsockets)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -663,7 +797,7 @@ func (rb *referenceBench) idleWebsockets(b *testing.B) {
 		for k := range 2 {
 			s := sides[(i+k)%2]
 			start := time.Now()
-			if err := echoOnce(ctx, s.set.conns[i%idleWebsockets], "ping "+strconv.Itoa(i)); err != nil {
+			if err := s.set.echo(ctx, i, "ping "+strconv.Itoa(i)); err != nil {
 				b.Fatal(err)
 			}
 			lat[s.prefix] = append(lat[s.prefix], time.Since(start))
