@@ -195,6 +195,8 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff
 	}
 	res.Body = http.NoBody // the proxy closes it on our error; the session owns appConn
 	h.detached = true
+	closed, end := upgradeGC.sessionOpened(), h.end
+	h.end = func() { closed(); end() }
 	if b.startWatched(h.cut, h.poller, h.end) {
 		return errUpgradeBridged
 	}

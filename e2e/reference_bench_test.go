@@ -575,7 +575,9 @@ func (s *sideLoad) report(b *testing.B, prefix string, ps []namedPid) {
 //     load runs through): 1,000 websockets to the same app's /ws echo through each side,
 //     opened as the app's page would (with its Origin), RSS growth
 //     (VmRSS) per open session of each process and summed
-//     (ws-B/session), then echo latency on idle sessions, interleaved.
+//     (ws-B/session), the CPU each process spent opening them and the
+//     second they then settle (open-cpu-µs/session), then echo latency on
+//     idle sessions, interleaved.
 //   - idle-websocket-tls-http2: the same on edges that terminate TLS (the
 //     dev edge with a certificate; the minimal Envoy with the same
 //     certificate and allow_connect), each websocket an RFC 8441 extended
@@ -774,7 +776,7 @@ func (rb *referenceBench) measureIdle(b *testing.B, openRef, openWsedge func(con
 	}
 	var mem []metric
 	for _, s := range sides {
-		before := sample(b, s.ps, rss)
+		before, cpu0 := sample(b, s.ps, rss), sample(b, s.ps, cpuSample)
 		set, err := s.open(ctx, idleWebsockets)
 		if err != nil {
 			b.Fatal(err)
@@ -782,14 +784,16 @@ func (rb *referenceBench) measureIdle(b *testing.B, openRef, openWsedge func(con
 		s.set = set
 		defer set.closeAll()
 		time.Sleep(time.Second) // let both ends settle to idle
-		after := sample(b, s.ps, rss)
-		var sum float64
+		after, cpu1 := sample(b, s.ps, rss), sample(b, s.ps, cpuSample)
+		var sum, cpuSum float64
 		for _, p := range s.ps {
 			d := (after[p.name] - before[p.name]) / idleWebsockets
+			c := (cpu1[p.name] - cpu0[p.name]) / idleWebsockets
 			sum += d
-			mem = append(mem, metric{d, s.prefix + p.name + "-ws-B/session"})
+			cpuSum += c
+			mem = append(mem, metric{d, s.prefix + p.name + "-ws-B/session"}, metric{c, s.prefix + p.name + "-open-cpu-µs/session"})
 		}
-		mem = append(mem, metric{sum, s.prefix + "ws-B/session"})
+		mem = append(mem, metric{sum, s.prefix + "ws-B/session"}, metric{cpuSum, s.prefix + "open-cpu-µs/session"})
 	}
 	lat := map[string][]time.Duration{}
 	i := 0
