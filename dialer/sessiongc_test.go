@@ -1,7 +1,6 @@
 package dialer
 
 import (
-	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -103,15 +102,7 @@ func TestUpgradedSessionsCounted(t *testing.T) {
 		const sessions = 12
 		var conns []net.Conn
 		for range sessions {
-			c, br := openRawUpgrade(t, e.addr, tok, nil)
-			conns = append(conns, c)
-			if _, err := io.WriteString(c, "ping"); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, 4)
-			if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
-				t.Fatalf("echo %q, %v", got, err)
-			}
+			conns = append(conns, openPinged(t, e.addr, tok))
 		}
 		if got := upgradeGC.open.Load() - base; got != sessions {
 			t.Fatalf("%d sessions counted open, want %d", got, sessions)

@@ -82,6 +82,21 @@ func openRawUpgrade(t testing.TB, addr, token string, early []byte) (net.Conn, *
 	}
 }
 
+// openPinged opens an upgraded session with openRawUpgrade and checks a
+// "ping" comes back through it.
+func openPinged(t testing.TB, addr, token string) net.Conn {
+	t.Helper()
+	c, br := openRawUpgrade(t, addr, token, nil)
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	return c
+}
+
 // TestUpgradedConnectionBytes: bytes cross a proxied protocol switch in
 // both directions unchanged — including what the client sent before the
 // 101 arrived, transfers far larger than the copy buffers, and the
@@ -198,15 +213,7 @@ func idleUpgradedConnectionMemory(t *testing.T, watched bool) {
 		runtime.ReadMemStats(&before)
 		g := runtime.NumGoroutine()
 		for range sessions {
-			c, br := openRawUpgrade(t, addr, tok, nil)
-			conns = append(conns, c)
-			if _, err := io.WriteString(c, "ping"); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, 4)
-			if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
-				t.Fatalf("echo %q, %v", got, err)
-			}
+			conns = append(conns, openPinged(t, addr, tok))
 		}
 		runtime.GC()
 		runtime.GC()
