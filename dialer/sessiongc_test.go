@@ -21,7 +21,8 @@ func newFakeCollector() *fakeCollector {
 	return f
 }
 
-// open opens n sessions and waits for a cycle it asks for to be over.
+// openN opens n sessions, waiting after each for a cycle it asked for
+// to be over, and returns their closers.
 func (f *fakeCollector) openN(n int) []func() {
 	var closers []func()
 	for range n {

@@ -192,7 +192,7 @@ func idleUpgradedConnectionMemory(t *testing.T, watched bool) {
 	tok := e.token(pathAppRequest("code"), "http://127.0.0.1:"+itoa(port))
 
 	const sessions = 200
-	goroutines := runtime.NumGoroutine()
+	goroutines := steadyGoroutines(t)
 	type cost struct{ heap, stack, goroutines float64 }
 	// perSession opens sessions to addr, each echoing one message, and
 	// measures the live heap, stacks and goroutines they add.
@@ -211,7 +211,7 @@ func idleUpgradedConnectionMemory(t *testing.T, watched bool) {
 		runtime.GC()
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		g := runtime.NumGoroutine()
+		g := steadyGoroutines(t)
 		for range sessions {
 			conns = append(conns, openPinged(t, addr, tok))
 		}
@@ -251,6 +251,24 @@ func idleUpgradedConnectionMemory(t *testing.T, watched bool) {
 	if heap+stack > float64(limit) {
 		t.Errorf("dialer holds %.0f B (heap %.0f, stacks %.0f) per idle upgraded connection, want ≤ %d", heap+stack, heap, stack, limit)
 	}
+}
+
+// steadyGoroutines is the goroutine count once it has held still for a
+// while: a count taken while an earlier test's servers still wind down
+// would make their exits look like sessions that hold no goroutine.
+func steadyGoroutines(t testing.TB) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	n := runtime.NumGoroutine()
+	for still := 0; still < 10 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		if m := runtime.NumGoroutine(); m != n {
+			n, still = m, 0
+		} else {
+			still++
+		}
+	}
+	return n
 }
 
 // settle waits for closed sessions' goroutines to end.

@@ -738,8 +738,8 @@ func frameEcho(rw io.ReadWriter, msg string) error {
 
 // measureIdle opens idleWebsockets sessions through each side with its
 // open (the reference's, then wsedge's), reports the RSS growth per open
-// session of each process and summed, then the echo latency on idle
-// sessions, the sides interleaved.
+// session and the CPU spent opening it, of each process and summed, then
+// the echo latency on idle sessions, the sides interleaved.
 func (rb *referenceBench) measureIdle(b *testing.B, openRef, openWsedge func(context.Context, int) (idleSet, error)) {
 	// Memory per session is an RSS delta: a second round on the same
 	// processes reuses what the first freed and measures next to
