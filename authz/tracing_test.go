@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -60,11 +61,19 @@ func TestCheckContinuesEnvoysTrace(t *testing.T) {
 		t.Fatalf("Check = %v, %v; want an allow", resp, err)
 	}
 
+	// gRPC ends the server span after it has sent the answer, so the
+	// client may read it first: wait for the span a little.
+	serverSpan := authv3.Authorization_ServiceDesc.ServiceName + "/Check"
 	byName := map[string]sdktrace.ReadOnlySpan{}
-	for _, s := range rec.Ended() {
-		byName[s.Name()] = s
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		for _, s := range rec.Ended() {
+			byName[s.Name()] = s
+		}
+		if _, ok := byName[serverSpan]; ok || time.Now().After(deadline) {
+			break
+		}
 	}
-	server, ok := byName[authv3.Authorization_ServiceDesc.ServiceName+"/Check"]
+	server, ok := byName[serverSpan]
 	if !ok {
 		t.Fatalf("no server span among %v", names(rec.Ended()))
 	}
