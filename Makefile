@@ -216,14 +216,17 @@ bench-envoy: setup profiler build
 ## mode instead of the default, written to fastpath-access-log-<mode>.md.
 ## REFERENCE_DIALER_GOGC=N runs the dialer (and nothing else) with GOGC=N,
 ## written to fastpath-dialer-gogc-<N>.md.
+## REFERENCE_GOMAXPROCS=N runs both Go proxies (the dialer and the
+## reference proxy) with GOMAXPROCS=N, written to fastpath-gomaxprocs-<N>.md.
 ## Each figure is the mean of REFERENCE_COUNT runs (default 3): one run's
 ## ratios move by about ±5 % on a 2-core machine.
 REFERENCE_BENCHTIME ?= 5s
 REFERENCE_COUNT ?= 3
 REFERENCE_ACCESS_LOG ?=
 REFERENCE_DIALER_GOGC ?=
+REFERENCE_GOMAXPROCS ?=
 bench-reference: setup build
-	WSEDGE_BENCH_ACCESS_LOG=$(REFERENCE_ACCESS_LOG) WSEDGE_BENCH_DIALER_GOGC=$(REFERENCE_DIALER_GOGC) $(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -count $(REFERENCE_COUNT) -out bench/results/fastpath$(if $(REFERENCE_ACCESS_LOG),-access-log-$(REFERENCE_ACCESS_LOG))$(if $(REFERENCE_DIALER_GOGC),-dialer-gogc-$(REFERENCE_DIALER_GOGC)).md ./e2e/
+	WSEDGE_BENCH_ACCESS_LOG=$(REFERENCE_ACCESS_LOG) WSEDGE_BENCH_DIALER_GOGC=$(REFERENCE_DIALER_GOGC) WSEDGE_BENCH_GOMAXPROCS=$(REFERENCE_GOMAXPROCS) $(GO) run ./internal/benchreport -tags $(GOTAGS) -bench WarmPathVsReference -benchtime $(REFERENCE_BENCHTIME) -count $(REFERENCE_COUNT) -out bench/results/fastpath$(if $(REFERENCE_ACCESS_LOG),-access-log-$(REFERENCE_ACCESS_LOG))$(if $(REFERENCE_DIALER_GOGC),-dialer-gogc-$(REFERENCE_DIALER_GOGC))$(if $(REFERENCE_GOMAXPROCS),-gomaxprocs-$(REFERENCE_GOMAXPROCS)).md ./e2e/
 
 ## soak: load and soak through the whole path (e2e TestSoak*): sustained
 ## warm-cookie rate, 1,000 websockets for SOAK_DURATION, a mixed soak for

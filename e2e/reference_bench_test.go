@@ -305,9 +305,17 @@ func startReferenceBenchOver(b *testing.B, overTLS bool) *referenceBench {
 	pids := map[string]int{}
 	// WSEDGE_BENCH_DIALER_GOGC runs the dialer alone with that GOGC, as an
 	// operator would set it (make bench-reference REFERENCE_DIALER_GOGC=25).
-	var dialerEnv []string
+	// WSEDGE_BENCH_GOMAXPROCS runs both Go proxies, the dialer and the
+	// reference, with that GOMAXPROCS (make bench-reference
+	// REFERENCE_GOMAXPROCS=1): the tailnet's cost per packet moves with
+	// it on either side alike.
+	var dialerEnv, refEnv []string
 	if v := os.Getenv("WSEDGE_BENCH_DIALER_GOGC"); v != "" {
 		dialerEnv = []string{"GOGC=" + v}
+	}
+	if v := os.Getenv("WSEDGE_BENCH_GOMAXPROCS"); v != "" {
+		dialerEnv = append(dialerEnv, "GOMAXPROCS="+v)
+		refEnv = []string{"GOMAXPROCS=" + v}
 	}
 	elsewhere := func(ctx context.Context, service string, ln net.Listener, spec devstack.ServiceSpec) error {
 		var env []string
@@ -359,7 +367,7 @@ func startReferenceBenchOver(b *testing.B, overTLS bool) *referenceBench {
 		b.Fatal(err)
 	}
 	defer ln.Close() // the child has its own copy
-	ref, err := startBenchChild(roleReference, ln, benchChildSpec{Service: dev.Spec(), CoordinateURL: coordSrv.URL, AgentID: agentID, AgentPort: port})
+	ref, err := startBenchChild(roleReference, ln, benchChildSpec{Service: dev.Spec(), CoordinateURL: coordSrv.URL, AgentID: agentID, AgentPort: port}, refEnv...)
 	if err != nil {
 		b.Fatal(err)
 	}
