@@ -55,6 +55,9 @@ const envoyMemStreamsPerConn = 4
 //     allow_connect; TestBrowserWebsocketOverHTTP2).
 //
 // Both Envoys still open an HTTP/1.1 connection upstream per websocket.
+// In clear text the benchmark also reports what an Envoy that only copies
+// bytes (tcp_proxy, no HTTP) keeps for the same two connections,
+// tcp-proxy-envoy-alloc-B/ws: the floor under any HTTP configuration.
 func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 	bin, err := envoyrun.FindBinary()
 	if err != nil {
@@ -86,6 +89,12 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			edge, held := envoyWebsocketMemory(b, bin, bootstrapYAML(b, bs), envoy.ListenerName, v.open)
+			if !v.tls {
+				// What any Envoy keeps for the two connections alone:
+				// the rest of a websocket's share is its HTTP layer.
+				floor, _ := envoyWebsocketMemory(b, bin, fmt.Appendf(nil, tcpProxyBootstrap, port), "direct", v.open)
+				defer b.ReportMetric(floor.alloc, "tcp-proxy-envoy-alloc-B/ws")
+			}
 			// The figures are measured once, above; ns/op is an echo on
 			// one of the held sessions through the edge.
 			msg, echo := []byte("ping"), make([]byte, 4)
@@ -109,6 +118,34 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 }
 
 type envoyMem struct{ alloc, rss float64 }
+
+// tcpProxyBootstrap is minimalBootstrap without HTTP: the listener hands
+// each connection to tcp_proxy, which opens one to the upstream port (%s)
+// and copies bytes. The upstream sees the client's handshake itself.
+const tcpProxyBootstrap = `
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+static_resources:
+  listeners:
+  - name: direct
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: direct
+          cluster: app
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
+`
 
 // wsOpener opens one websocket to the demo app's echo through the Envoy
 // listening at addr, checks bytes come back, and returns it held open.
