@@ -92,7 +92,7 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 			if !v.tls {
 				// What any Envoy keeps for the two connections alone:
 				// the rest of a websocket's share is its HTTP layer.
-				floor, _ := envoyWebsocketMemory(b, bin, fmt.Appendf(nil, tcpProxyBootstrap, port), "direct", v.open)
+				floor, _ := envoyWebsocketMemory(b, bin, tcpProxyBootstrap(b, port), "direct", v.open)
 				defer b.ReportMetric(floor.alloc, "tcp-proxy-envoy-alloc-B/ws")
 			}
 			// The figures are measured once, above; ns/op is an echo on
@@ -119,33 +119,23 @@ func BenchmarkEnvoyWebsocketMemory(b *testing.B) {
 
 type envoyMem struct{ alloc, rss float64 }
 
-// tcpProxyBootstrap is minimalBootstrap without HTTP: the listener hands
-// each connection to tcp_proxy, which opens one to the upstream port (%s)
-// and copies bytes. The upstream sees the client's handshake itself.
-const tcpProxyBootstrap = `
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-static_resources:
-  listeners:
-  - name: direct
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
+// tcpProxyBootstrap is minimalBootstrap for port without HTTP: the
+// listener hands each connection to tcp_proxy, which opens one to the
+// upstream and copies bytes; the upstream sees the client's handshake.
+func tcpProxyBootstrap(tb testing.TB, port string) []byte {
+	tb.Helper()
+	b := fmt.Sprintf(minimalBootstrap, port)
+	from, to := strings.Index(b, "      - name: envoy.filters.network.http_connection_manager\n"), strings.Index(b, "  clusters:\n")
+	if from < 0 || to < from {
+		tb.Fatal("minimalBootstrap has no HTTP connection manager to replace")
+	}
+	return []byte(b[:from] + `      - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: direct
           cluster: app
-  clusters:
-  - name: app
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: app
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
-`
+` + b[to:])
+}
 
 // wsOpener opens one websocket to the demo app's echo through the Envoy
 // listening at addr, checks bytes come back, and returns it held open.
