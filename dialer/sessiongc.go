@@ -53,6 +53,10 @@ func (g *sessionCollector) sessionOpened() (closed func()) {
 			if g.count() == seen {
 				g.collect()
 			} // else the runtime collected meanwhile: most of the garbage is gone
+			// The sessions opened while this ran count from this cycle
+			// on, not from the one before it (which would let the next
+			// window take this cycle for the runtime's and skip its own).
+			g.cycles.Store(g.count())
 		}()
 	}
 	return func() { g.open.Add(-1) }

@@ -88,6 +88,31 @@ func TestSessionCollector(t *testing.T) {
 	}
 }
 
+// TestSessionCollectorDuringItsCycle: sessions that open while the cycle
+// it asked for still runs (a fast burst) start the next window; that cycle
+// is not taken for the runtime's when the window fills.
+func TestSessionCollectorDuringItsCycle(t *testing.T) {
+	f := newFakeCollector()
+	gate := make(chan struct{})
+	collect := f.collect
+	f.collect = func() { <-gate; collect() }
+	for range sessionGCEvery {
+		f.sessionOpened()
+	}
+	if !f.running.Load() {
+		t.Fatalf("no cycle asked for after %d sessions", sessionGCEvery)
+	}
+	f.sessionOpened() // opens while the cycle runs
+	close(gate)
+	for f.running.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	f.openN(sessionGCEvery - 1)
+	if got := f.asked.Load(); got != 2 {
+		t.Fatalf("%d cycles after %d sessions in a burst, want 2", got, 2*sessionGCEvery)
+	}
+}
+
 // TestUpgradedSessionsCounted: the dialer's collector counts each detached
 // session open while it is and closed once when it ends, whichever side
 // ends it (the rule for how often it collects depends on the count).
