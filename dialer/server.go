@@ -307,12 +307,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() { defer loops.Done(); poller.run(pollCtx) }()
 	}
 
+	// The front reads Envoy's connections and answers the common
+	// request itself; srv serves the connections it hands over.
+	fr := newFront(ln, srv, baseCtx)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- fr.serve() }()
+	go func() { _ = srv.Serve(fr.handoff) }()
 
 	select {
 	case err = <-serveErr:
 		// The listener failed: no graceful shutdown to do.
+		_ = srv.Close()
+		fr.close()
 		loopCancel()
 		hardCancel()
 		pollCancel()
@@ -325,7 +331,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.beginShutdown()
 	graceCtx, graceCancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace)
 	defer graceCancel()
-	if err := srv.Shutdown(graceCtx); err != nil {
+	frontDone := make(chan error, 1)
+	go func() { frontDone <- fr.shutdown(graceCtx) }()
+	err = srv.Shutdown(graceCtx)
+	if ferr := <-frontDone; err == nil {
+		err = ferr
+	}
+	if err != nil {
 		s.log.Warn("dialer shutdown: in-flight requests cut at the deadline", "error", err)
 	}
 	select {
@@ -337,6 +349,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// connection (ReverseProxy watches the request context).
 	hardCancel()
 	_ = srv.Close()
+	fr.close()
 	select {
 	case <-s.upgrades.drained():
 	case <-time.After(upgradeCutWait):

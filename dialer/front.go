@@ -1,0 +1,1004 @@
+package dialer
+
+// The front: the dialer's own loop for the HTTP/1.1 connections Envoy
+// keeps to it. For each request net/http's server starts a goroutine
+// that reads the connection in the background (to notice a client that
+// goes away), wakes and stops it, and runs its response machinery; that
+// was 3–4 % of the dialer's CPU per warm request (measured with
+// BenchmarkWarmPathVsReference). The front serves the requests that make
+// most of an edge's traffic — a GET or HEAD without a body, a websocket
+// handshake among them — in the connection's own goroutine: it parses
+// them with http.ReadRequest, calls the same handler, and writes the
+// answer as net/http's server frames it (frontWriter; front_test.go
+// holds the two side by side). Any other request (a body, HTTP/1.0, an
+// Expect, h2c, a header net/http would refuse, a header block larger
+// than the front's buffer) hands the connection, with the bytes read so
+// far, to the net/http server for the rest of its life: net/http answers
+// it exactly as it did before the front.
+//
+// What net/http's background read gives a handler — its context ends
+// when the client goes away — the front gives a request that is still
+// running after frontWatchAfter (a long poll, a stream): a warm request
+// is over long before.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"net/textproto"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+const (
+	// frontBufferSize bounds the header block the front reads itself;
+	// a larger one goes to net/http (which takes up to 1 MiB).
+	frontBufferSize = 4 << 10
+	// frontWatchAfter is how long a request runs before the front
+	// watches its connection for the client going away.
+	frontWatchAfter = 250 * time.Millisecond
+	// bufferBeforeChunking is what net/http's server holds back before
+	// it writes the header: an answer that ends within it gets a
+	// Content-Length instead of chunks.
+	bufferBeforeChunking = 2048
+)
+
+// front accepts the dialer's connections and serves them (see above).
+type front struct {
+	handler http.Handler
+	// srv is the net/http server connections are handed to (its
+	// timeouts are the front's too) and what ServerContextKey carries.
+	srv  *http.Server
+	base context.Context
+	ln   net.Listener
+	// handoff is srv's listener: connections the front gives up.
+	handoff *handoffListener
+
+	mu    sync.Mutex
+	conns map[*frontConn]struct{}
+	// closing is set (under mu) when shutdown or close begins.
+	closing atomic.Bool
+	// active counts connections that are reading or answering a
+	// request; idle ones wait for the next request's first byte.
+	active sync.WaitGroup
+}
+
+func newFront(ln net.Listener, srv *http.Server, base context.Context) *front {
+	return &front{
+		handler: srv.Handler, srv: srv, base: base, ln: ln,
+		handoff: &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), closed: make(chan struct{})},
+		conns:   map[*frontConn]struct{}{},
+	}
+}
+
+// serve accepts connections until the listener fails or shutdown closes
+// it, and returns what net/http's Serve would.
+func (f *front) serve() error {
+	var delay time.Duration
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			if f.isClosing() {
+				return http.ErrServerClosed
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				// As net/http's Serve: back off and go on.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			_ = f.handoff.Close()
+			return err
+		}
+		delay = 0
+		fc := f.newConn(c)
+		if fc == nil {
+			_ = c.Close()
+			continue
+		}
+		go fc.serve()
+	}
+}
+
+func (f *front) isClosing() bool { return f.closing.Load() }
+
+func (f *front) newConn(c net.Conn) *frontConn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing.Load() {
+		return nil
+	}
+	src := &frontSource{Conn: c}
+	br, bw := frontReaders.Get().(*bufio.Reader), frontWriters.Get().(*bufio.Writer)
+	br.Reset(src)
+	bw.Reset(c)
+	fc := &frontConn{
+		f: f, c: c, src: src, br: br, bw: bw,
+		remote: c.RemoteAddr().String(),
+		ctx:    context.WithValue(context.WithValue(f.base, http.ServerContextKey, f.srv), http.LocalAddrContextKey, c.LocalAddr()),
+	}
+	f.conns[fc] = struct{}{}
+	return fc
+}
+
+// shutdown stops accepting, closes idle connections and waits for the
+// requests in flight (each connection closes after its answer) until
+// ctx ends.
+func (f *front) shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.closing.Store(true)
+	_ = f.ln.Close()
+	for fc := range f.conns {
+		if !fc.busy {
+			_ = fc.c.Close()
+		}
+	}
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() { f.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close closes every connection the front still serves.
+func (f *front) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closing.Store(true)
+	_ = f.ln.Close()
+	for fc := range f.conns {
+		_ = fc.c.Close()
+	}
+}
+
+// handoffListener is what net/http's server accepts from: the
+// connections the front gives up.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// give hands c to net/http's server, or closes it once that server is
+// closed.
+func (l *handoffListener) give(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		_ = c.Close()
+	}
+}
+
+// frontSource is the connection as the front's reader reads it: a byte
+// the watch read (watch) comes first. Only the connection's goroutine
+// reads it, after the watch is over.
+type frontSource struct {
+	net.Conn
+	pending []byte
+}
+
+func (s *frontSource) Read(p []byte) (int, error) {
+	if len(s.pending) > 0 && len(p) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		return n, nil
+	}
+	return s.Conn.Read(p)
+}
+
+// handedConn is a connection given to net/http with the bytes the front
+// read from it first.
+type handedConn struct {
+	net.Conn
+	src *frontSource
+	// prefix is what is left of the bytes the front read (net/http's
+	// first read takes them all); drained once it is empty.
+	prefix  []byte
+	drained atomic.Bool
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // an upgraded session does not keep its handshake
+			c.drained.Store(true)
+		}
+		return n, nil
+	}
+	return c.src.Read(p)
+}
+
+// CloseWrite half-closes the connection (an upgraded session whose app
+// closed its side).
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// SyscallConn lets the dialer's readiness poller watch an upgraded
+// connection, once net/http has read the bytes the front passed on.
+func (c *handedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok || !c.drained.Load() || len(c.src.pending) > 0 {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
+// The front's buffers, shared by its connections as net/http shares its
+// own: an idle websocket, handed to net/http, keeps none of them.
+var (
+	frontReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, frontBufferSize) }}
+	frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// frontConn is one connection the front serves.
+type frontConn struct {
+	f      *front
+	c      net.Conn
+	src    *frontSource
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	ctx    context.Context
+	// busy (under f.mu): reading or answering a request.
+	busy bool
+	// bufw is the answers' 2 KiB buffer (frontWriter.bufw).
+	bufw *bufio.Writer
+	// watch is the running request's (answer), if any.
+	watch *requestWatch
+	// hijacked: a handler took the connection (a protocol switch).
+	hijacked bool
+}
+
+// setBusy marks the connection busy or idle; it reports false when the
+// front is closing and an idle connection must not take a request.
+func (fc *frontConn) setBusy(busy bool) bool {
+	fc.f.mu.Lock()
+	defer fc.f.mu.Unlock()
+	if busy == fc.busy {
+		return true
+	}
+	if busy {
+		if fc.f.closing.Load() {
+			return false
+		}
+		fc.f.active.Add(1)
+	} else {
+		fc.f.active.Done()
+	}
+	fc.busy = busy
+	return true
+}
+
+func (fc *frontConn) forget() {
+	fc.f.mu.Lock()
+	defer fc.f.mu.Unlock()
+	if fc.busy {
+		fc.f.active.Done()
+		fc.busy = false
+	}
+	delete(fc.f.conns, fc)
+}
+
+func (fc *frontConn) serve() {
+	handed := false
+	defer func() {
+		if fc.hijacked {
+			// The connection and its buffers are the hijacker's.
+			fc.forget()
+			return
+		}
+		if !handed {
+			// As net/http: what the answer left buffered goes out (a
+			// handler that panicked mid-body), then the connection ends.
+			_ = fc.bw.Flush()
+			_ = fc.c.Close()
+		}
+		fc.forget()
+		fc.br.Reset(nil)
+		fc.bw.Reset(nil)
+		frontReaders.Put(fc.br)
+		frontWriters.Put(fc.bw)
+		fc.br, fc.bw, fc.bufw = nil, nil, nil
+	}()
+	idle, header := fc.f.srv.IdleTimeout, fc.f.srv.ReadHeaderTimeout
+	// As net/http: a new connection has the header timeout to send its
+	// first request, a kept-alive one the idle timeout for the next.
+	// A kept-alive one closes without an answer when fewer than four
+	// bytes come before the client closes.
+	wait, need := header, 1
+	for {
+		if wait > 0 {
+			_ = fc.c.SetReadDeadline(time.Now().Add(wait))
+		}
+		if _, err := fc.br.Peek(need); err != nil {
+			return
+		}
+		wait, need = idle, 4
+		if !fc.setBusy(true) {
+			return
+		}
+		block, ok := fc.headerBlock(header)
+		if !ok {
+			return
+		}
+		if block == nil {
+			handed = fc.handOver(nil)
+			return
+		}
+		req, err := http.ReadRequest(fc.br)
+		if err != nil || !frontTakes(req, block) {
+			// net/http answers it (with its own 400 for a bad one).
+			handed = fc.handOver(block)
+			return
+		}
+		_ = fc.c.SetReadDeadline(time.Time{})
+		if !fc.answer(req) || fc.hijacked {
+			return
+		}
+		if !fc.setBusy(false) {
+			return
+		}
+	}
+}
+
+// headerBlock waits for the request's whole header block and returns it
+// (still in the reader's buffer, not consumed): up to the first empty
+// line, as http.ReadRequest reads it (lines may end in a bare line
+// feed). A nil block with ok means the bytes are not a request the front
+// reads — too large, h2c, or cut short by the client —, which net/http
+// answers; !ok means the connection failed or timed out.
+func (fc *frontConn) headerBlock(timeout time.Duration) (block []byte, ok bool) {
+	deadlineSet := false
+	for {
+		b, _ := fc.br.Peek(fc.br.Buffered())
+		if bytes.HasPrefix(b, []byte("PRI ")) {
+			return nil, true // HTTP/2 with prior knowledge
+		}
+		if i := firstEmptyLine(b); i >= 0 {
+			return b[:i+1], true
+		}
+		if len(b) == frontBufferSize {
+			return nil, true
+		}
+		if !deadlineSet && timeout > 0 {
+			_ = fc.c.SetReadDeadline(time.Now().Add(timeout))
+			deadlineSet = true
+		}
+		if _, err := fc.br.Peek(len(b) + 1); err != nil {
+			// A client that closed after part of a request gets
+			// net/http's answer to that part; a slow one, none.
+			return nil, !isTimeout(err) && fc.br.Buffered() > 0
+		}
+	}
+}
+
+// firstEmptyLine is the index of the line feed that ends the first
+// empty line of b (the end of a header block), or -1.
+func firstEmptyLine(b []byte) int {
+	for i := 1; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		if b[i-1] == '\n' {
+			return i
+		}
+		if b[i-1] == '\r' && i >= 2 && b[i-2] == '\n' {
+			return i
+		}
+	}
+	return -1
+}
+
+// handOver gives the connection to net/http with block (the request
+// read from it, if any) and whatever else the front had buffered first.
+// It reports whether net/http took it.
+func (fc *frontConn) handOver(block []byte) bool {
+	_ = fc.c.SetReadDeadline(time.Time{})
+	rest, _ := fc.br.Peek(fc.br.Buffered())
+	prefix := make([]byte, 0, len(block)+len(rest))
+	prefix = append(append(prefix, block...), rest...)
+	hc := &handedConn{Conn: fc.c, src: fc.src, prefix: prefix}
+	hc.drained.Store(len(prefix) == 0)
+	fc.forget()
+	fc.f.handoff.give(hc)
+	return true
+}
+
+// frontTakes reports whether the front answers req (read from block)
+// itself: an HTTP/1.1 GET or HEAD without a body, in origin form, with
+// one valid Host, and no Expect or protocol switch. net/http answers
+// the others, including every request it would refuse, as before.
+func frontTakes(r *http.Request, block []byte) bool {
+	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || r.ProtoMajor != 1 || r.ProtoMinor != 1 ||
+		r.ContentLength != 0 || len(r.TransferEncoding) != 0 || r.Body != http.NoBody ||
+		!strings.HasPrefix(r.RequestURI, "/") {
+		return false
+	}
+	// http.ReadRequest drops the Host header it read (into r.Host, the
+	// same in origin form): the block says whether there was one.
+	if r.Host == "" || !httpguts.ValidHostHeader(r.Host) || hostLines(block) != 1 {
+		return false
+	}
+	for k, vs := range r.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
+			}
+		}
+		switch k {
+		case "Expect":
+			return false
+		case "Upgrade":
+			// HTTP/2's own upgrade is net/http's to refuse or take.
+			if httpguts.HeaderValuesContainsToken(vs, "h2c") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// hostLines counts the header lines of block named Host (any case).
+func hostLines(block []byte) int {
+	n := 0
+	for i := 0; i+6 < len(block); i++ {
+		if block[i] == '\n' && (block[i+1]|0x20) == 'h' && (block[i+2]|0x20) == 'o' && (block[i+3]|0x20) == 's' &&
+			(block[i+4]|0x20) == 't' && block[i+5] == ':' {
+			n++
+		}
+	}
+	return n
+}
+
+// answer runs the handler for req and finishes its answer; it reports
+// whether the connection serves another request.
+func (fc *frontConn) answer(req *http.Request) (keep bool) {
+	delete(req.Header, "Host")
+	req.RemoteAddr = fc.remote
+	ctx, cancel := context.WithCancel(fc.ctx)
+	defer cancel()
+	req = req.WithContext(ctx)
+	w := &frontWriter{fc: fc, req: req, handlerHeader: make(http.Header), contentLength: -1}
+	w.cw.w = w
+	if fc.bufw == nil {
+		fc.bufw = bufio.NewWriterSize(&w.cw, bufferBeforeChunking)
+	} else {
+		fc.bufw.Reset(&w.cw)
+	}
+	w.bufw = fc.bufw
+	// A byte already buffered is the next request: the client is there.
+	var watch *requestWatch
+	if fc.br.Buffered() == 0 {
+		watch = &requestWatch{fc: fc, cancel: cancel}
+		watch.timer = time.AfterFunc(frontWatchAfter, watch.run)
+	}
+	fc.watch = watch
+	defer func() {
+		if fc.watch != nil && fc.watch.end() {
+			keep = false
+		}
+		fc.watch = nil
+		if p := recover(); p != nil {
+			keep = false
+			if p != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				fc.logf("http: panic serving %v: %v\n%s", fc.remote, p, buf)
+			}
+		}
+	}()
+	fc.f.handler.ServeHTTP(w, req)
+	if fc.hijacked {
+		return false
+	}
+	return w.finish() && !fc.f.isClosing()
+}
+
+// requestWatch watches the connection of a request that still runs
+// after frontWatchAfter: a client that goes away cancels the request,
+// as net/http's background read does.
+type requestWatch struct {
+	fc     *frontConn
+	cancel context.CancelFunc
+	timer  *time.Timer
+
+	mu      sync.Mutex
+	over    bool          // the answer is written: do not start
+	reading chan struct{} // closed when run's read returned
+	gone    bool          // the client went away (read after reading is closed)
+}
+
+// run reads the connection on the timer's goroutine while the request
+// is answered. A byte that arrives (a pipelined request) is kept for the
+// connection's reader.
+func (rw *requestWatch) run() {
+	rw.mu.Lock()
+	if rw.over {
+		rw.mu.Unlock()
+		return
+	}
+	rw.reading = make(chan struct{})
+	rw.mu.Unlock()
+	defer close(rw.reading)
+	var b [1]byte
+	n, err := rw.fc.c.Read(b[:])
+	if n > 0 {
+		rw.fc.src.pending = append(rw.fc.src.pending, b[0])
+	}
+	if err != nil && !isTimeout(err) {
+		rw.gone = true
+		rw.cancel()
+	}
+}
+
+// end stops the watch once the answer is written and reports whether
+// the client went away meanwhile.
+func (rw *requestWatch) end() (gone bool) {
+	if rw.timer.Stop() {
+		return false
+	}
+	rw.mu.Lock()
+	rw.over = true
+	reading := rw.reading
+	rw.mu.Unlock()
+	if reading == nil {
+		return false
+	}
+	_ = rw.fc.c.SetReadDeadline(aLongTimeAgo)
+	<-reading
+	return rw.gone
+}
+
+// aLongTimeAgo is a read deadline that ends a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (fc *frontConn) logf(format string, args ...any) {
+	if l := fc.f.srv.ErrorLog; l != nil {
+		l.Printf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
+}
+
+// frontWriter is the front's http.ResponseWriter. It frames the answer
+// as net/http's server does (its response and chunkWriter): the handler
+// writes into a 2 KiB buffer (bufw) whose fills go to the connection as
+// one piece each (cw); the header — as the handler had it at
+// WriteHeader, a Date unless set, a Content-Type sniffed from the body
+// unless set (or encoded), a Content-Length when the handler ended
+// within the first 2 KiB and set none, chunks otherwise — goes out with
+// the first piece; then trailers, nothing of a body for HEAD, 1xx, 204
+// and 304, and Connection: close when the connection ends after it.
+type frontWriter struct {
+	fc  *frontConn
+	req *http.Request
+	// handlerHeader is what Header returns; header is its copy taken at
+	// WriteHeader, the one written.
+	handlerHeader, header http.Header
+	status                int
+	wroteHeader           bool // WriteHeader called (a final status)
+	headerOut             bool // the header is in the connection's writer
+	bufw                  *bufio.Writer
+	cw                    chunkWriter
+	contentLength         int64 // -1: not set
+	written               int64
+	chunking              bool
+	closeAfter            bool
+	trailers              []string
+	done                  bool // the handler returned
+	dateBuf               [len(http.TimeFormat)]byte
+	// err is the connection's first write error.
+	err error
+}
+
+func (w *frontWriter) Header() http.Header { return w.handlerHeader }
+
+// Hijack hands the connection to the handler (http.Hijacker), as
+// net/http does: a header already set goes out first (what the handler
+// wrote of a body does not), the watch stops (a byte it read is in the
+// returned reader), deadlines are cleared, and the reader holds what the
+// client sent beyond the request.
+func (w *frontWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	fc := w.fc
+	if fc.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.done {
+		panic("net/http: Hijack called after ServeHTTP finished")
+	}
+	if w.wroteHeader && !w.headerOut {
+		w.writeHeader(nil)
+	}
+	if err := fc.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	if fc.watch != nil {
+		fc.watch.end()
+		fc.watch = nil
+	}
+	_ = fc.c.SetDeadline(time.Time{})
+	if len(fc.src.pending) > 0 {
+		if _, err := fc.br.Peek(fc.br.Buffered() + 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	fc.hijacked = true
+	return fc.c, bufio.NewReadWriter(fc.br, fc.bw), nil
+}
+
+func (w *frontWriter) WriteHeader(code int) {
+	if w.fc.hijacked {
+		w.fc.logf("http: response.WriteHeader on hijacked connection")
+		return
+	}
+	if w.wroteHeader {
+		w.fc.logf("http: superfluous response.WriteHeader call")
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		// An informational answer goes out at once, its header as the
+		// handler has it now; the final one follows.
+		bw := w.fc.bw
+		writeStatusLine(bw, code)
+		_ = w.handlerHeader.WriteSubset(bw, excludedNoBody)
+		_, _ = bw.Write(crlf)
+		w.noteErr(bw.Flush())
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	w.header = w.handlerHeader.Clone()
+	if w.header == nil {
+		w.header = http.Header{}
+	}
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
+			w.contentLength = v
+		} else {
+			// As net/http: dropped from the handler's header, not from
+			// the copy, so the answer is chunked (or, for HEAD, keeps it).
+			w.fc.logf("http: invalid Content-Length of %q", cl)
+			w.handlerHeader.Del("Content-Length")
+		}
+	}
+}
+
+func (w *frontWriter) Write(p []byte) (int, error) {
+	if w.fc.hijacked {
+		w.fc.logf("http: response.Write on hijacked connection")
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !bodyAllowedForStatus(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	w.written += int64(len(p))
+	if w.contentLength != -1 && w.written > w.contentLength {
+		return 0, http.ErrContentLength
+	}
+	return w.bufw.Write(p)
+}
+
+func (w *frontWriter) WriteString(s string) (int, error) { return w.Write([]byte(s)) }
+
+// Flush sends what is written so far (http.Flusher).
+func (w *frontWriter) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush with its error (http.ResponseController).
+func (w *frontWriter) FlushError() error {
+	if w.fc.hijacked {
+		return http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	err := w.bufw.Flush()
+	if !w.headerOut {
+		w.writeHeader(nil)
+	}
+	w.noteErr(w.fc.bw.Flush())
+	if err != nil {
+		return err
+	}
+	return w.err
+}
+
+// finish ends the answer after the handler returned and reports whether
+// the connection may serve another request.
+func (w *frontWriter) finish() bool {
+	w.done = true
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = w.bufw.Flush()
+	if !w.headerOut {
+		w.writeHeader(nil)
+	}
+	bw := w.fc.bw
+	if w.chunking {
+		_, _ = bw.WriteString("0\r\n")
+		if t := w.finalTrailers(); t != nil {
+			_ = t.Write(bw)
+		}
+		_, _ = bw.Write(crlf)
+	}
+	w.noteErr(bw.Flush())
+	if w.err != nil || w.closeAfter {
+		return false
+	}
+	// An answer shorter than its Content-Length leaves the client
+	// waiting for the rest: only closing ends it.
+	return w.contentLength == -1 || w.written == w.contentLength || w.req.Method == http.MethodHead || !bodyAllowedForStatus(w.status)
+}
+
+func (w *frontWriter) noteErr(err error) {
+	if w.err == nil && err != nil {
+		w.err = err
+		w.closeAfter = true
+	}
+}
+
+// chunkWriter takes the pieces of the body bufw lets through: the first
+// brings the header out; each then goes out as it is or as one chunk.
+type chunkWriter struct{ w *frontWriter }
+
+func (cw *chunkWriter) Write(p []byte) (int, error) {
+	w := cw.w
+	if !w.headerOut {
+		w.writeHeader(p)
+	}
+	if w.req.Method == http.MethodHead {
+		return len(p), nil
+	}
+	bw := w.fc.bw
+	if w.chunking {
+		_, _ = bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		_, _ = bw.Write(crlf)
+	}
+	_, err := bw.Write(p)
+	if w.chunking && err == nil {
+		_, err = bw.Write(crlf)
+	}
+	if err != nil {
+		w.noteErr(err)
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeHeader writes the status line and the header, p being the
+// body's first piece (sniffed for a Content-Type; its length is the
+// Content-Length when the handler has returned), as net/http's
+// chunkWriter.writeHeader.
+func (w *frontWriter) writeHeader(p []byte) {
+	done := w.done
+	w.headerOut = true
+	header := w.header
+	isHEAD := w.req.Method == http.MethodHead
+	keepAlives := !w.fc.f.isClosing()
+
+	trailers := false
+	for k := range header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			header.Del(k)
+			trailers = true
+		}
+	}
+	for _, v := range header["Trailer"] {
+		trailers = true
+		for _, k := range strings.Split(v, ",") {
+			if k = http.CanonicalHeaderKey(textproto.TrimString(k)); k != "" && httpguts.ValidTrailerHeader(k) {
+				w.trailers = append(w.trailers, k)
+			}
+		}
+	}
+	te := header.Get("Transfer-Encoding")
+	hasTE := te != ""
+	var setLength []byte
+	if done && !trailers && !hasTE && bodyAllowedForStatus(w.status) && !hasHeader(header, "Content-Length") && (!isHEAD || len(p) > 0) {
+		w.contentLength = int64(len(p))
+		setLength = strconv.AppendInt(nil, int64(len(p)), 10)
+	}
+	hasCL := w.contentLength != -1
+	if w.req.Close || hasToken(w.req.Header.Get("Connection"), "close") || !keepAlives || header.Get("Connection") == "close" {
+		w.closeAfter = true
+	}
+	var setType, setConnection, setTE string
+	if bodyAllowedForStatus(w.status) {
+		_, haveType := header["Content-Type"]
+		if header.Get("Content-Encoding") == "" && !haveType && !hasTE && len(p) > 0 {
+			setType = http.DetectContentType(p)
+		}
+	} else {
+		for _, k := range suppressedHeaders(w.status) {
+			header.Del(k)
+		}
+	}
+	var date []byte
+	if _, ok := header["Date"]; !ok {
+		date = time.Now().UTC().AppendFormat(w.dateBuf[:0], http.TimeFormat)
+	}
+	if hasCL && hasTE && te != "identity" {
+		w.fc.logf("http: WriteHeader called with both Transfer-Encoding of %q and a Content-Length of %d", te, w.contentLength)
+		header.Del("Content-Length")
+		hasCL = false
+	}
+	switch {
+	case isHEAD || !bodyAllowedForStatus(w.status) || w.status == http.StatusNoContent:
+		header.Del("Transfer-Encoding")
+	case hasCL:
+		header.Del("Transfer-Encoding")
+	case hasTE && te == "identity":
+		w.closeAfter = true
+		header.Del("Transfer-Encoding")
+	default:
+		w.chunking = true
+		setTE = "chunked"
+		if hasTE && te == "chunked" {
+			header.Del("Transfer-Encoding")
+		}
+	}
+	if w.chunking {
+		header.Del("Content-Length")
+	}
+	if w.closeAfter && (!keepAlives || !hasToken(header.Get("Connection"), "close")) && !isProtocolSwitch(w.status, header) {
+		header.Del("Connection")
+		setConnection = "close"
+	}
+
+	bw := w.fc.bw
+	writeStatusLine(bw, w.status)
+	_ = header.Write(bw)
+	if date != nil {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.Write(date)
+		_, _ = bw.Write(crlf)
+	}
+	if setLength != nil {
+		_, _ = bw.WriteString("Content-Length: ")
+		_, _ = bw.Write(setLength)
+		_, _ = bw.Write(crlf)
+	}
+	for _, kv := range [...][2]string{{"Content-Type", setType}, {"Connection", setConnection}, {"Transfer-Encoding", setTE}} {
+		if kv[1] != "" {
+			_, _ = bw.WriteString(kv[0] + ": " + kv[1] + "\r\n")
+		}
+	}
+	_, err := bw.Write(crlf)
+	w.noteErr(err)
+}
+
+// finalTrailers are the trailers to send after the last chunk: the
+// handler's TrailerPrefix keys and the ones it declared in Trailer.
+func (w *frontWriter) finalTrailers() http.Header {
+	var t http.Header
+	for k, vs := range w.handlerHeader {
+		if kk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if t == nil {
+				t = http.Header{}
+			}
+			t[kk] = vs
+		}
+	}
+	for _, k := range w.trailers {
+		for _, v := range w.handlerHeader[k] {
+			if t == nil {
+				t = http.Header{}
+			}
+			t.Add(k, v)
+		}
+	}
+	return t
+}
+
+var (
+	crlf           = []byte("\r\n")
+	excludedNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
+)
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	_, _ = bw.WriteString("HTTP/1.1 ")
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	_, _ = bw.WriteString(strconv.Itoa(code) + " " + text + "\r\n")
+}
+
+// bodyAllowedForStatus is net/http's: no body for 1xx, 204 and 304.
+func bodyAllowedForStatus(status int) bool {
+	switch {
+	case status >= 100 && status <= 199:
+		return false
+	case status == http.StatusNoContent, status == http.StatusNotModified:
+		return false
+	}
+	return true
+}
+
+// suppressedHeaders are the headers net/http drops from an answer
+// without a body.
+func suppressedHeaders(status int) []string {
+	switch {
+	case status == http.StatusNotModified:
+		return []string{"Content-Type", "Content-Length", "Transfer-Encoding"}
+	case !bodyAllowedForStatus(status):
+		return []string{"Content-Length", "Transfer-Encoding"}
+	}
+	return nil
+}
+
+func isProtocolSwitch(status int, h http.Header) bool {
+	return status == http.StatusSwitchingProtocols && httpguts.HeaderValuesContainsToken(h["Connection"], "upgrade")
+}
+
+// hasToken reports whether token (lower case) is in v, in any case,
+// between spaces, tabs, commas or the ends, as net/http's server reads
+// a Connection header ("keep-alive close" asks to close too).
+func hasToken(v, token string) bool {
+	boundary := func(i int) bool { return i < 0 || i >= len(v) || v[i] == ' ' || v[i] == '\t' || v[i] == ',' }
+	for i := 0; i+len(token) <= len(v); i++ {
+		if boundary(i-1) && boundary(i+len(token)) && strings.EqualFold(v[i:i+len(token)], token) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasHeader(h http.Header, key string) bool {
+	_, ok := h[key]
+	return ok
+}
