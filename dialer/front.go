@@ -92,7 +92,7 @@ func (f *front) serve() error {
 			if f.isClosing() {
 				return http.ErrServerClosed
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if isTimeout(err) {
 				// As net/http's Serve: back off and go on.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
@@ -587,6 +587,7 @@ func (rw *requestWatch) end() (gone bool) {
 	}
 	_ = rw.fc.c.SetReadDeadline(aLongTimeAgo)
 	<-reading
+	_ = rw.fc.c.SetReadDeadline(time.Time{})
 	return rw.gone
 }
 
@@ -594,8 +595,8 @@ func (rw *requestWatch) end() (gone bool) {
 var aLongTimeAgo = time.Unix(1, 0)
 
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
 }
 
 func (fc *frontConn) logf(format string, args ...any) {
