@@ -43,8 +43,9 @@ import (
 
 const (
 	// frontBufferSize bounds the header block the front reads itself;
-	// a larger one goes to net/http (which takes up to 1 MiB).
-	frontBufferSize = 4 << 10
+	// a larger one goes to net/http (which takes up to 1 MiB). Its
+	// readers are syncrt.go's.
+	frontBufferSize = syncBufferSize
 	// frontWatchAfter is how long a request runs before the front
 	// watches its connection for the client going away.
 	frontWatchAfter = 250 * time.Millisecond
@@ -120,7 +121,9 @@ func (f *front) newConn(c net.Conn) *frontConn {
 		return nil
 	}
 	src := &frontSource{Conn: c}
-	br, bw := frontReaders.Get().(*bufio.Reader), frontWriters.Get().(*bufio.Writer)
+	// Back to the pool when the connection ends or goes to net/http; a
+	// handler that hijacks it takes them along.
+	br, bw := syncReaders.Get().(*bufio.Reader), syncWriters.Get().(*bufio.Writer)
 	br.Reset(src)
 	bw.Reset(c)
 	fc := &frontConn{
@@ -261,13 +264,6 @@ func (c *handedConn) SyscallConn() (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
-// The front's buffers, shared by its connections as net/http shares its
-// own: an idle websocket, handed to net/http, keeps none of them.
-var (
-	frontReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, frontBufferSize) }}
-	frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
-
 // frontConn is one connection the front serves.
 type frontConn struct {
 	f      *front
@@ -334,8 +330,8 @@ func (fc *frontConn) serve() {
 		fc.forget()
 		fc.br.Reset(nil)
 		fc.bw.Reset(nil)
-		frontReaders.Put(fc.br)
-		frontWriters.Put(fc.bw)
+		syncReaders.Put(fc.br)
+		syncWriters.Put(fc.bw)
 		fc.br, fc.bw, fc.bufw = nil, nil, nil
 	}()
 	idle, header := fc.f.srv.IdleTimeout, fc.f.srv.ReadHeaderTimeout
@@ -457,26 +453,14 @@ func frontTakes(r *http.Request, block []byte) bool {
 	if r.Host == "" || !httpguts.ValidHostHeader(r.Host) || hostLines(block) != 1 {
 		return false
 	}
-	for k, vs := range r.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return false
-		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return false
-			}
-		}
-		switch k {
-		case "Expect":
-			return false
-		case "Upgrade":
-			// HTTP/2's own upgrade is net/http's to refuse or take.
-			if httpguts.HeaderValuesContainsToken(vs, "h2c") {
-				return false
-			}
-		}
+	if _, ok := r.Header["Expect"]; ok {
+		return false
 	}
-	return true
+	// HTTP/2's own upgrade is net/http's to refuse or take.
+	if httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "h2c") {
+		return false
+	}
+	return validHeaderFields(r.Header)
 }
 
 // hostLines counts the header lines of block named Host (any case).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -30,15 +30,8 @@ type frontServer struct {
 
 func startFront(t testing.TB, h http.Handler, mutate func(*http.Server)) *frontServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: &protocols, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
-		ErrorLog: newTestLogger(io.Discard)}
+	ln, srv := newTestServer(t, h)
+	srv.IdleTimeout = 5 * time.Minute
 	if mutate != nil {
 		mutate(srv)
 	}
@@ -60,6 +53,16 @@ func startFront(t testing.TB, h http.Handler, mutate func(*http.Server)) *frontS
 // must keep.
 func startPlain(t testing.TB, h http.Handler) string {
 	t.Helper()
+	ln, srv := newTestServer(t, h)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// newTestServer is a loopback listener and a server of h configured as
+// Serve configures the dialer's (HTTP/1.1 and h2c), logging nowhere.
+func newTestServer(t testing.TB, h http.Handler) (net.Listener, *http.Server) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +70,7 @@ func startPlain(t testing.TB, h http.Handler) string {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: &protocols, ReadHeaderTimeout: 30 * time.Second, ErrorLog: newTestLogger(io.Discard)}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	return ln, &http.Server{Handler: h, Protocols: &protocols, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 }
 
 // rawAnswer is an answer as the client saw it on the wire.
@@ -157,11 +157,7 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 		method  string
 		front   bool // the front answers it itself
 	}{
-		{name: "content length set", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", "5")
-			w.Header().Set("Content-Type", "text/plain")
-			_, _ = io.WriteString(w, "hello")
-		}, front: true},
+		{name: "content length set", handler: setThenWrite("hello", "Content-Length", "5", "Content-Type", "text/plain"), front: true},
 		{name: "small body gets a length", handler: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "hello there")
 		}, front: true},
@@ -188,10 +184,7 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 		{name: "sniffed html", handler: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, html)
 		}, front: true},
-		{name: "encoded is not sniffed", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Encoding", "identity")
-			_, _ = io.WriteString(w, html)
-		}, front: true},
+		{name: "encoded is not sniffed", handler: setThenWrite(html, "Content-Encoding", "identity"), front: true},
 		{name: "nil content type is not sniffed", handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Content-Type"] = nil
 			_, _ = io.WriteString(w, html)
@@ -229,10 +222,7 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 			w.Header().Set("X-Final", "yes")
 			_, _ = io.WriteString(w, "done")
 		}, front: true},
-		{name: "short of its length", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", "10")
-			_, _ = io.WriteString(w, "short")
-		}, front: true},
+		{name: "short of its length", handler: setThenWrite("short", "Content-Length", "10"), front: true},
 		{name: "beyond its length", handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", "3")
 			_, _ = io.WriteString(w, "abc")
@@ -249,23 +239,10 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 		{name: "client asks to close", handler: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "bye")
 		}, req: "GET / HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n", front: true},
-		{name: "handler closes", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Connection", "close")
-			_, _ = io.WriteString(w, "bye")
-		}, front: true},
-		{name: "identity transfer", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Transfer-Encoding", "identity")
-			_, _ = io.WriteString(w, "raw")
-		}, front: true},
-		{name: "length and chunked", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Transfer-Encoding", "chunked")
-			w.Header().Set("Content-Length", "3")
-			_, _ = io.WriteString(w, "abc")
-		}, front: true},
-		{name: "bad length", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", "-3")
-			_, _ = io.WriteString(w, "abc")
-		}, front: true},
+		{name: "handler closes", handler: setThenWrite("bye", "Connection", "close"), front: true},
+		{name: "identity transfer", handler: setThenWrite("raw", "Transfer-Encoding", "identity"), front: true},
+		{name: "length and chunked", handler: setThenWrite("abc", "Transfer-Encoding", "chunked", "Content-Length", "3"), front: true},
+		{name: "bad length", handler: setThenWrite("abc", "Content-Length", "-3"), front: true},
 		{name: "newline in a value", handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Odd", "a\r\nX-Injected: 1")
 		}, front: true},
@@ -343,23 +320,11 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 			}
 			got.byFront = false
 			if got.status != want.status || got.body != want.body || got.open != want.open || got.cut != want.cut ||
-				!equalHeader(got.header, want.header) || !equalHeader(got.trailer, want.trailer) {
+				!maps.EqualFunc(got.header, want.header, slices.Equal) || !maps.EqualFunc(got.trailer, want.trailer, slices.Equal) {
 				t.Errorf("front answered\n%+v\nnet/http answered\n%+v", got, want)
 			}
 		})
 	}
-}
-
-func equalHeader(a, b http.Header) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if !slices.Equal(v, b[k]) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestFrontKeepsConnections: a kept-alive connection's GETs are all
@@ -570,8 +535,7 @@ func TestFrontShutdown(t *testing.T) {
 // front goes on serving; http.ErrAbortHandler (ReverseProxy's way to
 // abort an answer) does the same silently.
 func TestFrontPanics(t *testing.T) {
-	var buf bytes.Buffer
-	logged := &lockedWriter{w: &buf}
+	var logged logLines
 	fs := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/abort":
@@ -583,7 +547,7 @@ func TestFrontPanics(t *testing.T) {
 			panic("boom")
 		}
 		_, _ = io.WriteString(w, "fine")
-	}), func(s *http.Server) { s.ErrorLog = log.New(logged, "", 0) })
+	}), func(s *http.Server) { s.ErrorLog = log.New(&logged, "", 0) })
 	for _, path := range []string{"/abort", "/panic"} {
 		c, err := net.Dial("tcp", fs.addr)
 		if err != nil {
@@ -601,7 +565,7 @@ func TestFrontPanics(t *testing.T) {
 		}
 	}
 	logged.mu.Lock()
-	text := buf.String()
+	text := logged.buf.String()
 	logged.mu.Unlock()
 	if !strings.Contains(text, "boom") || strings.Count(text, "panic serving") != 1 {
 		t.Errorf("log %q: want one panic line, about boom", text)
@@ -637,7 +601,7 @@ func TestFrontUnderReverseProxy(t *testing.T) {
 	}))
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Scheme, pr.Out.URL.Host = "http", up
-	}, ErrorLog: newTestLogger(io.Discard)}
+	}, ErrorLog: log.New(io.Discard, "", 0)}
 	fs := startFront(t, tagFront(rp), nil)
 	plain := startPlain(t, rp)
 	for _, path := range []string{"/big", "/stream", "/cut"} {
@@ -679,22 +643,6 @@ func exchangeLoosely(t *testing.T, addr, path string) string {
 		out = append(out, l)
 	}
 	return strings.Join(out, "\r\n")
-}
-
-// newTestLogger is a log.Logger writing to w, safe for concurrent use.
-func newTestLogger(w io.Writer) *log.Logger {
-	return log.New(&lockedWriter{w: w}, "", 0)
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestFrontHijack: a protocol switch takes the connection from the
@@ -851,5 +799,16 @@ func TestFrontHandsOverHTTP2(t *testing.T) {
 		if want := "HTTP/2.0 " + path; string(b) != want {
 			t.Fatalf("got %q, want %q", b, want)
 		}
+	}
+}
+
+// setThenWrite is a handler that sets the header pairs kv, then writes
+// body.
+func setThenWrite(body string, kv ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			w.Header().Set(kv[i], kv[i+1])
+		}
+		_, _ = io.WriteString(w, body)
 	}
 }

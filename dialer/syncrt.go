@@ -63,7 +63,13 @@ func syncEligible(r *http.Request) bool {
 	}
 	// A header http.Transport refuses goes to it, which answers with
 	// its own error.
-	for k, vs := range r.Header {
+	return validHeaderFields(r.Header)
+}
+
+// validHeaderFields reports whether every name and value of h is one
+// net/http accepts (its server and http.Transport check the same).
+func validHeaderFields(h http.Header) bool {
+	for k, vs := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return false
 		}
@@ -92,7 +98,8 @@ type agentConn struct {
 }
 
 // The buffers of the synchronous round trip's connections, reused once a
-// connection is closed or has switched protocols.
+// connection is closed or has switched protocols; the front's (front.go)
+// come from here too.
 var (
 	syncReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, syncBufferSize) }}
 	syncWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, syncBufferSize) }}
