@@ -93,7 +93,7 @@ func (f *front) serve() error {
 			if f.isClosing() {
 				return http.ErrServerClosed
 			}
-			if isTimeout(err) {
+			if acceptRetries(err) {
 				// As net/http's Serve: back off and go on.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
@@ -110,6 +110,14 @@ func (f *front) serve() error {
 		}
 		go fc.serve()
 	}
+}
+
+// acceptRetries reports whether the listener's error is one net/http's
+// Serve waits out (a temporary one: the process or the system out of
+// file descriptors or buffers) rather than one that ends serving.
+func acceptRetries(err error) bool {
+	return isTimeout(err) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 func (f *front) isClosing() bool { return f.closing.Load() }

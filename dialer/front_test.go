@@ -12,10 +12,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -810,5 +813,39 @@ func setThenWrite(body string, kv ...string) http.HandlerFunc {
 			w.Header().Set(kv[i], kv[i+1])
 		}
 		_, _ = io.WriteString(w, body)
+	}
+}
+
+// flakyListener fails its first Accept as a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestFrontWaitsOutAcceptFailures: running out of file descriptors
+// pauses accepting, as under net/http, instead of ending the server.
+func TestFrontWaitsOutAcceptFailures(t *testing.T) {
+	ln, srv := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "served")
+	}))
+	fr := newFront(&flakyListener{Listener: ln}, srv, context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fr.serve() }()
+	defer func() {
+		fr.close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("front serve: %v", err)
+		}
+	}()
+	if res := exchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n", http.MethodGet); res.body != "served" {
+		t.Fatalf("after the accept failure: %+v", res)
 	}
 }
