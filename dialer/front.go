@@ -14,7 +14,9 @@ package dialer
 // Expect, h2c, a header net/http would refuse, a header block larger
 // than the front's buffer) hands the connection, with the bytes read so
 // far, to the net/http server for the rest of its life: net/http answers
-// it exactly as it did before the front.
+// it exactly as it did before the front. (Envoy reuses its connections:
+// behind an app that POSTs often, more of them end up with net/http.
+// Reading bodies in the front would keep them; it does not yet.)
 //
 // What net/http's background read gives a handler — its context ends
 // when the client goes away — the front gives a request that is still
