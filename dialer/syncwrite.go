@@ -39,14 +39,17 @@ func writeSyncRequest(w *bufio.Writer, req *http.Request) error {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
-	ua := "Go-http-client/1.1" // net/http's default, sent when the header is absent
+	// net/http's default is sent when the header is absent; a value is
+	// sent, trimmed, when it is not empty before trimming (one of spaces
+	// only goes out as an empty User-Agent line).
+	ua, sendUA := "Go-http-client/1.1", true
 	if vs, ok := req.Header["User-Agent"]; ok {
-		ua = ""
-		if len(vs) > 0 {
+		sendUA = len(vs) > 0 && vs[0] != ""
+		if sendUA {
 			ua = textproto.TrimString(vs[0])
 		}
 	}
-	if ua != "" {
+	if sendUA {
 		w.WriteString("User-Agent: ")
 		w.WriteString(ua)
 		w.WriteString("\r\n")
