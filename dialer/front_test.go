@@ -849,3 +849,68 @@ func TestFrontWaitsOutAcceptFailures(t *testing.T) {
 		t.Fatalf("after the accept failure: %+v", res)
 	}
 }
+
+// TestFrontHandedConnectionSwitches: a protocol switch on a connection
+// the front handed to net/http (a POST came first) gets a connection
+// that still half-closes and that the readiness poller can watch, as a
+// hijacked one from the front does.
+func TestFrontHandedConnectionSwitches(t *testing.T) {
+	type probe struct {
+		halfClosed, pollable bool
+		early                string
+	}
+	probes := make(chan probe, 1)
+	fs := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			_, _ = io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, "posted")
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		_ = brw.Flush()
+		var p probe
+		p.early, _ = brw.ReadString('\n')
+		if sc, ok := c.(syscall.Conn); ok {
+			_, err := sc.SyscallConn()
+			p.pollable = err == nil
+		}
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			p.halfClosed = cw.CloseWrite() == nil
+		}
+		// Half-closed, it still reads what the client sends.
+		line, _ := brw.ReadString('\n')
+		p.early += line
+		probes <- p
+	}), nil)
+	c, err := net.Dial("tcp", fs.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"+
+		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	if res, err = http.ReadResponse(br, &http.Request{Method: http.MethodGet}); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("switch: %v, %v", res, err)
+	}
+	if b, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the server's half-close: byte %q, %v; want EOF", b, err)
+	}
+	_, _ = io.WriteString(c, "late\n")
+	p := <-probes
+	if !p.halfClosed || !p.pollable || p.early != "early\nlate\n" {
+		t.Fatalf("handed connection: %+v; want half-closed, pollable, early\\nlate\\n read", p)
+	}
+}
