@@ -6,28 +6,30 @@ package dialer
 // goes away), wakes and stops it, and runs its response machinery; that
 // was 3–4 % of the dialer's CPU per warm request (measured with
 // BenchmarkWarmPathVsReference). The front serves the requests that make
-// most of an edge's traffic — a GET or HEAD without a body, a websocket
-// handshake among them — in the connection's own goroutine: it parses
-// them with http.ReadRequest, calls the same handler, and writes the
-// answer as net/http's server frames it (frontWriter; front_test.go
-// holds the two side by side). Any other request (a body, HTTP/1.0, an
-// Expect, h2c, a header net/http would refuse, a header block larger
-// than the front's buffer) hands the connection, with the bytes read so
-// far, to the net/http server for the rest of its life: net/http answers
-// it exactly as it did before the front. (Envoy reuses its connections:
-// behind an app that POSTs often, more of them end up with net/http.
-// Reading bodies in the front would keep them; it does not yet.)
+// an edge's traffic — any HTTP/1.1 request in origin form, with or
+// without a body, a websocket handshake among them — in the connection's
+// own goroutine: it parses them with http.ReadRequest, calls the same
+// handler, and writes the answer as net/http's server frames it
+// (frontWriter), reading what a handler leaves of a body by net/http's
+// rules (frontBody); front_test.go holds the two side by side. Any other
+// request (HTTP/1.0, an Expect, h2c, a protocol switch with a body, a
+// header net/http would refuse, a header block larger than the front's
+// buffer) hands the connection, with the bytes read so far, to the
+// net/http server for the rest of its life: net/http answers it exactly
+// as it did before the front.
 //
 // What net/http's background read gives a handler — its context ends
 // when the client goes away — the front gives a request that is still
-// running after frontWatchAfter (a long poll, a stream): a warm request
-// is over long before.
+// running after frontWatchAfter (a long poll, a stream) once its body is
+// read; while a body is read, a connection that fails ends the context
+// as under net/http. A warm request is over long before.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -55,6 +57,14 @@ const (
 	// it writes the header: an answer that ends within it gets a
 	// Content-Length instead of chunks.
 	bufferBeforeChunking = 2048
+	// discardBodyBytes is how much of a request body a handler left
+	// unread the front reads to keep the connection, as net/http's
+	// server (beyond it, the connection closes after the answer).
+	discardBodyBytes = 256 << 10
+	// closeWriteWait is how long a connection whose client may still be
+	// sending a body stays half-closed before it closes, so the client
+	// reads the answer before a reset (net/http's rstAvoidanceDelay).
+	closeWriteWait = 500 * time.Millisecond
 )
 
 // front accepts the dialer's connections and serves them (see above).
@@ -215,11 +225,15 @@ func (l *handoffListener) give(c net.Conn) {
 }
 
 // frontSource is the connection as the front's reader reads it: a byte
-// the watch read (watch) comes first. Only the connection's goroutine
-// reads it, after the watch is over.
+// the watch read (watch) comes first. The connection's goroutine reads
+// it, after the watch is over, and whoever reads a request's body while
+// the handler runs (under frontBody's lock).
 type frontSource struct {
 	net.Conn
 	pending []byte
+	// failed, while a request's body is read, ends that request's
+	// context when the connection fails (net/http's connReader).
+	failed func()
 }
 
 func (s *frontSource) Read(p []byte) (int, error) {
@@ -228,7 +242,11 @@ func (s *frontSource) Read(p []byte) (int, error) {
 		s.pending = s.pending[n:]
 		return n, nil
 	}
-	return s.Conn.Read(p)
+	n, err := s.Conn.Read(p)
+	if err != nil && s.failed != nil {
+		s.failed()
+	}
+	return n, err
 }
 
 // handedConn is a connection given to net/http with the bytes the front
@@ -291,6 +309,11 @@ type frontConn struct {
 	watch *requestWatch
 	// hijacked: a handler took the connection (a protocol switch).
 	hijacked bool
+	// body is the running request's body, if it has one.
+	body *frontBody
+	// afterPOST: the last request was a POST (the next may begin with
+	// stray line ends, which net/http skips).
+	afterPOST bool
 }
 
 // setBusy marks the connection busy or idle; it reports false when the
@@ -337,6 +360,12 @@ func (fc *frontConn) serve() {
 			_ = fc.bw.Flush()
 			_ = fc.c.Close()
 		}
+		if fc.body != nil {
+			// A goroutine of the handler's that still reads the body
+			// (its read fails now) reads nothing more from the reader.
+			fc.body.shut()
+			fc.body = nil
+		}
 		fc.forget()
 		fc.br.Reset(nil)
 		fc.bw.Reset(nil)
@@ -361,6 +390,12 @@ func (fc *frontConn) serve() {
 		if !fc.setBusy(true) {
 			return
 		}
+		if fc.afterPOST {
+			// As net/http: line ends a client sent after a POST's body
+			// are not the next request's.
+			p, _ := fc.br.Peek(4)
+			_, _ = fc.br.Discard(leadingLineEnds(p))
+		}
 		block, ok := fc.headerBlock(header)
 		if !ok {
 			return
@@ -376,6 +411,7 @@ func (fc *frontConn) serve() {
 			return
 		}
 		_ = fc.c.SetReadDeadline(time.Time{})
+		fc.afterPOST = req.Method == http.MethodPost
 		if !fc.answer(req) || fc.hijacked {
 			return
 		}
@@ -448,14 +484,28 @@ func (fc *frontConn) handOver(block []byte) bool {
 	return true
 }
 
+// leadingLineEnds counts the carriage returns and line feeds p begins
+// with.
+func leadingLineEnds(p []byte) int {
+	n := 0
+	for n < len(p) && (p[n] == '\r' || p[n] == '\n') {
+		n++
+	}
+	return n
+}
+
 // frontTakes reports whether the front answers req (read from block)
-// itself: an HTTP/1.1 GET or HEAD without a body, in origin form, with
-// one valid Host, and no Expect or protocol switch. net/http answers
-// the others, including every request it would refuse, as before.
+// itself: an HTTP/1.1 request in origin form (not CONNECT), with one
+// valid Host, no Expect, no h2c upgrade, and no body if it asks for a
+// protocol switch. net/http answers the others, including every request
+// it would refuse, as before.
 func frontTakes(r *http.Request, block []byte) bool {
-	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || r.ProtoMajor != 1 || r.ProtoMinor != 1 ||
-		r.ContentLength != 0 || len(r.TransferEncoding) != 0 || r.Body != http.NoBody ||
-		!strings.HasPrefix(r.RequestURI, "/") {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Method == http.MethodConnect || !strings.HasPrefix(r.RequestURI, "/") {
+		return false
+	}
+	if r.Body != http.NoBody && (r.Header["Upgrade"] != nil || httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")) {
+		// Whose the bytes after the handshake are — the body's or the
+		// new protocol's — is net/http's to decide.
 		return false
 	}
 	// http.ReadRequest drops the Host header it read (into r.Host, the
@@ -501,13 +551,28 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 		fc.bufw.Reset(&w.cw)
 	}
 	w.bufw = fc.bufw
-	// A byte already buffered is the next request: the client is there.
-	var watch *requestWatch
-	if fc.br.Buffered() == 0 {
-		watch = &requestWatch{fc: fc, cancel: cancel}
-		watch.timer = time.AfterFunc(frontWatchAfter, watch.run)
-	}
+	watch := &requestWatch{fc: fc, cancel: cancel}
 	fc.watch = watch
+	if req.Body == http.NoBody {
+		// A byte already buffered is the next request: the client is
+		// there.
+		if fc.br.Buffered() == 0 {
+			watch.arm()
+		}
+	} else {
+		// The connection is watched once the body is read (a read of
+		// the watch's would take the body's bytes); until then a read
+		// that fails ends the request, as under net/http.
+		body := &frontBody{rc: req.Body, remaining: req.ContentLength, chunked: req.ContentLength < 0, closing: req.Close}
+		body.atEOF = func() {
+			if fc.br.Buffered() == 0 {
+				watch.arm()
+			}
+		}
+		fc.src.failed = cancel
+		fc.body, w.body = body, body
+		req.Body = body
+	}
 	defer func() {
 		if fc.watch != nil && fc.watch.end() {
 			keep = false
@@ -526,21 +591,201 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 	if fc.hijacked {
 		return false
 	}
-	return w.finish() && !fc.f.isClosing()
+	keep = w.finish() && !fc.f.isClosing()
+	if w.body == nil {
+		return keep
+	}
+	// As net/http's finishRequest: what is left of the body is read up
+	// to discardBodyBytes (or the connection closes after the answer);
+	// then nothing reads the body any more.
+	_ = w.body.Close()
+	fc.src.failed = nil
+	fc.body = nil
+	early := false
+	if b, ok := w.req.Body.(*frontBody); ok {
+		early = b.closedEarly()
+	}
+	if !keep || early {
+		if w.bodyLimitHit || early {
+			// The client may still be sending the body.
+			_ = fc.bw.Flush()
+			if cw, ok := fc.c.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+			time.Sleep(closeWriteWait)
+		}
+		return false
+	}
+	return true
+}
+
+// frontBody is a request body the front read the header of: the body
+// http.ReadRequest gives, read as net/http's server reads a request's
+// body (its unexported body with doEarlyClose). A handler that leaves
+// some of it unread has up to discardBodyBytes read after it (Close, the
+// answer's header); beyond that the connection closes after the answer.
+// Its lock keeps the reads of a handler's goroutines and the front's in
+// turn, and shut ends them before the connection's reader is reused.
+type frontBody struct {
+	mu sync.Mutex
+	rc io.ReadCloser
+	// remaining is what is left of a Content-Length body (-1: chunked).
+	remaining int64
+	chunked   bool
+	// closing: the request asked to close the connection.
+	closing bool
+	// atEOF runs once the body is read to its end.
+	atEOF              func()
+	sawEOF, closed     bool
+	earlyClose, isShut bool
+}
+
+func (b *frontBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.readLocked(p)
+}
+
+func (b *frontBody) readLocked(p []byte) (int, error) {
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if !b.chunked {
+		b.remaining -= int64(n)
+	}
+	switch {
+	case err == io.EOF:
+		b.sawEOF = true
+		if b.atEOF != nil {
+			b.atEOF()
+		}
+	case err != nil && b.chunked:
+		// A chunked body whose trailer failed closes itself: nothing
+		// more is read of it and the connection closes after the
+		// answer. Its error is sticky otherwise, so a read of nothing
+		// returns at once and tells the two apart.
+		if _, perr := b.rc.Read(nil); perr == http.ErrBodyReadAfterClose {
+			b.closed = true
+		}
+	}
+	return n, err
+}
+
+// lockedBody reads b with its lock held.
+type lockedBody struct{ b *frontBody }
+
+func (l lockedBody) Read(p []byte) (int, error) { return l.b.readLocked(p) }
+
+// Close ends the body as net/http's server does: a Content-Length body
+// with more than discardBodyBytes left is left (the connection closes
+// after the answer), another is read up to that many bytes looking for
+// its end; one the client asked to close with is left as it is.
+func (b *frontBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	var err error
+	switch {
+	case b.sawEOF || b.isShut:
+	case !b.chunked && b.closing:
+	case !b.chunked && b.remaining > discardBodyBytes:
+		b.earlyClose = true
+	default:
+		var n int64
+		n, err = io.CopyN(io.Discard, lockedBody{b}, discardBodyBytes)
+		if err == io.EOF {
+			err = nil
+		}
+		if n == discardBodyBytes {
+			b.earlyClose = true
+		}
+	}
+	b.closed = true
+	return err
+}
+
+// closedEarly reports whether Close left some of the body unread.
+func (b *frontBody) closedEarly() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.earlyClose
+}
+
+// shut ends the body without reading it: the connection is closed.
+func (b *frontBody) shut() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed, b.isShut = true, true
+}
+
+// discardForAnswer is what net/http's server does with an unread body
+// when the answer's header goes out (unless the connection closes after
+// it anyway): it reads up to discardBodyBytes of it, so that a client
+// that sends its whole request before it reads the answer is not stuck,
+// and reports whether the connection must close after the answer
+// (closeAfter) and whether that is for a body too large to read
+// (tooBig).
+func (w *frontWriter) discardForAnswer() (closeAfter, tooBig bool) {
+	discard := false
+	if b, ok := w.req.Body.(*frontBody); ok {
+		b.mu.Lock()
+		switch {
+		case b.closed:
+			closeAfter = !b.sawEOF
+		case !b.chunked && b.remaining >= discardBodyBytes:
+			tooBig = true
+		default:
+			discard = true
+		}
+		b.mu.Unlock()
+	} else {
+		discard = true
+	}
+	if discard {
+		_, err := io.CopyN(io.Discard, w.body, discardBodyBytes+1)
+		switch err {
+		case nil:
+			tooBig = true
+		case http.ErrBodyReadAfterClose:
+		case io.EOF:
+			closeAfter = w.body.Close() != nil
+		default:
+			closeAfter = true
+		}
+	}
+	return closeAfter || tooBig, tooBig
 }
 
 // requestWatch watches the connection of a request that still runs
-// after frontWatchAfter: a client that goes away cancels the request,
-// as net/http's background read does.
+// frontWatchAfter after it was armed (when the request was read, its
+// body too): a client that goes away cancels the request, as net/http's
+// background read does.
 type requestWatch struct {
 	fc     *frontConn
 	cancel context.CancelFunc
-	timer  *time.Timer
 
 	mu      sync.Mutex
+	timer   *time.Timer   // set by arm
 	over    bool          // the answer is written: do not start
 	reading chan struct{} // closed when run's read returned
 	gone    bool          // the client went away (read after reading is closed)
+}
+
+// arm starts the watch's timer, unless the answer is over. It may run
+// on a goroutine of the handler's (the one that read the body's end).
+func (rw *requestWatch) arm() {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.over || rw.timer != nil {
+		return
+	}
+	rw.timer = time.AfterFunc(frontWatchAfter, rw.run)
 }
 
 // run reads the connection on the timer's goroutine while the request
@@ -569,13 +814,15 @@ func (rw *requestWatch) run() {
 // end stops the watch once the answer is written and reports whether
 // the client went away meanwhile.
 func (rw *requestWatch) end() (gone bool) {
-	if rw.timer.Stop() {
-		return false
-	}
 	rw.mu.Lock()
 	rw.over = true
-	reading := rw.reading
+	timer, reading := rw.timer, rw.reading
 	rw.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
+	// run sets reading under the lock unless over was set first: nil
+	// means it never reads.
 	if reading == nil {
 		return false
 	}
@@ -627,7 +874,11 @@ type frontWriter struct {
 	closeAfter            bool
 	trailers              []string
 	done                  bool // the handler returned
-	dateBuf               [len(http.TimeFormat)]byte
+	// body is the request's body, if it has one; bodyLimitHit: more of
+	// it was left than the front reads after a handler.
+	body         *frontBody
+	bodyLimitHit bool
+	dateBuf      [len(http.TimeFormat)]byte
 	// err is the connection's first write error.
 	err error
 }
@@ -850,6 +1101,14 @@ func (w *frontWriter) writeHeader(p []byte) {
 	hasCL := w.contentLength != -1
 	if w.req.Close || hasToken(w.req.Header.Get("Connection"), "close") || !keepAlives || header.Get("Connection") == "close" {
 		w.closeAfter = true
+	}
+	if w.body != nil && w.req.ContentLength != 0 && !w.closeAfter {
+		var tooBig bool
+		w.closeAfter, tooBig = w.discardForAnswer()
+		if tooBig {
+			w.bodyLimitHit = true
+			header.Del("Connection")
+		}
 	}
 	var setType, setConnection, setTE string
 	if bodyAllowedForStatus(w.status) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,31 @@ func exchange(t *testing.T, addr, raw, method string) rawAnswer {
 		a.open = true
 	}
 	return a
+}
+
+// echoBody answers with the request's body.
+func echoBody(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+// hugeBody is more than the front (and net/http) reads of a body a
+// handler left.
+var hugeBody = strings.Repeat("b", discardBodyBytes+1000)
+
+// chunked frames s as 4 KiB chunks.
+func chunked(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		n := min(len(s), 4096)
+		fmt.Fprintf(&b, "%x\r\n%s\r\n", n, s[:n])
+		s = s[n:]
+	}
+	return b.String()
 }
 
 // tagFront marks answers the front writes (X-By: front) before h runs.
@@ -271,15 +297,49 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 			_, addrOK := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 			h.Set("X-Context", strconv.FormatBool(srvOK && addrOK))
 		}, req: "GET /a/b%2Fc?x=1&y=%41 HTTP/1.1\r\nHost: app.example:8080\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n", front: true},
+		// Bodies: read, left, closed, too large to read after the
+		// handler.
+		{name: "post with a body", handler: echoBody, req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 4\r\n\r\nbody", front: true},
+		{name: "get with a chunked body", handler: echoBody,
+			req: "GET / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", front: true},
+		{name: "chunked body with trailers", handler: func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			_, _ = fmt.Fprintf(w, "%s %q", b, r.Trailer)
+		}, req: "PUT / HTTP/1.1\r\nHost: example\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 6\r\n\r\n", front: true},
+		{name: "body left unread", handler: setThenWrite("ignored"),
+			req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 10\r\n\r\n0123456789", front: true},
+		{name: "chunked body left unread", handler: setThenWrite("ignored"),
+			req: "POST / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", front: true},
+		{name: "body closed unread", handler: func(w http.ResponseWriter, r *http.Request) {
+			_ = r.Body.Close()
+			if _, err := r.Body.Read(make([]byte, 1)); !errors.Is(err, http.ErrBodyReadAfterClose) {
+				panic(fmt.Sprintf("read after close: %v", err))
+			}
+			_, _ = io.WriteString(w, "closed")
+		}, req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 10\r\n\r\n0123456789", front: true},
+		{name: "body half read, answer streamed", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.ReadFull(r.Body, make([]byte, 3))
+			_, _ = io.WriteString(w, big)
+		}, req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 10\r\n\r\n0123456789", front: true},
+		{name: "body too large to leave", handler: setThenWrite("ignored"),
+			req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: " + strconv.Itoa(len(hugeBody)) + "\r\n\r\n" + hugeBody, front: true},
+		{name: "chunked body too large to leave", handler: setThenWrite("ignored"),
+			req: "POST / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(hugeBody) + "0\r\n\r\n", front: true},
+		{name: "large body closed unread", handler: func(w http.ResponseWriter, r *http.Request) {
+			_ = r.Body.Close()
+		}, req: "POST / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(hugeBody) + "0\r\n\r\n", front: true},
+		{name: "body left by a client that closes", handler: setThenWrite("ignored"),
+			req: "POST / HTTP/1.1\r\nHost: example\r\nConnection: close\r\nContent-Length: 10\r\n\r\n0123456789", front: true},
+		{name: "malformed chunked body", handler: echoBody,
+			req: "POST / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", front: true},
 		// What the front leaves to net/http.
-		{name: "post with a body", handler: func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			_, _ = w.Write(b)
-		}, req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 4\r\n\r\nbody"},
-		{name: "get with a chunked body", handler: func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			_, _ = w.Write(b)
-		}, req: "GET / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{name: "upgrade with a body", handler: echoBody,
+			req: "POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nhi"},
+		{name: "expect continue with a body", handler: echoBody,
+			req: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"},
+		{name: "connect", handler: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, r.Method)
+		}, req: "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"},
 		{name: "http/1.0", handler: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, r.Proto)
 		}, req: "GET / HTTP/1.0\r\nHost: example\r\n\r\n"},
@@ -366,10 +426,17 @@ func TestFrontKeepsConnections(t *testing.T) {
 	read(http.MethodGet, "GET /p1 ", true)
 	read(http.MethodHead, "", true)
 	read(http.MethodGet, "GET /p3 ", true)
-	// A POST and a GET right behind it: both net/http's.
-	_, _ = io.WriteString(c, "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
-	read(http.MethodPost, "POST /form abc", false)
-	read(http.MethodGet, "GET /after ", false)
+	// A POST, a GET right behind it after the stray line end some
+	// clients send after a body, a chunked PUT.
+	_, _ = io.WriteString(c, "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+	read(http.MethodPost, "POST /form abc", true)
+	read(http.MethodGet, "GET /after ", true)
+	_, _ = io.WriteString(c, "PUT /doc HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n")
+	read(http.MethodPut, "PUT /doc def", true)
+	// One the front does not take: net/http's from then on.
+	_, _ = io.WriteString(c, "GET /old HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\n\r\n")
+	read(http.MethodGet, "GET /old ", false)
+	read(http.MethodGet, "GET /last ", false)
 }
 
 // TestFrontCancelsWhenClientGoes: a request still running when its
@@ -389,6 +456,35 @@ func TestFrontCancelsWhenClientGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = io.WriteString(c, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(2 * frontWatchAfter)
+	_ = c.Close()
+	if err := <-ended; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFrontCancelsWhenClientGoesMidBody: a client that goes away while
+// its body is read ends the request's context, as under net/http, and
+// the read fails.
+func TestFrontCancelsWhenClientGoesMidBody(t *testing.T) {
+	ended := make(chan error, 1)
+	fs := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err == nil {
+			ended <- errors.New("the body read to its end")
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			ended <- nil
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("the request's context never ended")
+		}
+	}), nil)
+	c, err := net.Dial("tcp", fs.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nten bytes.")
 	time.Sleep(2 * frontWatchAfter)
 	_ = c.Close()
 	if err := <-ended; err != nil {
@@ -581,10 +677,20 @@ func TestFrontPanics(t *testing.T) {
 
 // TestFrontUnderReverseProxy: the dialer's reverse proxy through the
 // front streams and ends answers as through net/http, including one it
-// aborts mid-body (the upstream closed early).
+// aborts mid-body (the upstream closed early), and sends request bodies
+// on (read by http.Transport's own goroutine) as through net/http.
 func TestFrontUnderReverseProxy(t *testing.T) {
 	up := startPlain(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			_, _ = fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
+		case "/slow":
+			b, _ := io.ReadAll(r.Body)
+			time.Sleep(frontWatchAfter + 100*time.Millisecond) // the front watches meanwhile
+			_, _ = w.Write(b)
+		case "/early":
+			_, _ = io.WriteString(w, "not read")
 		case "/cut":
 			w.Header().Set("Content-Length", "100")
 			_, _ = io.WriteString(w, "partial")
@@ -607,24 +713,41 @@ func TestFrontUnderReverseProxy(t *testing.T) {
 	}, ErrorLog: log.New(io.Discard, "", 0)}
 	fs := startFront(t, tagFront(rp), nil)
 	plain := startPlain(t, rp)
-	for _, path := range []string{"/big", "/stream", "/cut"} {
-		got, want := exchangeLoosely(t, fs.addr, path), exchangeLoosely(t, plain, path)
+	post := func(path, header, body string) string {
+		return "POST " + path + " HTTP/1.1\r\nHost: a\r\n" + header + "\r\n" + body
+	}
+	large := strings.Repeat("0123456789", 30000)
+	for name, raw := range map[string]string{
+		"big":                   "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+		"stream":                "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n",
+		"cut":                   "GET /cut HTTP/1.1\r\nHost: a\r\n\r\n",
+		"post":                  post("/echo", "Content-Length: 5\r\n", "hello"),
+		"post chunked":          post("/echo", "Transfer-Encoding: chunked\r\n", chunked("hello")+"0\r\n\r\n"),
+		"post large":            post("/echo", "Content-Length: "+strconv.Itoa(len(large))+"\r\n", large),
+		"post slow":             post("/slow", "Content-Length: 5\r\n", "hello"),
+		"post slow, get behind": post("/slow", "Content-Length: 5\r\n", "hello") + "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+		"post unread":           post("/early", "Content-Length: 10\r\n", "0123456789") + "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+	} {
+		got, want := exchangeLoosely(t, fs.addr, raw), exchangeLoosely(t, plain, raw)
 		if got != want {
-			t.Errorf("%s: front gave\n%q\nnet/http gave\n%q", path, got, want)
+			t.Errorf("%s: front gave\n%q\nnet/http gave\n%q", name, got, want)
+		}
+		if name != "cut" && !strings.HasPrefix(want, "HTTP/1.1 200 OK") {
+			t.Errorf("%s: net/http gave\n%q", name, want)
 		}
 	}
 }
 
-// exchangeLoosely GETs path on a new connection and returns what came
+// exchangeLoosely sends raw on a new connection and returns what came
 // back until the connection closed or went quiet, Date blanked.
-func exchangeLoosely(t *testing.T, addr, path string) string {
+func exchangeLoosely(t *testing.T, addr, raw string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, _ = fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path)
+	_, _ = io.WriteString(c, raw)
 	var got bytes.Buffer
 	buf := make([]byte, 64<<10)
 	for {
@@ -730,13 +853,37 @@ func FuzzFrontAgainstNetHTTP(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + strings.Repeat("c", frontBufferSize) + "\r\n\r\n",
 		"GET / HTTP/1.1\r\nHo",
+		"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n",
+		"PUT /skip HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /q HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /close HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /q HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /part HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+		"POST /skip HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nshort",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+		"POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 1\r\n\r\nx",
 	} {
 		f.Add([]byte(seed))
 	}
 	// The handler says what it saw; a request the front passes on must
-	// read the same.
+	// read the same. Under /skip it leaves the body, under /close it
+	// closes it unread, under /part it reads two bytes of it.
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
+		var b []byte
+		var err error
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/skip"):
+		case strings.HasPrefix(r.URL.Path, "/close"):
+			err = r.Body.Close()
+		case strings.HasPrefix(r.URL.Path, "/part"):
+			b = make([]byte, 2)
+			var n int
+			n, err = io.ReadFull(r.Body, b)
+			b = b[:n]
+		default:
+			b, err = io.ReadAll(r.Body)
+		}
+		fmt.Fprintf(w, "err=%v trailer=%q ", err, r.Trailer)
 		keys := make([]string, 0, len(r.Header))
 		for k := range r.Header {
 			keys = append(keys, k)
