@@ -1168,7 +1168,10 @@ func (w *frontWriter) writeHeader(p []byte) {
 	}
 	for _, kv := range [...][2]string{{"Content-Type", setType}, {"Connection", setConnection}, {"Transfer-Encoding", setTE}} {
 		if kv[1] != "" {
-			_, _ = bw.WriteString(kv[0] + ": " + kv[1] + "\r\n")
+			_, _ = bw.WriteString(kv[0])
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(kv[1])
+			_, _ = bw.Write(crlf)
 		}
 	}
 	_, err := bw.Write(crlf)
@@ -1203,13 +1206,25 @@ var (
 	excludedNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
 )
 
+// writeStatusLine writes the status line of code (100–999, as
+// WriteHeader checks), without allocating.
 func writeStatusLine(bw *bufio.Writer, code int) {
 	_, _ = bw.WriteString("HTTP/1.1 ")
-	text := http.StatusText(code)
-	if text == "" {
-		text = "status code " + strconv.Itoa(code)
+	writeCode(bw, code)
+	_ = bw.WriteByte(' ')
+	if text := http.StatusText(code); text != "" {
+		_, _ = bw.WriteString(text)
+	} else {
+		_, _ = bw.WriteString("status code ")
+		writeCode(bw, code)
 	}
-	_, _ = bw.WriteString(strconv.Itoa(code) + " " + text + "\r\n")
+	_, _ = bw.Write(crlf)
+}
+
+func writeCode(bw *bufio.Writer, code int) {
+	_ = bw.WriteByte(byte('0' + code/100))
+	_ = bw.WriteByte(byte('0' + code/10%10))
+	_ = bw.WriteByte(byte('0' + code%10))
 }
 
 // bodyAllowedForStatus is net/http's: no body for 1xx, 204 and 304.
