@@ -50,8 +50,9 @@ const (
 	// a larger one goes to net/http (which takes up to 1 MiB). Its
 	// readers are syncrt.go's.
 	frontBufferSize = syncBufferSize
-	// frontWatchAfter is how long a request runs before the front
-	// watches its connection for the client going away.
+	// frontWatchAfter is how long a request runs at least before the
+	// front watches its connection for the client going away (at most
+	// sweepEvery longer).
 	frontWatchAfter = 250 * time.Millisecond
 	// bufferBeforeChunking is what net/http's server holds back before
 	// it writes the header: an answer that ends within it gets a
@@ -85,6 +86,8 @@ type front struct {
 	// active counts connections that are reading or answering a
 	// request; idle ones wait for the next request's first byte.
 	active sync.WaitGroup
+	// sweeping: a sweep of the armed watches is coming (sweep).
+	sweeping atomic.Bool
 }
 
 func newFront(ln net.Listener, srv *http.Server, base context.Context) *front {
@@ -305,8 +308,10 @@ type frontConn struct {
 	busy bool
 	// bufw is the answers' 2 KiB buffer (frontWriter.bufw).
 	bufw *bufio.Writer
-	// watch is the running request's (answer), if any.
+	// watch is the running request's (answer), if any; armed is set
+	// while it is armed, for the sweep.
 	watch *requestWatch
+	armed atomic.Pointer[requestWatch]
 	// hijacked: a handler took the connection (a protocol switch).
 	hijacked bool
 	// body is the running request's body, if it has one.
@@ -765,40 +770,53 @@ func (w *frontWriter) discardForAnswer() (closeAfter, tooBig bool) {
 // requestWatch watches the connection of a request that still runs
 // frontWatchAfter after it was armed (when the request was read, its
 // body too): a client that goes away cancels the request, as net/http's
-// background read does.
+// background read does. No timer is set per request: the front's sweep
+// counts the armed watches' ages in ticks (sweep).
 type requestWatch struct {
 	fc     *frontConn
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	timer   *time.Timer   // set by arm
+	armed   bool          // set by arm
+	ticks   int           // sweeps that saw it armed
 	over    bool          // the answer is written: do not start
 	reading chan struct{} // closed when run's read returned
 	gone    bool          // the client went away (read after reading is closed)
 }
 
-// arm starts the watch's timer, unless the answer is over. It may run
-// on a goroutine of the handler's (the one that read the body's end).
+// arm lets the sweep start the watch, unless the answer is over. It may
+// run on a goroutine of the handler's (the one that read the body's
+// end).
 func (rw *requestWatch) arm() {
 	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	if rw.over || rw.timer != nil {
-		return
-	}
-	rw.timer = time.AfterFunc(frontWatchAfter, rw.run)
-}
-
-// run reads the connection on the timer's goroutine while the request
-// is answered. A byte that arrives (a pipelined request) is kept for the
-// connection's reader.
-func (rw *requestWatch) run() {
-	rw.mu.Lock()
-	if rw.over {
+	if rw.over || rw.armed {
 		rw.mu.Unlock()
 		return
 	}
-	rw.reading = make(chan struct{})
+	rw.armed = true
+	rw.fc.armed.Store(rw)
 	rw.mu.Unlock()
+	rw.fc.f.startSweep()
+}
+
+// tick counts a sweep; the one that finds the watch armed for
+// frontWatchAfter starts it.
+func (rw *requestWatch) tick() {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.over || rw.reading != nil {
+		return
+	}
+	if rw.ticks++; rw.ticks < watchTicks {
+		return
+	}
+	rw.reading = make(chan struct{})
+	go rw.run()
+}
+
+// run reads the connection while the request is answered. A byte that
+// arrives (a pipelined request) is kept for the connection's reader.
+func (rw *requestWatch) run() {
 	defer close(rw.reading)
 	var b [1]byte
 	n, err := rw.fc.c.Read(b[:])
@@ -816,12 +834,10 @@ func (rw *requestWatch) run() {
 func (rw *requestWatch) end() (gone bool) {
 	rw.mu.Lock()
 	rw.over = true
-	timer, reading := rw.timer, rw.reading
+	reading := rw.reading
 	rw.mu.Unlock()
-	if timer != nil {
-		timer.Stop()
-	}
-	// run sets reading under the lock unless over was set first: nil
+	rw.fc.armed.CompareAndSwap(rw, nil)
+	// tick sets reading under the lock unless over was set first: nil
 	// means it never reads.
 	if reading == nil {
 		return false
@@ -830,6 +846,51 @@ func (rw *requestWatch) end() (gone bool) {
 	<-reading
 	_ = rw.fc.c.SetReadDeadline(time.Time{})
 	return rw.gone
+}
+
+const (
+	// sweepEvery is how often the front looks at the armed watches
+	// while there are any; a watch starts at the watchTicks-th look, so
+	// between frontWatchAfter and frontWatchAfter + sweepEvery after it
+	// was armed.
+	sweepEvery = frontWatchAfter / 2
+	watchTicks = int(frontWatchAfter/sweepEvery) + 1
+)
+
+// startSweep makes sure a sweep is coming.
+func (f *front) startSweep() {
+	if f.sweeping.CompareAndSwap(false, true) {
+		time.AfterFunc(sweepEvery, f.sweep)
+	}
+}
+
+// sweep ticks the armed watches and comes again while there are any.
+// A watch armed while it stops finds sweeping false, or is seen by its
+// second look.
+func (f *front) sweep() {
+	watches := f.armedWatches()
+	for _, rw := range watches {
+		rw.tick()
+	}
+	if len(watches) == 0 {
+		f.sweeping.Store(false)
+		if len(f.armedWatches()) == 0 || !f.sweeping.CompareAndSwap(false, true) {
+			return
+		}
+	}
+	time.AfterFunc(sweepEvery, f.sweep)
+}
+
+func (f *front) armedWatches() []*requestWatch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ws []*requestWatch
+	for fc := range f.conns {
+		if rw := fc.armed.Load(); rw != nil {
+			ws = append(ws, rw)
+		}
+	}
+	return ws
 }
 
 // aLongTimeAgo is a read deadline that ends a read at once.

@@ -463,6 +463,49 @@ func TestFrontCancelsWhenClientGoes(t *testing.T) {
 	}
 }
 
+// TestFrontSweepStopsAndComesBack: the sweep that starts watches runs
+// only while some request is armed, and a request armed after it
+// stopped is watched all the same.
+func TestFrontSweepStopsAndComesBack(t *testing.T) {
+	ended := make(chan error, 1)
+	fs := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/long-poll" {
+			return // /quick, and exchange's /again
+		}
+		select {
+		case <-r.Context().Done():
+			ended <- nil
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("the request's context never ended")
+		}
+	}), nil)
+	for round := range 2 {
+		c, err := net.Dial("tcp", fs.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
+		time.Sleep(2 * frontWatchAfter)
+		_ = c.Close()
+		if err := <-ended; err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		// Quick requests arm watches that end before they start.
+		for range 3 {
+			if got := exchange(t, fs.addr, "GET /quick HTTP/1.1\r\nHost: a\r\n\r\n", http.MethodGet); got.status != "200 OK" {
+				t.Fatalf("quick request: %+v", got)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for fs.fr.sweeping.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the sweep still runs with no request armed (%d armed)", round, len(fs.fr.armedWatches()))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // TestFrontCancelsWhenClientGoesMidBody: a client that goes away while
 // its body is read ends the request's context, as under net/http, and
 // the read fails.
