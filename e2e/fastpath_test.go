@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -151,6 +153,32 @@ func TestFastPath(t *testing.T) {
 		}
 		if got := counter(t, e.dialerMetrics, "wsedge_dialer_fast_path_total", "result", "served") - served; got != 5 {
 			t.Errorf("dialer served %v requests by the fast path, want 5", got)
+		}
+	})
+
+	t.Run("warm requests with bodies reach the app whole", func(t *testing.T) {
+		// Uploads of each framing, between GETs on the browser's kept
+		// connection: each body arrives whole (the dialer reads bodies
+		// on the connection Envoy keeps to it) and none meets authz.
+		before := e.authzChecks(t, "")
+		sizes := []int{0, 5, 300 << 10, 64 << 10}
+		for i, n := range sizes {
+			var body io.Reader = bytes.NewReader(bytes.Repeat([]byte("b"), n))
+			if i%2 == 1 {
+				body = io.MultiReader(body) // no length: sent chunked
+			}
+			req, _ := http.NewRequest(http.MethodPut, appURL, body)
+			r := received(t, mustDo(t, e.browser, req))
+			if r.Method != http.MethodPut || r.BodyBytes != int64(n) {
+				t.Errorf("upload %d: the app saw %s with %d bytes, want PUT with %d", i, r.Method, r.BodyBytes, n)
+			}
+			get, _ := http.NewRequest(http.MethodGet, appURL, nil)
+			if r := received(t, mustDo(t, e.browser, get)); r.Method != http.MethodGet || r.BodyBytes != 0 {
+				t.Errorf("the GET after upload %d: the app saw %s with %d bytes", i, r.Method, r.BodyBytes)
+			}
+		}
+		if got := e.authzChecks(t, "") - before; got != 0 {
+			t.Errorf("authz was asked %v times for warm requests with bodies", got)
 		}
 	})
 
