@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -101,9 +100,6 @@ type appExchange struct {
 	// upgrade is set for an upgrade request: a 101 is bridged by
 	// bridgeUpgrade, and the session may outlive the handler.
 	upgrade *upgradeHandoff
-	// got1xx passes an informational answer to the client when
-	// forwardSync sends the request.
-	got1xx func(code int, header textproto.MIMEHeader) error
 }
 
 // appExchangeOf is the exchange of the request ctx belongs to.
@@ -282,10 +278,6 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, rt appurl.Rout
 	if !isUpgrade(r) {
 		s.stats.begin(&ex.session, tok)
 		defer ex.session.End()
-		if s.forwardsSync(r, ex.target) {
-			s.forwardSync(w, r, ex)
-			return
-		}
 		s.appProxy.ServeHTTP(w, r)
 		return
 	}

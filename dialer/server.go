@@ -144,11 +144,9 @@ type Server struct {
 	tracer trace.Tracer
 	// proxyLog receives the reverse proxy's own errors (debug level).
 	proxyLog *log.Logger
-	// appProxy proxies every app request (see appExchange) but those
-	// forwardSync sends; proxyOnly (tests) sends those through it too.
-	appProxy  *httputil.ReverseProxy
-	proxyOnly bool
-	targets   targetCache
+	// appProxy proxies every app request (see appExchange).
+	appProxy *httputil.ReverseProxy
+	targets  targetCache
 
 	// testPingInterval overrides terminalPingInterval in tests.
 	testPingInterval time.Duration

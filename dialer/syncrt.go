@@ -214,6 +214,7 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 		_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
 	}
 	c.nread, c.readLimit = 0, maxResponseHeaderBytes
+	trace := httptrace.ContextClientTrace(ctx)
 	var resp *http.Response
 	for {
 		resp, err = http.ReadResponse(c.br, req)
@@ -232,10 +233,9 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 			break
 		}
 		// 1xx informational (103 Early Hints): passed on through the
-		// trace, as http.Transport does, or to forwardSync; the final
-		// response follows.
-		if got := got1xxOf(ctx); got != nil {
-			if err := got(code, textproto.MIMEHeader(resp.Header)); err != nil {
+		// trace, as http.Transport does; the final response follows.
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
 				return fail(err)
 			}
 			c.readLimit = maxResponseHeaderBytes
@@ -273,19 +273,6 @@ func (at *agentTransport) exchange(c *agentConn, req *http.Request) (_ *http.Res
 	}
 	resp.Body = &syncBody{body: resp.Body, at: at, c: c, stop: stop, keep: keep, ctx: ctx}
 	return resp, false, nil
-}
-
-// got1xxOf is where an informational answer to the request of ctx goes:
-// its client trace's (httputil.ReverseProxy's), else its exchange's
-// (forwardSync's), else nowhere.
-func got1xxOf(ctx context.Context) func(int, textproto.MIMEHeader) error {
-	if t := httptrace.ContextClientTrace(ctx); t != nil && t.Got1xxResponse != nil {
-		return t.Got1xxResponse
-	}
-	if st := stateOf(ctx); st != nil && st.app != nil {
-		return st.app.got1xx
-	}
-	return nil
 }
 
 // release ends a round trip on c: back to the pool when the exchange
