@@ -63,7 +63,17 @@ func get1KiB(c *http.Client, host, cookie string) (time.Duration, error) {
 // (Sec-Fetch-Site: same-origin, Sec-Fetch-Mode: cors, Sec-Fetch-Dest:
 // empty).
 func get1KiBFrom(c *http.Client, host, cookie, origin string) (time.Duration, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/bytes?n="+strconv.Itoa(appBytes), nil)
+	return fetch1KiB(c, host, cookie, origin, nil)
+}
+
+// fetch1KiB is get1KiBFrom, or with upload a POST of it to the same URL
+// (the app answers it alike, without reading it).
+func fetch1KiB(c *http.Client, host, cookie, origin string, upload []byte) (time.Duration, error) {
+	method, body := http.MethodGet, io.Reader(nil)
+	if upload != nil {
+		method, body = http.MethodPost, bytes.NewReader(upload)
+	}
+	req, err := http.NewRequest(method, "http://"+host+"/bytes?n="+strconv.Itoa(appBytes), body)
 	if err != nil {
 		return 0, err
 	}
@@ -81,14 +91,14 @@ func get1KiBFrom(c *http.Client, host, cookie, origin string) (time.Duration, er
 	if err != nil {
 		return 0, err
 	}
-	body, err := io.ReadAll(res.Body)
+	got, err := io.ReadAll(res.Body)
 	_ = res.Body.Close()
 	took := time.Since(start)
 	if err != nil {
-		return 0, fmt.Errorf("GET %s: %w", req.URL, err)
+		return 0, fmt.Errorf("%s %s: %w", method, req.URL, err)
 	}
-	if res.StatusCode != http.StatusOK || !bytes.Equal(body, devagent.PatternBytes(appBytes)) {
-		return 0, fmt.Errorf("GET %s: status %d, %d bytes (want 200 and the 1 KiB pattern): %.200q", req.URL, res.StatusCode, len(body), body)
+	if res.StatusCode != http.StatusOK || !bytes.Equal(got, devagent.PatternBytes(appBytes)) {
+		return 0, fmt.Errorf("%s %s: status %d, %d bytes (want 200 and the 1 KiB pattern): %.200q", method, req.URL, res.StatusCode, len(got), got)
 	}
 	return took, nil
 }

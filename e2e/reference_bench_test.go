@@ -22,6 +22,7 @@ package e2e
 // KiB per session).
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -511,10 +512,16 @@ func cpuSample(pid int) (float64, error) {
 type sideLoad struct {
 	// origin, if set, goes with every request as its Origin header.
 	origin string
-	lat    []time.Duration
-	busy   time.Duration
-	cpu    map[string]float64
+	// uploadEvery, if set, makes every uploadEvery-th request of each
+	// client a POST of a 1 KiB body.
+	uploadEvery int
+	lat         []time.Duration
+	busy        time.Duration
+	cpu         map[string]float64
 }
+
+// uploadBody is what an upload of sideLoad.uploadEvery sends.
+var uploadBody = bytes.Repeat([]byte("u"), 1024)
 
 // round sends conc×perClient requests through c and accounts them.
 func (s *sideLoad) round(b *testing.B, ps []namedPid, c *http.Client, cookie string, conc, perClient int) {
@@ -527,8 +534,12 @@ func (s *sideLoad) round(b *testing.B, ps []namedPid, c *http.Client, cookie str
 	start := time.Now()
 	for range conc {
 		g.Go(func() error {
-			for range perClient {
-				d, err := get1KiBFrom(c, codeHost, cookie, s.origin)
+			for j := range perClient {
+				var upload []byte
+				if s.uploadEvery > 0 && j%s.uploadEvery == s.uploadEvery-1 {
+					upload = uploadBody
+				}
+				d, err := fetch1KiB(c, codeHost, cookie, s.origin, upload)
 				if err != nil {
 					return err
 				}
@@ -579,6 +590,9 @@ func (s *sideLoad) report(b *testing.B, prefix string, ps []namedPid) {
 //     app sends it: the app's own Origin and Chromium's fetch metadata
 //     (Sec-Fetch-Site: same-origin; on wsedge the warm twin for
 //     same-origin requests, the dialer answering CORS); no bars.
+//   - c=8-uploads: c=8 again with every tenth request of each client a
+//     POST of 1 KiB to the same URL, as an app that saves or submits now
+//     and then sends them over the connections its GETs use; no bars.
 //   - idle-websocket (first, on a set of processes of its own that no
 //     load runs through): 1,000 websockets to the same app's /ws echo through each side,
 //     opened as the app's page would (with its Origin), RSS growth
@@ -609,12 +623,19 @@ func BenchmarkWarmPathVsReference(b *testing.B) {
 		b.Run("c="+strconv.Itoa(conc), func(b *testing.B) { rb.load(b, conc, "") })
 	}
 	b.Run("same-origin", func(b *testing.B) { rb.load(b, 1, "http://"+codeHost) })
+	b.Run("c=8-uploads", func(b *testing.B) { rb.loadWith(b, 8, sideLoad{uploadEvery: 10}) })
 }
 
 // load measures conc clients of warm requests, sent as a page's fetch to
 // its own app when origin is set (get1KiBFrom; no bar is reported for
 // those, the bars are for requests without Origin).
 func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
+	rb.loadWith(b, conc, sideLoad{origin: origin})
+}
+
+// loadWith is load with the requests of each side as like sends them
+// (its origin, its uploads); bars only for plain GETs.
+func (rb *referenceBench) loadWith(b *testing.B, conc int, like sideLoad) {
 	perClient := 100
 	if conc > 1 {
 		perClient = 32
@@ -623,10 +644,10 @@ func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
 	defer whole.CloseIdleConnections()
 	defer ref.CloseIdleConnections()
 	// Warm both: connections, token caches, the reference's tunnel.
-	warm := sideLoad{origin: origin}
+	warm := like
 	warm.round(b, rb.wsedge, whole, rb.bp.codeCookie, conc, 10)
 	warm.round(b, rb.reference, ref, rb.bp.codeCookie, conc, 10)
-	ws, rs := sideLoad{origin: origin}, sideLoad{origin: origin}
+	ws, rs := like, like
 	i := 0
 	for b.Loop() {
 		i++
@@ -640,7 +661,7 @@ func (rb *referenceBench) load(b *testing.B, conc int, origin string) {
 	}
 	ws.report(b, "", rb.wsedge)
 	rs.report(b, "baseline-", rb.reference)
-	if origin != "" {
+	if like.origin != "" || like.uploadEvery > 0 {
 		return
 	}
 	b.ReportMetric(1.0, "bar-ratio-min-req/s")
