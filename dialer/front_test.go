@@ -444,23 +444,36 @@ func TestFrontKeepsConnections(t *testing.T) {
 func TestFrontCancelsWhenClientGoes(t *testing.T) {
 	ended := make(chan error, 1)
 	fs := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-			ended <- nil
-		case <-time.After(10 * time.Second):
-			ended <- errors.New("the request's context never ended")
-		}
+		ended <- awaitCancel(r)
 	}), nil)
-	c, err := net.Dial("tcp", fs.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(c, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
-	time.Sleep(2 * frontWatchAfter)
-	_ = c.Close()
+	sendAndLeave(t, fs.addr, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
 	if err := <-ended; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// awaitCancel waits for r's context to end (its client went away) and
+// says so if it does not within 10 s.
+func awaitCancel(r *http.Request) error {
+	select {
+	case <-r.Context().Done():
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("the request's context never ended")
+	}
+}
+
+// sendAndLeave sends raw on a new connection to addr, waits past the
+// time the front starts watching a running request, and closes it.
+func sendAndLeave(t *testing.T, addr, raw string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, raw)
+	time.Sleep(2 * frontWatchAfter)
+	_ = c.Close()
 }
 
 // TestFrontSweepStopsAndComesBack: the sweep that starts watches runs
@@ -472,21 +485,10 @@ func TestFrontSweepStopsAndComesBack(t *testing.T) {
 		if r.URL.Path != "/long-poll" {
 			return // /quick, and exchange's /again
 		}
-		select {
-		case <-r.Context().Done():
-			ended <- nil
-		case <-time.After(10 * time.Second):
-			ended <- errors.New("the request's context never ended")
-		}
+		ended <- awaitCancel(r)
 	}), nil)
 	for round := range 2 {
-		c, err := net.Dial("tcp", fs.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.WriteString(c, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
-		time.Sleep(2 * frontWatchAfter)
-		_ = c.Close()
+		sendAndLeave(t, fs.addr, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
 		if err := <-ended; err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -516,20 +518,9 @@ func TestFrontCancelsWhenClientGoesMidBody(t *testing.T) {
 			ended <- errors.New("the body read to its end")
 			return
 		}
-		select {
-		case <-r.Context().Done():
-			ended <- nil
-		case <-time.After(10 * time.Second):
-			ended <- errors.New("the request's context never ended")
-		}
+		ended <- awaitCancel(r)
 	}), nil)
-	c, err := net.Dial("tcp", fs.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nten bytes.")
-	time.Sleep(2 * frontWatchAfter)
-	_ = c.Close()
+	sendAndLeave(t, fs.addr, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nten bytes.")
 	if err := <-ended; err != nil {
 		t.Fatal(err)
 	}
