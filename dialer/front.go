@@ -568,7 +568,7 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 		// The connection is watched once the body is read (a read of
 		// the watch's would take the body's bytes); until then a read
 		// that fails ends the request, as under net/http.
-		body := &frontBody{rc: req.Body, remaining: req.ContentLength, chunked: req.ContentLength < 0, closing: req.Close}
+		body := &frontBody{rc: req.Body, remaining: req.ContentLength, closing: req.Close}
 		body.atEOF = func() {
 			if fc.br.Buffered() == 0 {
 				watch.arm()
@@ -634,9 +634,9 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 type frontBody struct {
 	mu sync.Mutex
 	rc io.ReadCloser
-	// remaining is what is left of a Content-Length body (-1: chunked).
+	// remaining is what is left of a Content-Length body; -1 for a
+	// chunked one.
 	remaining int64
-	chunked   bool
 	// closing: the request asked to close the connection.
 	closing bool
 	// atEOF runs once the body is read to its end.
@@ -644,6 +644,8 @@ type frontBody struct {
 	sawEOF, closed     bool
 	earlyClose, isShut bool
 }
+
+func (b *frontBody) chunked() bool { return b.remaining < 0 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
@@ -659,7 +661,7 @@ func (b *frontBody) readLocked(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	n, err := b.rc.Read(p)
-	if !b.chunked {
+	if !b.chunked() {
 		b.remaining -= int64(n)
 	}
 	switch {
@@ -668,7 +670,7 @@ func (b *frontBody) readLocked(p []byte) (int, error) {
 		if b.atEOF != nil {
 			b.atEOF()
 		}
-	case err != nil && b.chunked:
+	case err != nil && b.chunked():
 		// A chunked body whose trailer failed closes itself: nothing
 		// more is read of it and the connection closes after the
 		// answer. Its error is sticky otherwise, so a read of nothing
@@ -698,8 +700,8 @@ func (b *frontBody) Close() error {
 	var err error
 	switch {
 	case b.sawEOF || b.isShut:
-	case !b.chunked && b.closing:
-	case !b.chunked && b.remaining > discardBodyBytes:
+	case !b.chunked() && b.closing:
+	case b.remaining > discardBodyBytes:
 		b.earlyClose = true
 	default:
 		var n int64
@@ -743,7 +745,7 @@ func (w *frontWriter) discardForAnswer() (closeAfter, tooBig bool) {
 		switch {
 		case b.closed:
 			closeAfter = !b.sawEOF
-		case !b.chunked && b.remaining >= discardBodyBytes:
+		case b.remaining >= discardBodyBytes:
 			tooBig = true
 		default:
 			discard = true
