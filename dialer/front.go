@@ -351,6 +351,24 @@ func (fc *frontConn) forget() {
 	delete(fc.f.conns, fc)
 }
 
+// answerWriters are the frontWriters' 2 KiB buffers (frontConn.bufw),
+// one per connection while it answers.
+var answerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufferBeforeChunking) }}
+
+// putBuffers gives the connection's buffers back to their pools; nothing
+// of fc reads or writes through them afterwards.
+func (fc *frontConn) putBuffers() {
+	fc.br.Reset(nil)
+	fc.bw.Reset(nil)
+	syncReaders.Put(fc.br)
+	syncWriters.Put(fc.bw)
+	if fc.bufw != nil {
+		fc.bufw.Reset(nil)
+		answerWriters.Put(fc.bufw)
+	}
+	fc.br, fc.bw, fc.bufw = nil, nil, nil
+}
+
 func (fc *frontConn) serve() {
 	handed := false
 	defer func() {
@@ -372,11 +390,7 @@ func (fc *frontConn) serve() {
 			fc.body = nil
 		}
 		fc.forget()
-		fc.br.Reset(nil)
-		fc.bw.Reset(nil)
-		syncReaders.Put(fc.br)
-		syncWriters.Put(fc.bw)
-		fc.br, fc.bw, fc.bufw = nil, nil, nil
+		fc.putBuffers()
 	}()
 	idle, header := fc.f.srv.IdleTimeout, fc.f.srv.ReadHeaderTimeout
 	// As net/http: a new connection has the header timeout to send its
@@ -551,10 +565,9 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 	w := &frontWriter{fc: fc, req: req, handlerHeader: make(http.Header), contentLength: -1}
 	w.cw.w = w
 	if fc.bufw == nil {
-		fc.bufw = bufio.NewWriterSize(&w.cw, bufferBeforeChunking)
-	} else {
-		fc.bufw.Reset(&w.cw)
+		fc.bufw = answerWriters.Get().(*bufio.Writer)
 	}
+	fc.bufw.Reset(&w.cw)
 	w.bufw = fc.bufw
 	watch := &requestWatch{fc: fc, cancel: cancel}
 	fc.watch = watch
@@ -979,6 +992,32 @@ func (w *frontWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	fc.hijacked = true
 	return fc.c, bufio.NewReadWriter(fc.br, fc.bw), nil
+}
+
+// releaseHijacked gives the front's buffers back to their pools once the
+// handler that hijacked rw's connection is done with brw, the reader and
+// writer Hijack returned (it read what they held and flushed them): a
+// protocol switch then keeps none of the connection's 8 KiB of buffers
+// for its life, nor leaves them as garbage at every opening. rw is
+// unwrapped down to the front's writer; any other writer's buffers
+// (net/http's) are left alone, as is a connection whose request body
+// still reads through the reader.
+func releaseHijacked(rw http.ResponseWriter, brw *bufio.ReadWriter) {
+	for {
+		switch w := rw.(type) {
+		case *frontWriter:
+			fc := w.fc
+			if !fc.hijacked || fc.body != nil || fc.br == nil || brw.Reader != fc.br || brw.Writer != fc.bw {
+				return
+			}
+			fc.putBuffers()
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			rw = w.Unwrap()
+		default:
+			return
+		}
+	}
 }
 
 func (w *frontWriter) WriteHeader(code int) {

@@ -190,6 +190,7 @@ func bridgeUpgrade(rw http.ResponseWriter, res *http.Response, h *upgradeHandoff
 		early, _ := brw.Reader.Peek(n)
 		b.early = bytes.Clone(early) // not the server's 4 KiB reader
 	}
+	releaseHijacked(rw, brw)
 	if h.cut == nil {
 		return b.run(req.Context(), nil)
 	}
