@@ -561,6 +561,7 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 	req.RemoteAddr = fc.remote
 	ctx, cancel := context.WithCancel(fc.ctx)
 	defer cancel()
+	read := req
 	req = req.WithContext(ctx)
 	w := &frontWriter{fc: fc, req: req, handlerHeader: make(http.Header), contentLength: -1}
 	w.cw.w = w
@@ -583,6 +584,13 @@ func (fc *frontConn) answer(req *http.Request) (keep bool) {
 		// that fails ends the request, as under net/http.
 		body := &frontBody{rc: req.Body, remaining: req.ContentLength, closing: req.Close}
 		body.atEOF = func() {
+			// A chunked body puts trailers nobody announced into the
+			// request ReadRequest returned (a map of its own when that
+			// had none), not into this copy with its context; net/http's
+			// handler sees them in its request.
+			if req.Trailer == nil {
+				req.Trailer = read.Trailer
+			}
 			if fc.br.Buffered() == 0 {
 				watch.arm()
 			}

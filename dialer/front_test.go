@@ -306,6 +306,10 @@ func TestFrontAnswersAsNetHTTP(t *testing.T) {
 			b, _ := io.ReadAll(r.Body)
 			_, _ = fmt.Fprintf(w, "%s %q", b, r.Trailer)
 		}, req: "PUT / HTTP/1.1\r\nHost: example\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 6\r\n\r\n", front: true},
+		{name: "chunked body with a trailer it did not announce", handler: func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			_, _ = fmt.Fprintf(w, "%s %q", b, r.Trailer)
+		}, req: "PUT / HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 6\r\n\r\n", front: true},
 		{name: "body left unread", handler: setThenWrite("ignored"),
 			req: "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 10\r\n\r\n0123456789", front: true},
 		{name: "chunked body left unread", handler: setThenWrite("ignored"),
