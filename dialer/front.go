@@ -1015,7 +1015,9 @@ func releaseHijacked(rw http.ResponseWriter, brw *bufio.ReadWriter) {
 		switch w := rw.(type) {
 		case *frontWriter:
 			fc := w.fc
-			if !fc.hijacked || fc.body != nil || fc.br == nil || brw.Reader != fc.br || brw.Writer != fc.bw {
+			// Not buffers Hijack gave (nor ones already back), or a body
+			// still reads through the reader.
+			if brw.Reader != fc.br || brw.Writer != fc.bw || fc.body != nil {
 				return
 			}
 			fc.putBuffers()
