@@ -68,6 +68,10 @@ var envoyCostVariants = []envoyCostVariant{
 	// The dialer answers every app response with Coder's Vary: Origin;
 	// what one header an upstream sends costs Envoy.
 	{name: "with-upstream-vary-origin", upstreamHeader: [2]string{"Vary", "Origin"}},
+	// --upstream-stats: the router's dynamic stats for the dialer cluster
+	// (per-status, completion and latency copies), which the minimal
+	// Envoy charges by default.
+	{name: "with-upstream-stats", config: func(c *envoy.Config) { c.UpstreamStats = true }},
 	{name: "access-log=errors", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogErrors }},
 	{name: "access-log=off", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogOff }},
 	{name: "without-use-remote-address", edit: editHCM(func(h *hcmv3.HttpConnectionManager) { h.UseRemoteAddress = nil })},

@@ -90,6 +90,17 @@ type Config struct {
 	AccessLog string
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
 	AccessLogPath string
+	// UpstreamStats turns on the router's dynamic stats for the requests
+	// it sends to the dialer: cluster.dialer.upstream_rq_<code>, _<class>xx,
+	// _completed and the upstream_rq_time histogram, each twice (the
+	// external.* copy). Off by default: every request to the dialer is a
+	// request of the edge's own, counted and timed by the listener's
+	// http.edge.downstream_rq_* stats, and the dialer's own metrics
+	// (wsedge_dialer_requests_total, _request_duration_seconds) break
+	// them down by route; charging the copies costs Envoy about 4 % of
+	// its work per warm request (make bench-envoy). Calls to authz are
+	// charged either way (their client is not this router).
+	UpstreamStats bool
 	// Tracing exports Envoy's spans over OTLP; off unless
 	// Tracing.OTLPEndpoint is set.
 	Tracing Tracing

@@ -13,6 +13,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/wsedge/wsedge/edgewire"
 )
@@ -179,8 +180,10 @@ func extProcFilter(c Config) (*hcmv3.HttpFilter, error) {
 	return f, nil
 }
 
-func routerFilter(Config) (*hcmv3.HttpFilter, error) {
-	return httpFilter(routerFilterName, quietRouter()), nil
+func routerFilter(c Config) (*hcmv3.HttpFilter, error) {
+	r := quietRouter()
+	r.DynamicStats = wrapperspb.Bool(c.UpstreamStats)
+	return httpFilter(routerFilterName, r), nil
 }
 
 // quietRouter is Envoy's router without the x-envoy-* headers it adds by

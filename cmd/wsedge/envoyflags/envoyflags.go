@@ -41,6 +41,7 @@ func Register(fs *flag.FlagSet, c *envoy.Config) {
 	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "which requests the JSON access log records: all, errors (status ≥ 400 or an Envoy response flag) or off")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
+	fs.BoolVar(&c.UpstreamStats, "upstream-stats", c.UpstreamStats, "Envoy's per-status and latency stats of the dialer cluster (cluster.dialer.upstream_rq_*: the router's dynamic stats); off: the edge's http.edge.downstream_rq_* and the dialer's metrics count the same requests, for about 4% less Envoy CPU per request")
 	fs.Uint64Var(&c.Limits.MaxHeapBytes, "max-heap-bytes", c.Limits.MaxHeapBytes, "heap Envoy may use: at 90% it frees memory, at 95% it answers new requests 503 with Retry-After")
 	fs.Uint64Var(&c.Limits.MaxDownstreamConnections, "max-downstream-connections", c.Limits.MaxDownstreamConnections, "client connections over all listeners; beyond it new connections are closed as accepted")
 	fs.UintVar(&c.Limits.AuthzMaxRequests, "authz-max-requests", c.Limits.AuthzMaxRequests, "circuit breaker: concurrent ext_authz and ext_proc calls to authz; beyond it 503 with Retry-After")
