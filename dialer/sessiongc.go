@@ -2,8 +2,10 @@ package dialer
 
 import (
 	"runtime"
+	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"sync/atomic"
+	"time"
 )
 
 // What opening a websocket allocates in the dialer (net/http's two 4 KiB
@@ -21,7 +23,20 @@ import (
 // opening the same however many are open, and a burst leaves the garbage
 // of at most that many sessions behind. Requests never cause one, and
 // under load the runtime's own cycles come first.
+//
+// A cycle frees garbage but gives no page back: the runtime returns free
+// memory only above its heap goal, which the packet buffers set far above
+// a dialer's RSS, so the pages a burst's last window of garbage and the
+// tailnet's grown buffer pools took would stay in RSS for good (about 2 KB
+// per session after a thousand-session burst). So once a burst is over (no
+// session opened for burstQuiet, at least sessionGCEvery opened since the
+// last release) the collector runs one more cycle and returns every free
+// page to the system: one cycle per burst, never more than one per
+// sessionGCEvery openings.
 const sessionGCEvery = 128
+
+// burstQuiet is how long no session opens before a burst counts as over.
+const burstQuiet = 250 * time.Millisecond
 
 type sessionCollector struct {
 	// open is the upgraded sessions open; since, those opened since the
@@ -31,12 +46,26 @@ type sessionCollector struct {
 	// cycles is the runtime's cycle count when the first of the sessions
 	// since opened.
 	cycles atomic.Uint64
-	// collect and count are runtime.GC and gcCycles but in tests.
+	// sinceRelease is the sessions opened since the last release;
+	// lastOpen, when the latest opened (Unix ns); armed, whether a
+	// release is waiting for the burst to end.
+	sinceRelease, lastOpen atomic.Int64
+	armed                  atomic.Bool
+	// collect, count and release are runtime.GC, gcCycles and
+	// debug.FreeOSMemory, now and after time.Now and time.AfterFunc, and
+	// quiet burstQuiet, but in tests.
 	collect func()
 	count   func() uint64
+	release func()
+	now     func() time.Time
+	after   func(time.Duration, func())
+	quiet   time.Duration
 }
 
-var upgradeGC = sessionCollector{collect: runtime.GC, count: gcCycles}
+var upgradeGC = sessionCollector{
+	collect: runtime.GC, count: gcCycles, release: debug.FreeOSMemory,
+	now: time.Now, after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }, quiet: burstQuiet,
+}
 
 // sessionOpened counts a detached session; it returns the function that
 // counts it closed.
@@ -59,7 +88,32 @@ func (g *sessionCollector) sessionOpened() (closed func()) {
 			g.cycles.Store(g.count())
 		}()
 	}
+	g.lastOpen.Store(g.now().UnixNano())
+	if g.sinceRelease.Add(1) >= sessionGCEvery && g.armed.CompareAndSwap(false, true) {
+		g.after(g.quiet, g.releaseIfQuiet)
+	}
 	return func() { g.open.Add(-1) }
+}
+
+// releaseIfQuiet runs a cycle and returns free memory to the system once
+// no session has opened for quiet (and no cycle of the collector's runs);
+// until then it waits again.
+func (g *sessionCollector) releaseIfQuiet() {
+	wait := g.quiet - g.now().Sub(time.Unix(0, g.lastOpen.Load()))
+	if wait > 0 {
+		g.after(wait, g.releaseIfQuiet)
+		return
+	}
+	if !g.running.CompareAndSwap(false, true) {
+		g.after(g.quiet, g.releaseIfQuiet)
+		return
+	}
+	defer g.running.Store(false)
+	g.sinceRelease.Store(0)
+	g.since.Store(0) // the release's cycle starts the next window too
+	g.armed.Store(false)
+	g.release()
+	g.cycles.Store(g.count())
 }
 
 // gcCycles is how many GC cycles the runtime has completed.

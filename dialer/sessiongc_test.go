@@ -2,23 +2,55 @@ package dialer
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// fakeCollector is a sessionCollector whose cycles are counted, not run;
-// runtime is the runtime's own cycles.
+// fakeCollector is a sessionCollector whose cycles and releases are
+// counted, not run, on a clock of its own whose timers fire when the test
+// says; runtime is the runtime's own cycles.
 type fakeCollector struct {
 	sessionCollector
-	asked, runtime atomic.Uint64
+	asked, runtime, released atomic.Uint64
+	clock                    atomic.Int64
+	mu                       sync.Mutex
+	timers                   []func()
 }
 
 func newFakeCollector() *fakeCollector {
 	f := &fakeCollector{}
 	f.collect = func() { f.asked.Add(1); f.runtime.Add(1) }
 	f.count = f.runtime.Load
+	f.release = func() { f.released.Add(1); f.runtime.Add(1) }
+	f.now = func() time.Time { return time.Unix(0, f.clock.Load()) }
+	f.after = func(_ time.Duration, fn func()) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.timers = append(f.timers, fn)
+	}
+	f.quiet = burstQuiet
 	return f
+}
+
+// advance moves the clock by d and fires the timers set before.
+func (f *fakeCollector) advance(d time.Duration) {
+	f.clock.Add(int64(d))
+	f.mu.Lock()
+	due := f.timers
+	f.timers = nil
+	f.mu.Unlock()
+	for _, fn := range due {
+		fn()
+	}
+}
+
+// pending is how many timers are set.
+func (f *fakeCollector) pending() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.timers)
 }
 
 // openN opens n sessions, waiting after each for a cycle it asked for
@@ -85,6 +117,64 @@ func TestSessionCollector(t *testing.T) {
 	f.openN(sessionGCEvery)
 	if got := f.asked.Load(); got != before+2 {
 		t.Fatalf("%d cycles, want %d: with none open, one every %d again", got, before+2, sessionGCEvery)
+	}
+}
+
+// TestSessionCollectorReleasesAfterBurst: once sessionGCEvery sessions
+// have opened, the first burstQuiet without an opening ends in one
+// release (a cycle and free memory back to the system), not before, and
+// not while a window's cycle runs; the next needs sessionGCEvery more.
+func TestSessionCollectorReleasesAfterBurst(t *testing.T) {
+	f := newFakeCollector()
+	f.openN(sessionGCEvery - 1)
+	f.advance(10 * burstQuiet)
+	if got, n := f.released.Load(), f.pending(); got != 0 || n != 0 {
+		t.Fatalf("%d releases and %d timers after %d sessions, want none", got, n, sessionGCEvery-1)
+	}
+	f.openN(1)
+	if n := f.pending(); n != 1 {
+		t.Fatalf("%d release timers after %d sessions, want 1", n, sessionGCEvery)
+	}
+	// Sessions still opening: the burst goes on, whatever the timer says.
+	for range 5 {
+		f.advance(burstQuiet / 2)
+		f.openN(3)
+	}
+	if got := f.released.Load(); got != 0 {
+		t.Fatalf("released %d times while sessions still opened every %v", got, burstQuiet/2)
+	}
+	if n := f.pending(); n != 1 {
+		t.Fatalf("%d release timers during the burst, want 1", n)
+	}
+	for f.pending() > 0 {
+		f.advance(burstQuiet)
+	}
+	if got := f.released.Load(); got != 1 {
+		t.Fatalf("%d releases once the burst was over, want 1", got)
+	}
+	// The release's cycle starts the next window: no cycle of the
+	// collector's for sessionGCEvery-1 more.
+	asked := f.asked.Load()
+	f.openN(sessionGCEvery - 1)
+	f.advance(10 * burstQuiet)
+	if got, n := f.released.Load(), f.pending(); got != 1 || n != 0 {
+		t.Fatalf("%d releases and %d timers %d sessions after a release, want 1 and none", got, n, sessionGCEvery-1)
+	}
+	if got := f.asked.Load(); got != asked {
+		t.Fatalf("%d cycles asked for within the window the release started, want none", got-asked)
+	}
+
+	// A window's cycle running when the burst ends: the release waits.
+	f.openN(1)
+	f.running.Store(true)
+	f.advance(burstQuiet)
+	if got, n := f.released.Load(), f.pending(); got != 1 || n != 1 {
+		t.Fatalf("%d releases and %d timers while a cycle ran, want 1 and 1", got, n)
+	}
+	f.running.Store(false)
+	f.advance(burstQuiet)
+	if got := f.released.Load(); got != 2 {
+		t.Fatalf("%d releases after the cycle ended, want 2", got)
 	}
 }
 
