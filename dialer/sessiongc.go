@@ -47,24 +47,28 @@ type sessionCollector struct {
 	// since opened.
 	cycles atomic.Uint64
 	// sinceRelease is the sessions opened since the last release;
-	// lastOpen, when the latest opened (Unix ns); armed, whether a
+	// lastOpen, when the latest opened (now's reading); armed, whether a
 	// release is waiting for the burst to end.
 	sinceRelease, lastOpen atomic.Int64
 	armed                  atomic.Bool
 	// collect, count and release are runtime.GC, gcCycles and
-	// debug.FreeOSMemory, now and after time.Now and time.AfterFunc, and
-	// quiet burstQuiet, but in tests.
+	// debug.FreeOSMemory, now the monotonic time since the process
+	// started, after time.AfterFunc, and quiet burstQuiet, but in tests.
 	collect func()
 	count   func() uint64
 	release func()
-	now     func() time.Time
+	now     func() time.Duration
 	after   func(time.Duration, func())
 	quiet   time.Duration
 }
 
+// processStart is what upgradeGC's clock counts from.
+var processStart = time.Now()
+
 var upgradeGC = sessionCollector{
 	collect: runtime.GC, count: gcCycles, release: debug.FreeOSMemory,
-	now: time.Now, after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }, quiet: burstQuiet,
+	now:   func() time.Duration { return time.Since(processStart) },
+	after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }, quiet: burstQuiet,
 }
 
 // sessionOpened counts a detached session; it returns the function that
@@ -88,7 +92,7 @@ func (g *sessionCollector) sessionOpened() (closed func()) {
 			g.cycles.Store(g.count())
 		}()
 	}
-	g.lastOpen.Store(g.now().UnixNano())
+	g.lastOpen.Store(int64(g.now()))
 	if g.sinceRelease.Add(1) >= sessionGCEvery && g.armed.CompareAndSwap(false, true) {
 		g.after(g.quiet, g.releaseIfQuiet)
 	}
@@ -99,7 +103,7 @@ func (g *sessionCollector) sessionOpened() (closed func()) {
 // no session has opened for quiet (and no cycle of the collector's runs);
 // until then it waits again.
 func (g *sessionCollector) releaseIfQuiet() {
-	wait := g.quiet - g.now().Sub(time.Unix(0, g.lastOpen.Load()))
+	wait := g.quiet - (g.now() - time.Duration(g.lastOpen.Load()))
 	if wait > 0 {
 		g.after(wait, g.releaseIfQuiet)
 		return

@@ -24,7 +24,7 @@ func newFakeCollector() *fakeCollector {
 	f.collect = func() { f.asked.Add(1); f.runtime.Add(1) }
 	f.count = f.runtime.Load
 	f.release = func() { f.released.Add(1); f.runtime.Add(1) }
-	f.now = func() time.Time { return time.Unix(0, f.clock.Load()) }
+	f.now = func() time.Duration { return time.Duration(f.clock.Load()) }
 	f.after = func(_ time.Duration, fn func()) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
