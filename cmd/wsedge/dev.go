@@ -18,6 +18,7 @@ import (
 	"time"
 
 	devprimary "github.com/wsedge/wsedge/dev/primary"
+	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/envoyrun"
 	"github.com/wsedge/wsedge/tokens"
@@ -33,6 +34,7 @@ type devCmd struct {
 	authzMetrics, dialerMetrics string
 	fastPath                    bool
 	otlpEndpoint                string
+	accessLog                   string
 }
 
 func (f *devCmd) flags(fs *flag.FlagSet) {
@@ -47,10 +49,18 @@ func (f *devCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.dialerMetrics, "dialer-metrics-listen", "127.0.0.1:9102", "dialer Prometheus /metrics address (empty disables)")
 	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC collector (plain gRPC, e.g. 127.0.0.1:4317) that Envoy, authz and the dialer send every request's trace to (empty: no tracing)")
 	fs.BoolVar(&f.fastPath, "fast-path", true, "let Envoy verify signed app token cookies and skip ext_authz for them (envoy-config --fast-path)")
+	// A dev stack is for watching requests go by: every one gets a line,
+	// where envoy-config's default logs errors only.
+	fs.StringVar(&f.accessLog, "access-log", envoy.AccessLogAll, "which requests Envoy's access log (stdout.log) records: all, errors or off (envoy-config --access-log)")
 	f.logs.register(fs)
 }
 
 func (f *devCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	switch f.accessLog {
+	case envoy.AccessLogAll, envoy.AccessLogErrors, envoy.AccessLogOff:
+	default:
+		return fmt.Errorf("--access-log %q: want all, errors or off", f.accessLog)
+	}
 	cat := devprimary.DemoCatalog()
 	if f.catalog != "" {
 		c, err := devprimary.LoadCatalog(f.catalog)
@@ -126,6 +136,7 @@ func (f *devCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 		Progress:         func(step string) { fmt.Fprintf(stderr, "wsedge dev: starting %s…\n", step) },
 		NoFastPath:       !f.fastPath,
 		OTLPEndpoint:     f.otlpEndpoint,
+		Envoy:            func(c *envoy.Config) { c.AccessLog = f.accessLog },
 	}
 	authzReg, dialerReg := newRegistry(), newRegistry()
 	cfg.AuthzRegisterer, cfg.DialerRegisterer = authzReg, dialerReg

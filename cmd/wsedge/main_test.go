@@ -153,6 +153,15 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestDevRefusesAnUnknownAccessLogMode: wsedge dev says what --access-log
+// takes before it starts anything.
+func TestDevRefusesAnUnknownAccessLogMode(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"dev", "--access-log", "verbose"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `--access-log "verbose": want all, errors or off`) || strings.Contains(errb.String(), "starting") {
+		t.Fatalf("code %d, stderr %q", code, errb.String())
+	}
+}
+
 // TestEnvoyConfigOutput: --output writes what envoy-config would print, so
 // an init container without a shell can produce the bootstrap.
 func TestEnvoyConfigOutput(t *testing.T) {
