@@ -212,7 +212,7 @@ bench-envoy: setup profiler build
 ## Envoy in front of a Go reverse proxy over the same tailnet to the same
 ## agent), with issue 16's bars, written to bench/results/fastpath.md.
 ## `make bench` runs the same benchmark among all the others.
-## REFERENCE_ACCESS_LOG=errors|off measures wsedge with that --access-log
+## REFERENCE_ACCESS_LOG=all|off measures wsedge with that --access-log
 ## mode instead of the default, written to fastpath-access-log-<mode>.md.
 ## REFERENCE_DIALER_GOGC=N runs the dialer (and nothing else) with GOGC=N,
 ## written to fastpath-dialer-gogc-<N>.md.

@@ -7,18 +7,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/wsedge/wsedge/envoy"
-	"github.com/wsedge/wsedge/internal/devstack"
 )
 
-// TestAccessLogErrorsOnly: with --access-log=errors the edge's access log
-// has a line for a refused request (a workspace that does not exist) and
-// none for a served one.
+// TestAccessLogErrorsOnly: as shipped (--access-log=errors) the edge's
+// access log has a line for a refused request (a workspace that does not
+// exist) and none for a served one.
 func TestAccessLogErrorsOnly(t *testing.T) {
-	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
-		c.Envoy = func(e *envoy.Config) { e.AccessLog = envoy.AccessLogErrors }
-	}))
+	fp := startEdge(t, WithDev())
 	session := fp.newSession(t)
 	c := fp.plainClient(t)
 	ok := fetch(c, "http://"+codeHost+"/echo?marker=served", http.Header{"Coder-Session-Token": {session}})

@@ -72,7 +72,7 @@ var envoyCostVariants = []envoyCostVariant{
 	// (per-status, completion and latency copies), which the minimal
 	// Envoy charges by default.
 	{name: "with-upstream-stats", config: func(c *envoy.Config) { c.UpstreamStats = true }},
-	{name: "access-log=errors", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogErrors }},
+	{name: "access-log=all", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogAll }},
 	{name: "access-log=off", config: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogOff }},
 	{name: "without-use-remote-address", edit: editHCM(func(h *hcmv3.HttpConnectionManager) { h.UseRemoteAddress = nil })},
 	{name: "without-request-headers-timeout", edit: editHCM(func(h *hcmv3.HttpConnectionManager) { h.RequestHeadersTimeout = nil })},

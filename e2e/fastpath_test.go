@@ -431,7 +431,7 @@ func mustDo(t *testing.T, c *http.Client, req *http.Request) *http.Response {
 // and allows the app's own origin, as ext_proc would. A cross-origin
 // request still meets ext_proc, which decides it with the owner lookup.
 func TestSameOriginSkipsExtProc(t *testing.T) {
-	e := startEdge(t, WithDev(), WithMetrics(), WithWarmCookies())
+	e := startEdge(t, WithDev(logEveryRequest), WithMetrics(), WithWarmCookies())
 	messages := func() float64 {
 		return counter(t, e.authzMetrics, "wsedge_extproc_messages_total", "", "")
 	}

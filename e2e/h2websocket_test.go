@@ -28,7 +28,7 @@ func dialEdgeHTTP2(ctx context.Context, t *testing.T) (*edge, *tls.Conn) {
 	fp := startEdge(t, WithDev(func(c *devstack.DevConfig) {
 		c.AccessURL = &url.URL{Scheme: "https", Host: accessHost}
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
-	}))
+	}, logEveryRequest))
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", fp.dev.EdgeAddr.String())
 	if err != nil {
 		t.Fatal(err)

@@ -248,6 +248,19 @@ func WithDev(edits ...func(*devstack.DevConfig)) edgeOption {
 	}
 }
 
+// logEveryRequest is a WithDev edit: Envoy's access log records every
+// request (--access-log=all), for tests that read the line of one that
+// succeeded; as shipped it records errors only.
+func logEveryRequest(c *devstack.DevConfig) {
+	edit := c.Envoy
+	c.Envoy = func(e *envoy.Config) {
+		if edit != nil {
+			edit(e)
+		}
+		e.AccessLog = envoy.AccessLogAll
+	}
+}
+
 // asDeployed keeps the dialer's own dial timeout and stats upload.
 func asDeployed(c *devstack.DevConfig) { c.StatsFlushInterval, c.DialTimeout = 0, 0 }
 

@@ -338,7 +338,7 @@ func startReferenceBenchOver(b *testing.B, overTLS bool) *referenceBench {
 		}
 	}
 	// WSEDGE_BENCH_ACCESS_LOG measures another --access-log mode than the
-	// default (make bench-reference REFERENCE_ACCESS_LOG=errors).
+	// default (make bench-reference REFERENCE_ACCESS_LOG=all).
 	accessLog := os.Getenv("WSEDGE_BENCH_ACCESS_LOG")
 	rb.bp = startEdge(b, benchPath(WithDev(func(cfg *devstack.DevConfig) {
 		cfg.ServeElsewhere = elsewhere

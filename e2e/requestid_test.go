@@ -26,7 +26,7 @@ func jsonLines(b *syncBuffer) []map[string]any {
 // by one id, Envoy's x-request-id (a client's own is not kept).
 func TestOneRequestIDInEnvoyAuthzAndDialerLogs(t *testing.T) {
 	var logs syncBuffer
-	fp := startEdge(t, WithDev(), WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	fp := startEdge(t, WithDev(logEveryRequest), WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	session := fp.newSession(t)
 	a := fetch(fp.plainClient(t), "http://"+codeHost+"/echo?marker=correlate", http.Header{
 		"Coder-Session-Token": {session},

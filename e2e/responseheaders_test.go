@@ -25,7 +25,7 @@ import (
 // on the warm path, ext_proc's route, a websocket's 101, authz's answer
 // and Envoy's own error page.
 func TestResponseHeaders(t *testing.T) {
-	e := startEdge(t, WithDev(), WithWarmCookies())
+	e := startEdge(t, WithDev(logEveryRequest), WithWarmCookies())
 	seen := map[string]string{} // request ID → what answered
 	check := func(t *testing.T, what string, h http.Header, server string, pathSide, hasID bool) {
 		t.Helper()

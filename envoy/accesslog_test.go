@@ -38,19 +38,27 @@ func TestAccessLogCarriesTheRequestIDAuthzAndTheDialerLog(t *testing.T) {
 // "errors" logs only status ≥ 400 or a response flag, through Envoy's own
 // access log filters, and "off" configures no access log at all.
 func TestAccessLogModes(t *testing.T) {
-	for _, mode := range []string{"", AccessLogAll} {
+	c := DefaultConfig()
+	c.AccessLog = AccessLogAll
+	logs := hcmOf(t, c).GetAccessLog()
+	if len(logs) != 1 {
+		t.Fatalf("all: %d access logs, want one", len(logs))
+	}
+	if f := logs[0].GetFilter(); f != nil {
+		t.Fatalf("all: filter %v, want none", f)
+	}
+
+	// The default, and the zero value, log errors only.
+	for _, mode := range []string{DefaultConfig().AccessLog, ""} {
 		c := DefaultConfig()
 		c.AccessLog = mode
 		logs := hcmOf(t, c).GetAccessLog()
-		if len(logs) != 1 {
-			t.Fatalf("mode %q: %d access logs, want one", mode, len(logs))
-		}
-		if f := logs[0].GetFilter(); f != nil {
-			t.Fatalf("mode %q: filter %v, want none", mode, f)
+		if len(logs) != 1 || len(logs[0].GetFilter().GetOrFilter().GetFilters()) != 2 {
+			t.Fatalf("mode %q: access logs %v, want one with the errors filter", mode, logs)
 		}
 	}
 
-	c := DefaultConfig()
+	c = DefaultConfig()
 	c.AccessLog = AccessLogOff
 	if logs := hcmOf(t, c).GetAccessLog(); len(logs) != 0 {
 		t.Fatalf("off: %d access logs", len(logs))
@@ -58,7 +66,7 @@ func TestAccessLogModes(t *testing.T) {
 
 	c = DefaultConfig()
 	c.AccessLog, c.AccessLogPath = AccessLogErrors, "/var/log/envoy/errors.json"
-	logs := hcmOf(t, c).GetAccessLog()
+	logs = hcmOf(t, c).GetAccessLog()
 	if len(logs) != 1 {
 		t.Fatalf("errors: %d access logs", len(logs))
 	}

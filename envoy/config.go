@@ -85,7 +85,7 @@ type Config struct {
 	// RateLimit.Requests is set.
 	RateLimit RateLimit
 	// AccessLog is which requests the JSON access log records:
-	// AccessLogAll (the default; empty means the same), AccessLogErrors or
+	// AccessLogErrors (the default; empty means the same), AccessLogAll or
 	// AccessLogOff.
 	AccessLog string
 	// AccessLogPath is where the JSON access log goes; empty is stdout.
@@ -167,7 +167,7 @@ func DefaultConfig() Config {
 		StreamIdleTimeout:     5 * time.Minute,
 		UpgradeIdleTimeout:    time.Hour,
 		RouteTimeout:          time.Minute,
-		AccessLog:             AccessLogAll,
+		AccessLog:             AccessLogErrors,
 		RateLimit:             RateLimit{Interval: time.Minute, MaxKeys: 10000},
 		Tracing:               Tracing{SamplePercent: 100, ServiceName: DefaultTraceServiceName},
 		Limits:                DefaultLimits(),
@@ -245,7 +245,7 @@ func (c Config) Validate() error {
 	switch c.AccessLog {
 	case "", AccessLogAll, AccessLogErrors, AccessLogOff:
 	default:
-		return bad("access-log", "%q: want %s, %s or %s", c.AccessLog, AccessLogAll, AccessLogErrors, AccessLogOff)
+		return bad("access-log", "%q: want %s, %s or %s", c.AccessLog, AccessLogErrors, AccessLogAll, AccessLogOff)
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err

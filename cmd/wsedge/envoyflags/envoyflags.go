@@ -39,7 +39,7 @@ func Register(fs *flag.FlagSet, c *envoy.Config) {
 	fs.DurationVar(&c.RateLimit.Interval, "rate-limit-interval", c.RateLimit.Interval, "period of -rate-limit (tokens refill continuously; at least 50ms)")
 	fs.UintVar(&c.RateLimit.MaxKeys, "rate-limit-max-keys", c.RateLimit.MaxKeys, "per-user and per-IP buckets Envoy keeps (each), least recently used evicted first")
 	fs.BoolVar(&c.RateLimit.BeforeAuthz, "rate-limit-before-authz", c.RateLimit.BeforeAuthz, "also limit each client address to -rate-limit before authorization, counting requests authz denies (as Coder's own proxy does); needs -rate-limit")
-	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "which requests the JSON access log records: all, errors (status ≥ 400 or an Envoy response flag) or off")
+	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "which requests the JSON access log records: errors (status ≥ 400 or an Envoy response flag), all or off")
 	fs.StringVar(&c.AccessLogPath, "access-log-path", c.AccessLogPath, "`file` for the JSON access log (empty: stdout)")
 	fs.BoolVar(&c.UpstreamStats, "upstream-stats", c.UpstreamStats, "Envoy's per-status and latency stats of the dialer cluster (cluster.dialer.upstream_rq_*: the router's dynamic stats); off: the edge's http.edge.downstream_rq_* and the dialer's metrics count the same requests, for about 4% less Envoy CPU per request")
 	fs.Uint64Var(&c.Limits.MaxHeapBytes, "max-heap-bytes", c.Limits.MaxHeapBytes, "heap Envoy may use: at 90% it frees memory, at 95% it answers new requests 503 with Retry-After")
