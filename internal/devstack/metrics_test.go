@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsedge/wsedge/envoy"
 	"github.com/wsedge/wsedge/internal/devstack"
 	"github.com/wsedge/wsedge/internal/testutil"
 )
@@ -90,6 +91,9 @@ func TestDevStackExportsComponentMetrics(t *testing.T) {
 		Logger:           slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AuthzRegisterer:  authzReg,
 		DialerRegisterer: dialerReg,
+		// The requests below succeed: a line each (the default logs
+		// errors only).
+		Envoy: func(c *envoy.Config) { c.AccessLog = envoy.AccessLogAll },
 	})
 	if err != nil {
 		t.Fatalf("StartDev: %v", err)
