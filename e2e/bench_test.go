@@ -35,6 +35,11 @@ import (
 // appBytes is the response size of the whole-path HTTP figures.
 const appBytes = 1024
 
+// appResponse is what the app answers to /bytes?n=appBytes: the load
+// generator runs in the process the agent does, so it checks each
+// response against this, built once, rather than one built per request.
+var appResponse = devagent.PatternBytes(appBytes)
+
 // benchPath is the whole path as benchmarks and soaks run it (more
 // options last): the dialer's dial timeout and stats upload as deployed,
 // quiet logs, authz's and the dialer's metrics, and warm token cookies for
@@ -97,7 +102,7 @@ func fetch1KiB(c *http.Client, host, cookie, origin string, upload []byte) (time
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", method, req.URL, err)
 	}
-	if res.StatusCode != http.StatusOK || !bytes.Equal(got, devagent.PatternBytes(appBytes)) {
+	if res.StatusCode != http.StatusOK || !bytes.Equal(got, appResponse) {
 		return 0, fmt.Errorf("%s %s: status %d, %d bytes (want 200 and the 1 KiB pattern): %.200q", method, req.URL, res.StatusCode, len(got), got)
 	}
 	return took, nil
